@@ -1,0 +1,1 @@
+"""Imaging: DICOM/NIfTI loading, segmentation, surface meshes and DICOM SEG."""

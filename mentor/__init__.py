@@ -1,0 +1,1 @@
+"""Remote mentoring: live video over WebRTC, annotations and poses over gRPC."""

@@ -1,0 +1,1 @@
+"""AR overlay: registered models rendered into camera and headset views."""

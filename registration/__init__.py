@@ -1,0 +1,1 @@
+"""Registration and tracking: frames, fiducials, point/surface registration, markers."""

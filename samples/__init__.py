@@ -1,0 +1,1 @@
+"""Sample data: a deterministic head CT phantom written as a real DICOM series."""

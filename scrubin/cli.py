@@ -1,0 +1,100 @@
+"""The ``scrubin`` command line.
+
+Each sub-command lives in its own module under :mod:`scrubin.commands` and exposes
+``register(subparsers) -> None``, which adds its parser and sets ``func`` (a callable taking
+the parsed namespace and returning an exit status). Modules are discovered, so adding a
+command means adding one file.
+
+User mistakes (bad paths, corrupt files, impossible requests) raise a stage's error class;
+they are printed as one line ``scrubin: error: ...`` and exit with status 2. Anything else is
+a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from imaging.errors import ImagingError
+from mentor.errors import MentorError
+from overlay.errors import OverlayError
+from registration.errors import RegistrationError
+from scrubin import commands
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ImagingError,
+    RegistrationError,
+    OverlayError,
+    MentorError,
+)
+
+
+class CliError(Exception):
+    """A command-line usage error found after parsing (e.g. an option's value is malformed)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every discovered sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="scrubin",
+        description="Scrub In: DICOM to 3-D models, registration, AR overlay, remote mentoring.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def _preprocess(argv: list[str]) -> list[str]:
+    """Let option values start with '-' (``--seed -12.5,30,40``, ``--threshold -1000:-400``).
+
+    argparse treats a value such as ``-12.5,30,40`` as an option; joining it to its option
+    with '=' keeps it a value. Only values that look numeric are joined.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        nxt = argv[i + 1] if i + 1 < len(argv) else None
+        if (
+            arg.startswith("--")
+            and "=" not in arg
+            and nxt is not None
+            and len(nxt) > 1
+            and nxt[0] == "-"
+            and (nxt[1].isdigit() or nxt[1] == ".")
+        ):
+            out.append(f"{arg}={nxt}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``scrubin`` and ``python -m scrubin``; returns the exit status."""
+    args_list = _preprocess(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    try:
+        status = args.func(args)
+    except (*USER_ERRORS, CliError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"scrubin: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("scrubin: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

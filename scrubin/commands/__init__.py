@@ -1,0 +1,1 @@
+"""Sub-commands of ``scrubin``: one module each, exposing ``register(subparsers)``."""

@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): speed as ratios against peer libraries, same process."""

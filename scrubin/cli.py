@@ -3,7 +3,8 @@
 Each sub-command lives in its own module under :mod:`scrubin.commands` and exposes
 ``register(subparsers) -> None``, which adds its parser and sets ``func`` (a callable taking
 the parsed namespace and returning an exit status). Modules are discovered, so adding a
-command means adding one file.
+command means adding one file; a command group (``scrubin register points|surface``) is a
+sub-package whose modules are discovered the same way.
 
 User mistakes (bad paths, corrupt files, impossible requests) raise a stage's error class;
 they are printed as one line ``scrubin: error: ...`` and exit with status 2. Anything else is
@@ -13,8 +14,6 @@ a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +22,7 @@ from mentor.errors import MentorError
 from overlay.errors import OverlayError
 from registration.errors import RegistrationError
 from scrubin import commands
+from scrubin.commands._discover import register_all
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ImagingError,
@@ -44,11 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        module.register(sub)
+    register_all(sub, commands)
     return parser
 
 

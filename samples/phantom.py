@@ -1,0 +1,243 @@
+"""Sample head-CT phantoms as real DICOM series, generated on demand and cached.
+
+``ensure_sample(name)`` returns a folder holding one CT Image Storage file per slice
+(``*.dcm``, names not in slice order) and ``truth.json`` (ground truth in LPS mm, see
+:func:`truth_dict`). Presets:
+
+``small``          axial, PixelSpacing [1.9, 1.7] (row, column), 2.5 mm slices, ~1.3 M voxels
+``small-oblique``  double-oblique (15 deg about x then 10 deg about y), PixelSpacing [1.8, 1.6],
+                   2.4 mm slices
+``full``           axial 512 x 512 x 300, PixelSpacing [0.5, 0.5], 0.8 mm slices
+
+Cache: ``$SCRUBIN_CACHE`` if set, else ``samples/cache/`` next to this module when writable,
+else ``~/.cache/scrubin/``; one folder ``<name>-<spec hash>`` per preset. A series is built in
+a temporary folder and renamed into place atomically, so concurrent callers are safe and a
+half-written series is never used. Same spec -> byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from samples import anatomy
+from samples.dicom_writer import deterministic_uid, write_series
+from samples.model import HeadPhantom, SampleError, phantom_model
+from samples.render import RESCALE_INTERCEPT, blur_and_noise, render_hu
+
+__all__ = [
+    "PRESETS",
+    "HeadPhantom",
+    "SampleError",
+    "default_cache_dir",
+    "ensure_sample",
+    "generate_sample",
+    "load_truth",
+    "phantom_model",
+]
+
+GENERATOR_VERSION = "1"
+SEED = 20260101
+PSF_SIGMA_MM = 0.6
+NOISE_HU = 15.0
+SUPERSAMPLE = 4
+#: Margin (mm) around the anatomy's bounding box in the auto-sized presets.
+FOV_MARGIN_MM = 8.0
+
+
+def _rot_x(deg: float) -> np.ndarray:
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+
+
+def _rot_y(deg: float) -> np.ndarray:
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+#: name -> (rotation whose columns are row cosine, column cosine, normal;
+#:          PixelSpacing [row, col]; slice spacing; fixed shape (i, j, k) or None = auto)
+PRESETS: dict[str, tuple[np.ndarray, tuple[float, float], float, tuple[int, int, int] | None]] = {
+    "small": (np.eye(3), (1.9, 1.7), 2.5, None),
+    "small-oblique": (_rot_x(15.0) @ _rot_y(10.0), (1.8, 1.6), 2.4, None),
+    "full": (np.eye(3), (0.5, 0.5), 0.8, (512, 512, 300)),
+}
+
+
+def _check_name(name: str) -> None:
+    if name not in PRESETS:
+        raise SampleError(f"unknown sample {name!r}; expected one of {', '.join(PRESETS)}")
+
+
+def grid(name: str) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Affine (voxel (i, j, k) -> LPS mm) and shape (i, j, k) of a preset.
+
+    The grid is centred on the anatomy's bounding box; auto-sized presets cover it plus
+    :data:`FOV_MARGIN_MM` along each image axis.
+    """
+    _check_name(name)
+    rot, (row_sp, col_sp), slice_sp, fixed = PRESETS[name]
+    spacing = np.array([col_sp, row_sp, slice_sp])
+    box = anatomy.content_bbox_lps()
+    corners = np.array([[box[a, 0], box[b, 1], box[c, 2]] for a in (0, 1) for b in (0, 1)
+                        for c in (0, 1)])
+    proj = corners @ rot  # coordinates along (row cosine, column cosine, normal)
+    lo, hi = proj.min(axis=0) - FOV_MARGIN_MM, proj.max(axis=0) + FOV_MARGIN_MM
+    if fixed is None:
+        shape = tuple(int(np.ceil((h - low) / s)) + 1 for low, h, s in zip(lo, hi, spacing,
+                                                                             strict=True))
+    else:
+        shape = fixed
+    centre = 0.5 * (lo + hi)
+    first = centre - 0.5 * (np.asarray(shape) - 1) * spacing  # along each image axis
+    affine = np.eye(4)
+    affine[:3, :3] = rot * spacing
+    affine[:3, 3] = rot @ first
+    return affine, (int(shape[0]), int(shape[1]), int(shape[2]))
+
+
+def _spec(name: str) -> dict[str, Any]:
+    affine, shape = grid(name)
+    return {
+        "name": name,
+        "generator_version": GENERATOR_VERSION,
+        "seed": SEED,
+        "affine": np.round(affine, 12).tolist(),
+        "shape_ijk": list(shape),
+        "psf_sigma_mm": PSF_SIGMA_MM,
+        "noise_hu": NOISE_HU,
+        "supersample": SUPERSAMPLE,
+        "structures": anatomy.structures(),
+        "fiducials": anatomy.fiducials(),
+        "target_lps": list(anatomy.TARGET_LPS),
+    }
+
+
+def spec_hash(name: str) -> str:
+    """12-hex-digit hash of everything that determines a preset's files."""
+    blob = json.dumps(_spec(name), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def truth_dict(name: str) -> dict[str, Any]:
+    """The ``truth.json`` content of a preset (all coordinates LPS mm)."""
+    spec = _spec(name)
+    h = spec_hash(name)
+    affine = np.asarray(spec["affine"])
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    rot = affine[:3, :3] / spacing
+    return {
+        "name": name,
+        "frame": "LPS",
+        "unit": "mm",
+        "study_instance_uid": deterministic_uid("scrubin-phantom-study", SEED),
+        "series_instance_uid": deterministic_uid("scrubin-phantom-series", name, h),
+        "frame_of_reference_uid": deterministic_uid("scrubin-phantom-for", SEED),
+        "affine": spec["affine"],
+        "shape_ijk": spec["shape_ijk"],
+        "pixel_spacing": [float(spacing[1]), float(spacing[0])],
+        "slice_spacing": float(spacing[2]),
+        "image_orientation": [float(v) for v in (*rot[:, 0], *rot[:, 1])],
+        "rescale_slope": 1.0,
+        "rescale_intercept": RESCALE_INTERCEPT,
+        "fiducials": spec["fiducials"],
+        "target_lps": spec["target_lps"],
+        "structures": spec["structures"],
+        "psf_sigma_mm": PSF_SIGMA_MM,
+        "noise_hu": NOISE_HU,
+        "supersample": SUPERSAMPLE,
+        "seed": SEED,
+        "generator_version": GENERATOR_VERSION,
+        "spec_hash": h,
+    }
+
+
+def generate_sample(name: str, folder: Path) -> Path:
+    """Generate preset ``name`` into the existing, empty ``folder``; return ``folder``."""
+    truth = truth_dict(name)
+    affine = np.asarray(truth["affine"])
+    i, j, k = truth["shape_ijk"]
+    hu = render_hu(truth["structures"], affine, (k, j, i), supersample=SUPERSAMPLE)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    stored = blur_and_noise(hu, spacing, PSF_SIGMA_MM, NOISE_HU, SEED)
+    del hu
+    uids = {
+        "study_instance_uid": truth["study_instance_uid"],
+        "series_instance_uid": truth["series_instance_uid"],
+        "frame_of_reference_uid": truth["frame_of_reference_uid"],
+        "sop_root": f"scrubin-phantom-sop-{name}-{truth['spec_hash']}",
+    }
+    number = list(PRESETS).index(name) + 1
+    write_series(folder, stored, affine, uids, f"Head phantom {name}", series_number=number)
+    (folder / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
+    return folder
+
+
+def default_cache_dir() -> Path:
+    """``$SCRUBIN_CACHE``, else ``samples/cache`` when writable, else ``~/.cache/scrubin``."""
+    env = os.environ.get("SCRUBIN_CACHE")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    local = here / "cache"
+    try:
+        local.mkdir(exist_ok=True)
+        if os.access(local, os.W_OK | os.X_OK):
+            return local
+    except OSError:
+        pass
+    return Path.home() / ".cache" / "scrubin"
+
+
+def ensure_sample(name: str = "small", cache_dir: Path | None = None) -> Path:
+    """Folder of preset ``name`` (``*.dcm`` + ``truth.json``), generating it once if needed.
+
+    Raises
+    ------
+    SampleError
+        Unknown name, or the cache folder cannot be created or written.
+    """
+    _check_name(name)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    final = root / f"{name}-{spec_hash(name)}"
+    if (final / "truth.json").is_file():
+        return final
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+    except OSError as exc:
+        raise SampleError(f"cannot write the sample cache {root}: {exc.strerror}") from None
+    try:
+        generate_sample(name, tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "truth.json").is_file():  # not a concurrent winner: a real error
+                raise
+    except OSError as exc:
+        raise SampleError(f"cannot write sample {name!r} into {root}: {exc}") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def load_truth(folder: Path | str) -> dict[str, Any]:
+    """The ground truth of a sample folder (``truth.json``), LPS mm."""
+    path = Path(folder) / "truth.json"
+    try:
+        truth = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SampleError(f"{path} not found; expected a folder made by ensure_sample") from None
+    except (OSError, ValueError) as exc:
+        raise SampleError(f"cannot read {path}: {exc}") from None
+    if not isinstance(truth, dict) or truth.get("frame") != "LPS":
+        raise SampleError(f"{path} is not a phantom truth file (expected 'frame': 'LPS')")
+    return truth

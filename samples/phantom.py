@@ -38,6 +38,7 @@ __all__ = [
     "SampleError",
     "default_cache_dir",
     "ensure_sample",
+    "export_sample",
     "generate_sample",
     "load_truth",
     "phantom_model",
@@ -241,3 +242,46 @@ def load_truth(folder: Path | str) -> dict[str, Any]:
     if not isinstance(truth, dict) or truth.get("frame") != "LPS":
         raise SampleError(f"{path} is not a phantom truth file (expected 'frame': 'LPS')")
     return truth
+
+
+def export_sample(name: str, out_dir: Path | str) -> Path:
+    """Write preset ``name`` (``*.dcm`` + ``truth.json``) into ``out_dir`` and return it.
+
+    ``out_dir`` must not exist or be empty. The files are assembled in a temporary sibling
+    folder and renamed into place, so a failure leaves nothing behind. The cache is used when
+    writable; otherwise the series is generated directly.
+
+    Raises
+    ------
+    SampleError
+        Unknown name, ``out_dir`` not empty or a file, or its parent not writable.
+    """
+    _check_name(name)
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SampleError(f"output {out} exists and is not an empty folder; choose a new one")
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    except OSError as exc:
+        raise SampleError(f"cannot write into {parent}: {exc.strerror}") from None
+    try:
+        try:
+            source: Path | None = ensure_sample(name)
+        except SampleError:  # cache not writable: generate straight into the output
+            source = None
+        if source is None:
+            generate_sample(name, tmp)
+        else:
+            for f in sorted(source.iterdir()):
+                shutil.copyfile(f, tmp / f.name)
+        if out.exists():
+            out.rmdir()
+        os.rename(tmp, out)
+    except OSError as exc:
+        raise SampleError(f"cannot write sample {name!r} to {out}: {exc}") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,418 @@
+"""Find DICOM image files in a folder and group them into slice stacks (candidate volumes).
+
+Only headers are read here (pydicom, ``stop_before_pixels``); the file offset of a native
+little-endian PixelData value is recorded so :mod:`imaging.dicom_series` can read the pixels
+straight into the output array.
+
+Grouping follows the issue's definition of a volume: slices with the same
+SeriesInstanceUID (0020,000E), ImageOrientationPatient (0020,0037), matrix size
+(Rows/Columns) and PixelSpacing. Localizers (ImageType (0008,0008) value 3 ``LOCALIZER``)
+are excluded. When one UID holds several stacks, the largest keeps the plain UID as its key
+and the others are listed as ``UID#2``, ``UID#3``, ...; a single slice whose orientation or
+size differs from a larger stack of its series is treated as a scout and skipped.
+Enhanced (multi-frame) files are listed one file per entry; :mod:`imaging.multiframe` splits
+them into stacks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence as SequenceABC
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import overload
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from imaging.dicom_header import FastHeader, FastHeaderUnsupportedError, read_fast_header
+from imaging.errors import DicomError, NoDicomError
+
+#: Transfer syntaxes whose PixelData can be read directly from the file (native, LE, not deflated).
+NATIVE_LE = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
+
+_PIXEL_TAGS = {0x7FE00010: "PixelData", 0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloat"}
+
+class CorruptDicomError(DicomError):
+    """A file is not DICOM or its header cannot be parsed (truncated, garbage)."""
+
+
+class NotAnImageError(DicomError):
+    """A valid DICOM object without pixel data (SR, RT Structure Set, Presentation State...)."""
+
+
+class UnsupportedTransferSyntaxError(DicomError):
+    """The pixel data's transfer syntax has no decoder installed here."""
+
+
+#: Orientation cosines closer than this are the same orientation (same stack).
+IOP_TOLERANCE = 1e-4
+
+
+@dataclass
+class SliceHeader:
+    """What the loader needs from one DICOM image file (header only, no pixels).
+
+    ``ipp`` is ImagePositionPatient in LPS mm, ``iop`` ImageOrientationPatient (row cosine then
+    column cosine), ``pixel_spacing`` PixelSpacing [row spacing, column spacing] in mm,
+    ``slope``/``intercept`` the modality LUT (PS3.3 C.11.1.1.2), ``slice_spacing``
+    SpacingBetweenSlices or SliceThickness (0 when absent). ``pixel_offset`` is the file offset
+    of a native little-endian PixelData value (``None`` when the pixels must be decoded by
+    pydicom: compressed, big endian, deflated, float). :attr:`dataset` (the full pydicom
+    header without pixel data) is read on first use.
+    """
+
+    path: Path
+    series_uid: str
+    modality: str
+    description: str
+    rows: int
+    cols: int
+    frames: int
+    transfer_syntax: str
+    ipp: np.ndarray | None
+    iop: np.ndarray | None
+    pixel_spacing: np.ndarray | None
+    image_type: tuple[str, ...]
+    enhanced: bool
+    frame_of_reference_uid: str = ""
+    samples_per_pixel: int = 1
+    bits_allocated: int = 16
+    bits_stored: int = 16
+    signed: bool = False
+    slope: float = 1.0
+    intercept: float = 0.0
+    slice_spacing: float = 0.0
+    pixel_offset: int | None = None
+    pixel_length: int | None = None
+    _dataset: Dataset | None = field(default=None, repr=False)
+
+    @property
+    def is_localizer(self) -> bool:
+        """ImageType value 3 is LOCALIZER (PS3.3 C.8.2.1.1.1)."""
+        return "LOCALIZER" in (t.upper() for t in self.image_type)
+
+    @property
+    def dataset(self) -> Dataset:
+        """The pydicom header (no pixel data), parsed on first access and kept."""
+        if self._dataset is None:
+            with open(self.path, "rb") as fp:
+                self._dataset = _open_dataset(fp, self.path)
+        return self._dataset
+
+
+class HeaderDatasets(SequenceABC[Dataset]):
+    """Read-only sequence of the pydicom headers (no pixel data) of slices, parsed on access.
+
+    Stored as ``Volume.meta["datasets"]``: DICOM SEG writing (highdicom) needs the source
+    image data sets, but loading should not pay for parsing every header in full.
+    """
+
+    def __init__(self, headers: list[SliceHeader]) -> None:
+        self._headers = list(headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+    @overload
+    def __getitem__(self, index: int) -> Dataset: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Dataset]: ...
+
+    def __getitem__(self, index: int | slice) -> Dataset | list[Dataset]:
+        if isinstance(index, slice):
+            return [h.dataset for h in self._headers[index]]
+        return self._headers[index].dataset
+
+    def __repr__(self) -> str:
+        return f"HeaderDatasets({len(self)} slices)"
+
+
+class _DatasetValues:
+    """The :class:`~imaging.dicom_header.FastHeader` accessors over a pydicom Dataset."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+
+    def text(self, keyword: str) -> str | None:
+        v = self.ds.get(keyword)
+        if v is None:
+            return None
+        if isinstance(v, pydicom.multival.MultiValue | list | tuple):
+            return "\\".join(str(x) for x in v)
+        return str(v)
+
+    def integer(self, keyword: str) -> int | None:
+        v = self.ds.get(keyword)
+        try:
+            return int(v) if v is not None and str(v) != "" else None
+        except (TypeError, ValueError):
+            return None
+
+
+@dataclass
+class Stack:
+    """Single-frame slices sharing UID, orientation, matrix size and pixel spacing."""
+
+    key: str
+    headers: list[SliceHeader]
+    stack_index: int = 1
+
+
+@dataclass
+class ScanResult:
+    """Outcome of :func:`scan_folder`: stacks of slices, multi-frame files, skipped files."""
+
+    stacks: list[Stack] = field(default_factory=list)
+    multiframe: list[SliceHeader] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _floats(values: FastHeader | _DatasetValues, keyword: str, n: int) -> np.ndarray | None:
+    text = values.text(keyword)
+    if not text:
+        return None
+    try:
+        vals = [float(v) for v in text.split("\\")]
+    except ValueError:
+        return None
+    if len(vals) != n or not all(map(math.isfinite, vals)):
+        return None
+    return np.array(vals)
+
+
+def _open_dataset(fp: object, path: Path) -> Dataset:
+    try:
+        return pydicom.dcmread(fp, stop_before_pixels=True)  # type: ignore[arg-type]
+    except InvalidDicomError:
+        # No preamble/"DICM": accept a raw data set only if it starts with a group 0002/0008 tag.
+        fp.seek(0)  # type: ignore[attr-defined]
+        start = fp.read(2)  # type: ignore[attr-defined]
+        if start not in (b"\x02\x00", b"\x08\x00"):
+            raise
+        fp.seek(0)  # type: ignore[attr-defined]
+        return pydicom.dcmread(fp, stop_before_pixels=True, force=True)  # type: ignore[arg-type]
+
+
+def _pydicom_header(path: Path) -> tuple[Dataset, str, int | None, int | None, int | None]:
+    """Fallback parse with pydicom: (dataset, transfer syntax, pixel tag, offset, length)."""
+    try:
+        with open(path, "rb") as fp:
+            ds = _open_dataset(fp, path)
+            here = fp.tell()
+            head = fp.read(12)
+    except InvalidDicomError as exc:
+        raise CorruptDicomError(f"{path}: not a DICOM file ({exc})") from None
+    except OSError as exc:
+        raise CorruptDicomError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:  # pydicom raises many types on corrupt input
+        raise CorruptDicomError(
+            f"{path}: corrupt DICOM header ({type(exc).__name__}: {exc})"
+        ) from None
+    meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+    ts = ts or str(ImplicitVRLittleEndian)
+    if len(head) < 8:
+        return ds, ts, None, None, None
+    tag = int.from_bytes(head[0:2], "little") << 16 | int.from_bytes(head[2:4], "little")
+    if tag not in _PIXEL_TAGS:
+        return ds, ts, None, None, None
+    offset = length = None
+    if ts == str(ExplicitVRLittleEndian) and head[4:6] in (b"OW", b"OB"):
+        offset, length = here + 12, int.from_bytes(head[8:12], "little")
+    elif ts == str(ImplicitVRLittleEndian):
+        offset, length = here + 8, int.from_bytes(head[4:8], "little")
+    return ds, ts, tag, offset, length
+
+
+def read_header(path: Path) -> SliceHeader:
+    """Read the header of one DICOM image file (fast parser, pydicom as fallback).
+
+    Raises
+    ------
+    CorruptDicomError
+        The file is not DICOM or its header is corrupt.
+    NotAnImageError
+        The file holds no image (no PixelData, e.g. SR or RT Structure Set).
+    DicomError
+        Rows/Columns missing or zero.
+    """
+    path = Path(path)
+    ds: Dataset | None = None
+    try:
+        with open(path, "rb") as fp:
+            fast = read_fast_header(fp, os.fstat(fp.fileno()).st_size)
+        values: FastHeader | _DatasetValues = fast
+        ts, tag = fast.transfer_syntax, fast.pixel_tag
+        offset, length = fast.pixel_value_offset, fast.pixel_length
+    except FastHeaderUnsupportedError:
+        ds, ts, tag, offset, length = _pydicom_header(path)
+        values = _DatasetValues(ds)
+    except OSError as exc:
+        raise CorruptDicomError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if tag is None:
+        uid = values.text("SOPClassUID") or "unknown SOP class"
+        name = pydicom.uid.UID(uid).name if pydicom.uid.UID(uid).is_valid else uid
+        raise NotAnImageError(f"{path}: DICOM file has no pixel data ({name}), not an image")
+    rows, cols = values.integer("Rows"), values.integer("Columns")
+    frames = values.integer("NumberOfFrames") or 1
+    if not rows or not cols or rows < 1 or cols < 1 or frames < 1:
+        raise DicomError(f"{path}: empty or invalid image (Rows={rows}, Columns={cols}, "
+                         f"NumberOfFrames={frames})")
+    if tag != 0x7FE00010 or ts not in NATIVE_LE or length == 0xFFFFFFFF:
+        offset = length = None
+    image_type = (values.text("ImageType") or "").split("\\")
+    try:
+        slope = float(values.text("RescaleSlope") or 1.0)
+        intercept = float(values.text("RescaleIntercept") or 0.0)
+    except ValueError:
+        raise DicomError(f"{path}: unreadable RescaleSlope/RescaleIntercept") from None
+    spacing = 0.0
+    for key in ("SpacingBetweenSlices", "SliceThickness"):
+        v = _floats(values, key, 1)
+        if v is not None and v[0] > 0:
+            spacing = float(v[0])
+            break
+    bits = values.integer("BitsAllocated") or 16
+    return SliceHeader(
+        path=path,
+        series_uid=values.text("SeriesInstanceUID") or "",
+        modality=values.text("Modality") or "",
+        description=values.text("SeriesDescription") or "",
+        rows=rows,
+        cols=cols,
+        frames=frames,
+        transfer_syntax=ts,
+        ipp=_floats(values, "ImagePositionPatient", 3),
+        iop=_floats(values, "ImageOrientationPatient", 6),
+        pixel_spacing=_floats(values, "PixelSpacing", 2),
+        image_type=tuple(t.strip() for t in image_type if t.strip()),
+        enhanced=values.text("PerFrameFunctionalGroupsSequence") is not None
+        or values.text("SharedFunctionalGroupsSequence") is not None,
+        frame_of_reference_uid=values.text("FrameOfReferenceUID") or "",
+        samples_per_pixel=values.integer("SamplesPerPixel") or 1,
+        bits_allocated=bits,
+        bits_stored=values.integer("BitsStored") or bits,
+        signed=values.integer("PixelRepresentation") == 1,
+        slope=slope if slope != 0 else 1.0,
+        intercept=intercept,
+        slice_spacing=spacing,
+        pixel_offset=offset,
+        pixel_length=length,
+        _dataset=ds,
+    )
+
+
+def find_files(folder: Path) -> list[Path]:
+    """All regular files under ``folder`` (recursive, sorted, hidden names and DICOMDIR skipped)."""
+    out: list[Path] = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(names):
+            if name.startswith(".") or name.upper() == "DICOMDIR":
+                continue
+            out.append(Path(root) / name)
+    return out
+
+
+def _same_geometry(a: SliceHeader, b: SliceHeader) -> bool:
+    if (a.rows, a.cols) != (b.rows, b.cols):
+        return False
+    for x, y, tol in ((a.iop, b.iop, IOP_TOLERANCE), (a.pixel_spacing, b.pixel_spacing, 1e-6)):
+        if (x is None) != (y is None):
+            return False
+        if x is not None and y is not None and np.max(np.abs(x - y)) > tol * max(1.0, y.max()):
+            return False
+    return True
+
+
+def group_stacks(headers: list[SliceHeader]) -> tuple[list[Stack], list[tuple[Path, str]]]:
+    """Group single-frame headers into stacks (see module docstring); returns (stacks, skipped)."""
+    skipped: list[tuple[Path, str]] = []
+    by_uid: dict[str, list[list[SliceHeader]]] = {}
+    for h in headers:
+        if h.is_localizer:
+            skipped.append((h.path, "localizer (ImageType LOCALIZER)"))
+            continue
+        groups = by_uid.setdefault(h.series_uid, [])
+        for g in groups:
+            if _same_geometry(g[0], h):
+                g.append(h)
+                break
+        else:
+            groups.append([h])
+    stacks: list[Stack] = []
+    for uid, groups in by_uid.items():
+        groups.sort(key=len, reverse=True)
+        kept = [groups[0]]
+        for g in groups[1:]:
+            if len(g) == 1 and len(groups[0]) > 1:
+                skipped.append((g[0].path, "scout: orientation/size differs from its series"))
+            else:
+                kept.append(g)
+        for n, g in enumerate(kept, start=1):
+            key = uid if n == 1 else f"{uid}#{n}"
+            stacks.append(Stack(key=key, headers=g, stack_index=n))
+    return stacks, skipped
+
+
+def scan_folder(folder: Path) -> ScanResult:
+    """Read every file's header under ``folder`` and group the images into stacks.
+
+    Non-DICOM files, unreadable files and DICOM objects without pixel data are skipped (listed
+    in ``ScanResult.skipped`` with the reason).
+
+    Raises
+    ------
+    NoDicomError
+        ``folder`` does not exist or holds no usable DICOM image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NoDicomError(f"{folder}: no such folder")
+    result = ScanResult()
+    singles: list[SliceHeader] = []
+    for path in find_files(folder):
+        try:
+            h = read_header(path)
+        except DicomError as exc:
+            result.skipped.append((path, str(exc).removeprefix(f"{path}: ")))
+            continue
+        if h.frames > 1 or h.enhanced:
+            result.multiframe.append(h)
+        else:
+            singles.append(h)
+    result.stacks, skipped = group_stacks(singles)
+    result.skipped.extend(skipped)
+    if not result.stacks and not result.multiframe:
+        n = len(result.skipped)
+        why = f"; first skipped: {result.skipped[0][0].name}: {result.skipped[0][1]}" if n else ""
+        raise NoDicomError(f"{folder}: no DICOM image found ({n} file(s) skipped{why})")
+    return result
+
+
+def check_decodable(header: SliceHeader) -> None:
+    """Refuse a transfer syntax pydicom cannot decode here, naming the file and the syntax."""
+    if header.pixel_offset is not None:
+        return
+    from pydicom.pixels.decoders.base import get_decoder
+    from pydicom.uid import UID
+
+    uid = UID(header.transfer_syntax)
+    name = uid.name if uid.is_valid else header.transfer_syntax
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        raise UnsupportedTransferSyntaxError(
+            f"{header.path}: unsupported transfer syntax {name} ({header.transfer_syntax})"
+        ) from None
+    if not decoder.is_available:
+        raise UnsupportedTransferSyntaxError(
+            f"{header.path}: no installed decoder for transfer syntax {name} "
+            f"({header.transfer_syntax}); install pylibjpeg plugins or pyjpegls"
+        )

@@ -1,0 +1,157 @@
+"""NIfTI, NRRD and MetaImage volumes (read via SimpleITK) and NIfTI export (via nibabel).
+
+SimpleITK reports every format in LPS: it converts the NIfTI qform/sform (RAS, NIfTI-1
+header ``sform_code``/``qform_code``) and the NRRD ``space`` field (e.g.
+``right-anterior-superior``) itself, so the voxel→LPS affine is
+``[[D · diag(spacing), origin], [0, 0, 0, 1]]`` with ``D`` SimpleITK's direction matrix
+(columns = unit LPS directions of i, j, k). :func:`save_nifti` writes the RAS convention of
+NIfTI-1: ``affine_RAS = LPS_TO_RAS · affine_LPS`` as both sform and qform (code 1,
+scanner-based), data stored with i fastest.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from imaging.errors import ImagingError
+from imaging.volume import LPS_TO_RAS, Volume
+
+#: File name endings read by :func:`read_image_file` (lower case).
+IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+class ImageFileError(ImagingError):
+    """A NIfTI/NRRD/MetaImage file cannot be read or written as a scalar 3-D volume."""
+
+
+def is_image_file(path: Path) -> bool:
+    """True when ``path``'s name ends with one of :data:`IMAGE_SUFFIXES`."""
+    return Path(path).name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _reader(path: Path) -> object:
+    import SimpleITK as sitk  # noqa: N813
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        first = next((ln for ln in str(exc).splitlines() if "rror" in ln), str(exc))
+        raise ImageFileError(f"{path}: cannot read image file ({first.strip()[:200]})") from None
+    return reader
+
+
+def _geometry(path: Path, dim: int, spacing: tuple, direction: tuple, origin: tuple,
+              components: int) -> np.ndarray:
+    if components != 1:
+        raise ImageFileError(f"{path}: {components} components per voxel, expected a scalar image")
+    if dim not in (2, 3):
+        raise ImageFileError(f"{path}: {dim}-D image, expected a 3-D volume")
+    d = np.asarray(direction, dtype=np.float64).reshape(dim, dim)
+    affine = np.eye(4)
+    affine[:dim, :dim] = d * np.asarray(spacing, dtype=np.float64)[None, :]
+    affine[:dim, 3] = origin
+    return affine
+
+
+def image_file_info(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Size (i, j, k) and voxel→LPS affine of an image file, from its header only."""
+    reader = _reader(path)
+    dim = reader.GetDimension()  # type: ignore[attr-defined]
+    affine = _geometry(path, dim, reader.GetSpacing(), reader.GetDirection(),  # type: ignore[attr-defined]
+                       reader.GetOrigin(), reader.GetNumberOfComponents())  # type: ignore[attr-defined]
+    size = tuple(reader.GetSize()) + (1,) * (3 - dim)  # type: ignore[attr-defined]
+    return (int(size[0]), int(size[1]), int(size[2])), affine
+
+
+def read_image_file(path: str | Path) -> Volume:
+    """Read a NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd) volume.
+
+    Integer data that fits int16 stays int16, anything else becomes float32. The affine maps
+    (i, j, k) to LPS mm.
+
+    Raises
+    ------
+    ImageFileError
+        Unreadable file, vector/colour image, or not 2-D/3-D.
+    """
+    import SimpleITK as sitk  # noqa: N813
+
+    path = Path(path)
+    reader = _reader(path)
+    dim = reader.GetDimension()  # type: ignore[attr-defined]
+    affine = _geometry(path, dim, reader.GetSpacing(), reader.GetDirection(),  # type: ignore[attr-defined]
+                       reader.GetOrigin(), reader.GetNumberOfComponents())  # type: ignore[attr-defined]
+    try:
+        image = reader.Execute()  # type: ignore[attr-defined]
+    except RuntimeError as exc:
+        first = next((ln for ln in str(exc).splitlines() if "rror" in ln), str(exc))
+        raise ImageFileError(f"{path}: cannot read image data ({first.strip()[:200]})") from None
+    array = sitk.GetArrayFromImage(image)
+    if dim == 2:
+        array = array[None]
+    if array.dtype.kind in "iu" and array.size and (
+        array.dtype.itemsize == 1
+        or array.dtype == np.int16
+        or (array.min() >= -32768 and array.max() <= 32767)
+    ):
+        array = array.astype(np.int16, copy=False)
+    elif array.dtype != np.float32:
+        array = array.astype(np.float32)
+    return Volume(
+        array=np.ascontiguousarray(array),
+        affine=affine,
+        description=path.name,
+        meta={"source_format": _format(path)},
+    )
+
+
+def _format(path: Path) -> str:
+    name = path.name.lower()
+    return "nifti" if ".nii" in name else "nrrd" if name.endswith((".nrrd", ".nhdr")) else "mha"
+
+
+def save_nifti(volume: Volume, path: str | Path) -> Path:
+    """Write ``volume`` as NIfTI-1 (RAS convention) to ``path`` (.nii or .nii.gz), atomically.
+
+    The sform and qform hold ``LPS_TO_RAS · affine`` (code 1, scanner); a sheared affine
+    (gantry tilt) is kept exactly in the sform and the qform is left unset (code 0), as a
+    quaternion cannot hold a shear. Data is written with i (column) varying fastest.
+
+    Raises
+    ------
+    ImageFileError
+        The name does not end in .nii/.nii.gz or the folder cannot be written.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        raise ImageFileError(f"{path}: NIfTI output must end in .nii or .nii.gz")
+    if not path.parent.is_dir():
+        raise ImageFileError(f"{path.parent}: output folder does not exist")
+    affine_ras = LPS_TO_RAS @ volume.affine
+    data = np.transpose(volume.array, (2, 1, 0))  # [k, j, i] -> [i, j, k]
+    image = nib.Nifti1Image(data, affine_ras)
+    image.header.set_xyzt_units("mm")
+    image.set_sform(affine_ras, code=1)
+    m = volume.affine[:3, :3] / volume.spacing
+    if np.allclose(m.T @ m, np.eye(3), atol=1e-6):
+        image.set_qform(affine_ras, code=1)
+    else:
+        image.set_qform(None, code=0)
+    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(image, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

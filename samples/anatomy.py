@@ -34,7 +34,7 @@ _FIDUCIAL_DIRECTIONS: dict[str, tuple[float, float, float]] = {
     "F1_forehead_right": (-0.35, -0.85, 0.45),
     "F2_forehead_left": (0.40, -0.80, 0.50),
     "F3_temple_left": (1.00, -0.20, 0.15),
-    "F4_parietal_right": (-1.00, 0.10, 0.30),
+    "F4_parietal_right": (-1.00, 0.10, 0.55),
     "F5_vertex_left": (0.20, 0.30, 1.00),
     "F6_occiput_right": (-0.30, 0.90, 0.35),
     "F7_occiput_left_low": (0.70, 0.60, -0.10),
@@ -76,6 +76,17 @@ def _vessel_curve(n_segments: int = 40) -> np.ndarray:
     return np.stack([x, y, z], axis=1)
 
 
+def _mandible_curve(n_segments: int = 32) -> np.ndarray:
+    """Right ramus -> U-shaped body -> left ramus, LPS mm (smooth, finely sampled)."""
+    # body: parabola in a near-axial plane; rami: straight up to the jaw joints
+    s = np.linspace(-1.0, 1.0, n_segments // 2 + 1)
+    body = np.stack([36.0 * s, -42.0 + 34.0 * s**2, -78.0 + 4.0 * s**2], axis=1)
+    t = np.linspace(0.0, 1.0, n_segments // 4 + 1)[1:, None]
+    right = body[0] + t * (np.array([-40.0, 2.0, -47.0]) - body[0])
+    left = body[-1] + t * (np.array([40.0, 2.0, -47.0]) - body[-1])
+    return np.concatenate([right[::-1], body, left])
+
+
 def _airway_curve(n_segments: int = 16) -> np.ndarray:
     """Naso-pharynx to trachea: a quadratic Bezier going inferiorly through the neck, LPS mm."""
     p0 = np.array([0.0, -18.0, -47.0])
@@ -110,8 +121,13 @@ def structures() -> dict[str, dict[str, Any]]:
         [
             [_ellipsoid(HEAD_CENTER, HEAD_SEMI_AXES)],
             [_capsule(np.array([0.0, 10.0, -50.0]), np.array([0.0, 10.0, -80.0]), 45.0)],
+            [_ellipsoid((0.0, -92.0, -25.0), (11.0, 14.0, 22.0))],  # nose
+            [_ellipsoid((74.0, 5.0, -5.0), (6.0, 14.0, 22.0))],  # left ear
+            [_ellipsoid((-74.0, 5.0, -5.0), (6.0, 14.0, 22.0))],  # right ear
         ],
-        SKIN_HU, -1000.0, "outer surface of the head and neck (closed, inside the FOV)",
+        SKIN_HU, -1000.0,
+        "outer surface of head, nose, ears and neck (closed, inside the FOV; the nose, ears "
+        "and neck make it free of rotational symmetry for surface registration)",
     )
     add(
         "skull", "intersection(ellipsoid, halfspace z >= -35)",
@@ -124,23 +140,36 @@ def structures() -> dict[str, dict[str, Any]]:
         BRAIN_HU, BONE_HU, "intracranial space = inner surface of the skull",
     )
     add(
-        "spine", "capsule",
-        [[_capsule(np.array([0.0, 30.0, -52.0]), np.array([0.0, 30.0, -105.0]), 11.0)]],
-        700.0, SKIN_HU, "cervical spine column (stylised), 6 mm below the skull base",
+        "mandible", "tube(polyline, radius 6)", _tube(_mandible_curve(), 6.0),
+        BONE_HU, SKIN_HU, "lower jaw: U-shaped body and two rami",
+    )
+    vertebrae = []
+    for z_top in (-48.0, -60.0, -72.0, -84.0, -96.0):  # 9 mm bodies, 3 mm discs
+        vertebrae.append(
+            [
+                _capsule(np.array([0.0, 30.0, z_top + 20.0]),
+                         np.array([0.0, 30.0, z_top - 30.0]), 10.0),
+                _halfspace_z_above(z_top - 9.0),
+                {"type": "halfspace", "normal": [0.0, 0.0, 1.0], "offset": z_top},
+            ]
+        )
+    add(
+        "spine", "union(5 cylinders)", vertebrae, 700.0, SKIN_HU,
+        "cervical vertebral bodies C1-C5 (stylised cylinders r 10 mm, 9 mm tall, 3 mm discs)",
     )
     add(
         "sinus_wall", "union(2 ellipsoids)",
         [
-            [_ellipsoid((22.0, -52.0, -58.0), (14.0, 17.0, 15.0))],
-            [_ellipsoid((-22.0, -52.0, -58.0), (14.0, 17.0, 15.0))],
+            [_ellipsoid((22.0, -44.0, -55.0), (13.0, 16.0, 14.0))],
+            [_ellipsoid((-22.0, -44.0, -55.0), (13.0, 16.0, 14.0))],
         ],
         900.0, SKIN_HU, "thin (2 mm) bony wall around the maxillary sinuses",
     )
     add(
         "sinus", "union(2 ellipsoids)",
         [
-            [_ellipsoid((22.0, -52.0, -58.0), (12.0, 15.0, 13.0))],
-            [_ellipsoid((-22.0, -52.0, -58.0), (12.0, 15.0, 13.0))],
+            [_ellipsoid((22.0, -44.0, -55.0), (11.0, 14.0, 12.0))],
+            [_ellipsoid((-22.0, -44.0, -55.0), (11.0, 14.0, 12.0))],
         ],
         -1000.0, 900.0, "left and right maxillary sinus air cavities",
     )
@@ -190,8 +219,8 @@ def fiducials() -> list[dict[str, Any]]:
 
 def content_bbox_lps() -> np.ndarray:
     """(2, 3) LPS mm box the image must cover: head, neck, fiducials and the table top."""
-    lo = np.array([-80.0, -100.0, -130.0])
-    hi = np.array([80.0, 118.0, 106.0])
+    lo = np.array([-84.0, -110.0, -130.0])
+    hi = np.array([84.0, 118.0, 106.0])
     return np.stack([lo, hi])
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,12 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from imaging.dicom_header import FastHeader, FastHeaderUnsupportedError, read_fast_header
 from imaging.errors import DicomError, NoDicomError
@@ -48,6 +54,12 @@ class NotAnImageError(DicomError):
 class UnsupportedTransferSyntaxError(DicomError):
     """The pixel data's transfer syntax has no decoder installed here."""
 
+
+#: SOP classes with pixel data that are not image volumes (skipped in folders).
+NOT_VOLUMES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "DICOM SEG (Segmentation Storage) is a label object",
+    "1.2.840.10008.5.1.4.1.1.66.7": "Label Map Segmentation Storage is a label object",
+}
 
 #: Orientation cosines closer than this are the same orientation (same stack).
 IOP_TOLERANCE = 1e-4
@@ -187,6 +199,19 @@ def _floats(values: FastHeader | _DatasetValues, keyword: str, n: int) -> np.nda
 
 
 def _open_dataset(fp: object, path: Path) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about every oddity; we judge the result
+        return _open_dataset_quiet(fp, path)
+
+
+def quiet_pixel_array(path: Path) -> np.ndarray:
+    """``dcmread(path).pixel_array`` without pydicom's warnings (stored values, no rescale)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pydicom.dcmread(path, force=True).pixel_array
+
+
+def _open_dataset_quiet(fp: object, path: Path) -> Dataset:
     try:
         return pydicom.dcmread(fp, stop_before_pixels=True)  # type: ignore[arg-type]
     except InvalidDicomError:
@@ -217,9 +242,20 @@ def _pydicom_header(path: Path) -> tuple[Dataset, str, int | None, int | None, i
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
     ts = ts or str(ImplicitVRLittleEndian)
+    if ts == str(DeflatedExplicitVRLittleEndian):
+        # the file position is inside the deflated stream: look for pixel data by parsing it all
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                full = pydicom.dcmread(path, force=True)
+        except Exception as exc:  # pydicom raises many types on corrupt input
+            raise CorruptDicomError(f"{path}: corrupt deflated data set ({exc})") from None
+        tags = [t for t in _PIXEL_TAGS if t in full]
+        return ds, ts, (tags[0] if tags else None), None, None
     if len(head) < 8:
         return ds, ts, None, None, None
-    tag = int.from_bytes(head[0:2], "little") << 16 | int.from_bytes(head[2:4], "little")
+    order = "big" if ts == str(ExplicitVRBigEndian) else "little"
+    tag = int.from_bytes(head[0:2], order) << 16 | int.from_bytes(head[2:4], order)
     if tag not in _PIXEL_TAGS:
         return ds, ts, None, None, None
     offset = length = None
@@ -256,14 +292,17 @@ def read_header(path: Path) -> SliceHeader:
     except OSError as exc:
         raise CorruptDicomError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if tag is None:
-        uid = values.text("SOPClassUID") or "unknown SOP class"
-        name = pydicom.uid.UID(uid).name if pydicom.uid.UID(uid).is_valid else uid
+        uid = values.text("SOPClassUID") or ""
+        name = pydicom.uid.UID(uid).name if uid else "unknown SOP class"
         raise NotAnImageError(f"{path}: DICOM file has no pixel data ({name}), not an image")
+    sop = values.text("SOPClassUID") or ""
+    if sop in NOT_VOLUMES:
+        raise NotAnImageError(f"{path}: {NOT_VOLUMES[sop]}, not an image volume")
     rows, cols = values.integer("Rows"), values.integer("Columns")
     frames = values.integer("NumberOfFrames") or 1
     if not rows or not cols or rows < 1 or cols < 1 or frames < 1:
-        raise DicomError(f"{path}: empty or invalid image (Rows={rows}, Columns={cols}, "
-                         f"NumberOfFrames={frames})")
+        raise DicomError(f"{path}: pixel data without a valid image size (Rows={rows}, "
+                         f"Columns={cols}, NumberOfFrames={frames})")
     if tag != 0x7FE00010 or ts not in NATIVE_LE or length == 0xFFFFFFFF:
         offset = length = None
     image_type = (values.text("ImageType") or "").split("\\")

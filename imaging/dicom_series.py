@@ -25,6 +25,7 @@ transfer syntaxes are decoded by pydicom's pixel handlers (pylibjpeg, pyjpegls, 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +34,13 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from imaging.dicom_scan import HeaderDatasets, SliceHeader, Stack, check_decodable
+from imaging.dicom_scan import (
+    HeaderDatasets,
+    SliceHeader,
+    Stack,
+    check_decodable,
+    quiet_pixel_array,
+)
 from imaging.errors import DicomError, GeometryError
 from imaging.volume import Volume, affine_from_dicom
 
@@ -166,8 +173,7 @@ class _OverflowError(Exception):
 def _decode(h: SliceHeader) -> np.ndarray:
     """Stored values of one slice via pydicom's pixel handlers (compressed or unusual data)."""
     try:
-        ds = pydicom.dcmread(h.path, force=True)
-        arr = ds.pixel_array
+        arr = quiet_pixel_array(h.path)
     except Exception as exc:  # decoders raise many types on corrupt data
         raise DicomError(
             f"{h.path}: cannot decode pixel data ({pydicom.uid.UID(h.transfer_syntax).name}): "
@@ -288,7 +294,9 @@ def header_meta(ds: pydicom.Dataset) -> dict[str, object]:
     keys = ("StudyInstanceUID", "PatientID", "PatientName", "PatientBirthDate", "PatientSex",
             "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "SeriesNumber",
             "Manufacturer", "BodyPartExamined", "PatientPosition")
-    return {k: str(ds.get(k, "") or "") for k in keys}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # values are converted lazily; pydicom warns on oddities
+        return {k: str(ds.get(k, "") or "") for k in keys}
 
 
 def load_stack(stack: Stack, progress: bool = False) -> Volume:

@@ -24,7 +24,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from imaging.dicom_scan import IOP_TOLERANCE, SliceHeader, check_decodable
+from imaging.dicom_scan import IOP_TOLERANCE, SliceHeader, check_decodable, quiet_pixel_array
 from imaging.dicom_series import header_meta, stack_geometry
 from imaging.errors import DicomError, GeometryError
 from imaging.volume import Volume
@@ -151,7 +151,7 @@ def _frame_pixels(h: SliceHeader, frames: np.ndarray) -> np.ndarray:
         return out
     check_decodable(h)
     try:
-        arr = pydicom.dcmread(h.path, force=True).pixel_array
+        arr = quiet_pixel_array(h.path)
     except Exception as exc:  # decoders raise many types on corrupt data
         raise DicomError(f"{h.path}: cannot decode pixel data "
                          f"({pydicom.uid.UID(h.transfer_syntax).name}): "

@@ -1,0 +1,115 @@
+"""Marching-cubes case table built from a face rule, so it is consistent by construction.
+
+Lorensen & Cline (1987, SIGGRAPH 21(4):163-169) triangulate each of the 256 sign patterns of a
+cube's corners; the original table used complement symmetry and leaves holes between cells
+whose shared face is ambiguous (Dürst 1988). Here the table is *generated*: on every face the
+iso-contour segments are fixed by one rule that depends only on that face's four signs -
+"each maximal run of positive corners (value >= level) around the face is cut off by its own
+segment", i.e. positive corners on an ambiguous face are separated. Two cells that share a face
+see the same signs and so draw the same segments: the surface is closed (watertight) wherever
+the object is closed. Segments are directed (entering -> leaving the positive run, walking
+counter-clockwise seen from outside the cube); every crossing point then has one incoming and
+one outgoing segment, the segments form directed cycles, and each cycle is fan-triangulated.
+The cycle direction makes every triangle's right-hand normal point from the positive
+(inside, >= level) side to the negative side: outward for an object brighter than its
+surroundings.
+
+Corner ``c`` has offset ``CORNERS[c] = (di, dj, dk)`` in voxel index space; case bit ``c`` is
+set when corner ``c`` is positive. Edge ``e`` starts at offset ``EDGE_ORIGIN[e]`` and runs
+along axis ``EDGE_AXIS[e]`` (0 = i, 1 = j, 2 = k).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CORNERS = np.array(
+    [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]],
+    dtype=np.int64,
+)
+# Edge e joins corners EDGES[e] = (a, b), a being the one with the smaller coordinate.
+EDGES = np.array(
+    [[0, 1], [1, 2], [3, 2], [0, 3], [4, 5], [5, 6], [7, 6], [4, 7], [0, 4], [1, 5], [2, 6],
+     [3, 7]],
+    dtype=np.int64,
+)
+EDGE_ORIGIN = CORNERS[EDGES[:, 0]]
+EDGE_AXIS = np.argmax(CORNERS[EDGES[:, 1]] - CORNERS[EDGES[:, 0]], axis=1).astype(np.int64)
+
+# Faces as corner cycles, counter-clockwise seen from outside the cube (outward normal).
+_FACES = [
+    [0, 3, 2, 1],  # k = 0, normal -k
+    [4, 5, 6, 7],  # k = 1, normal +k
+    [0, 1, 5, 4],  # j = 0, normal -j
+    [3, 7, 6, 2],  # j = 1, normal +j
+    [0, 4, 7, 3],  # i = 0, normal -i
+    [1, 2, 6, 5],  # i = 1, normal +i
+]
+
+
+def _edge_of(a: int, b: int) -> int:
+    for e, (x, y) in enumerate(EDGES):
+        if {int(x), int(y)} == {a, b}:
+            return e
+    raise ValueError(f"corners {a}, {b} share no edge")
+
+
+def _check_faces() -> None:
+    """Each face cycle must run counter-clockwise about its outward normal."""
+    centre = np.full(3, 0.5)
+    for face in _FACES:
+        p = CORNERS[face].astype(float)
+        normal = np.cross(p[1] - p[0], p[2] - p[1])
+        assert np.dot(normal, p.mean(axis=0) - centre) > 0, face
+
+
+def _case_triangles(case: int) -> list[tuple[int, int, int]]:
+    """Triangles (edge triples) of one sign pattern, by the face rule of the module docstring."""
+    positive = [(case >> c) & 1 for c in range(8)]
+    nxt: dict[int, int] = {}
+    for face in _FACES:
+        signs = [positive[c] for c in face]
+        if all(signs) or not any(signs):
+            continue
+        for m in range(4):
+            # a positive run starts at corner m when the previous corner is negative
+            if signs[m] and not signs[m - 1]:
+                enter = _edge_of(face[m - 1], face[m])
+                n = m
+                while signs[(n + 1) % 4]:
+                    n = (n + 1) % 4
+                leave = _edge_of(face[n], face[(n + 1) % 4])
+                # directed enter -> leave: seen from outside the positive corners lie on the
+                # segment's right, which gives right-hand normals pointing to the negative side
+                assert enter not in nxt
+                nxt[enter] = leave
+    triangles: list[tuple[int, int, int]] = []
+    todo = set(nxt)
+    while todo:
+        start = min(todo)
+        cycle = [start]
+        todo.discard(start)
+        e = nxt[start]
+        while e != start:
+            cycle.append(e)
+            todo.discard(e)
+            e = nxt[e]
+        for t in range(1, len(cycle) - 1):
+            triangles.append((cycle[0], cycle[t], cycle[t + 1]))
+    return triangles
+
+
+def build_table() -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(ntri[256], tri_edges[256, 3 * max_tri])`` (unused slots are -1)."""
+    _check_faces()
+    cases = [_case_triangles(c) for c in range(256)]
+    max_tri = max(len(t) for t in cases)
+    ntri = np.array([len(t) for t in cases], dtype=np.int64)
+    table = np.full((256, 3 * max_tri), -1, dtype=np.int64)
+    for c, tris in enumerate(cases):
+        flat = [e for tri in tris for e in tri]
+        table[c, : len(flat)] = flat
+    return ntri, table
+
+
+NTRI, TRI_EDGES = build_table()

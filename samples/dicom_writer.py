@@ -1,19 +1,20 @@
 """Write a volume as a CT Image Storage series: one file per slice (PS3.3 A.3 CT Image IOD).
 
-Explicit VR Little Endian, deterministic UIDs (``2.25.`` UUID-derived from hashed inputs,
-PS3.5 B.2), ImagePositionPatient of slice ``k`` = ``origin + k * slice_spacing * normal``
-with ``normal = row_cosine x column_cosine`` (PS3.3 C.7.6.2.1.1). File names are hashes of
+Explicit VR Little Endian, deterministic UIDs (``2.25.`` + name-based UUID, PS3.5 B.2),
+ImagePositionPatient of slice ``k`` = ``origin + k * slice_spacing * normal`` with
+``normal = row_cosine x column_cosine`` (PS3.3 C.7.6.2.1.1). File names are hashes of
 the SOP Instance UID, so name order is not slice order.
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
 from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from samples.render import RESCALE_INTERCEPT
 
@@ -21,9 +22,17 @@ STUDY_DATE = "20260101"
 STUDY_TIME = "090000"
 
 
+#: Namespace of the name-based (version 5) UUIDs behind the phantom's UIDs.
+_UID_NAMESPACE = uuid.UUID("5c0b1e2a-7d1f-5d6e-9a3b-2f4c8e1d0a77")
+
+
 def deterministic_uid(*parts: object) -> str:
-    """A ``2.25.`` UID derived from ``parts`` (same parts -> same UID)."""
-    return generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts])
+    """A ``2.25.`` UID (PS3.5 B.2) from a name-based UUID of ``parts``: same parts, same UID.
+
+    (``pydicom.uid.generate_uid(prefix=None, ...)`` ignores its entropy sources and is random.)
+    """
+    name = "\x1f".join(str(p) for p in parts)
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, name).int}"
 
 
 def _ds(value: float) -> str:

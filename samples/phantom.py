@@ -44,7 +44,7 @@ __all__ = [
     "phantom_model",
 ]
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 SEED = 20260101
 PSF_SIGMA_MM = 0.6
 NOISE_HU = 15.0
@@ -197,6 +197,20 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "scrubin"
 
 
+def _publish(tmp: Path, final: Path) -> None:
+    """Atomically rename the finished folder ``tmp`` to ``final``.
+
+    If another process published ``final`` first (rename fails on a non-empty target), its
+    complete copy is kept and ``tmp`` is discarded.
+    """
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not (final / "truth.json").is_file():  # not a concurrent winner: a real error
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def ensure_sample(name: str = "small", cache_dir: Path | None = None) -> Path:
     """Folder of preset ``name`` (``*.dcm`` + ``truth.json``), generating it once if needed.
 
@@ -217,11 +231,7 @@ def ensure_sample(name: str = "small", cache_dir: Path | None = None) -> Path:
         raise SampleError(f"cannot write the sample cache {root}: {exc.strerror}") from None
     try:
         generate_sample(name, tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "truth.json").is_file():  # not a concurrent winner: a real error
-                raise
+        _publish(tmp, final)
     except OSError as exc:
         raise SampleError(f"cannot write sample {name!r} into {root}: {exc}") from None
     finally:

@@ -1,0 +1,331 @@
+"""Per-frame tracking of one marker or one rigid multi-marker body, with quality and staleness.
+
+Usage (the AR overlay)::
+
+    tracker = MarkerTracker(camera, "DICT_4X4_50", marker_size_mm=50)      # one marker
+    tracker = MarkerTracker(camera, "DICT_4X4_50", body=RigidBody.load(p))  # a body
+    for image, t in frames:                 # t = capture / presentation time in seconds
+        r = tracker.update(image, t)        # TrackResult
+        if r.state == "live":
+            draw(r.pose)                    # Transform T_CAMERA_<target>, mm
+
+States, all measured on the frames' capture timestamps (never the wall clock):
+
+``live``   the target was measured in this frame, or at most ``stale_after_s`` before it
+           (the last pose is held; ``detected`` says whether this frame measured it);
+``stale``  last measured more than ``stale_after_s`` ago: ``pose`` is the last known pose,
+           to be shown as unreliable;
+``lost``   never measured, or not for more than ``lost_after_s``: ``pose`` is None.
+
+Speed: full-frame detection uses the ArUco3 mode (``useAruco3Detection``; the image is
+downscaled so that the smallest expected marker, ``min_marker_ratio`` of the image's larger
+side, becomes ``minSideLengthCanonicalImg`` pixels). While tracking, only a region around the
+predicted target (the body's markers projected with the last pose, shifted by the last
+image-space motion, plus a margin) is searched; if the target is not found there, the whole
+frame is searched in the same call, so re-acquisition costs one full-frame detection.
+Corners are refined with :func:`registration.subpixel.refine_corners_edges`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from registration.bodies import RigidBody
+from registration.camera import CameraModel
+from registration.errors import RegistrationError
+from registration.filters import PoseFilter
+from registration.frames import Transform
+from registration.markers import (
+    REFINEMENTS,
+    MarkerDetections,
+    as_gray,
+    detect_markers,
+    detector_parameters,
+    get_dictionary,
+)
+
+LIVE, STALE, LOST = "live", "stale", "lost"
+
+
+class TrackingError(RegistrationError):
+    """Bad tracker configuration or input (image size, timestamps)."""
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    """The tracker's answer for one frame.
+
+    Attributes
+    ----------
+    pose
+        ``T_CAMERA_<target>`` in mm (filtered when filtering is on); the last known pose when
+        not detected in this frame; None when ``lost``.
+    raw_pose
+        This frame's unfiltered measurement, or None when not detected.
+    state
+        ``"live"``, ``"stale"`` or ``"lost"`` (module docstring).
+    timestamp_s
+        The frame's capture time (s).
+    age_s
+        Capture time since the target was last measured (0 when detected now); None if never.
+    detected
+        Whether this frame measured the target.
+    reproj_rms_px, n_markers, n_corners, marker_ids
+        Quality of this frame's measurement (None / 0 / () when not detected).
+    searched_roi
+        Whether the detection came from the predicted region (False: full frame).
+    """
+
+    pose: Transform | None
+    raw_pose: Transform | None
+    state: str
+    timestamp_s: float
+    age_s: float | None
+    detected: bool
+    reproj_rms_px: float | None = None
+    n_markers: int = 0
+    n_corners: int = 0
+    marker_ids: tuple[int, ...] = ()
+    searched_roi: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form: poses as :meth:`Transform.to_json` (4x4 row-major, mm) or null."""
+        return {
+            "timestamp": self.timestamp_s,
+            "state": self.state,
+            "detected": self.detected,
+            "age_s": self.age_s,
+            "pose": self.pose.to_json() if self.pose is not None else None,
+            "raw_pose": self.raw_pose.to_json() if self.raw_pose is not None else None,
+            "reproj_rms_px": self.reproj_rms_px,
+            "n_markers": self.n_markers,
+            "n_corners": self.n_corners,
+            "marker_ids": list(self.marker_ids),
+        }
+
+
+class MarkerTracker:
+    """Track one square marker (``marker_size_mm``) or one :class:`RigidBody` (``body``).
+
+    Parameters
+    ----------
+    camera
+        Calibrated camera; frames must have its image size.
+    dictionary
+        ArUco dictionary name (e.g. ``"DICT_4X4_50"``).
+    marker_size_mm
+        Side of a single marker's black square (mm); with ``marker_id`` None the tracker
+        locks onto the lowest id it sees first.
+    marker_id
+        Id of the single marker to track.
+    body
+        A rigid body to track instead of a single marker.
+    stale_after_s, lost_after_s
+        Capture-time thresholds of the ``stale`` and ``lost`` states.
+    filter
+        True (default 1€ parameters), False/None (raw poses) or a :class:`PoseFilter`.
+    refinement
+        Corner refinement (:data:`registration.markers.REFINEMENTS`), ``"edge"`` by default.
+    roi_search
+        Search around the predicted target first (full-frame fallback on a miss).
+    min_marker_ratio
+        Smallest marker side expected, as a fraction of the image's larger side (ArUco3).
+    name
+        Frame name of a single marker (``src`` of its pose).
+    """
+
+    def __init__(
+        self,
+        camera: CameraModel,
+        dictionary: str = "DICT_4X4_50",
+        marker_size_mm: float | None = None,
+        marker_id: int | None = None,
+        body: RigidBody | None = None,
+        stale_after_s: float = 0.2,
+        lost_after_s: float = 2.0,
+        filter: bool | PoseFilter | None = True,
+        refinement: str = "edge",
+        roi_search: bool = True,
+        min_marker_ratio: float = 0.03,
+        name: str = "MARKER",
+    ) -> None:
+        if not isinstance(camera, CameraModel):
+            raise TrackingError("camera must be a CameraModel")
+        self.camera = camera
+        self.dictionary = get_dictionary(dictionary)
+        if (body is None) == (marker_size_mm is None):
+            raise TrackingError("give either marker_size_mm (one marker) or body, not both")
+        if marker_size_mm is not None:
+            size = float(marker_size_mm)
+            if not math.isfinite(size) or size <= 0:
+                raise TrackingError(f"marker size must be > 0 mm, got {marker_size_mm}")
+        if marker_id is not None and (not isinstance(marker_id, int) or marker_id < 0):
+            raise TrackingError(f"marker id must be an integer >= 0, got {marker_id!r}")
+        for label, v in (("stale_after_s", stale_after_s), ("lost_after_s", lost_after_s)):
+            if not math.isfinite(v) or v < 0:
+                raise TrackingError(f"{label} must be a finite number >= 0 s, got {v}")
+        if lost_after_s < stale_after_s:
+            raise TrackingError("lost_after_s must be >= stale_after_s")
+        if refinement not in REFINEMENTS:
+            raise TrackingError(f"unknown refinement {refinement!r}; expected {list(REFINEMENTS)}")
+        self.marker_size_mm = marker_size_mm
+        self.name = body.name if body is not None else name
+        self.body = body
+        if body is None and marker_id is not None:
+            self.body = RigidBody.single(marker_id, float(marker_size_mm), self.name)
+        self.stale_after_s = float(stale_after_s)
+        self.lost_after_s = float(lost_after_s)
+        if filter is True:
+            self.filter: PoseFilter | None = PoseFilter(max_gap_s=max(self.stale_after_s, 1e-3))
+        elif isinstance(filter, PoseFilter):
+            self.filter = filter
+        else:
+            self.filter = None
+        self.refinement = refinement
+        self.roi_search = bool(roi_search)
+        cv_ref = "none" if refinement == "edge" else refinement
+        self._full_params = detector_parameters(cv_ref, aruco3=True,
+                                                min_marker_ratio=min_marker_ratio)
+        self._full = cv2.aruco.ArucoDetector(self.dictionary, self._full_params)
+        self._roi_params = detector_parameters(cv_ref, aruco3=True, min_marker_ratio=0.1)
+        self._roi = cv2.aruco.ArucoDetector(self.dictionary, self._roi_params)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the track (new stream): state ``lost`` until the target is seen again."""
+        self._last_pose: Transform | None = None
+        self._last_raw: Transform | None = None
+        self._last_seen_t: float | None = None
+        self._last_t: float | None = None
+        self._centroid: tuple[float, np.ndarray] | None = None  # (t, px) last measurement
+        self._velocity_px_s = np.zeros(2)
+        if self.filter is not None:
+            self.filter.reset()
+
+    # ------------------------------------------------------------------ per frame
+    def update(self, image: np.ndarray, timestamp_s: float) -> TrackResult:
+        """Track in ``image`` (gray or BGR uint8) captured at ``timestamp_s`` (s).
+
+        Timestamps must not decrease (call :meth:`reset` for a new stream).
+        """
+        t = self._check_time(timestamp_s)
+        gray = as_gray(image)
+        if gray.shape != (self.camera.height, self.camera.width):
+            raise TrackingError(
+                f"frame is {gray.shape[1]}x{gray.shape[0]} but the camera is "
+                f"{self.camera.width}x{self.camera.height}"
+            )
+        self._last_t = t
+        found, used_roi = None, False
+        roi = self._predicted_roi(t) if self.roi_search else None
+        if roi is not None:
+            x0, y0, x1, y1 = roi
+            side = self._min_side_px()
+            self._roi_params.minMarkerLengthRatioOriginalImg = float(
+                np.clip(0.6 * side / max(x1 - x0, y1 - y0), 0.01, 0.9))
+            self._roi.setDetectorParameters(self._roi_params)
+            det = detect_markers(gray[y0:y1, x0:x1], self._roi, self.refinement, self.camera,
+                                 offset_px=(x0, y0))
+            found = self._measure(det, t)
+            used_roi = found is not None
+        if found is None:
+            det = detect_markers(gray, self._full, self.refinement, self.camera)
+            found = self._measure(det, t)
+        if found is not None:
+            return self._live(found, t, used_roi)
+        return self._missed(t)
+
+    def _check_time(self, timestamp_s: float) -> float:
+        try:
+            t = float(timestamp_s)
+        except (TypeError, ValueError):
+            raise TrackingError(
+                f"timestamp must be a number of seconds, got {timestamp_s!r}") from None
+        if not math.isfinite(t):
+            raise TrackingError(f"timestamp must be finite, got {timestamp_s}")
+        if self._last_t is not None and t < self._last_t:
+            raise TrackingError(
+                f"timestamp {t:.6f} s is earlier than the previous frame's {self._last_t:.6f} s "
+                "(capture times must not decrease; reset() starts a new stream)"
+            )
+        return t
+
+    def _measure(self, det: MarkerDetections, t: float) -> tuple[Any, np.ndarray] | None:
+        if len(det) == 0:
+            return None
+        if self.body is None:  # lock onto the lowest id seen first
+            mid = int(det.ids.min())
+            self.body = RigidBody.single(mid, float(self.marker_size_mm), self.name)
+        bp = self.body.estimate_pose(det, self.camera, timestamp=t)
+        if bp is None:
+            return None
+        mask = np.isin(det.ids, bp.marker_ids)
+        return bp, det.corners_px[mask]
+
+    def _live(self, found: tuple[Any, np.ndarray], t: float, used_roi: bool) -> TrackResult:
+        bp, corners = found
+        raw = bp.estimate.pose
+        pose = self.filter(raw, t) if self.filter is not None else raw
+        c = corners.reshape(-1, 2).mean(axis=0)
+        if self._centroid is not None and t > self._centroid[0]:
+            dt = t - self._centroid[0]
+            self._velocity_px_s = (
+                (c - self._centroid[1]) / dt if dt <= self.stale_after_s else np.zeros(2))
+        else:
+            self._velocity_px_s = np.zeros(2)
+        self._centroid = (t, c)
+        self._last_pose, self._last_raw, self._last_seen_t = pose, raw, t
+        return TrackResult(pose, raw, LIVE, t, 0.0, True, bp.estimate.reproj_rms_px,
+                           bp.n_markers, bp.n_corners, bp.marker_ids, used_roi)
+
+    def _missed(self, t: float) -> TrackResult:
+        if self._last_seen_t is None or self._last_pose is None:
+            return TrackResult(None, None, LOST, t, None, False)
+        age = t - self._last_seen_t
+        if age > self.lost_after_s:
+            return TrackResult(None, None, LOST, t, age, False)
+        state = LIVE if age <= self.stale_after_s else STALE
+        return TrackResult(self._last_pose, None, state, t, age, False)
+
+    # ------------------------------------------------------------------ search region
+    def _min_side_px(self) -> float:
+        corners = self._predicted_corners(self._last_t or 0.0)
+        if corners is None:
+            return 32.0
+        sides = np.linalg.norm(np.roll(corners, -1, axis=1) - corners, axis=2)
+        return float(max(sides.min(), 8.0))
+
+    def _predicted_corners(self, t: float) -> np.ndarray | None:
+        """(M, 4, 2) body marker corners projected with the last raw pose, moved by velocity."""
+        if self._last_raw is None or self.body is None or self._last_seen_t is None:
+            return None
+        pts = np.stack([self.body.markers[m] for m in self.body.ids])  # (M, 4, 3) body mm
+        cam_pts = self._last_raw.apply(pts.reshape(-1, 3))
+        if np.any(cam_pts[:, 2] <= 1.0):
+            return None
+        uv = self.camera.project(cam_pts).reshape(-1, 4, 2)
+        return uv + self._velocity_px_s * (t - self._last_seen_t)
+
+    def _predicted_roi(self, t: float) -> tuple[int, int, int, int] | None:
+        if self._last_seen_t is None or t - self._last_seen_t > self.stale_after_s:
+            return None
+        uv = self._predicted_corners(t)
+        if uv is None:
+            return None
+        lo, hi = uv.reshape(-1, 2).min(axis=0), uv.reshape(-1, 2).max(axis=0)
+        size = hi - lo
+        margin = 0.3 * size.max() + 24.0 + np.abs(self._velocity_px_s) * 0.02
+        x0, y0 = np.floor(lo - margin).astype(int)
+        x1, y1 = np.ceil(hi + margin).astype(int)
+        w, h = self.camera.width, self.camera.height
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x1 - x0 < 32 or y1 - y0 < 32:
+            return None
+        if (x1 - x0) * (y1 - y0) > 0.6 * w * h:
+            return None  # not worth a crop
+        return int(x0), int(y0), int(x1), int(y1)

@@ -51,6 +51,7 @@ def write_series(
     uids: dict[str, str],
     description: str,
     series_number: int = 1,
+    spacing_ijk: tuple[float, float, float] | None = None,
 ) -> list[Path]:
     """Write ``stored`` (int16, [k, j, i], HU + 1024) as one CT file per slice into ``folder``.
 
@@ -61,11 +62,15 @@ def write_series(
     uids
         ``study_instance_uid``, ``series_instance_uid``, ``frame_of_reference_uid`` and
         ``sop_root`` (entropy for the per-slice SOP Instance UIDs).
+    spacing_ijk
+        Exact (column, row, slice) spacing in mm for the headers; default: the norms of the
+        affine's columns.
     """
     nk, nj, ni = stored.shape
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    row_cos = affine[:3, 0] / spacing[0]
-    col_cos = affine[:3, 1] / spacing[1]
+    norms = np.linalg.norm(affine[:3, :3], axis=0)
+    spacing = norms if spacing_ijk is None else np.asarray(spacing_ijk, dtype=np.float64)
+    row_cos = affine[:3, 0] / norms[0]
+    col_cos = affine[:3, 1] / norms[1]
     normal = np.cross(row_cos, col_cos)
     iop = [_ds(float(v)) for v in (*row_cos, *col_cos)]
     pixel_spacing = [_ds(float(spacing[1])), _ds(float(spacing[0]))]

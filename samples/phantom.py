@@ -44,7 +44,7 @@ __all__ = [
     "phantom_model",
 ]
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 SEED = 20260101
 PSF_SIGMA_MM = 0.6
 NOISE_HU = 15.0
@@ -132,8 +132,8 @@ def truth_dict(name: str) -> dict[str, Any]:
     spec = _spec(name)
     h = spec_hash(name)
     affine = np.asarray(spec["affine"])
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    rot = affine[:3, :3] / spacing
+    rot = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    _, (row_sp, col_sp), slice_sp, _ = PRESETS[name]
     return {
         "name": name,
         "frame": "LPS",
@@ -143,8 +143,8 @@ def truth_dict(name: str) -> dict[str, Any]:
         "frame_of_reference_uid": deterministic_uid("scrubin-phantom-for", SEED),
         "affine": spec["affine"],
         "shape_ijk": spec["shape_ijk"],
-        "pixel_spacing": [float(spacing[1]), float(spacing[0])],
-        "slice_spacing": float(spacing[2]),
+        "pixel_spacing": [row_sp, col_sp],
+        "slice_spacing": slice_sp,
         "image_orientation": [float(v) for v in (*rot[:, 0], *rot[:, 1])],
         "rescale_slope": 1.0,
         "rescale_intercept": RESCALE_INTERCEPT,
@@ -166,8 +166,9 @@ def generate_sample(name: str, folder: Path) -> Path:
     affine = np.asarray(truth["affine"])
     i, j, k = truth["shape_ijk"]
     hu = render_hu(truth["structures"], affine, (k, j, i), supersample=SUPERSAMPLE)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    stored = blur_and_noise(hu, spacing, PSF_SIGMA_MM, NOISE_HU, SEED)
+    row_sp, col_sp = truth["pixel_spacing"]
+    spacing = (col_sp, row_sp, truth["slice_spacing"])
+    stored = blur_and_noise(hu, np.asarray(spacing), PSF_SIGMA_MM, NOISE_HU, SEED)
     del hu
     uids = {
         "study_instance_uid": truth["study_instance_uid"],
@@ -176,7 +177,8 @@ def generate_sample(name: str, folder: Path) -> Path:
         "sop_root": f"scrubin-phantom-sop-{name}-{truth['spec_hash']}",
     }
     number = list(PRESETS).index(name) + 1
-    write_series(folder, stored, affine, uids, f"Head phantom {name}", series_number=number)
+    write_series(folder, stored, affine, uids, f"Head phantom {name}", series_number=number,
+                 spacing_ijk=spacing)
     (folder / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
     return folder
 

@@ -1,0 +1,609 @@
+"""Threshold segmentation of CT anatomy: presets, seeds, cleaning.
+
+Presets are Hounsfield-unit ranges (HU after rescale, inclusive) plus a cleaning recipe:
+
+=============  ==============  ======  ===========================================================
+preset         range (HU)      level   cleaning
+=============  ==============  ======  ===========================================================
+bone           >= 300          300     largest 26-connected component (the skull); small separate
+                                       dense objects (fiducials, spine pieces) drop out
+skin           >= -300         -300    body = tissue and denser; cut thin bridges (a table or
+                                       headrest touching the head) with an erosion of 1.5 mm, keep
+                                       the largest component, add back cut-off pieces that do not
+                                       reach the volume border (ears, nose), fill every cavity
+                                       (3-D holes and per-slice holes along the superior-inferior
+                                       axis, so an airway open at the neck is closed too)
+soft-tissue    -100 .. 200     None    largest 26-connected component
+vessels        150 .. 500      None    contrast range; voxels within 1 mm of > 500 HU (bone rims
+                                       whose partial-volume values fall in the band) removed;
+                                       restricted to the body; with a seed: the seed's component,
+                                       without: every component of at least 20 mm^3
+air            <= -400         -400    air inside the body (the filled skin mask): airway, sinuses;
+                                       outside air is excluded
+=============  ==============  ======  ===========================================================
+
+Choices and their reasons
+-------------------------
+* Bone 300 HU: the usual lower bound for bone in CT (cancellous bone ~300-800 HU, cortical
+  > 1000 HU); it sits below the half-maximum between soft tissue (~40) and cortical bone, so
+  the mask is slightly larger than the anatomical bone (partial volume: the boundary is drawn
+  where the blurred edge crosses 300 HU). Pass ``threshold`` for a different trade-off.
+* ``level`` is the HU at which a sub-voxel iso-surface of the intensity volume reproduces the
+  mask's boundary (the range edge for one-sided ranges); ``None`` for two-sided bands, where
+  only the mask is meaningful. Inside the mask means ``value >= level`` (``<=`` for ranges
+  open below, i.e. air). Regions added by cleaning (filled cavities) are not at that level:
+  use :func:`iso_field` to get an intensity field whose level set is the mask boundary.
+* Presets are for CT only. A volume whose ``modality`` is "CT" is accepted; any other
+  modality (MR, PT, US, ...) is refused; an unknown modality ("", NIfTI input) is accepted
+  only when the array looks like HU (its minimum is below -200 HU: CT air is ~-1000 HU,
+  whereas MR intensities are non-negative). Otherwise pass an explicit ``threshold``.
+* Without a preset, an explicit ``threshold`` keeps the largest 26-connected component
+  (with a seed: the seed's component); no filling, no morphology.
+* ``exclude_fiducials``: small dense blobs (>= 1800 HU, each at most 1500 mm^3: metal or
+  ceramic skin markers, denser than the skull) are removed with a 4 mm margin (the blurred
+  sphere), and the surface beneath is restored by a 15 mm ball closing confined to the
+  removed region (the skin under a marker is rebuilt from its surroundings, not dented);
+  then the mask is re-cleaned (largest component, holes filled).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from imaging import regions as rg
+from imaging.errors import SegmentationError
+from imaging.volume import Volume
+
+#: Dense blobs at or above this HU are fiducial candidates (above cortical bone of the skull).
+FIDUCIAL_MIN_HU: float = 1800.0
+#: A fiducial candidate is at most this large (mm^3; a 14 mm sphere).
+FIDUCIAL_MAX_MM3: float = 1500.0
+#: Margin (mm) around a fiducial's dense core removed from the mask (sphere + blur).
+FIDUCIAL_MARGIN_MM: float = 4.0
+#: Radius (mm) of the ball closing that rebuilds the surface under a removed fiducial.
+FIDUCIAL_CLOSE_MM: float = 15.0
+#: HU below which an unknown-modality volume is taken as CT (HU-like: has air).
+HU_LIKE_MIN: float = -200.0
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named CT segmentation recipe.
+
+    Attributes
+    ----------
+    name
+        Preset name ("bone", "skin", ...).
+    lo, hi
+        Inclusive HU range; None = open on that side.
+    level
+        HU iso-level of the boundary for sub-voxel surface extraction (None: mask only).
+    connectivity
+        6, 18 or 26 (foreground connectivity of the component step).
+    keep
+        "largest" (one component) or "all" (every component, see ``min_component_mm3``).
+    fill_holes
+        Fill enclosed cavities (3-D, plus per slice along the superior-inferior axis).
+    morphology
+        ``("separate", radius_mm)``: cut bridges thinner than ~2 radius before choosing the
+        component, then restore detail (see :func:`segment`); None: none.
+    description
+        One line for ``--help`` and reports.
+    inside_body
+        Keep only voxels inside the filled body (skin) mask.
+    exclude_above_mm
+        ``(hu, mm)``: drop voxels within ``mm`` of a voxel above ``hu`` (partial-volume rims).
+    min_component_mm3
+        With ``keep="all"``: drop components smaller than this.
+    """
+
+    name: str
+    lo: float | None
+    hi: float | None
+    level: float | None
+    connectivity: int
+    keep: str
+    fill_holes: bool
+    morphology: tuple[str, float] | None
+    description: str
+    inside_body: bool = False
+    exclude_above_mm: tuple[float, float] | None = None
+    min_component_mm3: float = 0.0
+
+
+PRESETS: dict[str, Preset] = {
+    "bone": Preset(
+        "bone", 300.0, None, 300.0, 26, "largest", False, None,
+        "bone >= 300 HU, largest connected component (skull)",
+    ),
+    "skin": Preset(
+        "skin", -300.0, None, -300.0, 26, "largest", True, ("separate", 1.5),
+        "outer body surface: >= -300 HU, table cut off, largest component, all cavities filled",
+    ),
+    "soft-tissue": Preset(
+        "soft-tissue", -100.0, 200.0, None, 26, "largest", False, None,
+        "soft tissue -100..200 HU, largest connected component",
+    ),
+    "vessels": Preset(
+        "vessels", 150.0, 500.0, None, 26, "all", False, None,
+        "contrast-filled vessels 150..500 HU inside the body, bone rims removed (use a seed)",
+        inside_body=True, exclude_above_mm=(500.0, 1.0), min_component_mm3=20.0,
+    ),
+    "air": Preset(
+        "air", None, -400.0, -400.0, 26, "all", False, None,
+        "air <= -400 HU inside the body (airway, sinuses); outside air excluded",
+        inside_body=True,
+    ),
+}
+
+
+@dataclass
+class Segmentation:
+    """A binary segmentation of a volume.
+
+    Attributes
+    ----------
+    mask
+        Boolean ``[k, j, i]`` array, same shape as ``volume.array``.
+    level
+        HU iso-level for sub-voxel surface extraction from the intensity volume, or None.
+    name
+        Segment name (label name; defaults to the preset name or "threshold").
+    preset
+        Preset used, or None.
+    threshold
+        Inclusive ``(lo, hi)`` range actually applied (None = open side).
+    seed_lps
+        The seed point (LPS mm, shape (3,)) or None.
+    voxel_count
+        Number of True voxels.
+    timings
+        Seconds per pipeline stage.
+    affine
+        The volume's voxel ``(i, j, k, 1)`` -> LPS mm affine.
+    series_instance_uid, frame_of_reference_uid
+        Provenance copied from the volume.
+    """
+
+    mask: np.ndarray
+    level: float | None
+    name: str
+    preset: str | None
+    threshold: tuple[float | None, float | None]
+    seed_lps: np.ndarray | None
+    voxel_count: int
+    timings: dict[str, float] = field(default_factory=dict)
+    affine: np.ndarray = field(default_factory=lambda: np.eye(4))
+    series_instance_uid: str = ""
+    frame_of_reference_uid: str = ""
+
+    @property
+    def inside_below(self) -> bool:
+        """True when the inside of the mask is the low side of ``level`` (e.g. air)."""
+        return self.threshold[0] is None and self.threshold[1] is not None
+
+    def provenance(self) -> dict[str, str]:
+        """The source UIDs every derived output must carry."""
+        return {
+            "series_instance_uid": self.series_instance_uid,
+            "frame_of_reference_uid": self.frame_of_reference_uid,
+        }
+
+    def volume_mm3(self) -> float:
+        """Mask volume in mm^3 (voxel count times voxel volume)."""
+        return self.voxel_count * abs(float(np.linalg.det(self.affine[:3, :3])))
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self._t
+        self._t = now
+
+
+# --------------------------------------------------------------------------- validation
+def _check_threshold(
+    threshold: tuple[float | None, float | None] | None,
+) -> tuple[float | None, float | None] | None:
+    if threshold is None:
+        return None
+    try:
+        lo, hi = threshold
+    except (TypeError, ValueError):
+        raise SegmentationError(
+            f"threshold must be (lo, hi) in HU with None for an open side, got {threshold!r}"
+        ) from None
+    out: list[float | None] = []
+    for name, v in (("lo", lo), ("hi", hi)):
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise SegmentationError(f"threshold {name} must be a number, got {v!r}") from None
+        if not np.isfinite(f):
+            raise SegmentationError(f"threshold {name} must be finite, got {v!r}")
+        out.append(f)
+    if out[0] is None and out[1] is None:
+        raise SegmentationError("threshold needs at least one bound (lo or hi), got (None, None)")
+    if out[0] is not None and out[1] is not None and out[0] > out[1]:
+        raise SegmentationError(
+            f"threshold lo {out[0]:g} is above hi {out[1]:g}; expected lo <= hi"
+        )
+    return out[0], out[1]
+
+
+def _check_ct(volume: Volume, preset: str) -> None:
+    modality = (volume.modality or "").upper()
+    hint = "presets are CT HU ranges; pass an explicit threshold (--threshold LO:HI)"
+    if modality == "CT":
+        return
+    if modality:
+        raise SegmentationError(
+            f"preset {preset!r} cannot be used on a {modality} volume: {hint}"
+        )
+    vmin = float(np.nanmin(volume.array))
+    if vmin >= HU_LIKE_MIN:
+        raise SegmentationError(
+            f"preset {preset!r} needs CT in HU, but the volume's modality is unknown and its "
+            f"minimum {vmin:g} is not HU-like (no air below {HU_LIKE_MIN:g}): {hint}"
+        )
+
+
+def _fmt_range(lo: float | None, hi: float | None) -> str:
+    return f"[{'-inf' if lo is None else f'{lo:g}'}, {'+inf' if hi is None else f'{hi:g}'}] HU"
+
+
+def _seed_voxel(
+    volume: Volume, seed_lps: np.ndarray, lo: float | None, hi: float | None
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    seed = np.asarray(seed_lps, dtype=np.float64)
+    if seed.shape != (3,) or not np.all(np.isfinite(seed)):
+        raise SegmentationError(
+            f"seed must be 3 finite LPS mm coordinates (x, y, z), got {np.asarray(seed_lps)!r}"
+        )
+    ijk = np.rint(volume.lps_to_index(seed)).astype(np.int64)
+    ni, nj, nk = volume.shape_ijk
+    s = ", ".join(f"{v:g}" for v in seed)
+    if not (0 <= ijk[0] < ni and 0 <= ijk[1] < nj and 0 <= ijk[2] < nk):
+        b = volume.bounds_lps()
+        raise SegmentationError(
+            f"seed ({s}) LPS mm is outside the volume (voxel i,j,k = {tuple(int(v) for v in ijk)}"
+            f" of {ni}x{nj}x{nk}; LPS bounds {np.round(b[0], 1).tolist()} .. "
+            f"{np.round(b[1], 1).tolist()} mm)"
+        )
+    kji = (int(ijk[2]), int(ijk[1]), int(ijk[0]))
+    value = float(volume.array[kji])
+    if not ((lo is None or value >= lo) and (hi is None or value <= hi)):
+        raise SegmentationError(
+            f"seed ({s}) LPS mm has voxel value {value:g}, outside the range {_fmt_range(lo, hi)}"
+            f"; the segmentation would be empty, not an empty mesh: move the seed or widen the "
+            f"threshold"
+        )
+    return seed, kji
+
+
+# --------------------------------------------------------------------------- building blocks
+def _si_axis(volume: Volume) -> int:
+    """Array axis (0 = k, 1 = j, 2 = i) closest to the patient's superior-inferior axis."""
+    ijk = int(np.argmax(np.abs(volume.direction[2, :])))
+    return 2 - ijk
+
+
+def _fill(mask: np.ndarray, connectivity: int, si_axis: int) -> np.ndarray:
+    filled = rg.fill_holes(mask, connectivity)
+    return rg.fill_holes(filled, connectivity, planar=True, axis=si_axis)
+
+
+def _box_slices(box: tuple[slice, ...], margin: tuple[int, int, int], shape: tuple[int, ...]
+                ) -> tuple[slice, slice, slice]:
+    return tuple(  # type: ignore[return-value]
+        slice(max(b.start - m, 0), min(b.stop + m, n)) for b, m, n in zip(box, margin, shape,
+                                                                          strict=True)
+    )
+
+
+def _separate(mask: np.ndarray, radii: tuple[int, int, int], connectivity: int) -> np.ndarray:
+    """Largest component after cutting bridges thinner than the box ``radii`` (in place crop).
+
+    1. erode by the box, keep the largest eroded component, dilate it back by the same box
+       and intersect with the mask: a table touching the head along a thin contact is cut;
+    2. pieces of the mask's largest component cut off by step 1 are added back unless they
+       reach the border of the volume (a table, headrest or cable leaving the field of view):
+       thin anatomy (ears, nose) that the erosion removed comes back whole;
+    3. the largest component of the result.
+    """
+    full = rg.largest_component(mask, connectivity)
+    box = rg.mask_runs(full).bbox()
+    if box is None:
+        return full
+    sub = full[box]
+    core = rg.largest_component(rg.erode(sub, radii), connectivity)
+    kept = rg.dilate(core, radii) & sub
+    cut = sub & ~kept
+    if cut.any():
+        lab = rg.label_runs(rg.mask_runs(cut), connectivity)
+        # border of the whole volume, in crop coordinates
+        runs = lab.runs
+        K, J, _ = runs.shape
+        rr = np.repeat(np.arange(K * J), np.diff(runs.row_ptr))
+        k = rr // J + box[0].start
+        j = rr % J + box[1].start
+        i0 = runs.start + box[2].start
+        i1 = runs.stop + box[2].start
+        edge = (
+            (k == 0) | (k == mask.shape[0] - 1) | (j == 0) | (j == mask.shape[1] - 1)
+            | (i0 == 0) | (i1 == mask.shape[2])
+        )
+        outside = np.zeros(lab.n + 1, dtype=bool)
+        outside[lab.labels[edge]] = True
+        kept = rg.paint_runs(runs, ~outside[lab.labels], out=kept)
+        kept = rg.largest_component(kept, connectivity)
+    out = np.zeros_like(mask)
+    out[box] = kept
+    return out
+
+
+def _dense_blobs(volume: Volume, mask: np.ndarray) -> list[tuple[slice, slice, slice]]:
+    """Crops (with margin) around the fiducial candidates touching ``mask``'s bounding box."""
+    box = rg.mask_runs(mask).bbox()
+    if box is None:
+        return []
+    sp_kji = volume.spacing[::-1]
+    margin = rg.radius_voxels(FIDUCIAL_MARGIN_MM, sp_kji)
+    box = _box_slices(box, margin, mask.shape)
+    lab = rg.label_runs(rg.threshold_runs(volume.array[box], FIDUCIAL_MIN_HU, None), 26)
+    voxel_mm3 = float(np.prod(sp_kji))
+    out = []
+    J = lab.runs.shape[1]
+    rr = np.repeat(np.arange(lab.runs.row_ptr.size - 1), np.diff(lab.runs.row_ptr))
+    for blob in range(1, lab.n + 1):
+        if lab.sizes[blob] * voxel_mm3 > FIDUCIAL_MAX_MM3:
+            continue
+        sel = lab.labels == blob
+        ks, js = rr[sel] // J + box[0].start, rr[sel] % J + box[1].start
+        b = (
+            slice(int(ks.min()), int(ks.max()) + 1),
+            slice(int(js.min()), int(js.max()) + 1),
+            slice(int(lab.runs.start[sel].min()) + box[2].start,
+                  int(lab.runs.stop[sel].max()) + box[2].start),
+        )
+        out.append(b)
+    return out
+
+
+def _remove_fiducials(volume: Volume, mask: np.ndarray, connectivity: int, fill: bool,
+                      si_axis: int) -> np.ndarray:
+    """Remove fiducial bumps: ball dilation of each dense core, restored by a ball closing.
+
+    Balls (Euclidean distance transforms with the voxel spacing, so anisotropic voxels are
+    handled) rather than boxes: an axis-aligned box's corner fits into the removed pit on an
+    oblique surface and leaves a dent; a ball of radius ``rho`` reaches only
+    ``rho - sqrt(rho^2 - w^2)`` into a pit of half-width ``w``.
+    """
+    sp_kji = volume.spacing[::-1]
+    rho = FIDUCIAL_CLOSE_MM
+    pad = tuple(int(np.ceil((FIDUCIAL_MARGIN_MM + rho) / s)) + 2 for s in sp_kji)
+    blobs = _dense_blobs(volume, mask)
+    if not blobs:
+        return mask
+    out = mask.copy()
+    for core_box in blobs:
+        crop = _box_slices(core_box, pad, mask.shape)  # type: ignore[arg-type]
+        core = np.zeros(out[crop].shape, dtype=bool)
+        inner = tuple(slice(c.start - w.start, c.stop - w.start)
+                      for c, w in zip(core_box, crop, strict=True))
+        core[inner] = volume.array[core_box] >= FIDUCIAL_MIN_HU
+        region = ndi.distance_transform_edt(~core, sampling=sp_kji) <= FIDUCIAL_MARGIN_MM
+        rest = out[crop] & ~region
+        if not rest.any():
+            out[crop] = rest
+            continue
+        dil = ndi.distance_transform_edt(~rest, sampling=sp_kji) <= rho
+        closed = ndi.distance_transform_edt(dil, sampling=sp_kji) > rho
+        out[crop] = rest | (closed & region)
+    out = rg.largest_component(out, connectivity)
+    if fill:
+        out = _fill(out, connectivity, si_axis)
+    return out
+
+
+def _body_mask(volume: Volume) -> np.ndarray:
+    """The filled skin mask (the inside of the body), for presets restricted to the body."""
+    return segment(volume, preset="skin").mask
+
+
+# --------------------------------------------------------------------------- entry point
+def segment(
+    volume: Volume,
+    preset: str | None = None,
+    threshold: tuple[float | None, float | None] | None = None,
+    seed_lps: np.ndarray | None = None,
+    exclude_fiducials: bool = False,
+    label_name: str | None = None,
+) -> Segmentation:
+    """Segment a volume by a preset and/or an explicit HU threshold.
+
+    Parameters
+    ----------
+    volume
+        The image (CT in HU for presets).
+    preset
+        One of :data:`PRESETS` ("bone", "skin", "soft-tissue", "vessels", "air") or None.
+    threshold
+        Inclusive ``(lo, hi)`` in the volume's units (HU after rescale); None on a side = open.
+        Overrides the preset's range (the preset's cleaning still applies).
+    seed_lps
+        A point (LPS mm, shape (3,)): keep the 26-connected region holding it instead of the
+        preset's keep rule. Its voxel (nearest centre) must lie in the range.
+    exclude_fiducials
+        Remove small dense skin markers from the mask (see module docstring).
+    label_name
+        Name of the segment (default: the preset name, or "threshold").
+
+    Returns
+    -------
+    Segmentation
+
+    Raises
+    ------
+    SegmentationError
+        Unknown preset, neither preset nor threshold, bad threshold, preset on a non-CT
+        volume, seed outside the volume or the range, empty result.
+    """
+    timer = _Timer()
+    if not isinstance(volume, Volume):
+        raise SegmentationError(f"segment needs an imaging.volume.Volume, got {type(volume)}")
+    thr = _check_threshold(threshold)
+    p: Preset | None = None
+    if preset is not None:
+        if preset not in PRESETS:
+            raise SegmentationError(
+                f"unknown preset {preset!r}; expected one of {', '.join(PRESETS)}"
+            )
+        _check_ct(volume, preset)
+        p = PRESETS[preset]
+    elif thr is None:
+        raise SegmentationError(
+            f"give a preset ({', '.join(PRESETS)}) or a threshold (lo, hi) in HU"
+        )
+    if thr is not None:
+        lo, hi = thr
+        if lo is not None and hi is not None:
+            level = None
+        else:
+            level = lo if lo is not None else hi
+    else:
+        assert p is not None
+        lo, hi, level = p.lo, p.hi, p.level
+    conn = p.connectivity if p else 26
+    keep = p.keep if p else "largest"
+    arr = volume.array
+    if not np.issubdtype(arr.dtype, np.number) and arr.dtype != np.bool_:
+        raise SegmentationError(f"volume array must be numeric, got dtype {arr.dtype}")
+    seed_kji: tuple[int, int, int] | None = None
+    seed: np.ndarray | None = None
+    if seed_lps is not None:
+        seed, seed_kji = _seed_voxel(volume, seed_lps, lo, hi)
+    si_axis = _si_axis(volume)
+    voxel_mm3 = float(np.prod(volume.spacing))
+    timer.lap("validate")
+
+    runs = rg.threshold_runs(arr, lo, hi)
+    timer.lap("threshold")
+    needs_dense = p is not None and (
+        p.inside_body or p.exclude_above_mm is not None
+        or (p.morphology is not None and seed_kji is None)
+    )
+    if needs_dense:
+        mask = rg.paint_runs(runs)
+        if p.exclude_above_mm is not None:  # type: ignore[union-attr]
+            hu, mm = p.exclude_above_mm  # type: ignore[union-attr]
+            box = runs.bbox()
+            if box is not None:
+                r = tuple(max(v, 1) for v in rg.radius_voxels(mm, volume.spacing[::-1]))
+                big = _box_slices(box, r, arr.shape)
+                dense = rg.paint_runs(rg.threshold_runs(arr[big], np.nextafter(hu, np.inf), None))
+                rim = rg.dilate(dense, r)
+                mask[big] &= ~rim
+            timer.lap("exclude_rims")
+        if p.inside_body:  # type: ignore[union-attr]
+            mask &= _body_mask(volume)
+            timer.lap("inside_body")
+        if p.morphology is not None and seed_kji is None:  # type: ignore[union-attr]
+            op, radius_mm = p.morphology  # type: ignore[union-attr]
+            if op != "separate":  # pragma: no cover - presets are fixed above
+                raise SegmentationError(f"unknown morphology {op!r}")
+            mask = _separate(mask, rg.radius_voxels(radius_mm, volume.spacing[::-1]), conn)
+            timer.lap("separate")
+        runs = rg.mask_runs(mask)
+        timer.lap("runs")
+
+    if runs.count == 0:
+        raise SegmentationError(
+            f"no voxel in {_fmt_range(lo, hi)}"
+            + (f" for preset {preset!r}" if preset else "")
+            + f" (volume values {float(np.nanmin(arr)):g} .. {float(np.nanmax(arr)):g})"
+        )
+    lab = rg.label_runs(runs, conn)
+    timer.lap("label")
+    if seed_kji is not None:
+        want = lab.label_at(seed_kji)
+        if want == 0:
+            raise SegmentationError(
+                f"seed ({', '.join(f'{v:g}' for v in seed)}) LPS mm is in the range "  # type: ignore[union-attr]
+                f"{_fmt_range(lo, hi)} but was removed by the {preset} preset's cleaning "
+                f"(bone rim or outside the body); move the seed"
+            )
+        sel = lab.labels == want
+    elif keep == "largest":
+        sel = lab.labels == lab.largest()
+    else:
+        min_vox = (p.min_component_mm3 / voxel_mm3) if p else 0.0
+        sel = lab.sizes[lab.labels] >= min_vox
+    mask = rg.paint_runs(runs, sel)
+    timer.lap("components")
+    if p is not None and p.fill_holes:
+        mask = _fill(mask, conn, si_axis)
+        timer.lap("fill_holes")
+    if exclude_fiducials:
+        mask = _remove_fiducials(volume, mask, conn, bool(p and p.fill_holes), si_axis)
+        timer.lap("exclude_fiducials")
+    count = int(np.count_nonzero(mask))
+    if count == 0:
+        raise SegmentationError(
+            f"segmentation {label_name or preset or 'threshold'} is empty after cleaning "
+            f"(range {_fmt_range(lo, hi)})"
+        )
+    timer.lap("count")
+    return Segmentation(
+        mask=mask,
+        level=level,
+        name=label_name or (preset if preset else "threshold"),
+        preset=preset,
+        threshold=(lo, hi),
+        seed_lps=seed,
+        voxel_count=count,
+        timings=timer.timings,
+        affine=volume.affine.copy(),
+        series_instance_uid=volume.series_instance_uid,
+        frame_of_reference_uid=volume.frame_of_reference_uid,
+    )
+
+
+def iso_field(volume: Volume, seg: Segmentation) -> np.ndarray:
+    """Float32 intensities whose ``seg.level`` set is exactly the boundary of ``seg.mask``.
+
+    Inside the mask values are raised to at least ``level``, outside lowered below it (the
+    other way round for ranges open below, such as air), so a marching-cubes surface at
+    ``level`` follows the intensity (sub-voxel) where the mask boundary is an intensity
+    boundary and the mask where cleaning changed it (filled cavities, removed table).
+    """
+    if seg.level is None:
+        raise SegmentationError(
+            f"segmentation {seg.name!r} has no iso level (two-sided range): mesh its mask"
+        )
+    if seg.mask.shape != volume.array.shape:
+        raise SegmentationError(
+            f"mask shape {seg.mask.shape} does not match the volume {volume.array.shape}"
+        )
+    lvl = np.float32(seg.level)
+    below = np.nextafter(lvl, np.float32(-np.inf))
+    above = np.nextafter(lvl, np.float32(np.inf))
+    f = volume.array.astype(np.float32)
+    if seg.inside_below:
+        np.minimum(f, lvl, out=f, where=seg.mask)
+        np.maximum(f, above, out=f, where=~seg.mask)
+    else:
+        np.maximum(f, lvl, out=f, where=seg.mask)
+        np.minimum(f, below, out=f, where=~seg.mask)
+    return f

@@ -224,6 +224,7 @@ def read_fast_header(fp: object, file_size: int, first_chunk: int = 16384) -> Fa
         except _NeedMoreError:
             if size >= file_size:
                 raise FastHeaderUnsupportedError("header runs past the end of the file") from None
+            # (read_header reports such a file as truncated when pydicom finds no pixel data)
             size = min(file_size, size * 16)
             buf += fp.read(size - len(buf))  # type: ignore[attr-defined]
             continue

@@ -280,17 +280,22 @@ def read_header(path: Path) -> SliceHeader:
     """
     path = Path(path)
     ds: Dataset | None = None
+    truncated = False
     try:
         with open(path, "rb") as fp:
             fast = read_fast_header(fp, os.fstat(fp.fileno()).st_size)
         values: FastHeader | _DatasetValues = fast
         ts, tag = fast.transfer_syntax, fast.pixel_tag
         offset, length = fast.pixel_value_offset, fast.pixel_length
-    except FastHeaderUnsupportedError:
+    except FastHeaderUnsupportedError as exc:
+        truncated = "past the end" in str(exc) or "syntax None" in str(exc)
         ds, ts, tag, offset, length = _pydicom_header(path)
         values = _DatasetValues(ds)
     except OSError as exc:
         raise CorruptDicomError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if tag is None and truncated:
+        raise CorruptDicomError(f"{path}: truncated or corrupt DICOM file (a data element runs "
+                                "past the end of the file, or no transfer syntax)")
     if tag is None:
         uid = values.text("SOPClassUID") or ""
         name = pydicom.uid.UID(uid).name if uid else "unknown SOP class"

@@ -1,8 +1,11 @@
-"""NIfTI, NRRD and MetaImage volumes (read via SimpleITK) and NIfTI export (via nibabel).
+"""NIfTI (nibabel), NRRD and MetaImage (SimpleITK) volumes, and NIfTI export (nibabel).
 
-SimpleITK reports every format in LPS: it converts the NIfTI qform/sform (RAS, NIfTI-1
-header ``sform_code``/``qform_code``) and the NRRD ``space`` field (e.g.
-``right-anterior-superior``) itself, so the voxel→LPS affine is
+NIfTI-1/2 is read with nibabel: its ``affine`` is the sform when ``sform_code > 0``, else the
+qform (NIfTI-1 header, "method 3" then "method 2"), in RAS, so the voxel→LPS affine is
+``LPS_TO_RAS · affine``. (SimpleITK takes the voxel size from ``pixdim`` even when the sform
+says otherwise, which gives a wrong affine for files whose sform and pixdim disagree.)
+SimpleITK reports NRRD and MetaImage in LPS, converting the NRRD ``space`` field (e.g.
+``right-anterior-superior``) itself, so their affine is
 ``[[D · diag(spacing), origin], [0, 0, 0, 1]]`` with ``D`` SimpleITK's direction matrix
 (columns = unit LPS directions of i, j, k). :func:`save_nifti` writes the RAS convention of
 NIfTI-1: ``affine_RAS = LPS_TO_RAS · affine_LPS`` as both sform and qform (code 1,
@@ -59,8 +62,33 @@ def _geometry(path: Path, dim: int, spacing: tuple, direction: tuple, origin: tu
     return affine
 
 
+def _nifti(path: Path) -> object:
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types on bad headers
+        raise ImageFileError(f"{path}: cannot read image file ({type(exc).__name__}: "
+                             f"{str(exc)[:200]})") from None
+    shape = tuple(int(n) for n in image.shape)  # type: ignore[attr-defined]
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) not in (2, 3):
+        raise ImageFileError(f"{path}: {len(shape)}-D image {shape}, expected a 3-D volume")
+    return image
+
+
+def _nifti_affine(image: object) -> np.ndarray:
+    return LPS_TO_RAS @ np.asarray(image.affine, dtype=np.float64)  # type: ignore[attr-defined]
+
+
 def image_file_info(path: Path) -> tuple[tuple[int, int, int], np.ndarray]:
     """Size (i, j, k) and voxel→LPS affine of an image file, from its header only."""
+    if _format(path) == "nifti":
+        image = _nifti(path)
+        dims = [int(n) for n in image.shape[:3]]  # type: ignore[attr-defined]
+        dims += [1] * (3 - len(dims))
+        return (dims[0], dims[1], dims[2]), _nifti_affine(image)
     reader = _reader(path)
     dim = reader.GetDimension()  # type: ignore[attr-defined]
     affine = _geometry(path, dim, reader.GetSpacing(), reader.GetDirection(),  # type: ignore[attr-defined]
@@ -83,6 +111,14 @@ def read_image_file(path: str | Path) -> Volume:
     import SimpleITK as sitk  # noqa: N813
 
     path = Path(path)
+    if _format(path) == "nifti":
+        image = _nifti(path)
+        try:
+            data = np.asanyarray(image.dataobj)  # type: ignore[attr-defined]  # scl_slope applied
+        except Exception as exc:  # truncated data, bad scaling
+            raise ImageFileError(f"{path}: cannot read image data ({exc})") from None
+        data = data.reshape(data.shape[:3] + (1,) * (3 - min(3, data.ndim)))
+        return _volume(path, np.transpose(data, (2, 1, 0)), _nifti_affine(image))
     reader = _reader(path)
     dim = reader.GetDimension()  # type: ignore[attr-defined]
     affine = _geometry(path, dim, reader.GetSpacing(), reader.GetDirection(),  # type: ignore[attr-defined]
@@ -95,6 +131,11 @@ def read_image_file(path: str | Path) -> Volume:
     array = sitk.GetArrayFromImage(image)
     if dim == 2:
         array = array[None]
+    return _volume(path, array, affine)
+
+
+def _volume(path: Path, array: np.ndarray, affine: np.ndarray) -> Volume:
+    """Volume from a [k, j, i] array: int16 when the integers fit, else float32."""
     if array.dtype.kind in "iu" and array.size and (
         array.dtype.itemsize == 1
         or array.dtype == np.int16

@@ -8,9 +8,9 @@ Public API::
 
 A folder is searched recursively; files that are not DICOM images are skipped. A volume's
 key is its SeriesInstanceUID, or ``UID#n`` for the n-th stack (n ≥ 2) when one UID holds
-several stacks (different orientation/matrix, or several stacks in one multi-frame file).
-``load_volume`` loads the only volume, or the one whose key (or plain UID, if unambiguous)
-is ``series_uid``; otherwise it raises :class:`SeriesSelectionError` listing the choices.
+several stacks (different orientation/matrix, or several stacks in one multi-frame file); the
+plain UID names the largest stack. ``load_volume`` loads the only volume, or the one whose
+key is ``series_uid``; otherwise it raises :class:`SeriesSelectionError` listing the choices.
 
 Errors (all :class:`~imaging.errors.ImagingError`, one line naming the file or series):
 :class:`InputNotFoundError` (no such path), :class:`~imaging.errors.NoDicomError` (folder
@@ -218,7 +218,7 @@ def _choices(series: list[SeriesInfo]) -> str:
 
 
 def select(catalog: Catalog, series_uid: str | None, where: Path) -> SeriesInfo:
-    """Pick the volume named ``series_uid`` (key, or unambiguous plain UID) or the only one."""
+    """Pick the volume whose key is ``series_uid``, or the only one when it is None."""
     series = catalog.series
     if not series:
         raise SeriesSelectionError(f"{where}: no loadable volume "
@@ -231,14 +231,8 @@ def select(catalog: Catalog, series_uid: str | None, where: Path) -> SeriesInfo:
         )
     wanted = series_uid.strip()
     match = [s for s in series if s.key == wanted]
-    if not match:
-        match = [s for s in series if s.series_instance_uid == wanted]
-    if len(match) == 1:
-        return match[0]
     if match:
-        raise SeriesSelectionError(
-            f"{where}: series {wanted} holds {len(match)} stacks, choose one: {_choices(match)}"
-        )
+        return match[0]
     raise SeriesSelectionError(f"{where}: no series {wanted}; available: {_choices(series)}")
 
 

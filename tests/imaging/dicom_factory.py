@@ -186,9 +186,21 @@ def compress_dcmtk(src: Path, dst: Path, tool: str, *options: str) -> Path:
 
 def set_transfer_syntax_uid(path: Path, uid: str) -> None:
     """Rewrite only the declared TransferSyntaxUID of a file (to fake an unsupported syntax)."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
     ds = pydicom.dcmread(path)
-    ds.file_meta.TransferSyntaxUID = UID(uid)
-    ds.save_as(path, enforce_file_format=False)
+    meta = ds.file_meta
+    meta.TransferSyntaxUID = UID(uid)
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    fp.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(fp, meta, enforce_standard=True)
+    body = Dataset()
+    for elem in ds:
+        body.add(elem)
+    write_dataset(fp, body)
+    path.write_bytes(fp.getvalue())
 
 
 __all__ = [

@@ -1,0 +1,218 @@
+"""Lens distortion for the overlay: render a pinhole image, warp it onto the real (distorted) lens.
+
+The renderer rasterizes an *undistorted* pinhole image with camera matrix ``k_render`` (the
+real focal lengths times ``scale``, a principal point chosen so the image covers the whole
+field of view of the distorted camera, which with barrel distortion is wider than the pinhole
+one). For every output pixel centre (u, v) of the real camera a map stores where that pixel's
+ray lands in the render image:
+
+    (x', y') = undistort((u, v); K, dist)            # cv2.undistortPoints, iterated to 1e-12
+    (u_r, v_r) = k_render . (x', y', 1)
+
+The map is computed once per camera (``cv2.undistortPoints`` runs the inverse of the OpenCV
+distortion model, "Camera Calibration and 3D Reconstruction", eq. of ``projectPoints``), checked
+by re-projecting with ``cv2.projectPoints`` (pixels whose round trip misses by more than
+``_ROUND_TRIP_PX`` are marked invalid and never drawn), and applied each frame by bilinear
+sampling of the premultiplied render, restricted to the box the model covers. Both images sample
+pixel (i, j) at its centre (u, v) = (i, j), the ``cv2.projectPoints`` convention, so a 3-D
+point lands where ``cv2.projectPoints`` with distortion puts it.
+
+Without distortion and at ``scale == 1`` the render *is* the output image and no warp is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from numba import njit, prange
+
+from overlay.errors import OverlayError
+from registration.camera import CameraModel
+
+_ROUND_TRIP_PX = 0.01
+_INVALID = np.float32(-1e6)
+
+
+@dataclass(frozen=True)
+class RenderGeometry:
+    """How the pinhole render image relates to the output camera image.
+
+    Attributes
+    ----------
+    camera
+        The real (output) camera.
+    k_render
+        3x3 pinhole matrix of the render image (pixel centres at integer coordinates).
+    render_width, render_height
+        Render image size in pixels.
+    map_x, map_y
+        ``(H, W)`` float32: render coordinates sampled for each output pixel, ``-1e6`` where
+        the output pixel has no valid undistorted ray; None when the mapping is the identity.
+    """
+
+    camera: CameraModel
+    k_render: np.ndarray
+    render_width: int
+    render_height: int
+    map_x: np.ndarray | None
+    map_y: np.ndarray | None
+
+    @property
+    def identity(self) -> bool:
+        """True when the render image is the output image (no distortion, scale 1)."""
+        return self.map_x is None
+
+
+def _undistort_normalized(camera: CameraModel, uv: np.ndarray) -> np.ndarray:
+    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
+    xy = cv2.undistortPoints(uv.reshape(-1, 1, 2), camera.matrix, camera.dist, criteria=crit)
+    return xy.reshape(-1, 2)
+
+
+def render_geometry(
+    camera: CameraModel, scale: float = 1.0, max_fov_factor: float = 1.6
+) -> RenderGeometry:
+    """Build the render camera and (if needed) the distortion/upsampling map for ``camera``.
+
+    Parameters
+    ----------
+    camera
+        Output camera (intrinsics, OpenCV distortion, size).
+    scale
+        Render resolution relative to the output (0.25..2); below 1 the render is upsampled
+        by the bilinear warp.
+    max_fov_factor
+        Output pixels whose undistorted ray lies beyond this factor times the pinhole half field
+        of view are left undrawn (guards against the fold-over of strong distortion models).
+    """
+    if not np.isfinite(scale) or not 0.25 <= scale <= 2.0:
+        raise OverlayError(f"render scale must be within 0.25..2, got {scale}")
+    if not np.isfinite(max_fov_factor) or max_fov_factor < 1.0:
+        raise OverlayError(f"max_fov_factor must be >= 1, got {max_fov_factor}")
+    if not np.any(camera.dist) and scale == 1.0:
+        return RenderGeometry(camera, camera.matrix.copy(), camera.width, camera.height,
+                              None, None)
+    w, h = camera.width, camera.height
+    k = camera.matrix
+    uu, vv = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    uv = np.stack([uu.ravel(), vv.ravel()], axis=1)
+    if np.any(camera.dist):
+        xy = _undistort_normalized(camera, uv)
+        back, _ = cv2.projectPoints(
+            np.column_stack([xy, np.ones(len(xy))]), np.zeros(3), np.zeros(3), k, camera.dist
+        )
+        err = np.linalg.norm(back.reshape(-1, 2) - uv, axis=1)
+    else:
+        yn = (uv[:, 1] - k[1, 2]) / k[1, 1]
+        xy = np.column_stack([(uv[:, 0] - k[0, 2] - k[0, 1] * yn) / k[0, 0], yn])
+        err = np.zeros(len(uv))
+    corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], float)
+    cy_ = (corners[:, 1] - k[1, 2]) / k[1, 1]
+    cx_ = (corners[:, 0] - k[0, 2] - k[0, 1] * cy_) / k[0, 0]
+    lim_x = max_fov_factor * np.abs(cx_).max()
+    lim_y = max_fov_factor * np.abs(cy_).max()
+    valid = (err < _ROUND_TRIP_PX) & np.all(np.isfinite(xy), axis=1)
+    valid &= (np.abs(xy[:, 0]) <= lim_x) & (np.abs(xy[:, 1]) <= lim_y)
+    if not np.any(valid):
+        raise OverlayError("lens distortion model has no invertible pixel; check dist_coeffs")
+    kr = np.array([[k[0, 0] * scale, k[0, 1] * scale, 0.0], [0.0, k[1, 1] * scale, 0.0],
+                   [0.0, 0.0, 1.0]])
+    ur = kr[0, 0] * xy[:, 0] + kr[0, 1] * xy[:, 1]
+    vr = kr[1, 1] * xy[:, 1]
+    # one pixel of margin on every side for the bilinear support
+    kr[0, 2] = 1.0 - np.floor(ur[valid].min())
+    kr[1, 2] = 1.0 - np.floor(vr[valid].min())
+    wr = int(np.ceil(ur[valid].max() + kr[0, 2])) + 2
+    hr = int(np.ceil(vr[valid].max() + kr[1, 2])) + 2
+    map_x = np.where(valid, ur + kr[0, 2], _INVALID).astype(np.float32).reshape(h, w)
+    map_y = np.where(valid, vr + kr[1, 2], _INVALID).astype(np.float32).reshape(h, w)
+    return RenderGeometry(camera, kr, wr, hr, map_x, map_y)
+
+
+def output_bbox(geom: RenderGeometry, render_bbox: tuple[int, int, int, int]) -> tuple[
+    int, int, int, int
+]:
+    """Output-pixel box ``(y0, y1, x0, x1)`` (inclusive) that can sample ``render_bbox``.
+
+    The render box (grown by one pixel for the bilinear support) is traced along its border,
+    mapped through the lens model with ``cv2.projectPoints``, and bounded (the map is a
+    continuous bijection on its valid region, so the border bounds the inside).
+    """
+    y0, y1, x0, x1 = render_bbox
+    if geom.identity:
+        return render_bbox
+    kr = geom.k_render
+    n = 33
+    ys = np.linspace(y0 - 1.0, y1 + 1.0, n)
+    xs = np.linspace(x0 - 1.0, x1 + 1.0, n)
+    border = np.concatenate([
+        np.column_stack([xs, np.full(n, ys[0])]), np.column_stack([xs, np.full(n, ys[-1])]),
+        np.column_stack([np.full(n, xs[0]), ys]), np.column_stack([np.full(n, xs[-1]), ys]),
+    ])
+    yn = (border[:, 1] - kr[1, 2]) / kr[1, 1]
+    xn = (border[:, 0] - kr[0, 2] - kr[0, 1] * yn) / kr[0, 0]
+    cam = geom.camera
+    uv, _ = cv2.projectPoints(np.column_stack([xn, yn, np.ones(len(xn))]), np.zeros(3),
+                              np.zeros(3), cam.matrix, cam.dist)
+    uv = uv.reshape(-1, 2)
+    oy0 = max(int(np.floor(uv[:, 1].min())) - 1, 0)
+    oy1 = min(int(np.ceil(uv[:, 1].max())) + 1, cam.height - 1)
+    ox0 = max(int(np.floor(uv[:, 0].min())) - 1, 0)
+    ox1 = min(int(np.ceil(uv[:, 0].max())) + 1, cam.width - 1)
+    return (oy0, oy1, ox0, ox1)
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def _remap(
+    src: np.ndarray, sy0: int, sx0: int, map_x: np.ndarray, map_y: np.ndarray,
+    oy0: int, ox0: int, out: np.ndarray,
+) -> None:
+    sh = src.shape[0]
+    sw = src.shape[1]
+    for j in prange(out.shape[0]):
+        for i in range(out.shape[1]):
+            u = map_x[oy0 + j, ox0 + i] - sx0
+            v = map_y[oy0 + j, ox0 + i] - sy0
+            for ch in range(4):
+                out[j, i, ch] = 0
+            if not (u > -1.0 and v > -1.0 and u < sw and v < sh):
+                continue
+            iu = int(np.floor(u))
+            iv = int(np.floor(v))
+            fu = u - iu
+            fv = v - iv
+            acc = np.zeros(4)
+            for dv in range(2):
+                yy = iv + dv
+                if yy < 0 or yy >= sh:
+                    continue
+                wv = fv if dv == 1 else 1.0 - fv
+                for du in range(2):
+                    xx = iu + du
+                    if xx < 0 or xx >= sw:
+                        continue
+                    wgt = wv * (fu if du == 1 else 1.0 - fu)
+                    for ch in range(4):
+                        acc[ch] += wgt * src[yy, xx, ch]
+            for ch in range(4):
+                out[j, i, ch] = np.uint8(min(acc[ch] + 0.5, 255.0))
+
+
+def warp_to_output(
+    geom: RenderGeometry, render_patch: np.ndarray, render_bbox: tuple[int, int, int, int]
+) -> tuple[np.ndarray, int, int]:
+    """Warp a premultiplied BGRA render patch onto the output lens (bilinear).
+
+    ``render_patch`` covers render pixels ``render_bbox = (y0, y1, x0, x1)``. Returns the
+    output patch and its top-left output pixel ``(x0, y0)``.
+    """
+    if geom.identity:
+        return render_patch, render_bbox[2], render_bbox[0]
+    oy0, oy1, ox0, ox1 = output_bbox(geom, render_bbox)
+    if oy1 < oy0 or ox1 < ox0:
+        return np.zeros((0, 0, 4), np.uint8), 0, 0
+    out = np.empty((oy1 - oy0 + 1, ox1 - ox0 + 1, 4), np.uint8)
+    _remap(render_patch, render_bbox[0], render_bbox[2], geom.map_x, geom.map_y, oy0, ox0, out)
+    return out, ox0, oy0

@@ -1,0 +1,395 @@
+"""Render registered CT meshes into a camera image and composite them onto the live frame.
+
+Typical use (one camera, one frame loop)::
+
+    renderer = OverlayRenderer(camera, [Structure.from_arrays("skull", v_ct, f, colour=...)])
+    for frame_bgr, T_camera_ct in frames:          # T_camera_CT = T_CAMERA_REF @ T_REF_CT
+        renderer.draw(frame_bgr, T_camera_ct)      # in place
+
+Per frame only the pose changes: vertices, normals and the lens map stay in memory. The work is
+(``overlay.raster``) transform + project the vertices, bin and z-buffer the triangles with a
+binned edge-function rasterizer, shade/compose the layers inside the model's bounding box
+(``overlay.composite``), warp the box onto the real lens if it distorts (``overlay.distortion``),
+and alpha-blend the box onto the frame.
+
+Frames and units: vertices in CT (DICOM LPS) mm; ``T_camera_ct`` a rigid
+:class:`registration.frames.Transform` from ``CT`` to ``CAMERA`` (OpenCV axes, mm). Pixel
+coordinates follow ``cv2.projectPoints``. Near-plane clipping at ``near_mm``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from overlay import composite, raster
+from overlay.distortion import RenderGeometry, render_geometry, warp_to_output
+from overlay.errors import OverlayError
+from registration.camera import CameraModel
+from registration.frames import CAMERA, CT, Transform
+
+MODES = ("fill", "outline")
+_BAND_H = 8
+
+
+@dataclass(frozen=True)
+class Structure:
+    """One mesh to overlay, in CT (LPS) mm, with its look.
+
+    Attributes
+    ----------
+    name
+        Label (unique within a renderer).
+    vertices_ct_mm
+        ``(N, 3)`` vertex positions, CT / LPS mm.
+    faces
+        ``(M, 3)`` vertex indices; counter-clockwise seen from outside for closed meshes.
+    normals_ct
+        ``(N, 3)`` unit vertex normals in CT; area-weighted face normals when not given.
+    colour_rgb
+        Display colour, RGB in 0..1.
+    opacity
+        0..1; 1 is opaque (occludes), below 1 the nearest surface is blended.
+    mode
+        ``"fill"`` (shaded surface) or ``"outline"`` (silhouette/contour edges only).
+    frame_of_reference_uid, series_instance_uid
+        Provenance of the CT the mesh came from; checked against the registration.
+    """
+
+    name: str
+    vertices_ct_mm: np.ndarray
+    faces: np.ndarray
+    normals_ct: np.ndarray | None = None
+    colour_rgb: tuple[float, float, float] = (0.93, 0.87, 0.75)
+    opacity: float = 1.0
+    mode: str = "fill"
+    frame_of_reference_uid: str = ""
+    series_instance_uid: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        v = np.asarray(self.vertices_ct_mm, dtype=np.float64)
+        f = np.asarray(self.faces)
+        if v.ndim != 2 or v.shape[1] != 3 or len(v) < 3:
+            raise OverlayError(f"structure {self.name!r}: vertices must be (N>=3, 3), got "
+                               f"{v.shape}")
+        if not np.all(np.isfinite(v)):
+            raise OverlayError(f"structure {self.name!r}: vertices contain NaN or infinity")
+        if f.ndim != 2 or f.shape[1] != 3 or len(f) < 1 or not np.issubdtype(f.dtype,
+                                                                             np.integer):
+            raise OverlayError(f"structure {self.name!r}: faces must be an (M>=1, 3) integer "
+                               f"array, got {f.shape} {f.dtype}")
+        if f.min() < 0 or f.max() >= len(v):
+            raise OverlayError(f"structure {self.name!r}: face indices must lie in 0..{len(v)-1}"
+                               f", got {f.min()}..{f.max()}")
+        if self.normals_ct is None:
+            n = vertex_normals(v, f)
+        else:
+            n = np.asarray(self.normals_ct, dtype=np.float64)
+            if n.shape != v.shape or not np.all(np.isfinite(n)):
+                raise OverlayError(f"structure {self.name!r}: normals must be finite and shaped"
+                                   f" like the vertices {v.shape}, got {n.shape}")
+        c = np.asarray(self.colour_rgb, dtype=np.float64)
+        if c.shape != (3,) or not np.all((c >= 0) & (c <= 1)):
+            raise OverlayError(f"structure {self.name!r}: colour_rgb must be 3 values in 0..1, "
+                               f"got {self.colour_rgb}")
+        if not 0.0 < float(self.opacity) <= 1.0:
+            raise OverlayError(f"structure {self.name!r}: opacity must be in (0, 1], got "
+                               f"{self.opacity}")
+        if self.mode not in MODES:
+            raise OverlayError(f"structure {self.name!r}: mode must be one of {MODES}, got "
+                               f"{self.mode!r}")
+        object.__setattr__(self, "vertices_ct_mm", v)
+        object.__setattr__(self, "faces", f.astype(np.int64))
+        object.__setattr__(self, "normals_ct", n.astype(np.float32))
+        object.__setattr__(self, "colour_rgb", tuple(float(x) for x in c))
+
+    @classmethod
+    def from_mesh(cls, mesh: Any, **style: Any) -> Structure:
+        """Adapter for ``imaging.mesh.Mesh`` (vertices LPS mm, faces, normals, name, ``color``
+        RGBA 0..1 whose alpha becomes the opacity, provenance). ``style`` overrides any field
+        (opacity, mode, colour_rgb, name)."""
+        prov = dict(getattr(mesh, "provenance", None) or {})
+        kw: dict[str, Any] = {
+            "name": str(getattr(mesh, "name", "") or "structure"),
+            "vertices_ct_mm": mesh.vertices,
+            "faces": mesh.faces,
+            "normals_ct": getattr(mesh, "normals", None),
+            "frame_of_reference_uid": str(prov.get("frame_of_reference_uid", "") or ""),
+            "series_instance_uid": str(prov.get("series_instance_uid", "") or ""),
+        }
+        colour = getattr(mesh, "color", None)
+        if colour is not None:
+            c = np.asarray(colour, dtype=np.float64).reshape(-1)
+            if c.size not in (3, 4):
+                raise OverlayError(f"mesh {kw['name']!r}: color must be RGB or RGBA, got {colour}")
+            kw["colour_rgb"] = tuple(c[:3])
+            if c.size == 4:
+                kw["opacity"] = float(c[3])
+        kw.update(style)
+        return cls(**kw)
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (unit; zero for unused vertices)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, f[:, k], fn)
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
+
+
+def closed_orientation(vertices: np.ndarray, faces: np.ndarray) -> int:
+    """+1 / -1 if the mesh is closed and consistently wound outward / inward, else 0.
+
+    Closed: every directed edge appears exactly once and its reverse exactly once. The sign is
+    that of the enclosed volume (divergence theorem, sum of signed tetrahedra).
+    """
+    f = np.asarray(faces, dtype=np.int64)
+    e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    n = int(f.max()) + 1
+    key = e[:, 0] * n + e[:, 1]
+    rkey = e[:, 1] * n + e[:, 0]
+    uniq, counts = np.unique(key, return_counts=True)
+    if np.any(counts != 1) or not np.array_equal(np.sort(rkey), uniq):
+        return 0
+    v = np.asarray(vertices, dtype=np.float64)
+    vol = np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum() / 6.0
+    return 1 if vol > 0 else (-1 if vol < 0 else 0)
+
+
+@dataclass
+class RenderedOverlay:
+    """A premultiplied BGRA patch in output pixels: ``bgra[j, i]`` is pixel ``(x0+i, y0+j)``."""
+
+    bgra: np.ndarray
+    x0: int
+    y0: int
+    width: int
+    height: int
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing is drawn."""
+        return self.bgra.size == 0
+
+    def canvas(self) -> np.ndarray:
+        """The full ``(height, width, 4)`` premultiplied BGRA image, transparent elsewhere."""
+        out = np.zeros((self.height, self.width, 4), np.uint8)
+        h, w = self.bgra.shape[:2]
+        out[self.y0:self.y0 + h, self.x0:self.x0 + w] = self.bgra
+        return out
+
+
+class OverlayRenderer:
+    """Renders structures into one camera's image (see module docstring).
+
+    Parameters
+    ----------
+    camera
+        Output camera (OpenCV intrinsics + distortion + size).
+    structures
+        Meshes and their look; names must be unique; all must share one FrameOfReferenceUID.
+    near_mm, outline_px, contour_mm, ambient
+        Near clipping plane (mm); outline width (output px); depth jump that counts as an
+        occluding contour in outline mode (mm, 0 = silhouettes only); ambient light 0..1.
+    scale
+        Render resolution relative to the camera (see ``overlay.distortion``).
+    frame
+        Destination frame name of the pose passed to :meth:`render` (``CAMERA``, or an eye).
+    """
+
+    def __init__(
+        self,
+        camera: CameraModel,
+        structures: Sequence[Structure],
+        *,
+        near_mm: float = 10.0,
+        scale: float = 1.0,
+        outline_px: int = 2,
+        contour_mm: float = 10.0,
+        ambient: float = 0.3,
+        frame: str = CAMERA,
+    ) -> None:
+        if not isinstance(camera, CameraModel):
+            raise OverlayError(f"camera must be a CameraModel, got {type(camera).__name__}")
+        structs = list(structures)
+        if not structs or not all(isinstance(s, Structure) for s in structs):
+            raise OverlayError("need at least one Structure to render")
+        names = [s.name for s in structs]
+        if len(set(names)) != len(names):
+            raise OverlayError(f"structure names must be unique, got {names}")
+        uids = {s.frame_of_reference_uid for s in structs if s.frame_of_reference_uid}
+        if len(uids) > 1:
+            raise OverlayError(f"structures come from different FrameOfReferenceUIDs {sorted(uids)}"
+                               "; they cannot share one registration")
+        if not np.isfinite(near_mm) or near_mm <= 0:
+            raise OverlayError(f"near_mm must be > 0, got {near_mm}")
+        if int(outline_px) < 1 or int(outline_px) > 16:
+            raise OverlayError(f"outline_px must be 1..16, got {outline_px}")
+        if not 0.0 <= ambient <= 1.0 or not np.isfinite(contour_mm) or contour_mm < 0:
+            raise OverlayError(f"ambient must be 0..1 and contour_mm >= 0, got {ambient}, "
+                               f"{contour_mm}")
+        self.camera = camera
+        self.frame = frame
+        self.frame_of_reference_uid = uids.pop() if uids else ""
+        self.near_mm = float(near_mm)
+        self.contour_mm = float(contour_mm)
+        self.ambient = float(ambient)
+        self.geometry: RenderGeometry = render_geometry(camera, scale)
+        self._outline_r = max(1, int(round(int(outline_px) * scale)))
+        self.structures = structs
+        offs = np.cumsum([0] + [len(s.vertices_ct_mm) for s in structs])
+        self._v = np.concatenate([s.vertices_ct_mm for s in structs])
+        self._n = np.concatenate([s.normals_ct for s in structs]).astype(np.float32)
+        self._f = np.concatenate([s.faces + o for s, o in zip(structs, offs[:-1], strict=True)])
+        self._face_struct = np.repeat(np.arange(len(structs), dtype=np.int32),
+                                      [len(s.faces) for s in structs])
+        self._orient = np.array([closed_orientation(s.vertices_ct_mm, s.faces) for s in structs])
+        hr = self.geometry.render_height
+        self._p_cam = np.empty((len(self._v), 3))
+        self._shade = np.empty(len(self._v), np.float32)
+        self._uvz = np.empty((len(self._v), 3))
+        self._tbox = np.empty((len(self._f), 4), np.int32)
+        nb = (hr + _BAND_H - 1) // _BAND_H
+        self._counts = np.zeros(nb, np.int64)
+        self._starts = np.zeros(nb + 1, np.int64)
+        self._bbox = np.zeros(4, np.int64)
+        self._buffers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._styles = [(s.colour_rgb, float(s.opacity), s.mode) for s in structs]
+
+    # ------------------------------------------------------------------ style
+    def set_style(
+        self, name: str, *, colour_rgb: Sequence[float] | None = None,
+        opacity: float | None = None, mode: str | None = None,
+    ) -> None:
+        """Change one structure's colour (RGB 0..1), opacity (0..1] or mode between frames."""
+        names = [s.name for s in self.structures]
+        if name not in names:
+            raise OverlayError(f"no structure named {name!r}; have {names}")
+        i = names.index(name)
+        colour, alpha, md = self._styles[i]
+        probe = Structure(name, self.structures[i].vertices_ct_mm[:3], np.array([[0, 1, 2]]),
+                          np.zeros((3, 3)), tuple(colour_rgb) if colour_rgb is not None
+                          else colour, alpha if opacity is None else opacity,
+                          md if mode is None else mode)
+        self._styles[i] = (probe.colour_rgb, float(probe.opacity), probe.mode)
+
+    def _layers(self, styles: list[tuple[tuple[float, ...], float, str]]) -> tuple[
+        np.ndarray, np.ndarray
+    ]:
+        """Layer kind per layer and layer per structure (opaque fills share layer 0)."""
+        kinds = [composite.KIND_OPAQUE]
+        struct_layer = np.zeros(len(styles), np.int8)
+        for i, (_, alpha, md) in enumerate(styles):
+            if md == "fill" and alpha >= 1.0:
+                continue
+            struct_layer[i] = len(kinds)
+            kinds.append(composite.KIND_OUTLINE if md == "outline" else composite.KIND_FILL)
+        return np.array(kinds, np.int8), struct_layer
+
+    def _buffers_for(self, n_layers: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if n_layers not in self._buffers:
+            h, w = self.geometry.render_height, self.geometry.render_width
+            self._buffers[n_layers] = (np.zeros((n_layers, h, w), np.float32),
+                                       np.full((n_layers, h, w), -1, np.int32),
+                                       np.zeros((n_layers, h, w, 2), np.float32))
+        return self._buffers[n_layers]
+
+    # ------------------------------------------------------------------ render
+    def check_pose(self, T_camera_ct: Transform) -> None:
+        """Refuse a pose of the wrong frames or of another FrameOfReferenceUID."""
+        if not isinstance(T_camera_ct, Transform):
+            raise OverlayError(f"pose must be a registration.frames.Transform, got "
+                               f"{type(T_camera_ct).__name__}")
+        if T_camera_ct.src != CT or T_camera_ct.dst != self.frame:
+            raise OverlayError(f"pose must map {CT} to {self.frame}, got T_{T_camera_ct.dst}_"
+                               f"{T_camera_ct.src}")
+        reg_uid = T_camera_ct.source.get("frame_of_reference_uid", "")
+        if reg_uid and self.frame_of_reference_uid and reg_uid != self.frame_of_reference_uid:
+            raise OverlayError(
+                f"registration FrameOfReferenceUID {reg_uid} differs from the models' "
+                f"{self.frame_of_reference_uid}: the models belong to another scan"
+            )
+
+    def render(self, T_camera_ct: Transform, *, warning: bool = False) -> RenderedOverlay:
+        """Render all structures at pose ``T_camera_ct`` into a premultiplied BGRA patch.
+
+        ``warning=True`` draws every structure as a red outline (the "not current" look used by
+        ``overlay.hud`` when tracking is stale and the policy is to warn instead of hide).
+        """
+        self.check_pose(T_camera_ct)
+        geom = self.geometry
+        cam = self.camera
+        m = T_camera_ct.matrix
+        if warning:
+            styles = [((1.0, 0.0, 0.0), 1.0, "outline") for _ in self._styles]
+        else:
+            styles = self._styles
+        kinds, struct_layer = self._layers(styles)
+        raster.transform_project(self._v, self._n, np.ascontiguousarray(m[:3, :3]),
+                                 np.ascontiguousarray(m[:3, 3]), geom.k_render, self.near_mm,
+                                 self.ambient, self._p_cam, self._shade, self._uvz)
+        faces, uvz, shade, face_struct = self._f, self._uvz, self._shade, self._face_struct
+        clipped = self._p_cam[:, 2].min() <= self.near_mm
+        if clipped:
+            faces, uvz, shade, face_struct = self._clip(geom)
+        # cull back faces only for closed, consistently wound meshes not cut by the near plane
+        # (screen area sign flips: image y points down)
+        cull = np.where(clipped, 0, -self._orient).astype(np.float64)
+        face_cull = cull[face_struct]
+        face_layer = struct_layer[face_struct]
+        hr, wr = geom.render_height, geom.render_width
+        tbox = self._tbox if len(faces) == len(self._tbox) else np.empty((len(faces), 4),
+                                                                          np.int32)
+        raster.setup_triangles(uvz, faces, face_cull, wr, hr, tbox)
+        lst = raster.bin_triangles(tbox, _BAND_H, self._counts, self._starts, self._bbox)
+        y0, y1, x0, x1 = (int(x) for x in self._bbox)
+        if y0 > y1:
+            return RenderedOverlay(np.zeros((0, 0, 4), np.uint8), 0, 0, cam.width, cam.height)
+        depth, tid, bary = self._buffers_for(len(kinds))
+        raster.rasterize(uvz, faces, face_layer, tbox, self._starts, lst, _BAND_H, self._bbox,
+                         depth, tid, bary)
+        colours = np.array([s[0][::-1] for s in styles], np.float64)
+        alphas = np.array([s[1] for s in styles], np.float64)
+        patch = np.empty((y1 - y0 + 1, x1 - x0 + 1, 4), np.uint8)
+        composite.resolve_layers(depth, tid, bary, faces, shade, face_struct, kinds, colours,
+                                 alphas, self._bbox, self._outline_r, self.contour_mm, patch)
+        out, ox, oy = warp_to_output(geom, patch, (y0, y1, x0, x1))
+        return RenderedOverlay(out, ox, oy, cam.width, cam.height)
+
+    def _clip(self, geom: RenderGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                   np.ndarray]:
+        """Append the near-plane-clipped pieces of the triangles that cross the plane."""
+        nv = len(self._v)
+        verts, shade, new_faces, parent = raster.clip_near(self._p_cam, self._shade, self._f,
+                                                           self.near_mm, nv)
+        kr = geom.k_render
+        uvz_new = np.empty((len(verts), 3))
+        iz = 1.0 / verts[:, 2]
+        uvz_new[:, 0] = kr[0, 0] * verts[:, 0] * iz + kr[0, 1] * verts[:, 1] * iz + kr[0, 2]
+        uvz_new[:, 1] = kr[1, 1] * verts[:, 1] * iz + kr[1, 2]
+        uvz_new[:, 2] = iz
+        return (np.concatenate([self._f, new_faces]), np.concatenate([self._uvz, uvz_new]),
+                np.concatenate([self._shade, shade]),
+                np.concatenate([self._face_struct, self._face_struct[parent]]))
+
+    def draw(
+        self, frame_bgr: np.ndarray, T_camera_ct: Transform, *, warning: bool = False
+    ) -> np.ndarray:
+        """Render at ``T_camera_ct`` and alpha-blend onto ``frame_bgr`` (in place, returned)."""
+        if frame_bgr.shape[:2] != (self.camera.height, self.camera.width):
+            raise OverlayError(
+                f"frame is {frame_bgr.shape[1]}x{frame_bgr.shape[0]} but the camera model is "
+                f"{self.camera.width}x{self.camera.height}; use CameraModel.scaled()"
+            )
+        ov = self.render(T_camera_ct, warning=warning)
+        if not ov.empty:
+            composite.blend_premultiplied(frame_bgr, ov.bgra, ov.x0, ov.y0)
+        return frame_bgr

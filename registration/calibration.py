@@ -226,8 +226,9 @@ def calibrate_camera(
         worst = int(np.argmax(per_view))
         if per_view[worst] <= limit or len(usable) <= min_views:
             break
-        rejected[usable[worst]] = (f"per-view RMS {per_view[worst]:.2f} px > "
-                                   f"max({outlier_px:g} px, {outlier_factor:g} x median {med:.2f} px)")
+        rejected[usable[worst]] = (
+            f"per-view RMS {per_view[worst]:.2f} px > max({outlier_px:g} px, "
+            f"{outlier_factor:g} x median {med:.2f} px)")
         usable.pop(worst)
     full = [float("nan")] * len(views)
     for n, e in zip(usable, per_view, strict=True):

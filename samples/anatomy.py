@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from samples.model import HeadPhantom
+from samples.model import HeadPhantom, part_bbox
 
 SKIN_HU = 40.0
 BRAIN_HU = 35.0
@@ -101,9 +101,11 @@ def structures() -> dict[str, dict[str, Any]]:
     s: dict[str, dict[str, Any]] = {}
 
     def add(name: str, shape: str, parts: list, hu_in: float, hu_out: float, note: str) -> None:
+        boxes = np.array([part_bbox(part) for part in parts])
         s[name] = {
             "paint_order": len(s),
             "shape": shape,
+            "bbox_lps": [boxes[:, 0].min(axis=0).tolist(), boxes[:, 1].max(axis=0).tolist()],
             "parts": parts,
             "hu_inside": hu_in,
             "hu_outside": hu_out,

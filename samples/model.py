@@ -222,12 +222,25 @@ def primitive_bbox(prim: Mapping[str, Any]) -> np.ndarray | None:
 
 
 def part_bbox(part: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    """Bounding box (2, 3) of an intersection of primitives (at least one must be bounded)."""
+    """Bounding box (2, 3) of an intersection of primitives (at least one must be bounded).
+
+    Exact for single primitives and axis-aligned cuts; otherwise it may be loose.
+    """
     boxes = [b for b in (primitive_bbox(p) for p in part) if b is not None]
     if not boxes:
         raise SampleError("a structure part needs at least one bounded primitive")
     lo = np.max([b[0] for b in boxes], axis=0)
     hi = np.min([b[1] for b in boxes], axis=0)
+    for prim in part:  # axis-aligned halfspaces clip the box
+        if prim["type"] != "halfspace":
+            continue
+        n = np.asarray(prim["normal"], dtype=np.float64)
+        axis = int(np.argmax(np.abs(n)))
+        if np.count_nonzero(n) == 1 and abs(n[axis]) == 1.0:
+            if n[axis] > 0:
+                hi[axis] = min(hi[axis], float(prim["offset"]))
+            else:
+                lo[axis] = max(lo[axis], -float(prim["offset"]))
     return np.stack([lo, hi])
 
 

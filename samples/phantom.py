@@ -9,6 +9,24 @@
                    2.4 mm slices
 ``full``           axial 512 x 512 x 300, PixelSpacing [0.5, 0.5], 0.8 mm slices
 
+``truth.json`` (all coordinates LPS mm; +x patient left, +y posterior, +z superior)
+---------------------------------------------------------------------------------
+``name``, ``frame`` ("LPS"), ``unit`` ("mm"), ``study_instance_uid``, ``series_instance_uid``,
+``frame_of_reference_uid`` (shared by all presets: same patient, same table position),
+``affine`` (4x4, voxel (i=column, j=row, k=slice, 1) -> LPS, as :mod:`imaging.volume`),
+``shape_ijk`` ([columns, rows, slices]), ``pixel_spacing`` ([row, column] mm, as DICOM),
+``slice_spacing``, ``image_orientation`` (6 direction cosines, as DICOM), ``rescale_slope``,
+``rescale_intercept`` (HU = stored - 1024), ``content_bbox_lps`` ([[min], [max]]),
+``fiducials`` (list of ``{"name", "center_lps", "diameter_mm", "hu"}``), ``target_lps``,
+``structures`` (name -> ``{"paint_order", "shape", "bbox_lps", "parts", "hu_inside",
+"hu_outside", "half_max_hu", "note"}``, see :mod:`samples.model` and
+:mod:`samples.anatomy`), ``psf_sigma_mm``, ``noise_hu``, ``supersample``, ``seed``,
+``generator_version``, ``spec_hash``.
+
+``half_max_hu = (hu_inside + hu_outside) / 2`` is the iso-level of a boundary in the
+blurred image (valid where the structure is thicker than a few PSF sigmas / voxels).
+:func:`phantom_model` gives the signed distance to every structure's surface.
+
 Cache: ``$SCRUBIN_CACHE`` if set, else ``samples/cache/`` next to this module when writable,
 else ``~/.cache/scrubin/``; one folder ``<name>-<spec hash>`` per preset. A series is built in
 a temporary folder and renamed into place atomically, so concurrent callers are safe and a
@@ -44,7 +62,7 @@ __all__ = [
     "phantom_model",
 ]
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 SEED = 20260101
 PSF_SIGMA_MM = 0.6
 NOISE_HU = 15.0
@@ -148,6 +166,7 @@ def truth_dict(name: str) -> dict[str, Any]:
         "image_orientation": [float(v) for v in (*rot[:, 0], *rot[:, 1])],
         "rescale_slope": 1.0,
         "rescale_intercept": RESCALE_INTERCEPT,
+        "content_bbox_lps": anatomy.content_bbox_lps().tolist(),
         "fiducials": spec["fiducials"],
         "target_lps": spec["target_lps"],
         "structures": spec["structures"],

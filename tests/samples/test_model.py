@@ -129,3 +129,13 @@ def test_rejections(model: HeadPhantom) -> None:
     with pytest.raises(SampleError, match="no structures"):
         HeadPhantom({})
     assert issubclass(SampleError, ImagingError)
+
+
+def test_part_bbox_clips_with_axis_aligned_halfspaces() -> None:
+    from samples.model import part_bbox
+
+    ell = {"type": "ellipsoid", "center": [0.0, 0.0, 0.0], "semi_axes": [1.0, 2.0, 3.0]}
+    cut = {"type": "halfspace", "normal": [0.0, 0.0, -1.0], "offset": 1.0}  # z >= -1
+    np.testing.assert_allclose(part_bbox([ell, cut]), [[-1, -2, -1], [1, 2, 3]])
+    with pytest.raises(SampleError, match="bounded"):
+        part_bbox([cut])

@@ -41,7 +41,7 @@ class PoseFileError(RegistrationError):
 
 @dataclass(frozen=True)
 class PoseSeries:
-    """Poses ``matrices`` (N, 4, 4) mm, optional ``timestamps`` (N,) s, and line numbers."""
+    """Poses ``matrices`` (N, 4, 4) mm, optional ``timestamps`` (N,) s, and the file name."""
 
     matrices: np.ndarray
     timestamps: np.ndarray | None
@@ -194,3 +194,30 @@ def write_pose_file(
     tmp = p.with_name(p.name + ".part")
     tmp.write_text(text)
     tmp.replace(p)
+
+
+def pair_poses(
+    a: PoseSeries, b: PoseSeries, max_dt_s: float = 0.005
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pair two pose series: by nearest timestamp (within ``max_dt_s``) when both have
+    timestamps, else row by row (equal lengths required). Returns (K, 4, 4) each."""
+    if a.timestamps is not None and b.timestamps is not None:
+        order = np.argsort(b.timestamps)
+        tb = b.timestamps[order]
+        pa, pb = [], []
+        for i, t in enumerate(a.timestamps):
+            j = int(np.searchsorted(tb, t))
+            cands = [k for k in (j - 1, j) if 0 <= k < tb.size]
+            k = min(cands, key=lambda c: abs(tb[c] - t))
+            if abs(tb[k] - t) <= max_dt_s:
+                pa.append(i)
+                pb.append(int(order[k]))
+        if not pa:
+            raise PoseFileError(
+                f"no timestamps of {a.source} and {b.source} agree within {max_dt_s} s")
+        return a.matrices[pa], b.matrices[pb]
+    if len(a) != len(b):
+        raise PoseFileError(
+            f"{a.source} has {len(a)} poses but {b.source} has {len(b)}; without timestamps "
+            "in both files the rows must pair one to one")
+    return a.matrices, b.matrices

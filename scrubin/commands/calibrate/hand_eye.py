@@ -1,0 +1,54 @@
+"""``scrubin calibrate hand-eye --tracker-poses A.csv --camera-poses B.csv --out X.json``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from registration.handeye import METHODS, calibrate_hand_eye
+from registration.posefile import pair_poses, read_pose_file
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``calibrate hand-eye``."""
+    parser = sub.add_parser(
+        "hand-eye",
+        help="camera-to-tool transform of a camera mounted on a tracked body (AX = XB)",
+        description=(
+            "Solve AX = XB for X = T_TOOL_CAMERA from tracker poses T_TRACKER_TOOL and camera "
+            "poses T_CAMERA_TARGET of a static target taken at the same instants (pose file "
+            "formats: registration/posefile.py; rows pair by order, or by timestamp when "
+            "both files have one)."
+        ),
+    )
+    parser.add_argument("--tracker-poses", required=True, type=Path, metavar="A",
+                        help="T_TRACKER_TOOL per view (CSV/text or JSON)")
+    parser.add_argument("--camera-poses", required=True, type=Path, metavar="B",
+                        help="T_CAMERA_TARGET per view (CSV/text, JSON or scrubin track output)")
+    parser.add_argument("--out", required=True, type=Path, metavar="JSON",
+                        help="output: transform T_TOOL_CAMERA and residuals")
+    parser.add_argument("--method", choices=METHODS, default="park")
+    parser.add_argument("--max-dt", type=float, default=0.005, metavar="S",
+                        help="timestamp pairing tolerance in seconds (default 0.005)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Calibrate and write the JSON."""
+    a = read_pose_file(args.tracker_poses)
+    b = read_pose_file(args.camera_poses)
+    ta, cb = pair_poses(a, b, args.max_dt)
+    res = calibrate_hand_eye(ta, cb, method=args.method)
+    out = {"transform": res.transform.to_json(), "target_in_tracker":
+           res.target_in_tracker.to_json(), "residual_mm": res.residual_mm,
+           "residual_deg": res.residual_deg, "n_views": int(len(ta)), "n_pairs": res.n_pairs,
+           "method": res.method}
+    tmp = args.out.with_name(args.out.name + ".part")
+    tmp.write_text(json.dumps(out, indent=2) + "\n")
+    tmp.replace(args.out)
+    t = res.transform.translation
+    print(f"T_TOOL_CAMERA translation {t[0]:.2f} {t[1]:.2f} {t[2]:.2f} mm; consistency "
+          f"{res.residual_mm:.2f} mm / {res.residual_deg:.3f} deg RMS over {len(ta)} views "
+          f"({res.method}) -> {args.out}")
+    return 0

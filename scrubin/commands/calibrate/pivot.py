@@ -1,0 +1,43 @@
+"""``scrubin calibrate pivot POSES [--json OUT]``: pointer tip from pivoting poses."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from registration.pivot import pivot_calibration
+from registration.posefile import read_pose_file
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``calibrate pivot``."""
+    parser = sub.add_parser(
+        "pivot",
+        help="pointer tip offset from poses recorded while pivoting about the tip",
+        description=(
+            "Algebraic one-step least-squares pivot calibration (Yaniv 2015) from tracked "
+            "poses T_TRACKER_TOOL (pose file formats: registration/posefile.py). Prints the "
+            "tip in the TOOL frame, the pivot in the TRACKER frame and the RMS residual."
+        ),
+    )
+    parser.add_argument("poses", type=Path, metavar="POSES", help="pose file (CSV/text/JSON)")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write results")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Calibrate, print and optionally write JSON."""
+    series = read_pose_file(args.poses)
+    res = pivot_calibration(series.matrices)
+    tip, piv = res.tip_tool_mm, res.pivot_tracker_mm
+    print(f"tip (TOOL) {tip[0]:.3f} {tip[1]:.3f} {tip[2]:.3f} mm; pivot (TRACKER) "
+          f"{piv[0]:.3f} {piv[1]:.3f} {piv[2]:.3f} mm; RMS residual {res.rms_mm:.3f} mm "
+          f"over {res.n_poses} poses")
+    if args.json is not None:
+        out = {"tip_tool_mm": tip.tolist(), "pivot_tracker_mm": piv.tolist(),
+               "rms_mm": res.rms_mm, "n_poses": res.n_poses, "unit": "mm"}
+        tmp = args.json.with_name(args.json.name + ".part")
+        tmp.write_text(json.dumps(out, indent=2) + "\n")
+        tmp.replace(args.json)
+    return 0

@@ -276,7 +276,10 @@ def read_pixels(
                 progress(1)
 
         try:
-            if threads > 1 and len(headers) > 8:
+            # threads only for direct reads: the decoders hold the GIL, and the warnings filter
+            # that silences pydicom while decoding is process-global (not thread-safe)
+            native = all(h.pixel_offset is not None for h in headers)
+            if threads > 1 and len(headers) > 8 and native:
                 with ThreadPoolExecutor(threads) as pool:
                     list(pool.map(work, range(len(headers))))
             else:

@@ -47,7 +47,8 @@ class SeriesInfo:
     """One loadable volume, described from headers only.
 
     ``size`` is (columns, rows, slices), ``spacing`` (column, row, slice) in mm (slice spacing
-    NaN when the geometry is unusable; ``problem`` then says why), ``orientation`` the
+    NaN when the geometry is unusable; ``problem`` then says why; ``tilt_deg`` is the gantry
+    tilt kept as a sheared affine), ``orientation`` the
     ImageOrientationPatient (row cosine, column cosine). ``key`` selects it in
     :func:`load_volume` (the UID, or ``UID#n``). ``files`` are in slice order when the geometry
     is usable.
@@ -65,6 +66,7 @@ class SeriesInfo:
     key: str = ""
     kind: str = "dicom"
     problem: str = ""
+    tilt_deg: float = 0.0
     _load: Callable[[bool], Volume] | None = field(default=None, repr=False, compare=False)
 
     def load(self, progress: bool = False) -> Volume:
@@ -84,7 +86,7 @@ class Catalog:
 def _info_from_stack(stack: Stack) -> SeriesInfo:
     hs = stack.headers
     h0 = hs[0]
-    problem, files, step = "", [h.path for h in hs], float("nan")
+    problem, files, step, tilt = "", [h.path for h in hs], float("nan"), 0.0
     try:
         if any(h.ipp is None or h.iop is None or h.pixel_spacing is None for h in hs):
             raise ImagingError("no ImagePositionPatient/ImageOrientationPatient/PixelSpacing")
@@ -92,7 +94,7 @@ def _info_from_stack(stack: Stack) -> SeriesInfo:
                               np.stack([h.ipp for h in hs]), [str(h.path) for h in hs],  # type: ignore[misc]
                               h0.slice_spacing or 1.0)
         files = [hs[i].path for i in geom.order]
-        step = geom.step_mm
+        step, tilt = geom.step_mm, geom.tilt_deg
     except ImagingError as exc:
         problem = str(exc)
     ps = h0.pixel_spacing if h0.pixel_spacing is not None else np.full(2, np.nan)
@@ -109,16 +111,18 @@ def _info_from_stack(stack: Stack) -> SeriesInfo:
         key=stack.key,
         kind="dicom",
         problem=problem,
+        tilt_deg=tilt,
         _load=lambda progress: load_stack(stack, progress),
     )
 
 
 def _info_from_frames(fs: FrameStack, key: str) -> SeriesInfo:
     h = fs.header
-    problem, step = "", float("nan")
+    problem, step, tilt = "", float("nan"), 0.0
     try:
-        step = stack_geometry(f"{h.path} (series {key})", fs.iop, fs.pixel_spacing, fs.positions,
-                              [f"frame {int(f) + 1}" for f in fs.frames]).step_mm
+        geom = stack_geometry(f"{h.path} (series {key})", fs.iop, fs.pixel_spacing, fs.positions,
+                              [f"frame {int(f) + 1}" for f in fs.frames])
+        step, tilt = geom.step_mm, geom.tilt_deg
     except ImagingError as exc:
         problem = str(exc)
     return SeriesInfo(
@@ -134,6 +138,7 @@ def _info_from_frames(fs: FrameStack, key: str) -> SeriesInfo:
         key=key,
         kind="multiframe",
         problem=problem,
+        tilt_deg=tilt,
         _load=lambda progress: load_frame_stack(fs, key),
     )
 

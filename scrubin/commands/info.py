@@ -48,6 +48,7 @@ def as_dict(catalog: Catalog) -> dict[str, object]:
                 "orientation": list(s.orientation),
                 "files": len(s.files),
                 "problem": s.problem or None,
+                "gantry_tilt_deg": s.tilt_deg,
             }
             for s in catalog.series
         ],
@@ -71,6 +72,9 @@ def format_table(catalog: Catalog) -> str:
     for s in catalog.series:
         if s.problem:
             lines.append(f"note: {s.key}: cannot be loaded: {s.problem}")
+        elif s.tilt_deg:
+            lines.append(f"note: {s.key}: gantry tilt {s.tilt_deg:.2f} deg "
+                         "(kept exactly as a sheared affine)")
     lines.append(f"{len(catalog.series)} volume(s); {len(catalog.skipped)} file(s) skipped "
                  "(non-DICOM or unusable)")
     return "\n".join(lines)

@@ -264,6 +264,15 @@ def test_lossy_jpeg_extended_12bit_and_baseline_8bit(tmp_path):
     assert np.abs(vol.array - fac.expected_array(16, 16, 3, hu8)).max() <= 4
 
 
+def test_jpeg_ls_near_lossless_within_its_max_deviation(tmp_path):
+    src = fac.write_series(tmp_path / "raw", slices=3, pixel_representation=0)
+    _compress_all(src, tmp_path / "c", "dcmcjpls", "+en", "+md", "2")
+    assert pydicom.dcmread(next((tmp_path / "c").iterdir())).file_meta.TransferSyntaxUID == \
+        pydicom.uid.JPEGLSNearLossless
+    vol = load_volume(tmp_path / "c")
+    assert np.abs(vol.array - fac.expected_array(6, 8, 3)).max() <= 2
+
+
 def test_unsupported_transfer_syntax_is_one_clear_line(tmp_path):
     files = fac.write_series(tmp_path, slices=3)
     fac.set_transfer_syntax_uid(files[1], "1.2.840.10008.1.2.4.100")  # MPEG2 MP@ML

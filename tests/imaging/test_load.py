@@ -126,3 +126,24 @@ def test_image_files_go_through_the_facade(tmp_path, small_phantom):
     assert info.kind == "image-file" and info.size == vol.shape_ijk
     again = load_volume(out)
     np.testing.assert_array_equal(again.array, vol.array)
+
+
+def test_meta_datasets_are_enough_for_highdicom_seg(tmp_path):
+    # the SEG writer's contract: source image headers in slice order, no pixel data needed
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    fac.write_series(tmp_path, rows=16, cols=16, slices=4, iop=fac.oblique_iop())
+    vol = load_volume(tmp_path)
+    desc = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="bone",
+        segmented_property_category=codes.SCT.Tissue, segmented_property_type=codes.SCT.Bone,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+    seg = hd.seg.Segmentation(
+        source_images=vol.meta["datasets"], pixel_array=(vol.array > -900).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[desc],
+        series_instance_uid=hd.UID(), series_number=5, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer="t", manufacturer_model_name="t",
+        software_versions="1", device_serial_number="1")
+    assert seg.StudyInstanceUID == vol.meta["StudyInstanceUID"]
+    assert seg.FrameOfReferenceUID == vol.frame_of_reference_uid

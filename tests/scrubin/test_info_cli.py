@@ -46,3 +46,12 @@ def test_info_reports_unusable_series_and_errors(tmp_path, capsys):
     assert main(["info", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("scrubin: error:") and "missing: no such file or folder" in err
+
+
+def test_info_notes_gantry_tilt(tmp_path, capsys):
+    import numpy as np
+
+    z = np.arange(4) * 2.0
+    fac.write_series(tmp_path, positions=np.stack([0 * z, z * np.tan(np.radians(10)), z], 1))
+    assert main(["info", str(tmp_path)]) == 0
+    assert "gantry tilt 10.00 deg" in capsys.readouterr().out

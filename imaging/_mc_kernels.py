@@ -20,9 +20,15 @@ Cost is one read of the volume plus work proportional to the rows the surface cr
 
 from __future__ import annotations
 
+import os
+
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+
+if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:  # skip the too-old TBB (and its warning)
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
 from numba.extending import intrinsic
 
 from imaging._mc_table import EDGE_AXIS, EDGE_ORIGIN, NTRI, TRI_EDGES

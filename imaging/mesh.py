@@ -9,10 +9,15 @@ stage can refuse a model from another scan.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 
+import numba
 import numpy as np
 from numba import njit
+
+if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:  # skip the too-old TBB (and its warning)
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
 
 from imaging.errors import MeshError
 

@@ -186,12 +186,11 @@ def _file_catalog(path: Path) -> Catalog:
         return Catalog([info])
     h = read_header(path)
     if h.frames > 1 or h.enhanced:
-        stacks = frame_stacks(h)  # a lone multi-frame file: geometry errors are the answer
-        infos = _multiframe_infos([h], {}, [])
-        if not infos:  # pragma: no cover - frame_stacks raised already
-            raise ImagingError(f"{path}: no usable frames")
-        del stacks
-        return Catalog(infos)
+        # a lone multi-frame file: its geometry error is the answer, not a skipped file
+        stacks = frame_stacks(h)
+        uid = h.series_uid
+        return Catalog([_info_from_frames(fs, uid if n == 1 else f"{uid}#{n}")
+                        for n, fs in enumerate(stacks, start=1)])
     return Catalog([_info_from_stack(Stack(key=h.series_uid, headers=[h]))])
 
 

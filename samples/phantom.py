@@ -252,6 +252,7 @@ def ensure_sample(name: str = "small", cache_dir: Path | None = None) -> Path:
         raise SampleError(f"cannot write the sample cache {root}: {exc.strerror}") from None
     try:
         generate_sample(name, tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700
         _publish(tmp, final)
     except OSError as exc:
         raise SampleError(f"cannot write sample {name!r} into {root}: {exc}") from None
@@ -273,6 +274,12 @@ def load_truth(folder: Path | str) -> dict[str, Any]:
     if not isinstance(truth, dict) or truth.get("frame") != "LPS":
         raise SampleError(f"{path} is not a phantom truth file (expected 'frame': 'LPS')")
     return truth
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def export_sample(name: str, out_dir: Path | str) -> Path:
@@ -307,6 +314,7 @@ def export_sample(name: str, out_dir: Path | str) -> Path:
         else:
             for f in sorted(source.iterdir()):
                 shutil.copyfile(f, tmp / f.name)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; honour the umask
         if out.exists():
             out.rmdir()
         os.rename(tmp, out)

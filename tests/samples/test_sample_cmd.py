@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from samples.phantom import SampleError, export_sample
+from samples.phantom import SampleError, _umask, export_sample
 from scrubin.cli import main
 
 
@@ -18,6 +18,7 @@ def test_cli_writes_a_copy(small_phantom: Path, tmp_path: Path,
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in
                                                             small_phantom.iterdir())
     assert (out / "truth.json").read_bytes() == (small_phantom / "truth.json").read_bytes()
+    assert out.stat().st_mode & 0o055 == 0o055 & ~_umask()  # not left at mkdtemp's 0700
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["sample", "small", "--out", str(empty)]) == 0

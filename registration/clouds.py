@@ -1,0 +1,392 @@
+"""Point sets with normals for surface registration: reading clouds and meshes, units, normals.
+
+A :class:`PointSet` is an ``(N, 3)`` array of points in millimetres in a named frame (``CT``
+for a model surface in DICOM LPS mm; ``REF``/``TRACKER``/``CAMERA`` for a measured cloud), with
+optional unit normals and provenance (source UIDs, file).
+
+Inputs
+------
+* Clouds (:func:`read_cloud`): PLY / PCD (via open3d), CSV / TXT / XYZ (columns ``x, y, z``
+  and optionally ``nx, ny, nz``; a header row naming them is recognised; comma, semicolon,
+  tab or space separated). Rows with NaN (invalid depth pixels) are dropped.
+* Surfaces (:func:`read_surface`): STL / PLY / OBJ / OFF / GLB meshes in LPS mm (through
+  ``imaging.mesh_io.load_mesh`` when that module is installed, else open3d), reduced to their
+  vertices with area-weighted outward vertex normals.
+
+Units: Scrub In works in mm. Depth cameras often write metres; :func:`read_cloud` takes the
+unit explicitly and :func:`check_units` refuses a cloud whose extent does not fit the model's
+(e.g. 0.2 against 200), naming the unit that would.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from registration.errors import RegistrationError
+
+UNIT_SCALE_TO_MM = {"mm": 1.0, "m": 1000.0, "cm": 10.0}
+_CLOUD_SUFFIXES = (".ply", ".pcd", ".csv", ".txt", ".xyz")
+_MESH_SUFFIXES = (".stl", ".ply", ".obj", ".off", ".glb", ".gltf")
+#: Extent ratios (cloud / model) accepted by :func:`check_units`: a partial patch is at least
+#: ~1/20 of the model, a scene with background at most ~50 times it.
+EXTENT_RATIO_RANGE = (0.05, 50.0)
+
+
+class CloudError(RegistrationError):
+    """A point cloud or surface file cannot be used (missing, corrupt, empty, wrong columns)."""
+
+
+class UnitMismatchError(RegistrationError):
+    """A cloud's extent does not fit the model's: almost surely metres against millimetres."""
+
+
+@dataclass(frozen=True)
+class PointSet:
+    """Points (mm) in frame ``frame`` with optional unit normals.
+
+    Attributes
+    ----------
+    points
+        ``(N, 3)`` float64 coordinates in mm in ``frame``.
+    normals
+        ``(N, 3)`` unit normals (outward for a surface), or None.
+    frame
+        Frame name (see :mod:`registration.frames`), e.g. ``"CT"`` or ``"REF"``.
+    source
+        Provenance, e.g. ``{"series_instance_uid": ...}``; carried into the transform.
+    path
+        File it was read from, if any.
+    """
+
+    points: np.ndarray
+    normals: np.ndarray | None = None
+    frame: str = "CT"
+    source: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        p = as_points(self.points, "points")
+        object.__setattr__(self, "points", p)
+        if self.normals is not None:
+            n = as_points(self.normals, "normals", min_count=len(p))
+            if len(n) != len(p):
+                raise RegistrationError(
+                    f"normals must match points: {len(n)} normals for {len(p)} points"
+                )
+            object.__setattr__(self, "normals", unit_rows(n))
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    @property
+    def extent_mm(self) -> float:
+        """Robust extent: diagonal of the 1st-99th percentile box (mm; outliers ignored)."""
+        return extent(self.points)
+
+
+def as_points(points: np.ndarray, name: str = "points", min_count: int = 1) -> np.ndarray:
+    """Validate and return ``(N, 3)`` finite float64 points (a read-only copy)."""
+    try:
+        p = np.array(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RegistrationError(f"{name} must be an (N, 3) array of numbers") from None
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise RegistrationError(f"{name} must have shape (N, 3), got {p.shape}")
+    if len(p) < min_count:
+        raise RegistrationError(f"{name}: need at least {min_count} points, got {len(p)}")
+    if not np.all(np.isfinite(p)):
+        raise RegistrationError(f"{name} contain NaN or infinite values")
+    p.setflags(write=False)
+    return p
+
+
+def unit_rows(v: np.ndarray) -> np.ndarray:
+    """Normalise rows to unit length; zero rows raise."""
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    if np.any(norm < 1e-12):
+        raise RegistrationError("normals contain zero-length vectors")
+    out = v / norm
+    out.setflags(write=False)
+    return out
+
+
+def extent(points_mm: np.ndarray) -> float:
+    """Diagonal (mm) of the 1st-99th percentile bounding box of ``(N, 3)`` points."""
+    p = np.asarray(points_mm, dtype=np.float64)
+    if len(p) < 2:
+        return 0.0
+    lo, hi = np.percentile(p, [1, 99], axis=0)
+    return float(np.linalg.norm(hi - lo))
+
+
+def check_units(cloud: PointSet, model: PointSet, cloud_label: str = "cloud") -> None:
+    """Refuse a cloud whose extent does not fit the model's (metres vs millimetres).
+
+    A partial view covers a fraction of the model and a depth scene may include some
+    background, so extent ratios in :data:`EXTENT_RATIO_RANGE` pass; anything else raises
+    :class:`UnitMismatchError` naming the unit that would fit.
+    """
+    ec, em = cloud.extent_mm, model.extent_mm
+    if em <= 0:
+        raise RegistrationError("model surface has zero extent")
+    ratio = ec / em
+    lo, hi = EXTENT_RATIO_RANGE
+    if lo <= ratio <= hi:
+        return
+    hint = ""
+    for unit, scale in UNIT_SCALE_TO_MM.items():
+        if unit != "mm" and lo <= ratio * scale <= hi:
+            hint = f"; if it is in {'metres' if unit == 'm' else unit}, pass --cloud-unit {unit}"
+            break
+    raise UnitMismatchError(
+        f"{cloud_label} extent {ec:.4g} does not fit the model extent {em:.4g} mm "
+        f"(ratio {ratio:.3g}, expected {lo}-{hi}): unit mismatch{hint}"
+    )
+
+
+# --------------------------------------------------------------------------- normals
+def estimate_normals(points_mm: np.ndarray, radius_mm: float, max_nn: int = 30) -> np.ndarray:
+    """Unit normals by PCA of the neighbourhood (Hoppe et al. 1992), oriented outward.
+
+    Orientation: propagated over a Riemannian graph (Hoppe et al. 1992, section 3.3; open3d's
+    ``orient_normals_consistent_tangent_plane``), then flipped as a whole so that
+    ``sum n . (p - centroid) > 0`` -- outward for a closed surface and for a convex patch seen
+    from outside (a face seen by a camera).
+    """
+    import open3d as o3d
+
+    p = as_points(points_mm, "points", min_count=3)
+    if radius_mm <= 0:
+        raise RegistrationError(f"normal radius must be > 0 mm, got {radius_mm}")
+    pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.array(p, dtype=np.float64)))
+    pc.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=radius_mm, max_nn=max_nn))
+    if len(p) > 10:
+        pc.orient_normals_consistent_tangent_plane(min(10, len(p) - 1))
+    n = np.asarray(pc.normals).copy()
+    return orient_outward(p, n)
+
+
+def orient_outward(points_mm: np.ndarray, normals: np.ndarray) -> np.ndarray:
+    """Flip all ``normals`` if they point inward on the whole (``sum n.(p - c) < 0``)."""
+    c = points_mm.mean(axis=0)
+    if np.einsum("ij,ij->", normals, points_mm - c) < 0:
+        normals = -normals
+    return normals
+
+
+def voxel_downsample(
+    points_mm: np.ndarray, normals: np.ndarray | None, voxel_mm: float
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Average points (and normals, renormalised) per cubic voxel of ``voxel_mm``."""
+    if voxel_mm <= 0:
+        return points_mm, normals
+    keys = np.floor(points_mm / voxel_mm).astype(np.int64)
+    _, inv, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
+    out = np.zeros((len(counts), 3))
+    np.add.at(out, inv, points_mm)
+    out /= counts[:, None]
+    if normals is None:
+        return out, None
+    nout = np.zeros((len(counts), 3))
+    np.add.at(nout, inv, normals)
+    norm = np.linalg.norm(nout, axis=1, keepdims=True)
+    keep = norm[:, 0] > 1e-9
+    return out[keep], nout[keep] / norm[keep]
+
+
+# --------------------------------------------------------------------------- readers
+def _require_file(path: Path, kinds: tuple[str, ...], what: str) -> Path:
+    if not path.is_file():
+        raise CloudError(f"{path}: {what} file not found")
+    if path.suffix.lower() not in kinds:
+        raise CloudError(
+            f"{path}: unsupported {what} format {path.suffix or '(none)'!r}; "
+            f"expected one of {', '.join(kinds)}"
+        )
+    return path
+
+
+def read_cloud(path: str | Path, unit: str = "mm", frame: str = "REF") -> PointSet:
+    """Read a measured point cloud (PLY, PCD, CSV, TXT, XYZ) and convert it to mm.
+
+    Parameters
+    ----------
+    path
+        The file.
+    unit
+        Unit of the file's coordinates: ``"mm"`` (default), ``"cm"`` or ``"m"``.
+    frame
+        Frame the cloud is expressed in (the tracker / reference frame, by default ``REF``).
+    """
+    p = _require_file(Path(path), _CLOUD_SUFFIXES, "point cloud")
+    if unit not in UNIT_SCALE_TO_MM:
+        raise CloudError(f"cloud unit must be one of {', '.join(UNIT_SCALE_TO_MM)}, got {unit!r}")
+    if p.suffix.lower() in (".ply", ".pcd"):
+        pts, nrm = _read_o3d_cloud(p)
+    else:
+        pts, nrm = _read_table(p)
+    finite = np.all(np.isfinite(pts), axis=1)
+    if nrm is not None:
+        finite &= np.all(np.isfinite(nrm), axis=1) & (np.linalg.norm(nrm, axis=1) > 1e-12)
+    pts = pts[finite]
+    nrm = nrm[finite] if nrm is not None else None
+    if len(pts) < 3:
+        raise CloudError(f"{p}: fewer than 3 valid points ({len(pts)} after dropping NaN rows)")
+    return PointSet(pts * UNIT_SCALE_TO_MM[unit], nrm, frame=frame, path=p)
+
+
+def _read_o3d_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    import open3d as o3d
+
+    head = path.read_bytes()[:4]
+    if path.suffix.lower() == ".ply" and head[:3] != b"ply":
+        raise CloudError(f"{path}: not a PLY file (no 'ply' magic)")
+    pc = o3d.io.read_point_cloud(str(path), format=path.suffix.lower()[1:])
+    pts = np.asarray(pc.points, dtype=np.float64)
+    if len(pts) == 0:
+        raise CloudError(f"{path}: no points could be read (corrupt or empty point cloud)")
+    nrm = np.asarray(pc.normals, dtype=np.float64) if pc.has_normals() else None
+    return pts.copy(), (nrm.copy() if nrm is not None else None)
+
+
+def _read_table(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CloudError(f"{path}: not a readable text point table ({exc})") from None
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise CloudError(f"{path}: empty point table")
+    split = re.compile(r"[,;\s]+")
+    first = [t for t in split.split(lines[0].strip()) if t]
+    columns: dict[str, int] | None = None
+    try:
+        [float(t) for t in first]
+    except ValueError:
+        names = [t.strip().strip('"').lower() for t in first]
+        columns = {name: i for i, name in enumerate(names)}
+        if not {"x", "y", "z"} <= columns.keys():
+            raise CloudError(
+                f"{path}: header {first} must name columns x, y, z (and optionally nx, ny, nz)"
+            ) from None
+        lines = lines[1:]
+    rows: list[list[float]] = []
+    for lineno, ln in enumerate(lines, start=2 if columns else 1):
+        toks = [t for t in split.split(ln.strip()) if t]
+        try:
+            rows.append([float(t) for t in toks])
+        except ValueError:
+            raise CloudError(f"{path}: line {lineno} is not numeric: {ln.strip()[:60]!r}") from None
+    widths = {len(r) for r in rows}
+    if len(widths) != 1:
+        raise CloudError(f"{path}: rows have different numbers of columns {sorted(widths)}")
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), -1)
+    if columns is None:
+        if table.shape[1] not in (3, 6):
+            raise CloudError(
+                f"{path}: expected 3 (x y z) or 6 (x y z nx ny nz) columns, got {table.shape[1]}"
+            )
+        columns = {"x": 0, "y": 1, "z": 2}
+        if table.shape[1] == 6:
+            columns.update(nx=3, ny=4, nz=5)
+    if len(table) and table.shape[1] <= max(columns.values()):
+        raise CloudError(f"{path}: header names more columns than the rows have")
+    pts = table[:, [columns["x"], columns["y"], columns["z"]]]
+    nrm = None
+    if {"nx", "ny", "nz"} <= columns.keys():
+        nrm = table[:, [columns["nx"], columns["ny"], columns["nz"]]]
+    return pts, nrm
+
+
+def read_surface(path: str | Path, frame: str = "CT", max_points: int = 200_000) -> PointSet:
+    """Read a model surface mesh (LPS mm) as its vertices with outward vertex normals.
+
+    Parameters
+    ----------
+    path
+        STL, PLY, OBJ, OFF or GLB mesh in LPS mm (a PLY without faces is read as a cloud and
+        its normals estimated).
+    frame
+        Frame of the model (``CT`` by default).
+    max_points
+        Larger meshes are voxel-downsampled to about this many points.
+    """
+    p = _require_file(Path(path), _MESH_SUFFIXES, "surface mesh")
+    verts, faces = _load_mesh(p)
+    if faces is None or len(faces) == 0:
+        if p.suffix.lower() != ".ply":
+            raise CloudError(f"{p}: mesh has no triangles")
+        cloud = read_cloud(p, frame=frame)
+        nrm = cloud.normals
+        if nrm is None:
+            nrm = estimate_normals(cloud.points, 3.0 * _spacing(cloud.points))
+        return PointSet(cloud.points, nrm, frame=frame, path=p)
+    nrm = vertex_normals(verts, faces)
+    used = np.linalg.norm(nrm, axis=1) > 0
+    verts, nrm = verts[used], nrm[used]
+    if len(verts) < 3:
+        raise CloudError(f"{p}: mesh has fewer than 3 usable vertices")
+    nrm = orient_outward(verts, nrm)
+    if len(verts) > max_points:
+        voxel = _spacing(verts) * np.sqrt(len(verts) / max_points)
+        verts, nrm = voxel_downsample(verts, nrm, voxel)
+    return PointSet(verts, nrm, frame=frame, path=p)
+
+
+def _load_mesh(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    try:  # the project's mesh reader (LPS mm, glTF metres converted) once it is installed
+        from imaging.mesh_io import load_mesh  # type: ignore[import-not-found]
+    except ImportError:
+        load_mesh = None
+    if load_mesh is not None:
+        from imaging.errors import ImagingError
+
+        try:
+            mesh = load_mesh(path)
+        except ImagingError as exc:
+            raise CloudError(f"{path}: {exc}") from None
+        return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
+    import open3d as o3d
+
+    if path.suffix.lower() in (".glb", ".gltf"):
+        raise CloudError(f"{path}: glTF input needs imaging.mesh_io (not installed)")
+    mesh = o3d.io.read_triangle_mesh(str(path))
+    verts = np.asarray(mesh.vertices, dtype=np.float64).copy()
+    if len(verts) == 0:
+        raise CloudError(f"{path}: no vertices could be read (corrupt or empty mesh)")
+    faces = np.asarray(mesh.triangles, dtype=np.int64).copy()
+    if not np.all(np.isfinite(verts)):
+        raise CloudError(f"{path}: mesh vertices contain NaN or infinite values")
+    return verts, faces
+
+
+def vertex_normals(vertices_mm: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (sum of adjacent face cross products), unit length.
+
+    Vertices without a non-degenerate face get a zero normal.
+    """
+    v = np.asarray(vertices_mm, dtype=np.float64)
+    f = np.asarray(faces, dtype=np.int64)
+    if f.ndim != 2 or f.shape[1] != 3 or (len(f) and (f.min() < 0 or f.max() >= len(v))):
+        raise CloudError("mesh faces must be (F, 3) vertex indices within range")
+    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    n = np.zeros_like(v)
+    for k in range(3):
+        np.add.at(n, f[:, k], fn)
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.divide(n, norm, out=np.zeros_like(n), where=norm > 1e-12)
+
+
+def _spacing(points_mm: np.ndarray) -> float:
+    """Median nearest-neighbour distance (mm) of a sample of the points."""
+    from scipy.spatial import cKDTree
+
+    p = np.asarray(points_mm)
+    sample = p[:: max(1, len(p) // 2000)]
+    d, _ = cKDTree(p).query(sample, k=2)
+    return float(max(np.median(d[:, 1]), 1e-6))

@@ -433,11 +433,88 @@ def holes_runs(mask: np.ndarray, connectivity: int = 26, planar: bool = False) -
     (26 <-> 6, 18 -> 6), the standard pairing that keeps the digital topology consistent
     (Kong & Rosenfeld 1989). ``planar`` fills per slice (2-D holes of each ``k`` slice).
     """
+    return _holes_of_background(mask_runs(mask, value=False), connectivity, planar)
+
+
+def _holes_of_background(background: Runs, connectivity: int, planar: bool) -> Runs:
     bg_conn = 6 if connectivity in (18, 26) else 26
-    lab = label_runs(mask_runs(mask, value=False), bg_conn, planar=planar)
+    lab = label_runs(background, bg_conn, planar=planar)
     outside = lab.touching_border(planar=planar)
-    keep = ~outside[lab.labels]
-    return select_runs(lab.runs, keep)
+    return select_runs(lab.runs, ~outside[lab.labels])
+
+
+@nb.njit(cache=True)
+def _complement(row_ptr, start, stop, NI, count_only, out_ptr, out_start, out_stop):  # noqa: ANN001
+    rows = row_ptr.size - 1
+    p = 0
+    for r in range(rows):
+        if not count_only:
+            out_ptr[r] = p
+        cur = 0
+        for a in range(row_ptr[r], row_ptr[r + 1]):
+            if start[a] > cur:
+                if not count_only:
+                    out_start[p] = cur
+                    out_stop[p] = start[a]
+                p += 1
+            cur = stop[a]
+        if cur < NI:
+            if not count_only:
+                out_start[p] = cur
+                out_stop[p] = NI
+            p += 1
+    if not count_only:
+        out_ptr[rows] = p
+    return p
+
+
+def complement_runs(runs: Runs) -> Runs:
+    """The background of ``runs`` on the same grid, as runs (no voxel scan)."""
+    NI = runs.shape[2]
+    dummy64 = np.zeros(1, dtype=np.int64)
+    dummy32 = np.zeros(1, dtype=np.int32)
+    n = _complement(runs.row_ptr, runs.start, runs.stop, NI, True, dummy64, dummy32, dummy32)
+    row_ptr = np.empty_like(runs.row_ptr)
+    start = np.empty(n, dtype=np.int32)
+    stop = np.empty(n, dtype=np.int32)
+    _complement(runs.row_ptr, runs.start, runs.stop, NI, False, row_ptr, start, stop)
+    return Runs(runs.shape, row_ptr, start, stop)
+
+
+def crop_runs(runs: Runs, box: tuple[slice, slice, slice]) -> Runs:
+    """The runs inside ``box`` (``(k, j, i)`` slices with explicit starts/stops), re-based.
+
+    Runs are clipped to the box's ``i`` range; rows outside the box are dropped.
+    """
+    K, J, _ = runs.shape
+    ks, js, is_ = box
+    Kc, Jc, Ic = ks.stop - ks.start, js.stop - js.start, is_.stop - is_.start
+    rr = np.repeat(np.arange(K * J), np.diff(runs.row_ptr))
+    k, j = rr // J, rr % J
+    st = np.maximum(runs.start, is_.start) - is_.start
+    sp = np.minimum(runs.stop, is_.stop) - is_.start
+    keep = (k >= ks.start) & (k < ks.stop) & (j >= js.start) & (j < js.stop) & (sp > st)
+    new_rows = (k[keep] - ks.start) * Jc + (j[keep] - js.start)
+    counts = np.bincount(new_rows, minlength=Kc * Jc)
+    row_ptr = np.zeros(Kc * Jc + 1, dtype=np.int64)
+    np.cumsum(counts, out=row_ptr[1:])
+    return Runs((Kc, Jc, Ic), row_ptr, st[keep].astype(np.int32), sp[keep].astype(np.int32))
+
+
+def fill_holes_runs(runs: Runs, connectivity: int = 26, planar: bool = False
+                    ) -> tuple[Runs, Runs, tuple[int, int, int]]:
+    """Holes of a run set, computed in its bounding box without touching voxels.
+
+    Returns ``(object, holes, offset)``: the object's and the holes' runs on the bounding-box
+    grid and the box's ``(k0, j0, i0)`` in the original grid (paint both with that offset).
+    Same definition of a hole as :func:`fill_holes` (``planar``: per ``k`` slice).
+    """
+    box = runs.bbox()
+    if box is None:
+        return runs, runs, (0, 0, 0)
+    obj = crop_runs(runs, box)
+    holes = _holes_of_background(complement_runs(obj), connectivity, planar)
+    return obj, holes, (box[0].start, box[1].start, box[2].start)
 
 
 def _select_runs(runs: Runs, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -299,9 +299,35 @@ def _si_axis(volume: Volume) -> int:
     return 2 - ijk
 
 
-def _fill(mask: np.ndarray, connectivity: int, si_axis: int) -> np.ndarray:
-    filled = rg.fill_holes(mask, connectivity)
-    return rg.fill_holes(filled, connectivity, planar=True, axis=si_axis)
+def _fill_runs(runs: rg.Runs, connectivity: int, si_axis: int) -> np.ndarray:
+    """Paint ``runs`` with every cavity filled: per-slice holes along the S-I axis.
+
+    Per-slice filling contains every 3-D hole (a background path to the border inside one
+    slice is also a 3-D path, so a 3-D hole meets each slice only in enclosed 2-D holes) and
+    also closes tubes open at the volume border (an airway cut by the last slice). Along ``k``
+    it is done on runs, without a voxel pass.
+    """
+    if si_axis == 0:
+        obj, holes, off = rg.fill_holes_runs(runs, connectivity, planar=True)
+        out = np.zeros(runs.shape, dtype=bool)
+        rg.paint_runs(obj, out=out, offset=off)
+        rg.paint_runs(holes, out=out, offset=off)
+        return out
+    return rg.fill_holes(rg.paint_runs(runs), connectivity, planar=True, axis=si_axis)
+
+
+def _exclude_rims(volume: Volume, runs: rg.Runs, hu: float, mm: float) -> rg.Runs:
+    """Drop voxels within ``mm`` (at least one voxel per axis) of a voxel above ``hu``."""
+    box = runs.bbox()
+    if box is None:
+        return runs
+    arr = volume.array
+    r = tuple(max(v, 1) for v in rg.radius_voxels(mm, volume.spacing[::-1]))
+    big = _box_slices(box, r, arr.shape)
+    dense = rg.paint_runs(rg.threshold_runs(arr[big], float(np.nextafter(hu, np.inf)), None))
+    mask = rg.paint_runs(runs)
+    mask[big] &= ~rg.dilate(dense, r)  # type: ignore[arg-type]
+    return rg.mask_runs(mask)
 
 
 def _box_slices(box: tuple[slice, ...], margin: tuple[int, int, int], shape: tuple[int, ...]
@@ -313,7 +339,7 @@ def _box_slices(box: tuple[slice, ...], margin: tuple[int, int, int], shape: tup
 
 
 def _separate(mask: np.ndarray, radii: tuple[int, int, int], connectivity: int) -> np.ndarray:
-    """Largest component after cutting bridges thinner than the box ``radii`` (in place crop).
+    """Cut bridges thinner than the box ``radii`` from a one-component ``mask``.
 
     1. erode by the box, keep the largest eroded component, dilate it back by the same box
        and intersect with the mask: a table touching the head along a thin contact is cut;
@@ -322,7 +348,7 @@ def _separate(mask: np.ndarray, radii: tuple[int, int, int], connectivity: int) 
        thin anatomy (ears, nose) that the erosion removed comes back whole;
     3. the largest component of the result.
     """
-    full = rg.largest_component(mask, connectivity)
+    full = mask
     box = rg.mask_runs(full).bbox()
     if box is None:
         return full
@@ -411,10 +437,10 @@ def _remove_fiducials(volume: Volume, mask: np.ndarray, connectivity: int, fill:
         dil = ndi.distance_transform_edt(~rest, sampling=sp_kji) <= rho
         closed = ndi.distance_transform_edt(dil, sampling=sp_kji) > rho
         out[crop] = rest | (closed & region)
-    out = rg.largest_component(out, connectivity)
-    if fill:
-        out = _fill(out, connectivity, si_axis)
-    return out
+    runs = rg.mask_runs(out)
+    lab = rg.label_runs(runs, connectivity)
+    runs = rg.select_runs(runs, lab.labels == lab.largest())
+    return _fill_runs(runs, connectivity, si_axis) if fill else rg.paint_runs(runs)
 
 
 def _body_mask(volume: Volume) -> np.ndarray:
@@ -500,34 +526,14 @@ def segment(
 
     runs = rg.threshold_runs(arr, lo, hi)
     timer.lap("threshold")
-    needs_dense = p is not None and (
-        p.inside_body or p.exclude_above_mm is not None
-        or (p.morphology is not None and seed_kji is None)
-    )
-    if needs_dense:
+    if p is not None and p.exclude_above_mm is not None:
+        runs = _exclude_rims(volume, runs, *p.exclude_above_mm)
+        timer.lap("exclude_rims")
+    if p is not None and p.inside_body:
         mask = rg.paint_runs(runs)
-        if p.exclude_above_mm is not None:  # type: ignore[union-attr]
-            hu, mm = p.exclude_above_mm  # type: ignore[union-attr]
-            box = runs.bbox()
-            if box is not None:
-                r = tuple(max(v, 1) for v in rg.radius_voxels(mm, volume.spacing[::-1]))
-                big = _box_slices(box, r, arr.shape)
-                dense = rg.paint_runs(rg.threshold_runs(arr[big], np.nextafter(hu, np.inf), None))
-                rim = rg.dilate(dense, r)
-                mask[big] &= ~rim
-            timer.lap("exclude_rims")
-        if p.inside_body:  # type: ignore[union-attr]
-            mask &= _body_mask(volume)
-            timer.lap("inside_body")
-        if p.morphology is not None and seed_kji is None:  # type: ignore[union-attr]
-            op, radius_mm = p.morphology  # type: ignore[union-attr]
-            if op != "separate":  # pragma: no cover - presets are fixed above
-                raise SegmentationError(f"unknown morphology {op!r}")
-            mask = _separate(mask, rg.radius_voxels(radius_mm, volume.spacing[::-1]), conn)
-            timer.lap("separate")
+        mask &= _body_mask(volume)
         runs = rg.mask_runs(mask)
-        timer.lap("runs")
-
+        timer.lap("inside_body")
     if runs.count == 0:
         raise SegmentationError(
             f"no voxel in {_fmt_range(lo, hi)}"
@@ -546,17 +552,30 @@ def segment(
             )
         sel = lab.labels == want
     elif keep == "largest":
-        sel = lab.labels == lab.largest()
+        want = lab.largest()
+        sel = lab.labels == want
     else:
         min_vox = (p.min_component_mm3 / voxel_mm3) if p else 0.0
         sel = lab.sizes[lab.labels] >= min_vox
-    mask = rg.paint_runs(runs, sel)
+    runs = rg.select_runs(runs, sel)
     timer.lap("components")
-    if p is not None and p.fill_holes:
-        mask = _fill(mask, conn, si_axis)
-        timer.lap("fill_holes")
+    if (
+        p is not None and p.morphology is not None and seed_kji is None and keep == "largest"
+        and lab.touching_border()[want]
+    ):
+        # Only an object reaching the volume border can carry a table or headrest with it
+        # (they leave the field of view); otherwise separation would change nothing.
+        op, radius_mm = p.morphology
+        if op != "separate":  # pragma: no cover - presets are fixed above
+            raise SegmentationError(f"unknown morphology {op!r}")
+        radii = rg.radius_voxels(radius_mm, volume.spacing[::-1])
+        runs = rg.mask_runs(_separate(rg.paint_runs(runs), radii, conn))
+        timer.lap("separate")
+    fill = p is not None and p.fill_holes
+    mask = _fill_runs(runs, conn, si_axis) if fill else rg.paint_runs(runs)
+    timer.lap("fill_holes" if fill else "paint")
     if exclude_fiducials:
-        mask = _remove_fiducials(volume, mask, conn, bool(p and p.fill_holes), si_axis)
+        mask = _remove_fiducials(volume, mask, conn, fill, si_axis)
         timer.lap("exclude_fiducials")
     count = int(np.count_nonzero(mask))
     if count == 0:

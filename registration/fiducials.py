@@ -4,8 +4,9 @@ Method
 ------
 1. **Candidates** — markers are far denser than bone (metal or ceramic beads reach thousands
    of HU), but partial volume dilutes the peak of a small sphere in thick voxels (a 4 mm bead
-   of 3000 HU peaks at ~1900 HU in 1.7 × 1.9 × 2.5 mm voxels). Voxels at or above the seed
-   level ``seed_hu`` (default ``0.75 · min_hu``) are grouped into 26-connected components.
+   of 3000 HU peaks at ~1900 HU in 1.7 × 1.9 × 2.5 mm voxels, a 2 mm one far lower). Voxels
+   at or above the seed level (:func:`default_seed_hu`: the diluted peak of the smallest
+   marker, at least 500 HU) are grouped into 26-connected components.
    Components whose extent exceeds the largest marker (plus a voxel of partial volume) are
    too large or elongated (bone, wires, implants); inside them, compact components at or
    above ``min_hu`` are still examined (a marker touching dense bone).
@@ -22,12 +23,15 @@ Method
    ``S`` is the exact convolution of a ball of radius ``R`` with an isotropic Gaussian of
    standard deviation ``σ`` (the CT point-spread function), ``Φ`` the normal CDF. The fit
    (``scipy.optimize.least_squares``, trust-region reflective) gives the sub-voxel centre
-   ``c``, the diameter ``2R``, the blur ``σ`` and the material contrast ``F``. A single
+   ``c``, the diameter ``2R``, the blur ``σ`` and the material HU ``F``; each voxel's model
+   value is the mean over 2 × 2 × 2 points inside it (the voxel's box average, which matters
+   for slices thicker than the marker's blur). A single
    threshold-based centroid would be pulled ~0.2 mm towards the skin by the asymmetric
    background; the fit removes that bias.
 3. **Confidence** in [0, 1] — product of scores for size (fitted diameter within the range),
    shape (elongation of the marker's contrast moments and fit residual relative to contrast)
-   and contrast (material above the brighter background). A fitted material HU ``F`` below
+   and contrast (material above the brighter background: 0 at ``MIN_CONTRAST_HU / 2``, 1 at
+   ``MIN_CONTRAST_HU``, so noise speckles in dense bone score 0). A fitted material HU ``F`` below
    ``min_hu`` rejects the candidate (bone, noise); so do a diameter outside the range and a
    confidence below ``min_confidence``; overlapping detections keep the best.
 """
@@ -48,6 +52,15 @@ from registration.errors import RegistrationError
 DEFAULT_DIAMETER_MM = (2.0, 4.0)
 DEFAULT_MIN_HU = 2000.0
 DEFAULT_MIN_CONFIDENCE = 0.5
+#: Nominal CT point-spread σ (mm) used only to choose the default seed level.
+NOMINAL_PSF_MM = 0.6
+#: Sub-samples per voxel axis of the fitted model (voxel box average).
+_SUB = 2
+#: The default seed level never goes below this (HU).
+SEED_FLOOR_HU = 500.0
+#: Contrast (HU) above the brighter side of the local background at which the contrast score
+#: reaches 1; it is 0 at half this value (noise speckles in dense bone, bone ridges).
+MIN_CONTRAST_HU = 1000.0
 
 
 class FiducialError(RegistrationError):
@@ -132,6 +145,19 @@ def blurred_sphere(r_mm: np.ndarray, radius_mm: float, sigma_mm: float) -> np.nd
     return 0.5 * (erf(a) + erf(b)) - tail * g
 
 
+def default_seed_hu(volume: Volume, dmin_mm: float, min_hu: float) -> float:
+    """Seed level low enough for the smallest marker after blur and partial volume.
+
+    The peak of a ball of diameter ``dmin`` and material ``min_hu`` in air (-1000 HU) is
+    ``-1000 + S(0; dmin/2, σ) · (min_hu + 1000)`` with ``σ² = PSF² + mean(spacing²)/12`` (a
+    nominal 0.6 mm PSF plus the voxel's box average); 90 % of it, but never below
+    :data:`SEED_FLOOR_HU` (soft tissue and contrast agent stay out).
+    """
+    sigma = float(np.sqrt(NOMINAL_PSF_MM**2 + np.mean(volume.spacing**2) / 12.0))
+    s0 = float(blurred_sphere(np.array([0.0]), dmin_mm / 2.0, sigma)[0])
+    return max(SEED_FLOOR_HU, -1000.0 + 0.9 * s0 * (min_hu + 1000.0))
+
+
 def _check_params(
     diameter_mm: tuple[float, float], min_hu: float, min_confidence: float
 ) -> tuple[float, float]:
@@ -172,7 +198,7 @@ def find_fiducials(
         Lowest material HU of a marker (the fitted plateau ``F``); markers must be denser than
         any bone near them.
     seed_hu
-        Lowest peak voxel value of a candidate; default ``0.75 · min_hu`` (partial volume).
+        Lowest peak voxel value of a candidate; default :func:`default_seed_hu`.
     min_confidence
         Candidates scoring below this are rejected.
     include_rejected
@@ -188,7 +214,7 @@ def find_fiducials(
     if not np.issubdtype(arr.dtype, np.number):
         raise FiducialError(f"volume array must be numeric HU, got dtype {arr.dtype}")
     spacing_kji = volume.spacing[::-1]
-    seed = 0.75 * min_hu if seed_hu is None else float(seed_hu)
+    seed = default_seed_hu(volume, dmin, min_hu) if seed_hu is None else float(seed_hu)
     if not np.isfinite(seed):
         raise FiducialError(f"seed HU must be a finite number, got {seed_hu!r}")
     voxel_volume = float(np.prod(volume.spacing))
@@ -232,11 +258,8 @@ def find_fiducials(
             peak = int(np.argmax(values))
             cand = _fit_candidate(
                 volume, arr, kji[peak], pts[peak], int(sizes[index]), dmin, dmax, min_hu,
-                spacing_kji,
+                spacing_kji, min_confidence,
             )
-            if cand.accepted and cand.confidence < min_confidence:
-                cand = _replace(cand, accepted=False,
-                                reason=f"confidence {cand.confidence:.2f} < {min_confidence:g}")
             out.append(cand)
     accepted = _suppress_duplicates([c for c in out if c.accepted], dmin)
     accepted.sort(key=lambda c: -c.confidence)
@@ -246,10 +269,6 @@ def find_fiducials(
     return accepted
 
 
-def _replace(c: FiducialCandidate, **kw: object) -> FiducialCandidate:
-    data = {f: getattr(c, f) for f in c.__dataclass_fields__}
-    data.update(kw)
-    return FiducialCandidate(**data)  # type: ignore[arg-type]
 
 
 def _rejected(
@@ -279,6 +298,7 @@ def _fit_candidate(
     dmax: float,
     min_hu: float,
     spacing_kji: np.ndarray,
+    min_confidence: float,
 ) -> FiducialCandidate:
     """Fit the blurred-sphere-on-step model around one candidate's peak voxel."""
     radius_w = dmax / 2.0 + 2.5 + 0.5 * float(spacing_kji.max())
@@ -301,6 +321,9 @@ def _fit_candidate(
     shell = dist > dmax / 2.0 + 1.0
     bg = val[shell] if shell.sum() >= 8 else val[dist > np.median(dist)]
     b_lo, b_hi = np.percentile(bg, [10, 90])
+    if peak_hu - b_hi < 0.5 * MIN_CONTRAST_HU:  # cheap test before the fit
+        return _rejected(volume, peak_lps, peak_hu, voxels,
+                         f"no contrast above the surroundings ({peak_hu - b_hi:.0f} HU)")
     level = b_hi + 0.5 * (peak_hu - b_hi)
     core = (val >= level) & (dist <= dmax / 2.0 + float(spacing_kji.max()))
     w = val[core] - level
@@ -312,11 +335,17 @@ def _fit_candidate(
         else np.array([0.0, 0.0, 1.0])
     sigma0 = max(0.5, 0.5 * float(spacing_kji.max()))
 
+    # each voxel is the mean of the blurred model over 2x2x2 points inside it (box average)
+    grid = (np.arange(_SUB) - (_SUB - 1) / 2.0) / _SUB
+    offs_ijk = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
+    sub = rel[:, None, :] + (offs_ijk @ volume.affine[:3, :3].T)[None, :, :]
+
     def model(p: np.ndarray) -> np.ndarray:
         c, radius, sigma, f, b0, delta, n, o = p[:3], p[3], p[4], p[5], p[6], p[7], p[8:11], p[11]
         n = n / max(float(np.linalg.norm(n)), 1e-9)
-        b = b0 + delta * ndtr((rel @ n - o) / sigma)
-        return b + (f - b) * blurred_sphere(np.linalg.norm(rel - c, axis=1), radius, sigma)
+        b = b0 + delta * ndtr((sub @ n - o) / sigma)
+        s = blurred_sphere(np.linalg.norm(sub - c, axis=2), radius, sigma)
+        return (b + (f - b) * s).mean(axis=1)
 
     p0 = np.r_[c0, np.clip(0.25 * (dmin + dmax), 0.3, None), sigma0,
                peak_hu + 0.1 * (peak_hu - b_lo), b_lo, max(b_hi - b_lo, 1.0), n0, 0.0]
@@ -335,7 +364,8 @@ def _fit_candidate(
     resid = float(np.sqrt(np.mean(fit.fun**2))) / max(f_hu - float(p[6]), 1.0)
 
     # shape: second moments of the contrast over the marker (fitted background removed)
-    near = np.linalg.norm(rel - centre_rel, axis=1) <= radius + 2.0 * sigma
+    near = np.linalg.norm(rel - centre_rel, axis=1) <= radius + 2.0 * max(
+        sigma, float(spacing_kji.max()))
     wt = np.clip(val[near] - bg_fit[near], 0.0, None)
     d = rel[near] - centre_rel
     cov = (wt[:, None, None] * d[:, :, None] * d[:, None, :]).sum(axis=0) / max(wt.sum(), 1e-9)
@@ -346,11 +376,10 @@ def _fit_candidate(
     tol = max(0.5, 0.5 * float(spacing_kji.max()))
     material_ok = f_hu >= min_hu
     size_score = float(np.clip(1.0 - max(dmin - diameter, diameter - dmax, 0.0) / tol, 0, 1))
-    shape_score = float(np.clip((1.8 - elongation) / 0.5, 0, 1)) * float(
+    shape_score = float(np.clip((2.5 - elongation) / 0.7, 0, 1)) * float(
         np.clip(1.0 - (resid - 0.03) / 0.07, 0, 1)
     )
-    contrast_score = float(np.clip(contrast / max(min_hu - float(max(p[6], p[6] + p[7])), 500.0),
-                                   0, 1))
+    contrast_score = float(np.clip(2.0 * contrast / MIN_CONTRAST_HU - 1.0, 0, 1))
     confidence = size_score * shape_score * contrast_score
     centre_lps = peak_lps + centre_rel
     reason = ""
@@ -362,6 +391,13 @@ def _fit_candidate(
         reason = f"not spherical (elongation {elongation:.2f}, residual {resid:.3f})"
     elif contrast_score == 0.0:
         reason = f"no contrast above the background ({contrast:.0f} HU)"
+    elif confidence < min_confidence:
+        weakest = min(
+            (size_score, f"diameter {diameter:.2f} mm vs {dmin:g}-{dmax:g} mm"),
+            (shape_score, f"elongation {elongation:.2f}, residual {resid:.3f}"),
+            (contrast_score, f"contrast {contrast:.0f} HU"),
+        )[1]
+        reason = f"confidence {confidence:.2f} < {min_confidence:g} ({weakest})"
     return FiducialCandidate(
         centre_lps, volume.lps_to_index(centre_lps), diameter, sigma, contrast, peak_hu, voxels,
         elongation, resid, confidence, reason == "", reason,

@@ -5,7 +5,7 @@ Format
 * One point per line: three comma-separated numbers ``x,y,z`` (mm, in the frame the caller
   names — e.g. CT LPS for fiducials found in a scan, REF for tracked points).
 * An optional header on the first non-blank line (e.g. ``x,y,z`` or ``x_mm,y_mm,z_mm``): a
-  first line whose fields are not all numbers is taken as a header.
+  first line with letters and no numeric field is taken as a header.
 * Blank lines and lines starting with ``#`` are ignored. Whitespace around fields is ignored.
 
 Every problem is reported as one line ``FILE:LINE: what is wrong (expected ...)``.
@@ -68,8 +68,8 @@ def read_points_csv(path: str | Path, min_points: int = 1) -> np.ndarray:
         fields = [f.strip() for f in line.split(",")]
         if not seen_content:
             seen_content = True
-            if not any(_is_number(f) for f in fields):
-                continue  # header line
+            if not any(_is_number(f) for f in fields) and any(c.isalpha() for c in line):
+                continue  # header line (names, no numbers)
         if len(fields) != 3:
             raise PointFileError(
                 f"{p}:{lineno}: expected 3 comma-separated values x,y,z in mm, "

@@ -48,7 +48,12 @@ def residuals_mm(
     fixed_mm: np.ndarray, moving_mm: np.ndarray, matrix: np.ndarray
 ) -> np.ndarray:
     """Residual vectors ``T·moving_i − fixed_i`` (mm, fixed frame) for a 4x4 ``T_fixed_moving``."""
-    fixed, moving = check_pair(fixed_mm, moving_mm, min_points=1)
+    fixed = as_points(fixed_mm, "fixed points", 1)
+    moving = as_points(moving_mm, "moving points", 1)
+    if fixed.shape != moving.shape:
+        raise RegistrationError(
+            f"residuals need paired points: {moving.shape[0]} moving vs {fixed.shape[0]} fixed"
+        )
     m = np.asarray(matrix, dtype=np.float64)
     if m.shape != (4, 4):
         raise RegistrationError(f"transform matrix must be 4x4, got {m.shape}")

@@ -47,6 +47,10 @@ WANTED: dict[int, str] = {
 #: Attributes with VR US (unsigned short), decoded as integers.
 US_TAGS = {0x00280002, 0x00280010, 0x00280011, 0x00280100, 0x00280101, 0x00280103}
 PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
+_KNOWN_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO",
+              b"LT", b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ",
+              b"SS", b"ST", b"SV", b"TM", b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT",
+              b"UV"}
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UT", b"UN", b"UC", b"UR",
              b"SV", b"UV"}
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -138,6 +142,8 @@ def _walk(buf: bytes, p: int, explicit: bool, depth: int, out: FastHeader | None
             return p + 8
         if explicit and g != 0xFFFE:
             vr = buf[p + 4 : p + 6]
+            if vr not in _KNOWN_VRS:
+                raise FastHeaderUnsupportedError(f"unknown VR {vr!r} in {tag:08X}")
             if vr in _LONG_VRS:
                 if p + 12 > n:
                     raise _NeedMoreError

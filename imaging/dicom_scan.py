@@ -112,8 +112,13 @@ class SliceHeader:
     def dataset(self) -> Dataset:
         """The pydicom header (no pixel data), parsed on first access and kept."""
         if self._dataset is None:
-            with open(self.path, "rb") as fp:
-                self._dataset = _open_dataset(fp, self.path)
+            try:
+                with open(self.path, "rb") as fp:
+                    self._dataset = _open_dataset(fp, self.path)
+            except Exception as exc:  # changed on disk since the scan, or pydicom disagrees
+                raise CorruptDicomError(
+                    f"{self.path}: cannot read DICOM header ({type(exc).__name__}: {exc})"
+                ) from None
         return self._dataset
 
 
@@ -148,11 +153,22 @@ class HeaderDatasets(SequenceABC[Dataset]):
 class _DatasetValues:
     """The :class:`~imaging.dicom_header.FastHeader` accessors over a pydicom Dataset."""
 
-    def __init__(self, ds: Dataset) -> None:
+    def __init__(self, ds: Dataset, path: Path) -> None:
         self.ds = ds
+        self.path = path
+
+    def _get(self, keyword: str) -> object:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return self.ds.get(keyword)
+        except Exception as exc:  # pydicom converts values lazily: corrupt VRs raise here
+            raise CorruptDicomError(
+                f"{self.path}: unreadable {keyword} ({type(exc).__name__}: {exc})"
+            ) from None
 
     def text(self, keyword: str) -> str | None:
-        v = self.ds.get(keyword)
+        v = self._get(keyword)
         if v is None:
             return None
         if isinstance(v, pydicom.multival.MultiValue | list | tuple):
@@ -160,7 +176,7 @@ class _DatasetValues:
         return str(v)
 
     def integer(self, keyword: str) -> int | None:
-        v = self.ds.get(keyword)
+        v = self._get(keyword)
         try:
             return int(v) if v is not None and str(v) != "" else None
         except (TypeError, ValueError):
@@ -240,7 +256,12 @@ def _pydicom_header(path: Path) -> tuple[Dataset, str, int | None, int | None, i
             f"{path}: corrupt DICOM header ({type(exc).__name__}: {exc})"
         ) from None
     meta = getattr(ds, "file_meta", None)
-    ts = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ts = str(meta.get("TransferSyntaxUID", "") or "") if meta is not None else ""
+    except Exception as exc:  # lazily converted, may be corrupt
+        raise CorruptDicomError(f"{path}: unreadable TransferSyntaxUID ({exc})") from None
     ts = ts or str(ImplicitVRLittleEndian)
     if ts == str(DeflatedExplicitVRLittleEndian):
         # the file position is inside the deflated stream: look for pixel data by parsing it all
@@ -290,7 +311,7 @@ def read_header(path: Path) -> SliceHeader:
     except FastHeaderUnsupportedError as exc:
         truncated = "past the end" in str(exc) or "syntax None" in str(exc)
         ds, ts, tag, offset, length = _pydicom_header(path)
-        values = _DatasetValues(ds)
+        values = _DatasetValues(ds, path)
     except OSError as exc:
         raise CorruptDicomError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if tag is None and truncated:
@@ -298,7 +319,7 @@ def read_header(path: Path) -> SliceHeader:
                                 "past the end of the file, or no transfer syntax)")
     if tag is None:
         uid = values.text("SOPClassUID") or ""
-        name = pydicom.uid.UID(uid).name if uid else "unknown SOP class"
+        name = uid_name(uid) if uid else "unknown SOP class"
         raise NotAnImageError(f"{path}: DICOM file has no pixel data ({name}), not an image")
     sop = values.text("SOPClassUID") or ""
     if sop in NOT_VOLUMES:
@@ -440,6 +461,14 @@ def scan_folder(folder: Path) -> ScanResult:
     return result
 
 
+def uid_name(uid: str) -> str:
+    """Registered name of a UID (e.g. "JPEG 2000 Image Compression"), else the UID itself."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom validates UIDs and warns on odd characters
+        u = pydicom.uid.UID(uid)
+        return (u.name if u.is_valid else "") or uid
+
+
 def check_decodable(header: SliceHeader) -> None:
     """Refuse a transfer syntax pydicom cannot decode here, naming the file and the syntax."""
     if header.pixel_offset is not None:
@@ -447,10 +476,11 @@ def check_decodable(header: SliceHeader) -> None:
     from pydicom.pixels.decoders.base import get_decoder
     from pydicom.uid import UID
 
-    uid = UID(header.transfer_syntax)
-    name = uid.name if uid.is_valid else header.transfer_syntax
+    name = uid_name(header.transfer_syntax)
     try:
-        decoder = get_decoder(uid)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            decoder = get_decoder(UID(header.transfer_syntax))
     except NotImplementedError:
         raise UnsupportedTransferSyntaxError(
             f"{header.path}: unsupported transfer syntax {name} ({header.transfer_syntax})"

@@ -40,6 +40,7 @@ from imaging.dicom_scan import (
     Stack,
     check_decodable,
     quiet_pixel_array,
+    uid_name,
 )
 from imaging.errors import DicomError, GeometryError
 from imaging.volume import Volume, affine_from_dicom
@@ -176,7 +177,7 @@ def _decode(h: SliceHeader) -> np.ndarray:
         arr = quiet_pixel_array(h.path)
     except Exception as exc:  # decoders raise many types on corrupt data
         raise DicomError(
-            f"{h.path}: cannot decode pixel data ({pydicom.uid.UID(h.transfer_syntax).name}): "
+            f"{h.path}: cannot decode pixel data ({uid_name(h.transfer_syntax)}): "
             f"{type(exc).__name__}: {exc}"
         ) from None
     if arr.shape != (h.rows, h.cols):
@@ -297,9 +298,15 @@ def header_meta(ds: pydicom.Dataset) -> dict[str, object]:
     keys = ("StudyInstanceUID", "PatientID", "PatientName", "PatientBirthDate", "PatientSex",
             "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "SeriesNumber",
             "Manufacturer", "BodyPartExamined", "PatientPosition")
+    out: dict[str, object] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # values are converted lazily; pydicom warns on oddities
-        return {k: str(ds.get(k, "") or "") for k in keys}
+        for k in keys:
+            try:
+                out[k] = str(ds.get(k, "") or "")
+            except Exception:  # a corrupt element (unknown VR...) surfaces only on access
+                out[k] = ""
+    return out
 
 
 def load_stack(stack: Stack, progress: bool = False) -> Volume:

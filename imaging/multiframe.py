@@ -21,10 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
-from imaging.dicom_scan import IOP_TOLERANCE, SliceHeader, check_decodable, quiet_pixel_array
+from imaging.dicom_scan import (
+    IOP_TOLERANCE,
+    SliceHeader,
+    check_decodable,
+    quiet_pixel_array,
+    uid_name,
+)
 from imaging.dicom_series import header_meta, stack_geometry
 from imaging.errors import DicomError, GeometryError
 from imaging.volume import Volume
@@ -154,7 +159,7 @@ def _frame_pixels(h: SliceHeader, frames: np.ndarray) -> np.ndarray:
         arr = quiet_pixel_array(h.path)
     except Exception as exc:  # decoders raise many types on corrupt data
         raise DicomError(f"{h.path}: cannot decode pixel data "
-                         f"({pydicom.uid.UID(h.transfer_syntax).name}): "
+                         f"({uid_name(h.transfer_syntax)}): "
                          f"{type(exc).__name__}: {exc}") from None
     if h.frames == 1:
         arr = arr[None]

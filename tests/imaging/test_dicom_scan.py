@@ -142,3 +142,34 @@ def test_folder_without_dicom_and_missing_folder(tmp_path):
         scan_folder(tmp_path)
     with pytest.raises(NoDicomError, match="no such folder"):
         scan_folder(tmp_path / "nope")
+
+
+def test_mutated_files_load_or_raise_imaging_errors_only(tmp_path):
+    # pydicom's fuzzing rule: a damaged file may only raise the documented errors
+    from imaging.errors import ImagingError
+    from imaging.load import load_volume
+
+    sources = [
+        fac.write_series(tmp_path / ts, slices=1, transfer_syntax=ts,
+                         extra=_with_sequences)[0].read_bytes()
+        for ts in (fac.ExplicitVRLittleEndian, fac.ImplicitVRLittleEndian)
+    ]
+    rng = np.random.default_rng(20260101)
+    target = tmp_path / "mutant.dcm"
+    outcomes = {"loaded": 0, "refused": 0}
+    for n in range(400):
+        data = bytearray(sources[n % 2])
+        if n % 3 == 0:
+            data = data[: int(rng.integers(0, len(data)))]  # truncated anywhere
+        else:
+            limit = 1800 if n % 3 == 1 else len(data)  # flips in the header / anywhere
+            for _ in range(int(rng.integers(1, 6))):
+                data[int(rng.integers(0, min(limit, len(data))))] = int(rng.integers(0, 256))
+        target.write_bytes(bytes(data))
+        try:
+            load_volume(target)
+            outcomes["loaded"] += 1
+        except ImagingError as exc:
+            assert "\n" not in str(exc)
+            outcomes["refused"] += 1
+    assert outcomes["loaded"] > 0 and outcomes["refused"] > 0

@@ -352,6 +352,9 @@ def _separate(mask: np.ndarray, radii: tuple[int, int, int], connectivity: int) 
     box = rg.mask_runs(full).bbox()
     if box is None:
         return full
+    # pad so that the erosion sees background around the object (windows are clipped only at
+    # the volume border, where the object may legitimately be cut by the field of view)
+    box = _box_slices(box, tuple(r + 1 for r in radii), mask.shape)
     sub = full[box]
     core = rg.largest_component(rg.erode(sub, radii), connectivity)
     kept = rg.dilate(core, radii) & sub

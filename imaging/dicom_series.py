@@ -203,7 +203,12 @@ def _read_native(h: SliceHeader, buf: np.ndarray, dtype: np.dtype) -> np.ndarray
     try:
         with open(h.path, "rb", buffering=0) as fp:
             fp.seek(h.pixel_offset)  # type: ignore[arg-type]
-            got = fp.readinto(mv)
+            got = fp.readinto(mv) or 0
+            while 0 < got < mv.nbytes:  # a short read is legal; EOF returns 0
+                more = fp.readinto(mv[got:]) or 0
+                if not more:
+                    break
+                got += more
     except OSError as exc:
         raise DicomError(f"{h.path}: cannot read pixel data ({exc.strerror or exc})") from None
     if got != mv.nbytes:

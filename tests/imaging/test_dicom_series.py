@@ -285,3 +285,29 @@ def test_load_stack_directly(tmp_path):
     stack = scan_folder(tmp_path).stacks[0]
     vol = load_stack(stack)
     np.testing.assert_array_equal(vol.array, fac.expected_array(6, 8, 3))
+
+
+@pytest.mark.parametrize(
+    ("tool", "opts"),
+    [("dcmcjpeg", ()), ("dcmcjpls", ()), ("dcmcrle", ()), ("pydicom-j2k", ())],
+)
+def test_compressed_phantom_slices_equal_the_originals(tmp_path, small_phantom, tool, opts):
+    # real, noisy CT slices: four consecutive slices of the small phantom
+    files = load_volume(small_phantom).source_files[40:44]
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for f in files:
+        (raw / f.name).write_bytes(f.read_bytes())
+    out = tmp_path / "c"
+    if tool == "pydicom-j2k":
+        out.mkdir()
+        for f in files:
+            ds = pydicom.dcmread(f)
+            ds.compress(JPEG2000Lossless)
+            ds.save_as(out / f.name)
+    else:
+        _compress_all(files, out, tool, *opts)
+    ref, got = load_volume(raw), load_volume(out)
+    assert pydicom.dcmread(next(out.iterdir())).file_meta.TransferSyntaxUID.is_compressed
+    np.testing.assert_array_equal(got.array, ref.array)
+    np.testing.assert_array_equal(got.affine, ref.affine)

@@ -9,9 +9,9 @@ Inputs
 * Clouds (:func:`read_cloud`): PLY / PCD (via open3d), CSV / TXT / XYZ (columns ``x, y, z``
   and optionally ``nx, ny, nz``; a header row naming them is recognised; comma, semicolon,
   tab or space separated). Rows with NaN (invalid depth pixels) are dropped.
-* Surfaces (:func:`read_surface`): STL / PLY / OBJ / OFF / GLB meshes in LPS mm (through
-  ``imaging.mesh_io.load_mesh`` when that module is installed, else open3d), reduced to their
-  vertices with area-weighted outward vertex normals.
+* Surfaces (:func:`read_surface`): STL / PLY / OBJ / GLB meshes in LPS mm (through
+  ``imaging.mesh_io.load_mesh``), reduced to their vertices with area-weighted outward vertex
+  normals and the mesh's provenance (source UIDs).
 
 Units: Scrub In works in mm. Depth cameras often write metres; :func:`read_cloud` takes the
 unit explicitly and :func:`check_units` refuses a cloud whose extent does not fit the model's
@@ -30,7 +30,7 @@ from registration.errors import RegistrationError
 
 UNIT_SCALE_TO_MM = {"mm": 1.0, "m": 1000.0, "cm": 10.0}
 _CLOUD_SUFFIXES = (".ply", ".pcd", ".csv", ".txt", ".xyz")
-_MESH_SUFFIXES = (".stl", ".ply", ".obj", ".off", ".glb", ".gltf")
+_MESH_SUFFIXES = (".stl", ".ply", ".obj", ".glb")
 #: Extent ratios (cloud / model) accepted by :func:`check_units`: a partial patch is at least
 #: ~1/20 of the model, a scene with background at most ~50 times it.
 EXTENT_RATIO_RANGE = (0.05, 50.0)
@@ -152,10 +152,10 @@ def check_units(cloud: PointSet, model: PointSet, cloud_label: str = "cloud") ->
 def estimate_normals(points_mm: np.ndarray, radius_mm: float, max_nn: int = 30) -> np.ndarray:
     """Unit normals by PCA of the neighbourhood (Hoppe et al. 1992), oriented outward.
 
-    Orientation: propagated over a Riemannian graph (Hoppe et al. 1992, section 3.3; open3d's
-    ``orient_normals_consistent_tangent_plane``), then flipped as a whole so that
-    ``sum n . (p - centroid) > 0`` -- outward for a closed surface and for a convex patch seen
-    from outside (a face seen by a camera).
+    Orientation: propagated along a minimum spanning tree of the k-nearest-neighbour graph
+    weighted by ``1 - |n_i . n_j|`` (Hoppe et al. 1992, section 3.3), then flipped as a whole
+    so that ``sum n . (p - centroid) > 0`` -- outward for a closed surface and for a convex
+    patch seen from outside (a face seen by a camera).
     """
     import open3d as o3d
 
@@ -164,10 +164,37 @@ def estimate_normals(points_mm: np.ndarray, radius_mm: float, max_nn: int = 30) 
         raise RegistrationError(f"normal radius must be > 0 mm, got {radius_mm}")
     pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.array(p, dtype=np.float64)))
     pc.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=radius_mm, max_nn=max_nn))
-    if len(p) > 10:
-        pc.orient_normals_consistent_tangent_plane(min(10, len(p) - 1))
     n = np.asarray(pc.normals).copy()
+    if len(p) > 3:
+        n = propagate_orientation(p, n, k=min(10, len(p) - 1))
     return orient_outward(p, n)
+
+
+def propagate_orientation(points_mm: np.ndarray, normals: np.ndarray, k: int = 10) -> np.ndarray:
+    """Consistent normal signs by propagation over the MST of the kNN graph (Hoppe 1992)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
+    from scipy.spatial import cKDTree
+
+    n = normals.copy()
+    m = len(points_mm)
+    _, nb = cKDTree(points_mm).query(points_mm, k=k + 1)
+    rows = np.repeat(np.arange(m), k)
+    cols = nb[:, 1:].reshape(-1)
+    w = 1.0 - np.abs(np.einsum("ij,ij->i", n[rows], n[cols])) + 1e-6
+    graph = coo_matrix((w, (rows, cols)), shape=(m, m)).tocsr()
+    tree = minimum_spanning_tree(graph.maximum(graph.T))
+    tree = tree.maximum(tree.T)
+    visited = np.zeros(m, dtype=bool)
+    for root in range(m):  # one traversal per connected component
+        if visited[root]:
+            continue
+        order, pred = breadth_first_order(tree, root, directed=False)
+        visited[order] = True
+        for i in order[1:]:
+            if n[i] @ n[pred[i]] < 0:
+                n[i] = -n[i]
+    return n
 
 
 def orient_outward(points_mm: np.ndarray, normals: np.ndarray) -> np.ndarray:
@@ -309,23 +336,32 @@ def read_surface(path: str | Path, frame: str = "CT", max_points: int = 200_000)
     Parameters
     ----------
     path
-        STL, PLY, OBJ, OFF or GLB mesh in LPS mm (a PLY without faces is read as a cloud and
-        its normals estimated).
+        STL, PLY, OBJ or GLB mesh in LPS mm, read by :func:`imaging.mesh_io.load_mesh` (GLB
+        converted back from glTF metres); its provenance (source UIDs) is kept. A PLY without
+        faces is read as a point cloud and its normals estimated.
     frame
         Frame of the model (``CT`` by default).
     max_points
         Larger meshes are voxel-downsampled to about this many points.
     """
     p = _require_file(Path(path), _MESH_SUFFIXES, "surface mesh")
-    verts, faces = _load_mesh(p)
-    if faces is None or len(faces) == 0:
-        if p.suffix.lower() != ".ply":
-            raise CloudError(f"{p}: mesh has no triangles")
+    if p.suffix.lower() == ".ply" and not _ply_has_faces(p):
         cloud = read_cloud(p, frame=frame)
         nrm = cloud.normals
         if nrm is None:
             nrm = estimate_normals(cloud.points, 3.0 * _spacing(cloud.points))
-        return PointSet(cloud.points, nrm, frame=frame, path=p)
+        return PointSet(cloud.points, orient_outward(cloud.points, nrm), frame=frame, path=p)
+    from imaging.errors import ImagingError
+    from imaging.mesh_io import load_mesh
+
+    try:
+        mesh = load_mesh(p)
+    except ImagingError as exc:
+        raise CloudError(f"{p}: {exc}") from None
+    verts = np.asarray(mesh.vertices, dtype=np.float64)
+    faces = np.asarray(mesh.faces, dtype=np.int64)
+    if len(faces) == 0:
+        raise CloudError(f"{p}: mesh has no triangles")
     nrm = vertex_normals(verts, faces)
     used = np.linalg.norm(nrm, axis=1) > 0
     verts, nrm = verts[used], nrm[used]
@@ -335,34 +371,18 @@ def read_surface(path: str | Path, frame: str = "CT", max_points: int = 200_000)
     if len(verts) > max_points:
         voxel = _spacing(verts) * np.sqrt(len(verts) / max_points)
         verts, nrm = voxel_downsample(verts, nrm, voxel)
-    return PointSet(verts, nrm, frame=frame, path=p)
+    source = {k: v for k, v in dict(mesh.provenance).items() if v}
+    return PointSet(verts, nrm, frame=frame, source=source, path=p)
 
 
-def _load_mesh(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    try:  # the project's mesh reader (LPS mm, glTF metres converted) once it is installed
-        from imaging.mesh_io import load_mesh  # type: ignore[import-not-found]
-    except ImportError:
-        load_mesh = None
-    if load_mesh is not None:
-        from imaging.errors import ImagingError
-
-        try:
-            mesh = load_mesh(path)
-        except ImagingError as exc:
-            raise CloudError(f"{path}: {exc}") from None
-        return np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
-    import open3d as o3d
-
-    if path.suffix.lower() in (".glb", ".gltf"):
-        raise CloudError(f"{path}: glTF input needs imaging.mesh_io (not installed)")
-    mesh = o3d.io.read_triangle_mesh(str(path))
-    verts = np.asarray(mesh.vertices, dtype=np.float64).copy()
-    if len(verts) == 0:
-        raise CloudError(f"{path}: no vertices could be read (corrupt or empty mesh)")
-    faces = np.asarray(mesh.triangles, dtype=np.int64).copy()
-    if not np.all(np.isfinite(verts)):
-        raise CloudError(f"{path}: mesh vertices contain NaN or infinite values")
-    return verts, faces
+def _ply_has_faces(path: Path) -> bool:
+    """Whether a PLY header declares a non-empty ``face`` element."""
+    head = path.read_bytes()[:4096]
+    end = head.find(b"end_header")
+    if not head.startswith(b"ply") or end < 0:
+        raise CloudError(f"{path}: not a PLY file (no 'ply' magic or end_header)")
+    m = re.search(rb"element\s+face\s+(\d+)", head[:end])
+    return bool(m and int(m.group(1)) > 0)
 
 
 def vertex_normals(vertices_mm: np.ndarray, faces: np.ndarray) -> np.ndarray:

@@ -231,8 +231,13 @@ def partial_view(
     return pts, is_out
 
 
+_PHANTOM_CACHE: dict[tuple[str, float], SurfaceMesh] = {}
+
+
 def phantom_skin_mesh(truth: dict, spacing: float = 3.0) -> SurfaceMesh:
     """Marching-cubes skin (with the fiducial bumps) of the sample phantom's analytic model.
+
+    Cached per (``truth["spec_hash"]``, spacing) within the process.
 
     Parameters
     ----------
@@ -244,6 +249,9 @@ def phantom_skin_mesh(truth: dict, spacing: float = 3.0) -> SurfaceMesh:
     """
     from samples.model import phantom_model
 
+    key = (str(truth.get("spec_hash", id(truth))), float(spacing))
+    if key in _PHANTOM_CACHE:
+        return _PHANTOM_CACHE[key]
     model = phantom_model(truth)
     names = [n for n in ("skin", "fiducials") if n in model.structure_names]
     if "skin" not in names:
@@ -254,4 +262,6 @@ def phantom_skin_mesh(truth: dict, spacing: float = 3.0) -> SurfaceMesh:
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
     flat = grid.reshape(-1, 3)
     sdf = np.min([model.signed_distance(n, flat) for n in names], axis=0)
-    return _mesh_from_sdf(sdf.reshape(grid.shape[:3]), lo, spacing)
+    mesh = _mesh_from_sdf(sdf.reshape(grid.shape[:3]), lo, spacing)
+    _PHANTOM_CACHE[key] = mesh
+    return mesh

@@ -1,0 +1,209 @@
+"""Surface registration: registration/surface.py (ICP, selection, ambiguity, trials)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from registration.clouds import PointSet
+from registration.frames import Transform
+from registration.surface import (
+    PreparedModel,
+    SurfaceRegistrationError,
+    register_surface,
+    robust_icp,
+    sliding_directions,
+)
+from registration.surface_sim import (
+    ellipsoid_mesh,
+    partial_view,
+    phantom_skin_mesh,
+    random_pose,
+)
+
+
+@pytest.fixture(scope="module")
+def skin(small_truth):
+    """The small phantom's skin (marching cubes of its analytic model, 3 mm)."""
+    return phantom_skin_mesh(small_truth, 3.0)
+
+
+@pytest.fixture(scope="module")
+def prepared(skin):
+    return PreparedModel.build(PointSet(skin.vertices, skin.normals, frame="CT"))
+
+
+def _apply(m: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return p @ m[:3, :3].T + m[:3, 3]
+
+
+def _trial_cloud(skin, rng, n_points=2000):
+    """A partial, noisy view in the REF frame and its ground truth T_REF_CT."""
+    pts_ct, _ = partial_view(skin, rng, fraction=rng.uniform(0.2, 0.4), n_points=n_points,
+                             noise_mm=0.5, outlier_fraction=0.03)
+    t_ref_ct = random_pose(rng.uniform(10, 45), rng.uniform(10, 50), skin.vertices.mean(0), rng)
+    return PointSet(_apply(t_ref_ct, pts_ct), frame="REF"), t_ref_ct
+
+
+def test_partial_overlap_trials_success_rate_and_tre(skin, prepared, small_truth):
+    """>= 50 random partial views (20-40 % of the skin, 0.5 mm noise, 3 % outliers), starts
+    10-45 deg / 10-50 mm off: success = TRE < 2 mm at the phantom's deep target."""
+    target = np.asarray(small_truth["target_lps"], dtype=np.float64)
+    rng = np.random.default_rng(20261125)
+    tre, surf = [], []
+    for _ in range(50):
+        cloud, t_true = _trial_cloud(skin, rng)
+        res = register_surface(prepared, cloud)
+        est = res.transform.matrix
+        tre.append(np.linalg.norm(_apply(est, target) - _apply(t_true, target)))
+        surf.append(np.linalg.norm(_apply(est, skin.vertices) - _apply(t_true, skin.vertices),
+                                   axis=1).mean())
+    tre, surf = np.array(tre), np.array(surf)
+    ok = tre < 2.0
+    assert ok.mean() >= 0.9, f"success {ok.mean():.0%}, TRE {np.round(tre, 2)}"
+    assert np.median(tre) < 0.5
+    assert surf[ok].mean() < 1.0
+
+
+def test_result_convention_frames_and_provenance(skin):
+    rng = np.random.default_rng(7)
+    pts_ct, _ = partial_view(skin, rng, fraction=0.35, n_points=2000, outlier_fraction=0.0)
+    t_ref_ct = random_pose(30.0, 40.0, skin.vertices.mean(0), rng)
+    model = PointSet(skin.vertices, skin.normals, frame="CT",
+                     source={"series_instance_uid": "1.2.3"})
+    cloud = PointSet(_apply(t_ref_ct, pts_ct), frame="REF", source={"device": "depth-cam"})
+    res = register_surface(model, cloud)
+    t = res.transform
+    assert isinstance(t, Transform) and (t.src, t.dst) == ("CT", "REF")
+    assert t.source == {"series_instance_uid": "1.2.3", "device": "depth-cam"}
+    np.testing.assert_allclose(t.apply(pts_ct), cloud.points, atol=1.5)
+    assert res.method == "global" and not res.ambiguous
+    assert res.inlier_fraction > 0.9 and 0.1 < res.rms_mm < 0.8
+    assert res.iterations > 0 and res.timing_s["total"] > 0
+    doc = res.to_json()
+    assert doc["transform"]["from"] == "CT" and doc["ambiguous"] is False
+
+
+def test_init_skips_global_and_converges(skin, prepared):
+    rng = np.random.default_rng(8)
+    cloud, t_true = _trial_cloud(skin, rng)
+    start = random_pose(4.0, 5.0, skin.vertices.mean(0), rng) @ t_true
+    res = register_surface(prepared, cloud, init=Transform(start, "CT", "REF"))
+    assert res.method == "init" and res.timing_s["global_init"] < 1e-3
+    c = skin.vertices.mean(0)
+    assert np.linalg.norm(_apply(res.transform.matrix, c) - _apply(t_true, c)) < 1.0
+    with pytest.raises(SurfaceRegistrationError, match="expected CT to REF"):
+        register_surface(prepared, cloud, init=Transform(start, "CT", "TRACKER"))
+
+
+def test_robust_icp_exact_data_known_answer(prepared):
+    rng = np.random.default_rng(9)
+    idx = rng.choice(len(prepared.points), 3000, replace=False)
+    cloud_ct = prepared.points[idx]
+    t_ref_ct = random_pose(3.0, 4.0, cloud_ct.mean(0), rng)
+    cloud_ref = _apply(t_ref_ct, cloud_ct)
+    res = robust_icp(cloud_ref, prepared, np.eye(4))
+    # cloud points are model vertices: ICP must return T_CT_REF exactly (to 1e-3 mm)
+    err = np.linalg.norm(_apply(res.matrix, cloud_ref) - cloud_ct, axis=1).max()
+    assert err < 1e-3 and res.rms_mm < 1e-3 and res.inlier_fraction == 1.0
+
+
+@pytest.mark.parametrize("kernel", ["tukey", "huber"])
+def test_robust_kernels_resist_outliers_better_than_least_squares(prepared, kernel):
+    rng = np.random.default_rng(10)
+    idx = rng.choice(len(prepared.points), 3000, replace=False)
+    cloud_ct = prepared.points[idx] + rng.normal(scale=0.3, size=(3000, 3))
+    # 20 % structured outliers: a slab 4-8 mm off the surface (e.g. a drape)
+    out = rng.choice(3000, 600, replace=False)
+    cloud_ct[out] += prepared.normals[idx[out]] * rng.uniform(4, 8, size=(600, 1))
+    t_ref_ct = random_pose(3.0, 4.0, cloud_ct.mean(0), rng)
+    cloud_ref = _apply(t_ref_ct, cloud_ct)
+    truth = np.linalg.inv(t_ref_ct)
+    c = prepared.points.mean(0)
+
+    def err(r):
+        return np.linalg.norm(_apply(r.matrix, c) - _apply(truth, c))
+
+    robust = robust_icp(cloud_ref, prepared, np.eye(4), kernel=kernel)
+    plain = robust_icp(cloud_ref, prepared, np.eye(4), kernel="none")
+    assert err(robust) < 0.3 and err(robust) < 0.5 * err(plain)
+
+
+def test_robust_icp_rejections(prepared):
+    pts = prepared.points[:100]
+    with pytest.raises(SurfaceRegistrationError, match="4x4"):
+        robust_icp(pts, prepared, np.eye(3))
+    bad = np.eye(4)
+    bad[0, 3] = np.nan
+    with pytest.raises(SurfaceRegistrationError, match="finite"):
+        robust_icp(pts, prepared, bad)
+    with pytest.raises(SurfaceRegistrationError, match="max distance"):
+        robust_icp(pts, prepared, np.eye(4), max_distance_mm=0.0)
+    with pytest.raises(SurfaceRegistrationError, match="kernel"):
+        robust_icp(pts, prepared, np.eye(4), kernel="cauchy")
+    with pytest.raises(Exception, match="at least 6"):
+        robust_icp(pts[:5], prepared, np.eye(4))
+    with pytest.raises(Exception, match="NaN"):
+        robust_icp(np.full((10, 3), np.nan), prepared, np.eye(4))
+    far = np.eye(4)
+    far[:3, 3] = [500.0, 0.0, 0.0]
+    with pytest.raises(SurfaceRegistrationError, match="start pose too far off"):
+        robust_icp(pts, prepared, far)
+
+
+def test_register_surface_rejections(skin, prepared):
+    cloud = PointSet(skin.vertices[:5], frame="REF")
+    with pytest.raises(SurfaceRegistrationError, match="only 5 points"):
+        register_surface(prepared, cloud)
+    with pytest.raises(SurfaceRegistrationError, match="PointSet or a PreparedModel"):
+        register_surface(np.zeros((10, 3)), cloud)
+    with pytest.raises(SurfaceRegistrationError, match="fixed must be a PointSet"):
+        register_surface(prepared, skin.vertices)
+    with pytest.raises(SurfaceRegistrationError, match="needs normals"):
+        PreparedModel.build(PointSet(skin.vertices))
+    with pytest.raises(SurfaceRegistrationError, match="only 3 points"):
+        PreparedModel.build(PointSet(skin.vertices[:3], skin.normals[:3]))
+
+
+def test_surface_of_revolution_is_reported_ambiguous():
+    """An ellipsoid of revolution: rotation about its axis leaves it unchanged."""
+    ell = ellipsoid_mesh((60.0, 60.0, 90.0), 3.0)
+    model = PreparedModel.build(PointSet(ell.vertices, ell.normals))
+    rng = np.random.default_rng(11)
+    pts, _ = partial_view(ell, rng, fraction=0.3, n_points=2000, view_dir=np.array([1.0, 0, 0]))
+    t = random_pose(25.0, 20.0, np.zeros(3), rng)
+    res = register_surface(model, PointSet(_apply(t, pts), frame="REF"))
+    assert res.ambiguous
+    assert any("rotation about axis" in w for w in res.warnings)
+
+
+def test_triaxial_ellipsoid_patch_has_rival_solutions():
+    """A triaxial ellipsoid is symmetric under 180 deg turns: distinct poses fit equally."""
+    ell = ellipsoid_mesh((55.0, 70.0, 90.0), 3.0)
+    model = PreparedModel.build(PointSet(ell.vertices, ell.normals))
+    rng = np.random.default_rng(12)
+    pts, _ = partial_view(ell, rng, fraction=0.3, n_points=2000)
+    res = register_surface(model, PointSet(pts, frame="REF"))
+    assert res.ambiguous
+    assert any(w.startswith("ambiguous: a distinct solution") for w in res.warnings)
+
+
+def test_sliding_directions_of_a_plane_known_answer():
+    """Points on the plane z = 0 with normal +z: translations in x, y and the rotation about z
+    are unconstrained (Gelfand et al. 2003)."""
+    rng = np.random.default_rng(13)
+    p = np.c_[rng.uniform(-50, 50, (500, 2)), np.zeros(500)]
+    n = np.tile([0.0, 0.0, 1.0], (500, 1))
+    J = np.c_[np.cross(p - p.mean(0), n) / 30.0, n]
+    ratio, sd, slides = sliding_directions(J.T @ J / 500, 500.0, 0.5)
+    assert ratio < 1e-9 and sd > 1e3 and len(slides) == 3
+    assert sum(s.startswith("translation") for s in slides) == 2
+    assert any(s.startswith("rotation about axis (+0.00, +0.00, ") for s in slides)
+
+
+def test_low_inlier_fraction_warns(skin, prepared):
+    rng = np.random.default_rng(14)
+    pts, _ = partial_view(skin, rng, fraction=0.35, n_points=1500, outlier_fraction=0.0)
+    junk = rng.uniform(pts.min(0) - 150, pts.max(0) + 150, size=(2500, 3))
+    res = register_surface(prepared, PointSet(np.vstack([pts, junk]), frame="REF"))
+    assert any("fit the model" in w for w in res.warnings)

@@ -382,31 +382,88 @@ def fill_rows(
 @njit(cache=True, parallel=True)
 def clamp_average(
     vol: np.ndarray, mask: np.ndarray, use_mask: bool, level: float, below: float, sign: float,
-    step: int, out: np.ndarray,
+    step: int, box: np.ndarray, out: np.ndarray,
 ) -> None:
-    """Block mean over ``step``³ of ``sign * value``, made consistent with ``mask`` first.
+    """Block mean over ``step``³ of ``sign * value`` in ``box``, made consistent with ``mask``.
 
-    With ``use_mask``, voxels inside the mask count as at least ``level`` and voxels outside
-    as at most ``below`` (just under the level), as in :func:`imaging.segment.iso_field`: the
-    coarse field's level set then follows the intensity where it agrees with the mask and the
-    mask where cleaning changed it. ``level``/``below`` are already multiplied by ``sign``.
+    ``box = (k0, k1, j0, j1, i0, i1)`` is the fine-grid region; coarse voxel ``(kk, jj, ii)``
+    averages fine voxels ``k0 + step·kk ...`` (a partial block at the far edge averages what it
+    has). With ``use_mask``, voxels inside the mask count as at least ``level`` and voxels
+    outside as at most ``below`` (just under the level), as in
+    :func:`imaging.segment.iso_field`: the coarse level set follows the intensity where it
+    agrees with the mask and the mask where cleaning changed it. ``level`` and ``below`` are
+    already multiplied by ``sign``.
     """
-    nk, nj, ni = vol.shape
+    k0, k1, j0, j1, i0, i1 = box[0], box[1], box[2], box[3], box[4], box[5]
     ok, oj, oi = out.shape
     for kk in prange(ok):
+        acc = np.zeros(oi)
         for jj in range(oj):
+            acc[:] = 0.0
+            ka = k0 + kk * step
+            kb = min(ka + step, k1)
+            ja = j0 + jj * step
+            jb = min(ja + step, j1)
+            for k in range(ka, kb):
+                for j in range(ja, jb):
+                    vrow = vol[k, j]
+                    mrow = mask[k, j] if use_mask else mask[0, 0]
+                    for i in range(i0, i1):
+                        x = sign * float(vrow[i])
+                        if use_mask:
+                            if mrow[i]:
+                                x = max(x, level)
+                            else:
+                                x = min(x, below)
+                        acc[(i - i0) // step] += x
+            nkj = (kb - ka) * (jb - ja)
             for ii in range(oi):
-                acc = 0.0
-                n = 0
-                for k in range(kk * step, min(kk * step + step, nk)):
-                    for j in range(jj * step, min(jj * step + step, nj)):
-                        for i in range(ii * step, min(ii * step + step, ni)):
-                            x = sign * float(vol[k, j, i])
-                            if use_mask:
-                                if mask[k, j, i]:
-                                    x = max(x, level)
-                                else:
-                                    x = min(x, below)
-                            acc += x
-                            n += 1
-                out[kk, jj, ii] = acc / n
+                n = min(step, i1 - i0 - ii * step) * nkj
+                out[kk, jj, ii] = acc[ii] / n
+
+
+@njit(cache=True, parallel=True)
+def mask_bbox_rows(words: np.ndarray, nk: int, nj: int, ni: int) -> np.ndarray:
+    """``(k0, k1, j0, j1, i0, i1)`` (half-open) of the nonzero bytes of a 0/1 mask; k1 = 0 when
+    empty. ``words`` is the mask viewed as rows of uint64 (``ni`` divisible by 8), shape
+    ``(nk * nj, ni // 8)``: empty rows are skipped eight voxels at a time."""
+    nwords = words.shape[1]
+    lo = np.full((nk, 2), ni, dtype=np.int64)  # per slice: i min, j min
+    hi = np.full((nk, 2), -1, dtype=np.int64)
+    for k in prange(nk):
+        for j in range(nj):
+            row = words[k * nj + j]
+            acc = np.uint64(0)
+            for w in range(nwords):
+                acc |= row[w]
+            if acc == 0:
+                continue
+            first = 0
+            while row[first] == 0:
+                first += 1
+            last = nwords - 1
+            while row[last] == 0:
+                last -= 1
+            fw, lw = row[first], row[last]
+            fb = 0
+            while (fw >> np.uint64(8 * fb)) & np.uint64(0xFF) == 0:
+                fb += 1
+            lb = 7
+            while (lw >> np.uint64(8 * lb)) & np.uint64(0xFF) == 0:
+                lb -= 1
+            lo[k, 0] = min(lo[k, 0], first * 8 + fb)
+            hi[k, 0] = max(hi[k, 0], last * 8 + lb)
+            lo[k, 1] = min(lo[k, 1], j)
+            hi[k, 1] = max(hi[k, 1], j)
+    out = np.zeros(6, dtype=np.int64)
+    kmin, kmax = nk, -1
+    for k in range(nk):
+        if hi[k, 0] >= 0:
+            kmin = min(kmin, k)
+            kmax = max(kmax, k)
+    if kmax < 0:
+        return out
+    out[0], out[1] = kmin, kmax + 1
+    out[2], out[3] = lo[kmin:kmax + 1, 1].min(), hi[kmin:kmax + 1, 1].max() + 1
+    out[4], out[5] = lo[kmin:kmax + 1, 0].min(), hi[kmin:kmax + 1, 0].max() + 1
+    return out

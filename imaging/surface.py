@@ -34,6 +34,17 @@ from imaging.volume import Volume
 MASK_MARGIN = 1
 
 
+def _mask_bbox(region: np.ndarray) -> np.ndarray:
+    """(k0, k1, j0, j1, i0, i1) half-open box of a contiguous bool mask; k1 = 0 when empty."""
+    nk, nj, ni = region.shape
+    if ni % 8:
+        region = np.pad(region, ((0, 0), (0, 0), (0, 8 - ni % 8)))
+    words = region.view(np.uint8).reshape(nk * nj, -1).view(np.uint64)
+    box = kern.mask_bbox_rows(words, nk, nj, region.shape[2])
+    box[5] = min(box[5], ni)
+    return box
+
+
 def _check_inputs(volume: Volume, mask: np.ndarray | None, level: float | None, step: int) -> None:
     if not isinstance(volume, Volume):
         raise MeshError(f"extract_surface needs a Volume, got {type(volume).__name__}")
@@ -89,20 +100,6 @@ def coarse_affine(affine: np.ndarray, step: int) -> np.ndarray:
     scale = np.diag([step, step, step, 1.0]).astype(np.float64)
     scale[:3, 3] = (step - 1) / 2.0
     return np.asarray(affine, dtype=np.float64) @ scale
-
-
-def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice] | None:
-    """Bounding box of the nonzero voxels grown by ``margin`` (clipped), or None if empty."""
-    out = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(np.any(mask, axis=other))
-        if hit.size == 0:
-            return None
-        lo = max(int(hit[0]) - margin, 0)
-        hi = min(int(hit[-1]) + margin + 1, mask.shape[axis])
-        out.append(slice(lo, hi))
-    return out[0], out[1], out[2]
 
 
 def _threshold(dtype: np.dtype, level: float, below: bool) -> np.generic:
@@ -222,43 +219,53 @@ def extract_surface(
     _check_inputs(volume, mask, level, step)
     if mask_mode not in ("exact", "region"):
         raise MeshError(f"mask_mode must be 'exact' or 'region', got {mask_mode!r}")
+    empty = Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), name,
+                 provenance=volume.provenance())
     array = volume.array
-    region = None if mask is None else np.asarray(mask) != 0
-    offset = np.zeros(3, dtype=np.int64)
-    exact = mask_mode == "exact"
-    below = bool(inside_below)
-    if region is not None:
-        box = _bbox(region, MASK_MARGIN + 2 * step + 1)
-        if box is None:
-            return Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), name,
-                        provenance=volume.provenance())
-        region = region[box]
-        offset = np.array([box[2].start, box[1].start, box[0].start], dtype=np.int64)
-        if level is None:  # label mode: the blurred mask is the image
-            array = ndimage.gaussian_filter(region.astype(np.float32), 0.6)
-            level, region, below = 0.5, None, False
-        else:
-            array = array[box]
-    affine = volume.affine.copy()
-    affine[:3, 3] = volume.affine[:3, :3] @ offset + volume.affine[:3, 3]
-    level = float(level)
-    if step > 1:
-        affine = coarse_affine(affine, step)
-        use_mask = region is not None and exact
-        coarse = np.empty(tuple(-(-n // step) for n in array.shape), dtype=np.float32)
-        sign = -1.0 if below else 1.0
-        lvl = np.float32(sign * level)
-        kern.clamp_average(
-            np.ascontiguousarray(array),
-            region if use_mask else np.zeros((1, 1, 1), dtype=np.bool_),
-            use_mask, float(lvl), float(np.nextafter(lvl, np.float32(-np.inf))), sign, step,
-            coarse,
-        )
-        array, level, below = coarse, float(lvl), False
-        region = None if (region is None or exact) else _block_any(region, step)
     if array.dtype.kind not in "iuf" or array.dtype == np.float16:
         array = array.astype(np.float32)
     array = np.ascontiguousarray(array)
-    region = None if region is None else np.ascontiguousarray(region, dtype=np.bool_)
+    region = None
+    if mask is not None:
+        region = np.asarray(mask)
+        region = region if region.dtype == np.bool_ else region != 0
+        region = np.ascontiguousarray(region)
+    exact = mask_mode == "exact"
+    below = bool(inside_below)
+    affine = volume.affine.copy()
+    box = np.array([0, array.shape[0], 0, array.shape[1], 0, array.shape[2]], dtype=np.int64)
+    if region is not None:
+        box = _mask_bbox(region)
+        if box[1] == 0:
+            return empty
+        margin = MASK_MARGIN + 2 * step + 1
+        shape = np.repeat(array.shape, 2)
+        box = np.clip(box + np.array([-margin, margin] * 3), 0, shape)
+        if level is None:  # label mode: the blurred mask is the image
+            sl = tuple(slice(box[2 * a], box[2 * a + 1]) for a in range(3))
+            array = ndimage.gaussian_filter(region[sl].astype(np.float32), 0.6)
+            level, region, below = 0.5, None, False
+            affine[:3, 3] = volume.affine[:3, :3] @ box[[4, 2, 0]] + volume.affine[:3, 3]
+            box = np.array([0, array.shape[0], 0, array.shape[1], 0, array.shape[2]])
+    level = float(level)
+    if step > 1:
+        affine[:3, 3] = affine[:3, :3] @ box[[4, 2, 0]] + affine[:3, 3]
+        affine = coarse_affine(affine, step)
+        use_mask = region is not None and exact
+        dims = (box[1::2] - box[0::2] + step - 1) // step
+        coarse = np.empty(tuple(int(d) for d in dims), dtype=np.float32)
+        sign = -1.0 if below else 1.0
+        lvl = np.float32(sign * level)
+        kern.clamp_average(
+            array, region.view(np.uint8) if use_mask else np.zeros((1, 1, 1), np.uint8),
+            use_mask, float(lvl), float(np.nextafter(lvl, np.float32(-np.inf))), sign, step,
+            box, coarse,
+        )
+        if region is not None and not exact:
+            sl = tuple(slice(box[2 * a], box[2 * a + 1]) for a in range(3))
+            region = np.ascontiguousarray(_block_any(region[sl], step))
+        else:
+            region = None
+        array, level, below = coarse, float(lvl), False
     verts, faces = _march(array, level, affine, region, exact, below)
     return Mesh(verts, faces, name, provenance=volume.provenance())

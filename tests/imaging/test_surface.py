@@ -1,0 +1,213 @@
+"""Surface extraction: known answers on analytic volumes and on the sample phantoms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from imaging.errors import MeshError
+from imaging.load import load_volume
+from imaging.surface import block_average, coarse_affine, extract_surface
+from imaging.volume import Volume
+from samples.phantom import phantom_model
+
+
+def _ball(shape=(40, 44, 48), centre_kji=(19.3, 21.7, 23.1), radius=12.0, affine=None):
+    """Signed field radius - distance (voxel units), and the centre in (i, j, k)."""
+    g = np.indices(shape, dtype=np.float64)
+    d = np.sqrt(sum((g[a] - centre_kji[a]) ** 2 for a in range(3)))
+    vol = Volume((radius - d).astype(np.float32), np.eye(4) if affine is None else affine,
+                 series_instance_uid="1.2.3", frame_of_reference_uid="1.2.4")
+    return vol, np.array(centre_kji[::-1])
+
+
+def _radii_ijk(mesh, vol, centre_ijk):
+    ijk = vol.lps_to_index(mesh.vertices)
+    return np.linalg.norm(ijk - centre_ijk, axis=1)
+
+
+def test_sphere_known_answer_watertight_outward():
+    vol, c = _ball()
+    m = extract_surface(vol, level=0.0, name="ball")
+    assert m.n_faces > 1000 and m.is_watertight()
+    r = _radii_ijk(m, vol, c)
+    assert np.abs(r - 12.0).max() < 0.02  # linear field: interpolation is exact up to curvature
+    assert m.signed_volume() == pytest.approx(4 / 3 * np.pi * 12.0**3, rel=0.01)
+    cent = m.vertices[m.faces].mean(axis=1)
+    assert np.all(np.einsum("ij,ij->i", m.face_cross(), cent - vol.index_to_lps(c)) > 0)
+    assert m.provenance == {"series_instance_uid": "1.2.3", "frame_of_reference_uid": "1.2.4"}
+    assert m.name == "ball"
+    assert m.remove_degenerate().n_faces == m.n_faces  # nothing degenerate
+
+
+@pytest.mark.parametrize("flip_axis", [0, 1, 2])
+def test_left_handed_affine_keeps_faces_outward(flip_axis):
+    aff = np.diag([0.8, 0.9, 1.3, 1.0])
+    aff[flip_axis, flip_axis] *= -1  # det < 0
+    aff[:3, 3] = [10.0, -20.0, 5.0]
+    vol, c = _ball(affine=aff)
+    m = extract_surface(vol, level=0.0)
+    assert m.is_watertight() and m.signed_volume() > 0
+    expected = 4 / 3 * np.pi * 12.0**3 * abs(np.linalg.det(aff[:3, :3]))
+    assert m.signed_volume() == pytest.approx(expected, rel=0.01)
+
+
+def test_oblique_affine_positions_in_lps():
+    rot = np.array([[0.0, -1.0, 0.0], [0.8, 0.0, -0.6], [0.6, 0.0, 0.8]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([0.7, 1.1, 1.9])
+    aff[:3, 3] = [-3.0, 40.0, 12.0]
+    vol, c = _ball(affine=aff)
+    m = extract_surface(vol, level=0.0)
+    # vertices mapped back to voxel space lie on the sphere, so the affine was applied
+    assert np.abs(_radii_ijk(m, vol, c) - 12.0).max() < 0.02
+    assert m.signed_volume() > 0 and m.is_watertight()
+
+
+def test_object_touching_border_is_closed_half_voxel_outside():
+    arr = np.zeros((10, 12, 14), np.float32)
+    arr[:5, :6, :] = 1.0
+    m = extract_surface(Volume(arr, np.eye(4)), level=0.5)
+    assert m.is_watertight() and m.signed_volume() > 0
+    np.testing.assert_allclose(m.bounds(), [[-0.5, -0.5, -0.5], [13.5, 5.5, 4.5]])
+
+
+def test_integer_volume_level_between_values():
+    arr = np.zeros((8, 8, 8), np.int16)
+    arr[2:6, 2:6, 2:6] = 100
+    m = extract_surface(Volume(arr, np.eye(4)), level=25.0)
+    assert m.is_watertight()
+    # crossings at t = (25 - 0) / (100 - 0) from the outside voxels 1 and 6: 1.25 .. 5.75
+    np.testing.assert_allclose(m.bounds(), [[1.25] * 3, [5.75] * 3])
+
+
+def _two_balls():
+    g = np.indices((30, 30, 60), dtype=np.float64)
+    d1 = np.sqrt((g[0] - 15) ** 2 + (g[1] - 15) ** 2 + (g[2] - 15) ** 2)
+    d2 = np.sqrt((g[0] - 15) ** 2 + (g[1] - 15) ** 2 + (g[2] - 44) ** 2)
+    field = np.maximum(8.0 - d1, 9.0 - d2).astype(np.float32)
+    return Volume(field, np.eye(4)), d1, d2
+
+
+@pytest.mark.parametrize("mode", ["exact", "region"])
+def test_mask_selects_one_surface_without_staircase(mode):
+    vol, d1, _ = _two_balls()
+    mask = (vol.array >= 0) & (d1 < 12)  # the first ball only (as a component filter gives)
+    m = extract_surface(vol, mask=mask, level=0.0, mask_mode=mode)
+    assert m.is_watertight()
+    r = np.linalg.norm(m.vertices - [15, 15, 15], axis=1)  # (i, j, k) = LPS here
+    assert np.abs(r - 8.0).max() < 0.02  # sub-voxel, not the mask's staircase
+    full = extract_surface(vol, level=0.0)
+    assert full.n_faces > 2 * m.n_faces - 100
+
+
+def test_exact_mask_wins_over_intensity_region_mode_does_not():
+    vol, d1, _ = _two_balls()
+    mask = (vol.array >= 0) & (d1 < 12)
+    mask[15, 15, 15] = True
+    filled = mask.copy()
+    vol.array[14:17, 14:17, 14:17] = -5.0  # a small cavity inside ball 1, filled in the mask
+    exact = extract_surface(vol, mask=filled, level=0.0, mask_mode="exact")
+    region = extract_surface(vol, mask=filled, level=0.0, mask_mode="region")
+    assert exact.is_watertight() and region.is_watertight()
+    assert region.n_faces > exact.n_faces  # the cavity's surface is extracted in region mode
+
+
+def test_label_map_alone_gives_closed_surface():
+    vol, d1, d2 = _two_balls()
+    labels = np.zeros(vol.array.shape, np.uint8)
+    labels[d2 < 9] = 3
+    m = extract_surface(vol, mask=labels)
+    assert m.is_watertight()
+    r = np.linalg.norm(m.vertices - [44, 15, 15], axis=1)
+    assert abs(r.mean() - 9.0) < 0.6
+
+
+def test_inside_below_surfaces_a_dark_cavity():
+    vol, c = _ball()
+    vol.array[...] = -vol.array  # dark ball in bright surroundings
+    m = extract_surface(vol, level=0.0, inside_below=True)
+    assert m.is_watertight() and m.signed_volume() > 0
+    assert np.abs(_radii_ijk(m, vol, c) - 12.0).max() < 0.02
+
+
+def test_step2_close_to_full_and_affine_of_coarse_grid():
+    vol, c = _ball(shape=(48, 50, 52), radius=15.0)
+    m = extract_surface(vol, level=0.0, step=2)
+    assert m.is_watertight()
+    assert np.abs(_radii_ijk(m, vol, c) - 15.0).max() < 0.2
+    np.testing.assert_allclose(coarse_affine(np.eye(4), 2)[:3, 3], [0.5, 0.5, 0.5])
+    arr = np.arange(27, dtype=np.float32).reshape(3, 3, 3)
+    avg = block_average(arr, 2)
+    assert avg.shape == (2, 2, 2) and avg[1, 1, 1] == arr[2, 2, 2]
+    assert avg[0, 0, 0] == pytest.approx(arr[:2, :2, :2].mean())
+    mask = vol.array >= 0
+    me = extract_surface(vol, mask=mask, level=0.0, step=2)
+    assert me.is_watertight()  # blocks start at the mask's box, so not the same triangles
+    assert np.abs(_radii_ijk(me, vol, c) - 15.0).max() < 0.2
+
+
+def test_nothing_crosses_gives_empty_mesh():
+    vol, _ = _ball()
+    assert extract_surface(vol, level=1e6).n_faces == 0
+    assert extract_surface(vol, mask=np.zeros(vol.array.shape, bool), level=0.0).n_faces == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "level, a mask"),
+        ({"level": float("nan")}, "finite"),
+        ({"level": 0.0, "step": 0}, "step"),
+        ({"level": 0.0, "step": True}, "step"),
+        ({"level": 0.0, "step": 1.5}, "step"),
+        ({"level": 0.0, "mask": np.ones((2, 2, 2), bool)}, "mask shape"),
+        ({"level": 0.0, "mask": np.ones((40, 44, 48), bool), "mask_mode": "x"}, "mask_mode"),
+    ],
+)
+def test_rejections(kwargs, match):
+    vol, _ = _ball()
+    with pytest.raises(MeshError, match=match):
+        extract_surface(vol, **kwargs)
+
+
+def test_rejects_non_volume():
+    with pytest.raises(MeshError, match="Volume"):
+        extract_surface(np.zeros((3, 3, 3)), level=0.0)  # type: ignore[arg-type]
+
+
+def _accuracy(folder, truth, structure):
+    """Mean |signed distance| (mm) of the unsmoothed half-maximum surface to the analytic one.
+
+    The surface is the closed component around the structure (cavities filled) at the
+    phantom's half-maximum level; vertices within 5 mm of a fiducial (dense spheres glued to
+    the skin, not part of the skin solid) are left out of the skin figure.
+    """
+    vol = load_volume(folder)
+    model = phantom_model(truth)
+    level = model.half_max(structure)
+    inside_pt = {"skin": [0.0, 0.0, 0.0], "skull": [0.0, 0.0, 90.5]}[structure]
+    labels, _ = ndimage.label(vol.array >= level)
+    i, j, k = np.round(vol.lps_to_index(np.array(inside_pt))).astype(int)
+    comp = ndimage.binary_fill_holes(labels == labels[k, j, i])
+    mesh = extract_surface(vol, mask=comp, level=level)
+    assert mesh.is_watertight()
+    sd = model.signed_distance(structure, mesh.vertices)
+    keep = np.ones(len(sd), bool)
+    if structure == "skin":
+        fid = np.array([f["center_lps"] for f in truth["fiducials"]])
+        dist = np.linalg.norm(mesh.vertices[:, None] - fid[None], axis=2).min(axis=1)
+        keep = dist > 5.0
+        assert keep.mean() > 0.97
+    return float(np.abs(sd[keep]).mean())
+
+
+@pytest.mark.parametrize("structure", ["skin", "skull"])
+def test_accuracy_small_phantom(small_phantom, small_truth, structure):
+    assert _accuracy(small_phantom, small_truth, structure) < 0.25
+
+
+@pytest.mark.parametrize("structure", ["skin", "skull"])
+def test_accuracy_oblique_phantom(oblique_phantom, oblique_truth, structure):
+    assert _accuracy(oblique_phantom, oblique_truth, structure) < 0.25

@@ -1,8 +1,11 @@
 """Find DICOM image files in a folder and group them into slice stacks (candidate volumes).
 
-Only headers are read here (pydicom, ``stop_before_pixels``); the file offset of a native
-little-endian PixelData value is recorded so :mod:`imaging.dicom_series` can read the pixels
-straight into the output array.
+Only headers are read here: the few attributes the loader needs come from the fast reader in
+:mod:`imaging.dicom_header` (pydicom ``stop_before_pixels`` for anything it declines: no
+preamble, big endian, deflate, malformed), and the full pydicom header is parsed only on
+demand (:attr:`SliceHeader.dataset`). The file offset of a native little-endian PixelData
+value is recorded so :mod:`imaging.dicom_series` can read the pixels straight into the
+output array.
 
 Grouping follows the issue's definition of a volume: slices with the same
 SeriesInstanceUID (0020,000E), ImageOrientationPatient (0020,0037), matrix size

@@ -77,8 +77,9 @@ def check_configuration(points_mm: np.ndarray, name: str = "points") -> np.ndarr
     coincident) and ``s2 / s1 ≥`` :data:`COLLINEAR_RATIO` (not on one line). Planar sets
     (``s3 = 0``) are fine.
     """
-    centred = points_mm - points_mm.mean(axis=0)
-    s = np.linalg.svd(centred, compute_uv=False)
+    centred = points_mm - points_mm.sum(axis=0) / points_mm.shape[0]
+    eig = np.linalg.eigvalsh(centred.T @ centred)[::-1]  # squared singular values
+    s = np.sqrt(np.clip(eig, 0.0, None))
     scale = max(1.0, float(np.abs(points_mm).max()))
     if s[0] <= 1e-9 * scale:
         raise PointSetError(f"{name}: all {len(points_mm)} points coincide; cannot register")
@@ -123,6 +124,8 @@ def fit_batch(
     rotation, translation, scale
         ``(..., 3, 3)``, ``(..., 3)``, ``(...)`` such that ``fixed ≈ c R moving + t``.
     """
+    if moving_mm.ndim == 2:
+        return _fit_single(moving_mm, fixed_mm, scale)
     mu_x = moving_mm.mean(axis=-2)
     mu_y = fixed_mm.mean(axis=-2)
     x = moving_mm - mu_x[..., None, :]
@@ -142,6 +145,25 @@ def fit_batch(
         c = np.ones(d.shape[:-1])
     translation = mu_y - c[..., None] * np.einsum("...ij,...j->...i", rotation, mu_x)  # eq. 41
     return rotation, translation, c
+
+
+def _fit_single(
+    moving_mm: np.ndarray, fixed_mm: np.ndarray, scale: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`fit_batch` for one ``(N, 3)`` pair, with plain 2-D operations (faster)."""
+    n = moving_mm.shape[0]
+    mu_x = moving_mm.sum(axis=0) / n
+    mu_y = fixed_mm.sum(axis=0) / n
+    x = moving_mm - mu_x
+    y = fixed_mm - mu_y
+    u, d, vt = np.linalg.svd(y.T @ x / n)  # Umeyama eq. 38
+    s_diag = np.ones(3)
+    if np.linalg.det(u @ vt) < 0:  # eq. 39/43: S = diag(1, 1, -1) when det U det V < 0
+        s_diag[2] = -1.0
+    rotation = (u * s_diag) @ vt  # eq. 40
+    c = float(d @ s_diag / (np.sum(x * x) / n)) if scale else 1.0  # eq. 42
+    translation = mu_y - c * (rotation @ mu_x)  # eq. 41
+    return rotation, translation, np.asarray(c)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ along a finely sampled smooth curve: their distance is ``dist(p, polyline) - rad
 up to ``radius * (1 / cos(bend / 2) - 1)`` (< 0.01 mm here) on the inner side of a bend.
 
 Point-to-ellipsoid distance: D. Eberly, "Distance from a Point to an Ellipse, an Ellipsoid,
-or a Hyperellipsoid" (Geometric Tools, 2013), robust bisection on the Lagrange parameter,
-iterated to machine precision.
+or a Hyperellipsoid" (Geometric Tools, 2013): the foot point from the root of the Lagrange
+equation, with all degenerate (on-axis / on-plane) cases; the root is found by monotone
+Newton iteration (bisection fallback) to machine precision.
 """
 
 from __future__ import annotations
@@ -52,44 +53,41 @@ def _robust_len3(a: float, b: float, c: float) -> float:
 
 
 @numba.njit(cache=True)
-def _root2(r0: float, z0: float, z1: float, g: float) -> float:
-    n0 = r0 * z0
-    s0 = z1 - 1.0
-    s1 = 0.0 if g < 0.0 else np.hypot(n0, z1) - 1.0
-    s = 0.0
-    for _ in range(2000):
-        s = 0.5 * (s0 + s1)
-        if s == s0 or s == s1:
-            break
-        gs = (n0 / (s + r0)) ** 2 + (z1 / (s + 1.0)) ** 2 - 1.0
-        if gs > 0.0:
-            s0 = s
-        elif gs < 0.0:
-            s1 = s
-        else:
-            break
-    return s
+def _root(n0: float, n1: float, n2: float, q0: float, q1: float, u_hi: float) -> float:
+    """Root u > 0 of the convex, decreasing F(u) = (n0/(u+q0))^2 + (n1/(u+q1))^2 + (n2/u)^2 - 1.
 
-
-@numba.njit(cache=True)
-def _root3(r0: float, r1: float, z0: float, z1: float, z2: float, g: float) -> float:
-    n0 = r0 * z0
-    n1 = r1 * z1
-    s0 = z2 - 1.0
-    s1 = 0.0 if g < 0.0 else _robust_len3(n0, n1, z2) - 1.0
-    s = 0.0
+    This is Eberly's equation in ``u = s + 1`` (``q_i = r_i - 1 >= 0``), which keeps full
+    relative precision when the root is close to the pole (points near a symmetry plane).
+    Newton's method starts at a lower bound of the root (each term alone must be <= 1 there,
+    so ``u >= max(n2, n0 - q0, n1 - q1)``; F >= 0 at that point); for a convex
+    decreasing function every iterate stays left of the root, so they rise monotonically to
+    it. Should 100 steps not converge, bisection on [u, u_hi] finishes.
+    """
+    u = max(n2, max(n0 - q0, n1 - q1))
+    for _ in range(100):
+        a0 = n0 / (u + q0)
+        a1 = n1 / (u + q1)
+        a2 = n2 / u
+        f = a0 * a0 + a1 * a1 + a2 * a2 - 1.0
+        if f <= 0.0:
+            return u
+        step = f / (2.0 * (a0 * a0 / (u + q0) + a1 * a1 / (u + q1) + a2 * a2 / u))
+        if step <= 1e-16 * u:
+            return u
+        u += step
+    lo, hi = u, max(u, u_hi)
     for _ in range(2000):
-        s = 0.5 * (s0 + s1)
-        if s == s0 or s == s1:
+        mid = 0.5 * (lo + hi)
+        if mid == lo or mid == hi:
             break
-        gs = (n0 / (s + r0)) ** 2 + (n1 / (s + r1)) ** 2 + (z2 / (s + 1.0)) ** 2 - 1.0
-        if gs > 0.0:
-            s0 = s
-        elif gs < 0.0:
-            s1 = s
+        f = (n0 / (mid + q0)) ** 2 + (n1 / (mid + q1)) ** 2 + (n2 / mid) ** 2 - 1.0
+        if f > 0.0:
+            lo = mid
+        elif f < 0.0:
+            hi = mid
         else:
-            break
-    return s
+            return mid
+    return 0.5 * (lo + hi)
 
 
 @numba.njit(cache=True)
@@ -102,9 +100,10 @@ def _ellipse_dist(e0: float, e1: float, y0: float, y1: float) -> float:
             g = z0 * z0 + z1 * z1 - 1.0
             if g != 0.0:
                 r0 = (e0 / e1) ** 2
-                sbar = _root2(r0, z0, z1, g)
-                x0 = r0 * y0 / (sbar + r0)
-                x1 = y1 / (sbar + 1.0)
+                n0 = r0 * z0
+                u = _root(n0, 0.0, z1, r0 - 1.0, 0.0, 1.0 if g < 0.0 else np.hypot(n0, z1))
+                x0 = r0 * y0 / (u + r0 - 1.0)
+                x1 = y1 / u
                 return np.hypot(x0 - y0, x1 - y1)
             return 0.0
         return abs(y1 - e1)
@@ -131,10 +130,13 @@ def _ellipsoid_dist(e0: float, e1: float, e2: float, y0: float, y1: float, y2: f
                 if g != 0.0:
                     r0 = (e0 / e2) ** 2
                     r1 = (e1 / e2) ** 2
-                    sbar = _root3(r0, r1, z0, z1, z2, g)
-                    x0 = r0 * y0 / (sbar + r0)
-                    x1 = r1 * y1 / (sbar + r1)
-                    x2 = y2 / (sbar + 1.0)
+                    n0 = r0 * z0
+                    n1 = r1 * z1
+                    u_hi = 1.0 if g < 0.0 else _robust_len3(n0, n1, z2)
+                    u = _root(n0, n1, z2, r0 - 1.0, r1 - 1.0, u_hi)
+                    x0 = r0 * y0 / (u + r0 - 1.0)
+                    x1 = r1 * y1 / (u + r1 - 1.0)
+                    x2 = y2 / u
                     return np.sqrt((x0 - y0) ** 2 + (x1 - y1) ** 2 + (x2 - y2) ** 2)
                 return 0.0
             return _ellipse_dist(e1, e2, y1, y2)
@@ -157,51 +159,123 @@ def _ellipsoid_dist(e0: float, e1: float, e2: float, y0: float, y1: float, y2: f
     return _ellipse_dist(e0, e1, y0, y1)
 
 
-@numba.njit(cache=True, parallel=True)
-def _ellipsoid_sdf(local: np.ndarray, semi: np.ndarray) -> np.ndarray:
-    """Signed distances of centred points ``local`` (N, 3) to an axis-aligned ellipsoid."""
-    order = np.argsort(-semi)
-    e0, e1, e2 = semi[order[0]], semi[order[1]], semi[order[2]]
-    n = local.shape[0]
-    out = np.empty(n)
-    for m in numba.prange(n):
-        y0 = abs(local[m, order[0]])
-        y1 = abs(local[m, order[1]])
-        y2 = abs(local[m, order[2]])
+@numba.njit(cache=True)
+def _prim_sdf(t: int, par: np.ndarray, x: float, y: float, z: float) -> float:
+    """Exact signed distance of one encoded primitive (see :func:`encode_primitive`)."""
+    if t == 0:
+        o0 = int(par[6])
+        o1 = int(par[7])
+        o2 = 3 - o0 - o1
+        loc = (x - par[0], y - par[1], z - par[2])
+        e0, e1, e2 = par[3 + o0], par[3 + o1], par[3 + o2]
+        # coordinates within 1e-12 * e0 of a symmetry plane are snapped onto it (distance is
+        # 1-Lipschitz: changes it by < 1e-10 mm; avoids roots at denormal scales)
+        tiny = 1e-12 * e0
+        y0 = abs(loc[o0])
+        y1 = abs(loc[o1])
+        y2 = abs(loc[o2])
+        y0 = 0.0 if y0 < tiny else y0
+        y1 = 0.0 if y1 < tiny else y1
+        y2 = 0.0 if y2 < tiny else y2
         d = _ellipsoid_dist(e0, e1, e2, y0, y1, y2)
         q = (y0 / e0) ** 2 + (y1 / e1) ** 2 + (y2 / e2) ** 2
-        out[m] = -d if q < 1.0 else d
+        return -d if q < 1.0 else d
+    if t == 1:
+        return par[0] * x + par[1] * y + par[2] * z - par[3]
+    if t == 2:
+        qx = max(par[0] - x, x - par[3])
+        qy = max(par[1] - y, y - par[4])
+        qz = max(par[2] - z, z - par[5])
+        out = np.sqrt(max(qx, 0.0) ** 2 + max(qy, 0.0) ** 2 + max(qz, 0.0) ** 2)
+        return out + min(max(qx, max(qy, qz)), 0.0)
+    ax, ay, az = par[0], par[1], par[2]
+    bx, by, bz = par[3] - ax, par[4] - ay, par[5] - az
+    px, py, pz = x - ax, y - ay, z - az
+    L2 = bx * bx + by * by + bz * bz
+    tt = 0.0
+    if L2 > 0.0:
+        tt = min(max((px * bx + py * by + pz * bz) / L2, 0.0), 1.0)
+    dx, dy, dz = px - tt * bx, py - tt * by, pz - tt * bz
+    return np.sqrt(dx * dx + dy * dy + dz * dz) - par[6]
+
+
+@numba.njit(cache=True, parallel=True)
+def _solid_sdf(
+    pts: np.ndarray, ptype: np.ndarray, ppar: np.ndarray, pstart: np.ndarray, pend: np.ndarray
+) -> np.ndarray:
+    """min over parts of max over the part's primitives of their signed distances."""
+    n = pts.shape[0]
+    out = np.empty(n)
+    for m in numba.prange(n):
+        x, y, z = pts[m, 0], pts[m, 1], pts[m, 2]
+        best = np.inf
+        for q in range(pstart.shape[0]):
+            d = -np.inf
+            for k in range(pstart[q], pend[q]):
+                d = max(d, _prim_sdf(ptype[k], ppar[k], x, y, z))
+            best = min(best, d)
+        out[m] = best
     return out
 
 
 # --------------------------------------------------------------------------- primitives
+def encode_primitive(prim: Mapping[str, Any]) -> tuple[int, np.ndarray]:
+    """(type code, 8 float parameters) of a primitive dict, as the numba kernels read it.
+
+    ellipsoid: centre, semi-axes, indices of the largest and middle semi-axis;
+    halfspace: normal, offset; box: min, max; capsule: p0, p1, radius.
+    """
+    kind = prim.get("type") if isinstance(prim, Mapping) else None
+    if kind not in PRIM_CODES:
+        raise SampleError(f"unknown primitive type {kind!r}; expected one of {sorted(PRIM_CODES)}")
+    par = np.zeros(8)
+    try:
+        if kind == "ellipsoid":
+            par[0:3] = prim["center"]
+            par[3:6] = prim["semi_axes"]
+            if not np.all(par[3:6] > 0):
+                raise SampleError(f"ellipsoid semi_axes must be positive, got {par[3:6]}")
+            order = np.argsort(-par[3:6], kind="stable")
+            par[6:8] = order[:2]
+        elif kind == "halfspace":
+            par[0:3] = prim["normal"]
+            par[3] = prim["offset"]
+        elif kind == "box":
+            par[0:3] = prim["min"]
+            par[3:6] = prim["max"]
+        else:
+            par[0:3] = prim["p0"]
+            par[3:6] = prim["p1"]
+            par[6] = prim["radius"]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SampleError(f"malformed {kind} primitive {dict(prim)!r}: {exc}") from None
+    return PRIM_CODES[kind], par
+
+
+def encode_parts(
+    parts: Sequence[Sequence[Mapping[str, Any]]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ptype, ppar, pstart, pend) arrays of a union of intersections of primitives."""
+    ptype, ppar, pstart, pend = [], [], [], []
+    for part in parts:
+        pstart.append(len(ptype))
+        for prim in part:
+            code, par = encode_primitive(prim)
+            ptype.append(code)
+            ppar.append(par)
+        pend.append(len(ptype))
+    return (
+        np.asarray(ptype, np.int64),
+        np.asarray(ppar, np.float64).reshape(-1, 8),
+        np.asarray(pstart, np.int64),
+        np.asarray(pend, np.int64),
+    )
+
+
 def primitive_sdf(prim: Mapping[str, Any], points_lps_mm: np.ndarray) -> np.ndarray:
     """Exact signed distance (mm, negative inside) of LPS mm points (N, 3) to one primitive."""
-    p = points_lps_mm
-    kind = prim["type"]
-    if kind == "ellipsoid":
-        c = np.asarray(prim["center"], dtype=np.float64)
-        a = np.asarray(prim["semi_axes"], dtype=np.float64)
-        return _ellipsoid_sdf(np.ascontiguousarray(p - c), a)
-    if kind == "halfspace":
-        n = np.asarray(prim["normal"], dtype=np.float64)
-        return p @ n - float(prim["offset"])
-    if kind == "box":
-        lo = np.asarray(prim["min"], dtype=np.float64)
-        hi = np.asarray(prim["max"], dtype=np.float64)
-        q = np.maximum(lo - p, p - hi)
-        outside = np.linalg.norm(np.maximum(q, 0.0), axis=1)
-        inside = np.minimum(q.max(axis=1), 0.0)
-        return outside + inside
-    if kind == "capsule":
-        a = np.asarray(prim["p0"], dtype=np.float64)
-        b = np.asarray(prim["p1"], dtype=np.float64)
-        ab = b - a
-        L2 = float(ab @ ab)
-        t = np.zeros(len(p)) if L2 == 0.0 else np.clip((p - a) @ ab / L2, 0.0, 1.0)
-        closest = a + t[:, None] * ab
-        return np.linalg.norm(p - closest, axis=1) - float(prim["radius"])
-    raise SampleError(f"unknown primitive type {kind!r}; expected one of {sorted(PRIM_CODES)}")
+    pts = np.ascontiguousarray(points_lps_mm, dtype=np.float64)
+    return _solid_sdf(pts, *encode_parts([[prim]]))
 
 
 def primitive_bbox(prim: Mapping[str, Any]) -> np.ndarray | None:
@@ -261,6 +335,7 @@ class HeadPhantom:
         self.structures: dict[str, Mapping[str, Any]] = dict(
             sorted(structures.items(), key=lambda kv: int(kv[1]["paint_order"]))
         )
+        self._encoded: dict[str, tuple[np.ndarray, ...]] = {}
 
     @property
     def structure_names(self) -> list[str]:
@@ -297,14 +372,9 @@ class HeadPhantom:
             raise SampleError(f"points_lps_mm must have shape (N, 3), got {pts.shape}")
         if not np.all(np.isfinite(pts)):
             raise SampleError("points_lps_mm contains NaN or infinite values")
-        pts = np.ascontiguousarray(pts)
-        out = np.full(len(pts), np.inf)
-        for part in self._get(name)["parts"]:
-            d = np.full(len(pts), -np.inf)
-            for prim in part:
-                d = np.maximum(d, primitive_sdf(prim, pts))
-            out = np.minimum(out, d)
-        return out
+        if name not in self._encoded:
+            self._encoded[name] = encode_parts(self._get(name)["parts"])
+        return _solid_sdf(np.ascontiguousarray(pts), *self._encoded[name])
 
     def hu_at(self, points_lps_mm: np.ndarray) -> np.ndarray:
         """Noise-free, unblurred HU at LPS mm points (N, 3) by painting the structures."""

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from samples.model import AIR_HU, PRIM_CODES, part_bbox
+from samples.model import AIR_HU, encode_parts, part_bbox
 
 #: Stored = HU - RESCALE_INTERCEPT.
 RESCALE_INTERCEPT = -1024.0
@@ -30,28 +30,13 @@ def pack(structures: Mapping[str, Mapping[str, Any]]) -> tuple[np.ndarray, ...]:
     ptype, ppar, pstart, pend, bbox, sstart, send, hu = [], [], [], [], [], [], [], []
     for s in ordered:
         sstart.append(len(pstart))
-        for part in s["parts"]:
-            pstart.append(len(ptype))
-            for prim in part:
-                par = np.zeros(8)
-                kind = prim["type"]
-                if kind == "ellipsoid":
-                    par[0:3] = prim["center"]
-                    par[3:6] = prim["semi_axes"]
-                elif kind == "halfspace":
-                    par[0:3] = prim["normal"]
-                    par[3] = prim["offset"]
-                elif kind == "box":
-                    par[0:3] = prim["min"]
-                    par[3:6] = prim["max"]
-                else:
-                    par[0:3] = prim["p0"]
-                    par[3:6] = prim["p1"]
-                    par[6] = prim["radius"]
-                ptype.append(PRIM_CODES[kind])
-                ppar.append(par)
-            pend.append(len(ptype))
-            bbox.append(part_bbox(part).ravel())
+        t, par, ps, pe = encode_parts(s["parts"])
+        offset = len(ptype)
+        ptype.extend(t.tolist())
+        ppar.extend(par)
+        pstart.extend((ps + offset).tolist())
+        pend.extend((pe + offset).tolist())
+        bbox.extend(part_bbox(part).ravel() for part in s["parts"])
         send.append(len(pstart))
         hu.append(float(s["hu_inside"]))
     return (

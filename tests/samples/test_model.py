@@ -45,7 +45,11 @@ def test_ellipsoid_distance_matches_dense_sampling() -> None:
     surf, _ = _ellipsoid_surface(semi, n=700)
     rng = np.random.default_rng(1)
     pts = rng.uniform(-130, 130, (25, 3))
-    pts[:3] = [[0.0, 0.0, 0.0], [0.0, 10.0, 5.0], [5.0, 0.0, 0.0]]  # interior axis cases
+    pts[:9] = [  # on / near axes and symmetry planes, inside and outside
+        [0.0, 0.0, 0.0], [0.0, 10.0, 5.0], [5.0, 0.0, 0.0], [0.0, 1e-9, 5.0],
+        [1e-7, 0.0, 1e-13], [30.0, 1e-13, 2.0], [0.0, 0.0, 140.0], [90.0, 1e-6, 0.0],
+        [1e-200, 3.0, 1e-300],
+    ]
     d = primitive_sdf(prim, pts)
     brute = np.array([np.min(np.linalg.norm(surf - p, axis=1)) for p in pts])
     np.testing.assert_allclose(np.abs(d), brute, atol=0.05)  # sampling step ~0.4 mm

@@ -143,3 +143,19 @@ def test_part_bbox_clips_with_axis_aligned_halfspaces() -> None:
     np.testing.assert_allclose(part_bbox([ell, cut]), [[-1, -2, -1], [1, 2, 3]])
     with pytest.raises(SampleError, match="bounded"):
         part_bbox([cut])
+
+
+def test_malformed_primitives_rejected() -> None:
+    from samples.model import encode_primitive
+
+    with pytest.raises(SampleError, match="unknown primitive type"):
+        encode_primitive({"center": [0, 0, 0]})
+    with pytest.raises(SampleError, match="malformed capsule"):
+        encode_primitive({"type": "capsule", "p0": [0, 0, 0], "radius": 1.0})
+    with pytest.raises(SampleError, match="malformed box"):
+        encode_primitive({"type": "box", "min": [0, 0], "max": [1, 1, 1]})
+    with pytest.raises(SampleError, match="positive"):
+        encode_primitive({"type": "ellipsoid", "center": [0, 0, 0], "semi_axes": [1, 0, 2]})
+    code, par = encode_primitive({"type": "ellipsoid", "center": [1, 2, 3],
+                                  "semi_axes": [5.0, 9.0, 7.0]})
+    assert code == 0 and list(par[6:8]) == [1.0, 2.0]  # largest (y), then middle (z)

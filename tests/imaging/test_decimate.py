@@ -1,0 +1,65 @@
+"""Decimation to a budget and the point-to-triangle surface distance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imaging.decimate import decimate, surface_distance
+from imaging.errors import MeshError
+from imaging.mesh import Mesh
+from imaging.surface import extract_surface
+from imaging.volume import Volume
+
+
+def _sphere(radius=20.0, n=48):
+    g = np.indices((n, n, n), dtype=np.float64)
+    d = np.sqrt(((g - (n - 1) / 2) ** 2).sum(axis=0))
+    return extract_surface(Volume((radius - d).astype(np.float32), np.eye(4)), level=0.0,
+                           name="ball")
+
+
+def test_decimate_to_budget_stays_close():
+    m = _sphere()
+    d = decimate(m, 2000)
+    assert 1500 <= d.n_faces <= 2000
+    assert d.is_watertight()
+    q = surface_distance(d, m)
+    assert q["p99"] < 0.3 and q["max"] >= q["p99"] >= 0.0 and q["mean"] <= q["p99"]
+    assert d.name == "ball" and d.provenance == m.provenance
+
+
+def test_within_budget_is_unchanged():
+    m = _sphere(n=20, radius=6.0)
+    d = decimate(m, m.n_faces)
+    np.testing.assert_array_equal(d.faces, m.faces)
+
+
+def test_surface_distance_known_answer_concentric_spheres():
+    a = _sphere(radius=20.0)
+    verts = (a.vertices - 23.5) * (21.0 / 20.0) + 23.5  # the same sphere scaled to r = 21
+    b = Mesh(verts, a.faces)
+    q = surface_distance(a, b)
+    assert q["mean"] == pytest.approx(1.0, abs=0.03)
+    assert q["max"] == pytest.approx(1.0, abs=0.06)
+    assert q["a_to_b_max"] == pytest.approx(q["b_to_a_max"], abs=0.06)
+
+
+def test_surface_distance_exact_point_to_triangle():
+    # one triangle in z = 0; a point mesh 2 mm above its interior: distance exactly 2
+    t = Mesh(np.array([[0.0, 0, 0], [10, 0, 0], [0, 10, 0]]), np.array([[0, 1, 2]]))
+    above = Mesh(np.array([[1.0, 1, 2], [2, 1, 2], [1, 2, 2]]), np.array([[0, 1, 2]]))
+    q = surface_distance(above, t)
+    assert q["a_to_b_max"] == pytest.approx(2.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("budget, match", [(3, "at least 4"), (10.5, "integer"), (True, "integer")])
+def test_decimate_rejections(budget, match):
+    with pytest.raises(MeshError, match=match):
+        decimate(_sphere(n=20, radius=6.0), budget)
+
+
+def test_surface_distance_rejects_empty():
+    empty = Mesh(np.zeros((0, 3)), np.zeros((0, 3), int))
+    with pytest.raises(MeshError, match="triangles"):
+        surface_distance(empty, _sphere(n=20, radius=6.0))

@@ -78,7 +78,7 @@ def refine_corners_edges(
         refined, ok = _refine_all(img, current, samples, float(half), np.zeros(2), None)
         ok_all &= ok
         current[ok] = refined[ok]
-    if camera is not None and np.any(ok_all):
+    if camera is not None and np.any(camera.dist != 0) and np.any(ok_all):
         # final pass on undistorted edge points, full-frame coordinates
         refined, ok = _refine_all(img, current, samples, float(half_width_px[-1]), off, camera)
         ok_all &= ok

@@ -1,0 +1,134 @@
+"""MarkerTracker: poses per frame, live/stale/lost on capture timestamps, ROI search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from registration.bodies import RigidBody
+from registration.camera import CameraModel
+from registration.frames import Transform
+from registration.markers import get_dictionary, marker_object_points
+from registration.synth_images import look_at_pose, marker_plane, render
+from registration.tracker import LIVE, LOST, STALE, MarkerTracker, TrackingError
+
+CAM = CameraModel(np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]]), np.zeros(5),
+                  640, 480)
+DICT = get_dictionary("DICT_4X4_50")
+EMPTY = np.full((480, 640), 128, np.uint8)
+
+
+def _truth(k: int) -> Transform:
+    return look_at_pose([-40 + 6 * k, 20 - 3 * k, 350 + 4 * k], [20, -15 + k, 5 * k], "MARKER")
+
+
+def _frame(k: int, marker_id: int = 4, extra: tuple = ()) -> np.ndarray:
+    planes = [marker_plane(DICT, marker_id, 40, _truth(k))]
+    planes += [marker_plane(DICT, m, 40, p) for m, p in extra]
+    return render(CAM, planes, noise_sigma=1.5, seed=k, supersample=2)
+
+
+def _err(est: Transform, truth: Transform) -> tuple[float, float]:
+    dt = float(np.linalg.norm(est.translation - truth.translation))
+    return dt, float(np.degrees(Rotation.from_matrix(est.rotation.T @ truth.rotation).magnitude()))
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return [_frame(k) for k in range(6)]
+
+
+def test_states_follow_capture_timestamps_that_jump(frames):
+    tr = MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, stale_after_s=0.2,
+                       lost_after_s=2.0, filter=False)
+    r = tr.update(EMPTY, 0.0)
+    assert r.state == LOST and r.pose is None and r.age_s is None
+    results = [tr.update(img, 0.1 + k / 30) for k, img in enumerate(frames)]
+    assert all(x.state == LIVE and x.detected for x in results)
+    assert [x.searched_roi for x in results] == [False] + [True] * 5
+    for k, x in enumerate(results):
+        dt, dr = _err(x.pose, _truth(k))
+        assert dt < 1.0 and dr < 0.5, (k, dt, dr)
+        assert x.n_markers == 1 and x.n_corners == 4 and x.marker_ids == (4,)
+        assert x.reproj_rms_px < 0.3 and x.pose.timestamp == pytest.approx(0.1 + k / 30)
+    t_last = 0.1 + 5 / 30
+    held = tr.update(EMPTY, t_last + 0.1)  # missed, within stale_after: still live, held pose
+    assert held.state == LIVE and not held.detected and held.age_s == pytest.approx(0.1)
+    np.testing.assert_array_equal(held.pose.matrix, results[-1].pose.matrix)
+    assert held.raw_pose is None and held.reproj_rms_px is None
+    stale = tr.update(EMPTY, t_last + 1.5)  # capture time jumps by 1.4 s
+    assert stale.state == STALE and stale.pose is not None and stale.age_s == pytest.approx(1.5)
+    lost = tr.update(EMPTY, t_last + 30.0)
+    assert lost.state == LOST and lost.pose is None
+    back = tr.update(frames[2], t_last + 30.1)  # re-acquisition: full-frame search
+    assert back.state == LIVE and back.detected and not back.searched_roi
+    assert _err(back.pose, _truth(2))[0] < 1.0
+    with pytest.raises(TrackingError, match="earlier than the previous frame"):
+        tr.update(frames[0], 1.0)
+    tr.reset()
+    assert tr.update(EMPTY, 1.0).state == LOST
+
+
+def test_detected_every_frame_stays_live_across_large_jumps(frames):
+    tr = MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, stale_after_s=0.05)
+    for k, img in enumerate(frames[:3]):
+        r = tr.update(img, 100.0 * k)  # 100 s between frames, all detected
+        assert r.state == LIVE and r.detected and r.age_s == 0.0
+
+
+def test_locks_onto_requested_or_lowest_id():
+    other = (9, look_at_pose([90, -60, 380], [0, 0, 0], "X"))
+    img = _frame(0, marker_id=4, extra=(other,))
+    tr = MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, filter=False)
+    assert tr.update(img, 0.0).marker_ids == (4,)
+    tr9 = MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, marker_id=9, filter=False)
+    r = tr9.update(img, 0.0)
+    assert r.marker_ids == (9,)
+    assert _err(r.pose, other[1])[0] < 1.0
+
+
+def test_body_tracking_and_json_form():
+    offs = {1: [-35.0, 0.0, 0.0], 2: [35.0, 0.0, 0.0]}
+    body = RigidBody("REF", {m: marker_object_points(30) + o for m, o in offs.items()})
+    truth = look_at_pose([10, 5, 400], [15, 20, 10], "REF")
+    planes = [marker_plane(DICT, m, 30, truth @ Transform.from_rt(np.eye(3), o, "M", "REF"))
+              for m, o in offs.items()]
+    img = render(CAM, planes, noise_sigma=1.5, seed=2, supersample=2)
+    tr = MarkerTracker(CAM, "DICT_4X4_50", body=body, filter=True)
+    r = tr.update(img, 0.5)
+    assert r.n_markers == 2 and r.n_corners == 8 and r.pose.src == "REF"
+    assert _err(r.pose, truth)[0] < 1.0
+    data = r.to_json()
+    assert data["state"] == "live" and data["pose"]["from"] == "REF"
+    assert np.asarray(data["pose"]["matrix"]).shape == (4, 4)
+
+
+def test_rejections():
+    with pytest.raises(TrackingError, match="either marker_size_mm"):
+        MarkerTracker(CAM, "DICT_4X4_50")
+    with pytest.raises(TrackingError, match="> 0 mm"):
+        MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=0)
+    with pytest.raises(TrackingError, match="> 0 mm"):
+        MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=float("nan"))
+    with pytest.raises(TrackingError, match="stale_after_s"):
+        MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, stale_after_s=-1)
+    with pytest.raises(TrackingError, match="lost_after_s must be >="):
+        MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, stale_after_s=1, lost_after_s=0.5)
+    with pytest.raises(TrackingError, match="marker id"):
+        MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, marker_id=-2)
+    with pytest.raises(TrackingError, match="CameraModel"):
+        MarkerTracker(None, "DICT_4X4_50", marker_size_mm=40)  # type: ignore[arg-type]
+    with pytest.raises(TrackingError, match="refinement"):
+        MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, refinement="x")
+    from registration.markers import MarkerError
+
+    with pytest.raises(MarkerError, match="unknown ArUco dictionary"):
+        MarkerTracker(CAM, "DICT_1X1", marker_size_mm=40)
+    tr = MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40)
+    with pytest.raises(TrackingError, match="frame is 320x240 but the camera is 640x480"):
+        tr.update(np.zeros((240, 320), np.uint8), 0.0)
+    with pytest.raises(TrackingError, match="finite"):
+        tr.update(EMPTY, float("nan"))
+    with pytest.raises(TrackingError, match="number of seconds"):
+        tr.update(EMPTY, "soon")  # type: ignore[arg-type]

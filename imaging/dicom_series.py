@@ -229,9 +229,12 @@ def _slice_into(h: SliceHeader, out: np.ndarray, scratch: np.ndarray | None) -> 
             _fix_bits(raw, bits, signed)
         else:
             raw = _decode(h)
-        lo, hi = int(raw.min()), int(raw.max())
         ic = int(intercept)
-        if lo + ic < -32768 or hi + ic > 32767:
+        # only the side the intercept pushes towards can leave int16 (one pass, not two)
+        wide = raw.dtype.itemsize > 2
+        if (raw.dtype.kind == "u" or ic > 0 or wide) and int(raw.max()) + ic > 32767:
+            raise _OverflowError
+        if raw.dtype.kind != "u" and (ic < 0 or wide) and int(raw.min()) + ic < -32768:
             raise _OverflowError
         if raw.dtype == np.int16 and np.shares_memory(raw, out):
             if ic:

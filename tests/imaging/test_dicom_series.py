@@ -311,3 +311,10 @@ def test_compressed_phantom_slices_equal_the_originals(tmp_path, small_phantom, 
     assert pydicom.dcmread(next(out.iterdir())).file_meta.TransferSyntaxUID.is_compressed
     np.testing.assert_array_equal(got.array, ref.array)
     np.testing.assert_array_equal(got.affine, ref.affine)
+
+
+def test_int16_underflow_falls_back_to_float32(tmp_path):
+    # stored -32000 + intercept -1024 = -33024 HU does not fit int16 either
+    fac.write_series(tmp_path, intercept=-1024.0, hu_of=lambda i, j, k: -33024 + i + 0 * j * k)
+    vol = load_volume(tmp_path)
+    assert vol.array.dtype == np.float32 and vol.array.min() == -33024.0

@@ -48,6 +48,7 @@ import numpy as np
 from samples import anatomy
 from samples.dicom_writer import deterministic_uid, write_series
 from samples.model import HeadPhantom, SampleError, phantom_model
+from samples.presets import PRESETS
 from samples.render import RESCALE_INTERCEPT, blur_and_noise, render_hu
 
 __all__ = [
@@ -69,25 +70,6 @@ NOISE_HU = 15.0
 SUPERSAMPLE = 4
 #: Margin (mm) around the anatomy's bounding box in the auto-sized presets.
 FOV_MARGIN_MM = 8.0
-
-
-def _rot_x(deg: float) -> np.ndarray:
-    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-
-
-def _rot_y(deg: float) -> np.ndarray:
-    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
-#: name -> (rotation whose columns are row cosine, column cosine, normal;
-#:          PixelSpacing [row, col]; slice spacing; fixed shape (i, j, k) or None = auto)
-PRESETS: dict[str, tuple[np.ndarray, tuple[float, float], float, tuple[int, int, int] | None]] = {
-    "small": (np.eye(3), (1.9, 1.7), 2.5, None),
-    "small-oblique": (_rot_x(15.0) @ _rot_y(10.0), (1.8, 1.6), 2.4, None),
-    "full": (np.eye(3), (0.5, 0.5), 0.8, (512, 512, 300)),
-}
 
 
 def _check_name(name: str) -> None:

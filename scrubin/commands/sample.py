@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from samples.phantom import PRESETS, export_sample
+from samples.presets import PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate (or copy from the cache) the series into ``args.out``."""
+    from samples.phantom import export_sample  # heavy (numba, scipy, pydicom): only when run
+
     out = export_sample(args.name, args.out)
     n = len(list(out.glob("*.dcm")))
     print(f"wrote {n} CT slices and truth.json ({args.name}) to {out}")

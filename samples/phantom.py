@@ -40,6 +40,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,21 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "scrubin"
 
 
+#: A temporary generation folder older than this (s) was left by a killed process.
+STALE_TMP_S = 3600.0
+
+
+def _sweep_stale(root: Path, name: str) -> None:
+    """Remove ``.tmp-<name>-*`` folders older than :data:`STALE_TMP_S` (crashed writers)."""
+    now = time.time()
+    for p in root.glob(f".tmp-{name}-*"):
+        try:
+            if now - p.stat().st_mtime > STALE_TMP_S:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def _publish(tmp: Path, final: Path) -> None:
     """Atomically rename the finished folder ``tmp`` to ``final``.
 
@@ -229,6 +245,7 @@ def ensure_sample(name: str = "small", cache_dir: Path | None = None) -> Path:
         return final
     try:
         root.mkdir(parents=True, exist_ok=True)
+        _sweep_stale(root, name)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
     except OSError as exc:
         raise SampleError(f"cannot write the sample cache {root}: {exc.strerror}") from None

@@ -211,3 +211,19 @@ def test_full_preset_geometry_without_generating() -> None:
     assert shape == (512, 512, 300)
     np.testing.assert_allclose(np.linalg.norm(affine[:3, :3], axis=0), [0.5, 0.5, 0.8])
     assert phantom.spec_hash("full") != phantom.spec_hash("small")
+
+
+def test_stale_temporary_folders_are_swept(tmp_path: Path) -> None:
+    import os
+
+    old = tmp_path / ".tmp-small-dead"
+    old.mkdir()
+    (old / "x.dcm").write_bytes(b"partial")
+    os.utime(old, (0, 0))
+    young = tmp_path / ".tmp-small-alive"  # another process still writing
+    young.mkdir()
+    other = tmp_path / ".tmp-full-dead"
+    other.mkdir()
+    os.utime(other, (0, 0))
+    phantom._sweep_stale(tmp_path, "small")
+    assert not old.exists() and young.exists() and other.exists()

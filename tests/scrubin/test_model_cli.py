@@ -1,0 +1,157 @@
+"""``scrubin model``: option parsing, outputs, report, one-line errors, no partial files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from imaging.mesh_io import load_mesh
+from scrubin.cli import main
+from scrubin.workflows.model import ModelArgumentError, auto_step, parse_seed, parse_threshold
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("300", (300.0, None)),
+        ("-1000:-400", (-1000.0, -400.0)),
+        (":200", (None, 200.0)),
+        ("150:", (150.0, None)),
+        (" 1e3 : 2e3 ", (1000.0, 2000.0)),
+    ],
+)
+def test_parse_threshold(text, expected):
+    assert parse_threshold(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", ":", "a:b", "1:2:3", "400:300", "nan", "1:inf", "3,4"])
+def test_parse_threshold_malformed(text):
+    with pytest.raises(ModelArgumentError, match="--threshold"):
+        parse_threshold(text)
+
+
+def test_parse_seed():
+    np.testing.assert_array_equal(parse_seed("-12.5,30,40"), [-12.5, 30.0, 40.0])
+    for bad in ("1,2", "1,2,3,4", "x,1,2", "1,,2", "nan,1,2", ""):
+        with pytest.raises(ModelArgumentError, match="--seed"):
+            parse_seed(bad)
+
+
+def test_auto_step():
+    assert auto_step((300, 512, 512), np.array([0.5, 0.5, 0.8])) == 2
+    assert auto_step((100, 128, 128), np.array([0.5, 0.5, 0.8])) == 1
+    assert auto_step((300, 512, 512), np.array([1.0, 1.0, 2.5])) == 1
+
+
+def _run(capsys, *argv):
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_model_glb_with_report(small_phantom, small_truth, tmp_path, capsys):
+    out, rep = tmp_path / "skull.glb", tmp_path / "report.json"
+    rc, stdout, err = _run(capsys, "model", small_phantom, "--preset", "bone", "--out", out,
+                           "--json", rep, "--max-triangles", "20000", "--smooth", "5")
+    assert rc == 0, err
+    assert "skull.glb" in stdout and err == ""
+    report = json.loads(rep.read_text())
+    mesh = load_mesh(out)
+    assert report["triangles"] == mesh.n_faces <= 20000
+    assert report["vertices"] == mesh.n_vertices
+    assert report["watertight"] is True and mesh.is_watertight()
+    np.testing.assert_allclose(report["bounds_lps_mm"], mesh.bounds(), atol=1e-3)
+    assert report["area_mm2"] == pytest.approx(mesh.area(), rel=1e-4)
+    assert report["volume_ml"] == pytest.approx(report["volume_mm3"] / 1000)
+    assert report["volume_mm3"] == pytest.approx(mesh.volume_mm3(), rel=1e-4)
+    assert report["series_instance_uid"] == small_truth["series_instance_uid"]
+    assert mesh.provenance["frame_of_reference_uid"] == small_truth["frame_of_reference_uid"]
+    assert set(report["timings_s"]) >= {"read", "segment", "extract", "smooth", "decimate",
+                                         "write", "total"}
+    err_mm = report["decimation_error_mm"]
+    assert err_mm is None or 0 <= err_mm["mean"] <= err_mm["p99"] <= err_mm["max"] < 1.0
+    assert report["preset"] == "bone" and report["outputs"]["mesh"] == str(out)
+    # skull outer semi-axes 69 x 89 x 94 mm around the origin (plus mandible/spine below)
+    lo, hi = np.array(report["bounds_lps_mm"])
+    assert abs(lo[0] + 69) < 2 and abs(hi[0] - 69) < 2 and abs(hi[2] - 94) < 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "skull.glb"]
+
+
+def test_model_threshold_seed_stl(small_phantom, tmp_path, capsys):
+    out = tmp_path / "skin.stl"
+    # a negative threshold and a negative seed coordinate (pre-joined by the CLI)
+    rc, _, err = _run(capsys, "model", small_phantom, "--threshold", "-480", "--seed",
+                      "-1.5,0,0", "--out", out, "--smooth", "0", "--max-triangles", "0")
+    assert rc == 0, err
+    m = load_mesh(out)
+    lo, hi = m.bounds()
+    # head semi-axis 75 mm along L, ears stick out a few mm more
+    assert 74 < hi[0] < 90 and -90 < lo[0] < -74
+
+
+def test_bad_extension_one_line_error_before_work(small_phantom, tmp_path, capsys):
+    rc, _, err = _run(capsys, "model", small_phantom, "--preset", "bone",
+                      "--out", tmp_path / "x.vtk")
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("scrubin: error:")
+    assert "x.vtk" in err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--threshold", "a:b"], "--threshold"),
+        (["--seed", "1,2"], "--seed"),
+        (["--smooth", "-1"], "--smooth"),
+        (["--max-triangles", "2"], "--max-triangles"),
+        (["--step", "-1"], "--step"),
+        (["--seg", "seg.txt"], ".dcm"),
+    ],
+)
+def test_malformed_options_one_line(small_phantom, tmp_path, capsys, extra, match):
+    args = ["model", small_phantom, "--preset", "bone", "--out", tmp_path / "m.glb", *extra]
+    rc, _, err = _run(capsys, *[a if a != "seg.txt" else tmp_path / a for a in args])
+    assert rc == 2 and err.count("\n") == 1 and match in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_no_preset_no_threshold(small_phantom, tmp_path, capsys):
+    rc, _, err = _run(capsys, "model", small_phantom, "--out", tmp_path / "m.glb")
+    assert rc == 2 and "--preset" in err
+
+
+def test_seg_with_nifti_input_refused_before_work(tmp_path, capsys):
+    import SimpleITK as sitk  # noqa: N813
+
+    nii = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16)), str(nii))
+    rc, _, err = _run(capsys, "model", nii, "--preset", "bone", "--out", tmp_path / "m.glb",
+                      "--seg", tmp_path / "s.dcm")
+    assert rc == 2 and "not DICOM" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nii.gz"]
+
+
+def test_failure_after_work_leaves_no_outputs(small_phantom, tmp_path, capsys):
+    # a seed in the air: the segmentation fails after the volume was read
+    rc, _, err = _run(capsys, "model", small_phantom, "--preset", "bone", "--seed",
+                      "0,0,0", "--out", tmp_path / "m.glb", "--json", tmp_path / "r.json")
+    assert rc == 2 and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_missing_input(tmp_path, capsys):
+    rc, _, err = _run(capsys, "model", tmp_path / "nothing", "--preset", "bone",
+                      "--out", tmp_path / "m.glb")
+    assert rc == 2 and "does not exist" in err
+
+
+def test_seg_output_written_with_mesh(small_phantom, tmp_path, capsys):
+    pytest.importorskip("imaging.seg_dicom")
+    out, seg = tmp_path / "skull.ply", tmp_path / "skull_seg.dcm"
+    rc, _, err = _run(capsys, "model", small_phantom, "--preset", "bone", "--out", out,
+                      "--seg", seg, "--max-triangles", "5000")
+    assert rc == 0, err
+    assert out.is_file() and seg.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["skull.ply", "skull_seg.dcm"]

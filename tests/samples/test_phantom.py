@@ -227,3 +227,19 @@ def test_stale_temporary_folders_are_swept(tmp_path: Path) -> None:
     os.utime(other, (0, 0))
     phantom._sweep_stale(tmp_path, "small")
     assert not old.exists() and young.exists() and other.exists()
+
+
+@pytest.mark.parametrize("which", ["small", "oblique"])
+@pytest.mark.parametrize("structure", ["skin", "skull", "brain"])
+def test_half_max_isosurface_lies_on_the_truth(which: str, structure: str,
+                                               request: pytest.FixtureRequest) -> None:
+    from skimage.measure import marching_cubes
+
+    hu, affine, _, _ = request.getfixturevalue(which)
+    model = phantom_model(request.getfixturevalue(f"{which}_truth"))
+    verts_kji, _, _, _ = marching_cubes(hu, level=model.half_max(structure))
+    lps = verts_kji[:, ::-1] @ affine[:3, :3].T + affine[:3, 3]
+    d = model.signed_distance(structure, lps)
+    d = d[np.abs(d) < 2.0]  # this structure's vertices (not the other boundaries')
+    assert len(d) > 10000
+    assert abs(d.mean()) < 0.1 and np.sqrt(np.mean(d**2)) < 0.2  # voxels are 1.6-2.5 mm

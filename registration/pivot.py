@@ -48,8 +48,8 @@ def pivot_calibration(poses: object, min_rotation_deg: float = 10.0) -> PivotRes
     poses
         ``T_TRACKER_TOOL_i``: (N, 4, 4) matrices or Transforms (mm), N >= 4.
     min_rotation_deg
-        The poses must swivel by at least this angle about two different axes
-        (checked through the spread of the rotation matrices).
+        The poses must swivel by about this angle about two different axes (checked through
+        the smallest singular value of the stacked system).
     """
     if isinstance(poses, (list, tuple)) and poses and isinstance(poses[0], Transform):
         m = np.stack([p.matrix for p in poses])
@@ -69,10 +69,11 @@ def pivot_calibration(poses: object, min_rotation_deg: float = 10.0) -> PivotRes
     lhs[:, :3] = r.reshape(-1, 3)
     lhs[:, 3:] = -np.tile(np.eye(3), (n, 1))
     rhs = -m[:, :3, 3].reshape(-1)
-    # pivoting about >= 2 axes: the rotations' spread around their mean must have rank 2
-    spread = np.linalg.svd((r - r.mean(axis=0)).reshape(n, 9), compute_uv=False)
-    min_spread = np.sqrt(n) * 2 * np.sin(np.radians(min_rotation_deg) / 2) / 4
-    if spread.size < 2 or spread[1] < min_spread:
+    # pivoting about >= 2 axes: about one axis only, the tip's component along it has no
+    # effect (null vector of the system); the smallest singular value per pose grows like
+    # ~0.7 x the angular spread in radians (measured), so require a quarter of the minimum
+    sv = np.linalg.svd(lhs, compute_uv=False)
+    if sv[-1] / np.sqrt(n) < 0.25 * np.radians(min_rotation_deg):
         raise PivotError(
             f"the pointer must swivel by >= {min_rotation_deg:g} deg about two axes; the poses "
             "rotate too little (ill-conditioned pivot system)")

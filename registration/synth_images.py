@@ -163,7 +163,7 @@ def _normalized_rays(key: tuple) -> np.ndarray:
     w, h = key[2]
     v, u = np.mgrid[0:h, 0:w].astype(np.float64)
     pts = np.stack([u.ravel(), v.ravel()], axis=1).reshape(-1, 1, 2)
-    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-12)
+    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 60, 1e-12)
     xy = cv2.undistortPoints(pts, k, dist, criteria=crit)
     return xy.reshape(h, w, 2)
 

@@ -355,7 +355,7 @@ def _fit_candidate(
     p0 = np.clip(p0, lower + 1e-9, upper - 1e-9)
     scale = np.r_[1, 1, 1, 1, 1, 1000, 1000, 1000, 1, 1, 1, 1.0]
     fit = least_squares(lambda p: model(p) - val, p0, bounds=(lower, upper), x_scale=scale,
-                        max_nfev=200)
+                        max_nfev=60, tr_solver="lsmr")
     p = fit.x
     centre_rel, radius, sigma, f_hu = p[:3], float(p[3]), float(p[4]), float(p[5])
     n = p[8:11] / max(float(np.linalg.norm(p[8:11])), 1e-9)

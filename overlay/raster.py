@@ -24,6 +24,16 @@ against one plane).
 
 from __future__ import annotations
 
+import os
+
+# Parallel regions here last ~1 ms; with OpenMP's default active spin-waiting, a busy machine
+# (more runnable threads than cores) made each frame ~3x costlier in CPU and 3-6x slower in
+# wall time (measured: 30 ms vs 11 ms CPU per 100k-triangle frame). Passive waiting costs a
+# few tens of microseconds per region on an idle machine. Takes effect only if no OpenMP
+# parallel region ran in this process before (the runtime reads it once); set it yourself to
+# override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 from numba import njit, prange
 
@@ -230,18 +240,34 @@ def rasterize(
             zb = uvz[b, 2]
             zc = uvz[c, 2]
             inv_area = 1.0 / ((ub - ua) * (vc - va) - (vb - va) * (uc - ua))
+            # barycentric weights as plane equations w = A x + B y + C (edge functions / area)
+            a0 = (vb - vc) * inv_area
+            b0 = (uc - ub) * inv_area
+            c0 = (ub * vc - vb * uc) * inv_area
+            a1 = (vc - va) * inv_area
+            b1 = (ua - uc) * inv_area
+            c1 = (uc * va - vc * ua) * inv_area
+            dza = za - zc
+            dzb = zb - zc
+            x0 = tbox[f, 2]
+            x1 = tbox[f, 3]
             for y in range(y0, y1 + 1):
-                for x in range(tbox[f, 2], tbox[f, 3] + 1):
-                    w0 = ((ub - x) * (vc - y) - (vb - y) * (uc - x)) * inv_area
-                    w1 = ((uc - x) * (va - y) - (vc - y) * (ua - x)) * inv_area
-                    w2 = 1.0 - w0 - w1
-                    if w0 >= 0.0 and w1 >= 0.0 and w2 >= 0.0:
-                        iz = w0 * za + w1 * zb + w2 * zc
+                w0 = a0 * x0 + b0 * y + c0
+                w1 = a1 * x0 + b1 * y + c1
+                entered = False
+                for x in range(x0, x1 + 1):
+                    if w0 >= 0.0 and w1 >= 0.0 and w0 + w1 <= 1.0:
+                        entered = True
+                        iz = zc + w0 * dza + w1 * dzb
                         if iz > depth[layer, y, x]:
                             depth[layer, y, x] = iz
                             tid[layer, y, x] = f
                             bary[layer, y, x, 0] = w0
                             bary[layer, y, x, 1] = w1
+                    elif entered:
+                        break  # a triangle is convex: its span on a row is one interval
+                    w0 += a0
+                    w1 += a1
 
 
 @njit(cache=True)

@@ -148,8 +148,10 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def closed_orientation(vertices: np.ndarray, faces: np.ndarray) -> int:
     """+1 / -1 if the mesh is closed and consistently wound outward / inward, else 0.
 
-    Closed: every directed edge appears exactly once and its reverse exactly once. The sign is
-    that of the enclosed volume (divergence theorem, sum of signed tetrahedra).
+    Closed: every directed edge's reverse is also an edge (no boundary). Consistent: at most
+    0.1 % of directed edges repeat (the non-manifold edges marching cubes leaves where four
+    faces meet). The sign is that of the enclosed volume (divergence theorem, sum of signed
+    tetrahedra). Back faces are culled only for such meshes.
     """
     f = np.asarray(faces, dtype=np.int64)
     e = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
@@ -157,7 +159,7 @@ def closed_orientation(vertices: np.ndarray, faces: np.ndarray) -> int:
     key = e[:, 0] * n + e[:, 1]
     rkey = e[:, 1] * n + e[:, 0]
     uniq, counts = np.unique(key, return_counts=True)
-    if np.any(counts != 1) or not np.array_equal(np.sort(rkey), uniq):
+    if np.sum(counts > 1) > 1e-3 * len(key) or not np.all(np.isin(rkey, uniq)):
         return 0
     v = np.asarray(vertices, dtype=np.float64)
     vol = np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum() / 6.0

@@ -113,18 +113,22 @@ class FiducialCandidate:
     reason: str = ""
 
     def to_json(self) -> dict[str, object]:
-        """JSON-ready dict (LPS mm centre, voxel indices, quality measures)."""
+        """JSON-ready dict (LPS mm centre, voxel indices, quality measures; null if unknown)."""
+
+        def num(v: float, nd: int) -> float | None:
+            return round(float(v), nd) if np.isfinite(v) else None
+
         return {
-            "center_lps": [round(float(v), 4) for v in self.center_lps_mm],
-            "center_ijk": [round(float(v), 4) for v in self.center_ijk],
-            "diameter_mm": round(self.diameter_mm, 3),
-            "blur_sigma_mm": round(self.blur_sigma_mm, 3),
-            "contrast_hu": round(self.contrast_hu, 1),
-            "peak_hu": round(self.peak_hu, 1),
+            "center_lps": [num(v, 4) for v in self.center_lps_mm],
+            "center_ijk": [num(v, 4) for v in self.center_ijk],
+            "diameter_mm": num(self.diameter_mm, 3),
+            "blur_sigma_mm": num(self.blur_sigma_mm, 3),
+            "contrast_hu": num(self.contrast_hu, 1),
+            "peak_hu": num(self.peak_hu, 1),
             "voxel_count": int(self.voxel_count),
-            "elongation": round(self.elongation, 3),
-            "residual_ratio": round(self.residual_ratio, 4),
-            "confidence": round(self.confidence, 3),
+            "elongation": num(self.elongation, 3),
+            "residual_ratio": num(self.residual_ratio, 4),
+            "confidence": num(self.confidence, 3),
             **({} if self.accepted else {"rejected": self.reason}),
         }
 

@@ -81,7 +81,7 @@ def voxel_errors(vol: Volume, found: np.ndarray, truth: np.ndarray) -> np.ndarra
 def test_synthetic_markers_found_within_quarter_voxel(rot, spacing):
     rng = np.random.default_rng(7)
     markers = skin_markers(rng, 5)
-    shape = tuple(int(np.ceil(60 / s)) for s in spacing)
+    shape = tuple(int(np.ceil(60 / s)) for s in spacing[:2]) + (int(np.ceil(40 / spacing[2])),)
     vol = synthetic_ct(rot, spacing, shape, markers)
     found = find_fiducials(vol)
     truth = np.array([m[0] for m in markers])
@@ -103,8 +103,8 @@ def test_false_candidates_are_rejected():
         (np.array([-22.0, 5.0, 0.5]), 8.0, 3000.0),  # too big
         (np.array([10.0, -10.0, -4.0]), 3.0, 1600.0),  # bone-like density: not a marker
     ]
-    vol = synthetic_ct(np.eye(3), (1.0, 1.0, 1.5), (64, 64, 40), markers + distractors,
-                       seed=3, bone_hu=1900.0, wire=True, sub=4)
+    vol = synthetic_ct(np.eye(3), (1.0, 1.0, 1.5), (60, 60, 36), markers + distractors,
+                       seed=3, bone_hu=1900.0, wire=True)
     vol.array[vol.array > 1500] += np.random.default_rng(4).normal(
         0, 80, int((vol.array > 1500).sum())).astype(np.int16)  # noisy dense bone
     every = find_fiducials(vol, include_rejected=True)

@@ -21,7 +21,10 @@ def test_fiducials_json_and_csv(folder, truth, request, tmp_path, capsys):
     out, csv = tmp_path / "f.json", tmp_path / "f.csv"
     assert main(["fiducials", str(path), "--json", str(out), "--csv", str(csv)]) == 0
     assert "fiducial(s)" in capsys.readouterr().out
-    doc = json.loads(out.read_text())
+    text = out.read_text()
+    assert "NaN" not in text  # strict JSON: unknown values are null
+    doc = json.loads(text)
+    assert doc["rejected_count"] == len(doc["rejected"]) > 0
     assert doc["frame"] == "CT" and doc["coordinates"] == "LPS" and doc["unit"] == "mm"
     assert doc["source"]["series_instance_uid"] == info["series_instance_uid"]
     assert doc["source"]["frame_of_reference_uid"] == info["frame_of_reference_uid"]

@@ -121,6 +121,19 @@ def test_false_candidates_are_rejected():
             assert "rejected" in c.to_json()
 
 
+def test_marker_touching_bone_is_found():
+    """A bead on the bone surface merges with the bone at the seed level; the dense core is
+    still examined and fitted against the bone/soft-tissue step background."""
+    markers = [(np.array([3.3, -2.6, -10.6]), 4.0, 3000.0),  # bone slab top at z = -12
+               (np.array([-15.2, 10.4, 0.5]), 3.0, 3000.0)]
+    vol = synthetic_ct(np.eye(3), (1.0, 1.0, 1.5), (50, 50, 36), markers)
+    found = find_fiducials(vol)
+    assert len(found) == 2
+    err = voxel_errors(vol, np.array([f.center_lps_mm for f in found]),
+                       np.array([m[0] for m in markers]))
+    assert err.max() < 0.25
+
+
 def test_too_small_speck_is_rejected():
     """A 1 mm metal speck next to a 3 mm marker, 0.7 mm voxels (size resolvable)."""
     marker = (np.array([-6.0, 3.0, 0.5]), 3.0, 3000.0)

@@ -51,6 +51,8 @@ from registration.global_init import (
 #: A distinct second solution whose score (share of cloud points fitting within the tolerance)
 #: is within this margin of the best one makes the result "ambiguous".
 AMBIGUITY_MARGIN = 0.03
+#: Cloud points used to score candidate poses (evenly strided subsample).
+SCORE_POINTS = 5000
 
 
 class SurfaceRegistrationError(RegistrationError):
@@ -93,8 +95,8 @@ class IcpResult:
     """Outcome of :func:`robust_icp`."""
 
     matrix: np.ndarray  # T_model_cloud, 4x4
-    rms_mm: float  # RMS point-to-plane residual of the inliers
-    inlier_fraction: float  # cloud points within the gate and the final kernel width
+    rms_mm: float  # RMS point-to-plane residual of the inliers (last iteration, its level)
+    inlier_fraction: float  # share of that level's points within the gate and the kernel
     iterations: int
     normal_matrix: np.ndarray  # 6x6 normalised point-to-plane normal matrix (last iteration)
     weight_sum: float  # sum of the robust weights of that iteration
@@ -194,7 +196,7 @@ def robust_icp(
     max_distance_mm: float = 10.0,
     levels: tuple[float, ...] | None = None,
     max_iterations: tuple[int, ...] = (30, 20, 15),
-    tolerance_mm: float = 1e-3,
+    tolerance_mm: float = 0.01,
     min_kernel_mm: float = 1.0,
     kernel: str = "tukey",
     workers: int | None = None,
@@ -243,6 +245,7 @@ def robust_icp(
     a_norm = np.zeros((6, 6))
     w_sum = 0.0
     c = max_distance_mm
+    rms, inlier_fraction = float("inf"), 0.0
     for li, voxel in enumerate(levels):
         src = _voxel_mean(p, voxel)
         if len(src) < 6:
@@ -263,7 +266,8 @@ def robust_icp(
             sv, j = s[ok], idx[ok]
             n = model.normals[j]
             r = np.einsum("ij,ij->i", n, sv - model.points[j])
-            mad = 1.4826 * np.median(np.abs(r))
+            ar = np.abs(r)
+            mad = 1.4826 * np.median(ar)
             if kernel == "tukey":
                 c = float(np.clip(4.685 * mad, min_kernel_mm, max_distance_mm))
                 u = np.clip(r / c, -1.0, 1.0)
@@ -274,6 +278,10 @@ def robust_icp(
             else:
                 c = max_distance_mm
                 w = np.ones_like(r)
+            # fit statistics of this iteration's correspondences (before its update)
+            inl = ar < max(c, min_kernel_mm)
+            rms = float(np.sqrt(np.mean(r[inl] ** 2))) if inl.any() else float("inf")
+            inlier_fraction = float(inl.sum() / len(src))
             ctr = (w[:, None] * sv).sum(axis=0) / max(w.sum(), 1e-12)
             sc = sv - ctr
             J = np.empty((len(sv), 6))
@@ -298,16 +306,9 @@ def robust_icp(
             a_norm = A * np.outer(scale, scale) / max(w_sum, 1e-12)
             if np.linalg.norm(x[:3]) * radius + np.linalg.norm(x[3:]) < tol:
                 break
-    # final statistics at full resolution
-    s = p @ R.T + t
-    d, idx = model.tree.query(s, k=1, distance_upper_bound=max_distance_mm, workers=workers)
-    ok = np.isfinite(d)
-    r = np.einsum("ij,ij->i", model.normals[idx[ok]], s[ok] - model.points[idx[ok]])
-    inl = np.abs(r) < max(c, min_kernel_mm)
-    rms = float(np.sqrt(np.mean(r[inl] ** 2))) if inl.any() else float("inf")
     m = np.eye(4)
     m[:3, :3], m[:3, 3] = R, t
-    return IcpResult(m, rms, float(inl.sum() / len(p)), total, a_norm, w_sum, c)
+    return IcpResult(m, rms, inlier_fraction, total, a_norm, w_sum, c)
 
 
 def sliding_directions(
@@ -351,7 +352,9 @@ def sliding_directions(
 def _score(
     res: IcpResult, cloud_mm: np.ndarray, model: PreparedModel, tol_mm: float
 ) -> float:
-    """Share of cloud points within ``tol_mm`` (point-to-plane, and 3 tol point-to-point)."""
+    """Share of cloud points within ``tol_mm`` (point-to-plane, and 3 tol point-to-point),
+    on at most :data:`SCORE_POINTS` evenly strided points."""
+    cloud_mm = cloud_mm[:: max(1, len(cloud_mm) // SCORE_POINTS)]
     s = cloud_mm @ res.matrix[:3, :3].T + res.matrix[:3, 3]
     d, idx = model.tree.query(s, k=1, distance_upper_bound=3 * tol_mm,
                               workers=2 if len(s) > 20_000 else 1)
@@ -370,6 +373,8 @@ def _rank_distinct(
     """Results and their scores, best first, dropping results within 5 deg / 5 mm of a better
     one (converged to the same pose). Score tolerance: 2.5 times the smallest RMS residual, at
     least ``min_tol_mm``."""
+    if len(results) == 1:
+        return results, np.ones(1)  # nothing to rank (a start pose was given)
     tol = max(min_tol_mm, 2.5 * min(r.rms_mm for r in results))
     sc = np.array([_score(r, cloud_mm, model, tol) for r in results])
     kept: list[int] = []

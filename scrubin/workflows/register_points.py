@@ -159,6 +159,35 @@ def register_point_sets(
     return report
 
 
+def read_moving_points(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
+    """Moving points from a CSV file, or from a ``scrubin fiducials`` JSON (with its UIDs).
+
+    Returns ``(points_mm, source)``; ``source`` holds the series/frame-of-reference UIDs of a
+    fiducials JSON (empty for CSV).
+    """
+    p = Path(path)
+    if p.suffix.lower() != ".json":
+        return read_points_csv(p, min_points=3), {}
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise RegistrationError(f"{p}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RegistrationError(f"{p}: not a readable JSON file ({exc})") from None
+    try:
+        pts = np.array([f["center_lps"] for f in doc["fiducials"]], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise RegistrationError(
+            f"{p}: expected a 'scrubin fiducials' JSON with fiducials[].center_lps"
+        ) from None
+    if pts.ndim != 2 or pts.shape[1:] != (3,) or len(pts) < 3:
+        raise RegistrationError(f"{p}: needs at least 3 fiducials with 3 coordinates each")
+    src = doc.get("source") or {}
+    source = {k: str(src[k]) for k in ("series_instance_uid", "frame_of_reference_uid")
+              if src.get(k)}
+    return pts, source
+
+
 def run_register_points(
     fixed_csv: str | Path,
     moving_csv: str | Path,
@@ -171,13 +200,18 @@ def run_register_points(
     moving_frame: str = CT,
     source: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Read the CSV files, register, write ``out_json`` atomically; return the report."""
+    """Read the inputs, register, write ``out_json`` atomically; return the report.
+
+    ``moving_csv`` may also be the JSON written by ``scrubin fiducials``; its series UIDs then
+    become the transform's provenance (unless ``source`` is given).
+    """
     fixed = read_points_csv(fixed_csv, min_points=3)
-    moving = read_points_csv(moving_csv, min_points=3)
+    moving, moving_source = read_moving_points(moving_csv)
     targets = read_points_csv(targets_csv) if targets_csv is not None else None
     report = register_point_sets(
         fixed, moving, targets, fle_mm=fle_mm, unpaired=unpaired, scale=scale,
-        fixed_frame=fixed_frame, moving_frame=moving_frame, source=source,
+        fixed_frame=fixed_frame, moving_frame=moving_frame,
+        source=source if source is not None else moving_source,
     )
     report["inputs"] = {
         "fixed": str(fixed_csv),

@@ -156,3 +156,21 @@ def test_symmetric_unpaired_is_refused(tmp_path, capsys):
                  "--unpaired", "--json", str(tmp_path / "x.json"))
     assert rc == 2 and "ambiguous" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_moving_from_fiducials_json_carries_uids(files):
+    d, t, ref = files
+    doc = {"frame": "CT", "fiducials": [{"center_lps": list(p)} for p in CT_FIDUCIALS],
+           "source": {"series_instance_uid": "1.2.3", "frame_of_reference_uid": "1.2.4"}}
+    (d / "fid.json").write_text(json.dumps(doc))
+    out = d / "j.json"
+    assert run_cli("--fixed", str(d / "ref.csv"), "--moving", str(d / "fid.json"),
+                   "--json", str(out)) == 0
+    tr = Transform.from_json(json.loads(out.read_text())["transform"])
+    assert tr.source == {"series_instance_uid": "1.2.3", "frame_of_reference_uid": "1.2.4"}
+    (d / "bad.json").write_text('{"fiducials": [{"x": 1}]}')
+    assert run_cli("--fixed", str(d / "ref.csv"), "--moving", str(d / "bad.json"),
+                   "--json", str(out)) == 2
+    (d / "broken.json").write_text("{")
+    assert run_cli("--fixed", str(d / "ref.csv"), "--moving", str(d / "broken.json"),
+                   "--json", str(out)) == 2

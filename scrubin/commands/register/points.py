@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Maurer 1998, eq. 46). CSV files: one 'x,y,z' line per point in mm, header optional.",
     )
     p.add_argument("--fixed", required=True, metavar="CSV", help="fixed points (e.g. REF), mm")
-    p.add_argument("--moving", required=True, metavar="CSV",
-                   help="moving points (e.g. CT fiducials from 'scrubin fiducials --csv'), mm")
+    p.add_argument("--moving", required=True, metavar="CSV|JSON",
+                   help="moving points, mm: a CSV, or the JSON of 'scrubin fiducials' (its "
+                   "series UIDs are carried into the transform)")
     p.add_argument("--targets", metavar="CSV",
                    help="target points in the moving frame for predicted TRE (needs --fle)")
     p.add_argument("--fle", type=float, metavar="MM",

@@ -410,6 +410,12 @@ def _dense_blobs(volume: Volume, mask: np.ndarray) -> list[tuple[slice, slice, s
     return out
 
 
+def _rel(inner: tuple[slice, ...], outer: tuple[slice, ...]) -> tuple[slice, ...]:
+    """``inner`` (absolute slices) relative to the start of ``outer``."""
+    return tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(inner, outer,
+                                                                            strict=True))
+
+
 def _remove_fiducials(volume: Volume, mask: np.ndarray, connectivity: int, fill: bool,
                       si_axis: int) -> np.ndarray:
     """Remove fiducial bumps: ball dilation of each dense core, restored by a ball closing.
@@ -422,17 +428,21 @@ def _remove_fiducials(volume: Volume, mask: np.ndarray, connectivity: int, fill:
     sp_kji = volume.spacing[::-1]
     rho = FIDUCIAL_CLOSE_MM
     pad = tuple(int(np.ceil((FIDUCIAL_MARGIN_MM + rho) / s)) + 2 for s in sp_kji)
+    reach = tuple(int(np.ceil(FIDUCIAL_MARGIN_MM / s)) + 1 for s in sp_kji)
     blobs = _dense_blobs(volume, mask)
     if not blobs:
         return mask
     out = mask.copy()
     for core_box in blobs:
         crop = _box_slices(core_box, pad, mask.shape)  # type: ignore[arg-type]
-        core = np.zeros(out[crop].shape, dtype=bool)
-        inner = tuple(slice(c.start - w.start, c.stop - w.start)
-                      for c, w in zip(core_box, crop, strict=True))
-        core[inner] = volume.array[core_box] >= FIDUCIAL_MIN_HU
-        region = ndi.distance_transform_edt(~core, sampling=sp_kji) <= FIDUCIAL_MARGIN_MM
+        # the removed region: within FIDUCIAL_MARGIN_MM of the core (EDT on a small box)
+        small = _box_slices(core_box, reach, mask.shape)  # type: ignore[arg-type]
+        core = np.zeros(out[small].shape, dtype=bool)
+        core[_rel(core_box, small)] = volume.array[core_box] >= FIDUCIAL_MIN_HU
+        region = np.zeros(out[crop].shape, dtype=bool)
+        region[_rel(small, crop)] = (
+            ndi.distance_transform_edt(~core, sampling=sp_kji) <= FIDUCIAL_MARGIN_MM
+        )
         rest = out[crop] & ~region
         if not rest.any():
             out[crop] = rest
@@ -575,12 +585,19 @@ def segment(
         runs = rg.mask_runs(_separate(rg.paint_runs(runs), radii, conn))
         timer.lap("separate")
     fill = p is not None and p.fill_holes
-    mask = _fill_runs(runs, conn, si_axis) if fill else rg.paint_runs(runs)
+    count: int | None = None
+    if fill:
+        mask = _fill_runs(runs, conn, si_axis)
+    else:
+        mask = rg.paint_runs(runs)
+        count = runs.voxel_count()
     timer.lap("fill_holes" if fill else "paint")
     if exclude_fiducials:
         mask = _remove_fiducials(volume, mask, conn, fill, si_axis)
+        count = None
         timer.lap("exclude_fiducials")
-    count = int(np.count_nonzero(mask))
+    if count is None:
+        count = int(np.count_nonzero(mask))
     if count == 0:
         raise SegmentationError(
             f"segmentation {label_name or preset or 'threshold'} is empty after cleaning "

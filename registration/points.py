@@ -61,8 +61,8 @@ def as_points(points: object, name: str = "points", min_points: int = 1) -> np.n
         raise PointSetError(f"{name}: expected an (N, 3) array of x, y, z in mm, got {p.shape}")
     if p.shape[0] < min_points:
         raise PointSetError(f"{name}: needs at least {min_points} points, got {p.shape[0]}")
-    bad = ~np.all(np.isfinite(p), axis=1)
-    if bad.any():
+    if not np.isfinite(p).all():
+        bad = ~np.all(np.isfinite(p), axis=1)
         raise PointSetError(
             f"{name}: point {int(np.argmax(bad))} has a NaN or infinite coordinate"
         )
@@ -78,9 +78,9 @@ def check_configuration(points_mm: np.ndarray, name: str = "points") -> np.ndarr
     (``s3 = 0``) are fine.
     """
     centred = points_mm - points_mm.sum(axis=0) / points_mm.shape[0]
-    eig = np.linalg.eigvalsh(centred.T @ centred)[::-1]  # squared singular values
-    s = np.sqrt(np.clip(eig, 0.0, None))
-    scale = max(1.0, float(np.abs(points_mm).max()))
+    eig = np.linalg.eigvalsh(centred.T @ centred)  # squared singular values, ascending
+    s = np.sqrt(np.maximum(eig[::-1], 0.0))
+    scale = max(1.0, float(points_mm.max()), -float(points_mm.min()))
     if s[0] <= 1e-9 * scale:
         raise PointSetError(f"{name}: all {len(points_mm)} points coincide; cannot register")
     if s[1] < COLLINEAR_RATIO * s[0]:

@@ -36,7 +36,7 @@ def _scipy_bone(a: np.ndarray) -> np.ndarray:
 
 
 def _sitk_bone(a: np.ndarray) -> np.ndarray:
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # noqa: N813
 
     img = sitk.GetImageFromArray(a)
     m = sitk.BinaryThreshold(img, 300, 32767, 1, 0)

@@ -123,3 +123,24 @@ def test_read_rejections(vol, seg_file, small_phantom, tmp_path):
                    source_files=vol.source_files, meta=vol.meta)
     with pytest.raises(SegmentationError, match="frame of reference"):
         read_seg(seg_file, moved)
+
+
+def test_multiframe_source_round_trip(small_phantom, tmp_path):
+    # an enhanced (multi-frame) CT whose frames are not in slice order
+    from highdicom.legacy import LegacyConvertedEnhancedCTImage
+    from pydicom.uid import generate_uid
+
+    files = sorted(Path(small_phantom).glob("*.dcm"))[::-1]
+    legacy = [pydicom.dcmread(f) for f in files]
+    image = LegacyConvertedEnhancedCTImage(
+        legacy_datasets=legacy, series_instance_uid=generate_uid(), series_number=2,
+        sop_instance_uid=generate_uid(), instance_number=1)
+    mf = tmp_path / "enhanced.dcm"
+    image.save_as(mf)
+    vol = load_volume(mf)
+    assert len(vol.meta["datasets"]) == 1
+    assert list(vol.meta["frame_numbers"]) != list(range(1, vol.array.shape[0] + 1))
+    bone = segment(vol, "bone")
+    out = tmp_path / "mf.seg.dcm"
+    write_seg(vol, [bone], out)
+    np.testing.assert_array_equal(read_seg(out, vol)["bone"], bone.mask)

@@ -1,0 +1,559 @@
+"""Synthetic surgical scene: a textured head phantom with a reference marker plate, seen by a
+moving, distorting camera, with exact ground truth per frame.
+
+Independent of the overlay renderer on purpose (a shared renderer's errors would cancel in the
+accuracy test): images are ray cast with ``open3d.t.geometry.RaycastingScene`` (CPU). One ray per
+sub-pixel sample goes through the *distorted* sample position: the pixel grid is undistorted once
+with ``cv2.undistortPoints`` (iterated to 1e-12), so the image is a true distorted view and a CT
+point lands on ``cv2.projectPoints(p, T_CAMERA_CT, K, dist)`` (the ground truth).
+
+Scene (CT = DICOM LPS mm of the phantom; REF = the marker plate)
+----------------------------------------------------------------
+* skin surface of the sample phantom (built by the imaging pipeline), shaded by interpolated
+  vertex normals (head-light Lambert) and a procedural skin texture (smooth colour field plus
+  per-vertex noise, interpolated with the hit's barycentric coordinates);
+* the phantom's fiducials as 4 mm spheres;
+* a rigid plate carrying 2x2 ArUco markers (``DICT_4X4_50`` ids 0..3), fixed to the head
+  (``T_REF_CT`` exact). REF frame: origin at the plate centre, x right / y up as the printed
+  markers are read, z out of the printed face (the body frame of :mod:`registration.bodies`);
+  texture sampled bilinearly at the hit point's plate coordinates;
+* an occluder (a gloved hand, a box 40 mm in front of the plate) in the frames of the
+  occlusion gap, so tracking goes stale / lost and must re-acquire.
+
+Frames are rendered offline at their own pace; capture times are simulated at ``fps``
+(frame ``i`` at ``i / fps`` s). Anti-aliasing: ``supersample`` x ``supersample`` rays per pixel,
+box-filtered.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+from numba import njit
+
+from overlay.errors import OverlayError
+from registration.bodies import RigidBody
+from registration.camera import CameraModel
+from registration.frames import CAMERA, CT, REF, Transform
+
+#: Marker plate: 2x2 markers of MARKER_MM with GAP_MM between them and a MARGIN_MM white rim.
+MARKER_MM = 28.0
+GAP_MM = 8.0
+MARGIN_MM = 8.0
+PLATE_MM = 2 * MARKER_MM + GAP_MM + 2 * MARGIN_MM
+DICTIONARY = "DICT_4X4_50"
+MARKER_IDS = (0, 1, 2, 3)
+_TEX_PPMM = 8.0  # plate texture pixels per mm
+
+#: Plate centre (LPS mm) and face normal in the phantom's CT: anterior to the right cheek.
+PLATE_CENTRE_CT_MM = np.array([-112.0, -92.0, 50.0])
+PLATE_NORMAL_CT = np.array([0.3, -1.0, 0.08])
+
+_GEOM_SKIN, _GEOM_PLATE, _GEOM_FID, _GEOM_OCCL = 0, 1, 2, 3
+_SKIN_BGR = np.array([150.0, 170.0, 225.0])
+_FID_BGR = np.array([225.0, 235.0, 240.0])
+_OCCL_BGR = np.array([200.0, 150.0, 90.0])
+
+
+def default_camera(width: int = 1280, height: int = 720) -> CameraModel:
+    """The scene camera: ~60 deg horizontal field of view, barrel distortion, offset centre."""
+    if int(width) < 64 or int(height) < 48:
+        raise OverlayError(f"synthetic camera must be at least 64x48 px, got {width}x{height}")
+    f = 0.86 * width
+    k = np.array([[f, 0.0, width / 2 - 0.5 + 0.004 * width],
+                  [0.0, f, height / 2 - 0.5 - 0.005 * height], [0.0, 0.0, 1.0]])
+    return CameraModel(k, np.array([-0.12, 0.05, 0.001, -0.0008, 0.0]), width, height,
+                       extra={"note": "synthetic scene camera"})
+
+
+def plate_body(name: str = REF) -> RigidBody:
+    """The plate as a rigid body (REF frame, mm; corners TL, TR, BR, BL as printed)."""
+    h = MARKER_MM / 2
+    c = (MARKER_MM + GAP_MM) / 2
+    markers = {}
+    for mid, (cx, cy) in zip(MARKER_IDS, [(-c, c), (c, c), (-c, -c), (c, -c)], strict=True):
+        markers[mid] = np.array([[cx - h, cy + h, 0], [cx + h, cy + h, 0],
+                                 [cx + h, cy - h, 0], [cx - h, cy - h, 0]], dtype=np.float64)
+    return RigidBody(name, markers, DICTIONARY)
+
+
+def plate_texture() -> np.ndarray:
+    """Grey plate image (uint8, ``_TEX_PPMM`` px/mm); pixel (0, 0) is REF (-P/2, +P/2)."""
+    side = int(round(PLATE_MM * _TEX_PPMM))
+    tex = np.full((side, side), 245, np.uint8)
+    dic = cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_4X4_50)
+    msize = int(round(MARKER_MM * _TEX_PPMM))
+    for mid, corners in plate_body().markers.items():
+        img = cv2.aruco.generateImageMarker(dic, mid, msize, borderBits=1)
+        x0 = int(round((corners[0, 0] + PLATE_MM / 2) * _TEX_PPMM))
+        y0 = int(round((PLATE_MM / 2 - corners[0, 1]) * _TEX_PPMM))
+        tex[y0:y0 + msize, x0:x0 + msize] = img
+    return tex
+
+
+def plate_pose(centre_ct_mm: np.ndarray = PLATE_CENTRE_CT_MM,
+               normal_ct: np.ndarray = PLATE_NORMAL_CT) -> Transform:
+    """``T_REF_CT``: the plate frame (z = face normal, y towards superior) in the CT."""
+    z = np.asarray(normal_ct, float) / np.linalg.norm(normal_ct)
+    up = np.array([0.0, 0.0, 1.0])
+    y = up - (up @ z) * z
+    y /= np.linalg.norm(y)
+    x = np.cross(y, z)
+    t_ct_ref = np.eye(4)
+    t_ct_ref[:3, :3] = np.stack([x, y, z], axis=1)
+    t_ct_ref[:3, 3] = centre_ct_mm
+    return Transform(t_ct_ref, REF, CT).inverse()
+
+
+def camera_path(t_s: float, look_at_ct_mm: np.ndarray) -> Transform:
+    """``T_CAMERA_CT`` of the moving camera at simulated time ``t_s``.
+
+    The camera circles in front of the face (azimuth +-22 deg, elevation +-8 deg, distance
+    500-570 mm, roll +-5 deg), looking at ``look_at_ct_mm`` (LPS).
+    """
+    az = math.radians(22.0) * math.sin(2 * math.pi * t_s / 6.0)
+    el = math.radians(8.0) * math.sin(2 * math.pi * t_s / 4.3 + 0.7)
+    dist = 535.0 + 35.0 * math.sin(2 * math.pi * t_s / 3.1)
+    roll = math.radians(5.0) * math.sin(2 * math.pi * t_s / 2.7)
+    d = np.array([math.sin(az) * math.cos(el), -math.cos(az) * math.cos(el), math.sin(el)])
+    centre = np.asarray(look_at_ct_mm, float) + dist * d
+    z = -d
+    up = np.array([0.0, 0.0, 1.0])
+    y = -(up - (up @ z) * z)
+    y /= np.linalg.norm(y)
+    x = np.cross(y, z)
+    r = np.stack([x, y, z])  # rows: camera axes in CT
+    cr, sr = math.cos(roll), math.sin(roll)
+    r = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]]) @ r
+    m = np.eye(4)
+    m[:3, :3] = r
+    m[:3, 3] = -r @ centre
+    return Transform(m, CT, CAMERA)
+
+
+def phantom_models(name: str = "small", max_triangles: int = 20000) -> list[Any]:
+    """Skin and skull meshes (``imaging.mesh.Mesh``, LPS mm) of a sample phantom, cached.
+
+    Built once by the imaging pipeline (load -> segment preset "skin" / "bone" -> marching
+    cubes -> Taubin smoothing -> decimation) and cached as one GLB next to the sample series
+    (``<cache>/overlay-models-<name>-<spec hash>-<max_triangles>.glb``).
+    """
+    import os
+    import tempfile
+
+    from imaging.load import load_volume
+    from imaging.mesh_io import load_meshes, save_mesh
+    from imaging.segment import segment
+    from imaging.smooth import taubin_smooth
+    from imaging.surface import extract_surface
+    from samples.phantom import default_cache_dir, ensure_sample, spec_hash
+
+    folder = ensure_sample(name)
+    path = default_cache_dir() / f"overlay-models-{name}-{spec_hash(name)}-{max_triangles}.glb"
+    if path.is_file():
+        return load_meshes(path)
+    from imaging.decimate import decimate
+
+    vol = load_volume(folder)
+    out = []
+    for preset, label, colour in (("skin", "skin", (0.93, 0.75, 0.65, 0.35)),
+                                  ("bone", "skull", (0.89, 0.85, 0.79, 1.0))):
+        seg = segment(vol, preset=preset)
+        mesh = extract_surface(vol, mask=seg.mask, level=seg.level, name=label,
+                               inside_below=bool(getattr(seg, "inside_below", False)))
+        mesh = decimate(taubin_smooth(mesh, 10), max_triangles)
+        mesh.name = label
+        mesh.color = colour
+        out.append(mesh)
+    fd, tmp = tempfile.mkstemp(prefix=".overlay-models.", suffix=".glb", dir=path.parent)
+    os.close(fd)
+    try:
+        save_mesh(out, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return load_meshes(path)
+
+
+def phantom_points(name: str = "small") -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Ground-truth points of a sample phantom from its ``truth.json`` (LPS mm).
+
+    Returns ``(points (K, 3), names, fiducial centres (N, 3))``: the fiducials then the target.
+    """
+    from samples.phantom import ensure_sample, load_truth
+
+    truth = load_truth(ensure_sample(name))
+    fid = np.array([f["center_lps"] for f in truth["fiducials"]], np.float64)
+    names = [f["name"] for f in truth["fiducials"]] + ["target"]
+    pts = np.concatenate([fid, np.asarray(truth["target_lps"], np.float64).reshape(1, 3)])
+    return pts, names, fid
+
+
+@dataclass
+class SceneFrame:
+    """One rendered frame and its ground truth.
+
+    Attributes
+    ----------
+    index, capture_time_s
+        Frame number and simulated capture time (``index / fps`` s).
+    image_bgr
+        ``(H, W, 3)`` uint8.
+    T_camera_ct
+        True pose of the CT in the camera (mm).
+    marker_occluded
+        Whether the occluder hides the plate in this frame.
+    points_ct_mm, point_names
+        Ground-truth points (fiducials then target), CT / LPS mm.
+    points_px
+        Their ``cv2.projectPoints`` pixels (distorted), ``(K, 2)``.
+    points_depth_mm
+        Their camera-frame depth z (mm).
+    """
+
+    index: int
+    capture_time_s: float
+    image_bgr: np.ndarray
+    T_camera_ct: Transform
+    marker_occluded: bool
+    points_ct_mm: np.ndarray
+    point_names: list[str]
+    points_px: np.ndarray
+    points_depth_mm: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class SyntheticScene:
+    """Ray-cast surgical scene with ground truth (see module docstring).
+
+    Parameters
+    ----------
+    camera
+        Scene camera (its distortion is rendered).
+    skin_vertices_ct_mm, skin_faces
+        Skin surface, CT / LPS mm, faces counter-clockwise from outside.
+    points_ct_mm, point_names
+        Ground-truth points (fiducials and targets), LPS mm.
+    fiducials_ct_mm
+        Centres of the fiducial spheres drawn (4 mm), LPS mm.
+    n_frames, fps
+        Length of the sequence and nominal frame rate.
+    occlusion
+        ``(first, stop)`` frame range in which the plate is occluded, or None.
+    supersample
+        Rays per pixel side (1 or 2 ...).
+    frame_of_reference_uid
+        Of the CT the skin came from; carried by ``T_ref_ct``.
+    seed
+        Texture noise seed.
+    """
+
+    def __init__(
+        self,
+        camera: CameraModel,
+        skin_vertices_ct_mm: np.ndarray,
+        skin_faces: np.ndarray,
+        points_ct_mm: np.ndarray,
+        point_names: list[str],
+        fiducials_ct_mm: np.ndarray | None = None,
+        n_frames: int = 150,
+        fps: float = 30.0,
+        occlusion: tuple[int, int] | None = None,
+        supersample: int = 2,
+        frame_of_reference_uid: str = "",
+        seed: int = 7,
+    ) -> None:
+        import open3d as o3d
+
+        if not isinstance(camera, CameraModel):
+            raise OverlayError(f"camera must be a CameraModel, got {type(camera).__name__}")
+        v = np.asarray(skin_vertices_ct_mm, np.float64)
+        f = np.asarray(skin_faces)
+        if v.ndim != 2 or v.shape[1] != 3 or len(v) < 3 or not np.all(np.isfinite(v)):
+            raise OverlayError(f"skin vertices must be finite (N>=3, 3) LPS mm, got {v.shape}")
+        if f.ndim != 2 or f.shape[1] != 3 or len(f) < 1 or f.min() < 0 or f.max() >= len(v):
+            raise OverlayError(f"skin faces must be (M, 3) indices into the vertices, got {f.shape}")
+        pts = np.asarray(points_ct_mm, np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) < 1 or not np.all(np.isfinite(pts)):
+            raise OverlayError(f"ground-truth points must be finite (K>=1, 3) LPS mm, got "
+                               f"{pts.shape}")
+        if len(point_names) != len(pts):
+            raise OverlayError(f"{len(point_names)} point names for {len(pts)} points")
+        if not isinstance(n_frames, int) or n_frames < 1:
+            raise OverlayError(f"n_frames must be an integer >= 1, got {n_frames!r}")
+        if not math.isfinite(fps) or fps <= 0:
+            raise OverlayError(f"fps must be > 0, got {fps}")
+        if not isinstance(supersample, int) or not 1 <= supersample <= 4:
+            raise OverlayError(f"supersample must be an integer 1..4, got {supersample!r}")
+        if occlusion is not None:
+            a, b = occlusion
+            if not 0 <= a < b:
+                raise OverlayError(f"occlusion must be a frame range (first, stop) with "
+                                   f"0 <= first < stop, got {occlusion}")
+        self.camera = camera
+        self.n_frames = n_frames
+        self.fps = float(fps)
+        self.occlusion = occlusion
+        self.supersample = supersample
+        self.points_ct_mm = pts
+        self.point_names = [str(n) for n in point_names]
+        self.frame_of_reference_uid = frame_of_reference_uid
+        self.body = plate_body()
+        src = {"frame_of_reference_uid": frame_of_reference_uid} if frame_of_reference_uid else {}
+        tp = plate_pose()
+        self.T_ref_ct = Transform(tp.matrix, CT, REF, source=src)
+        self.look_at_ct_mm = 0.5 * (v.min(axis=0) + v.max(axis=0)) + np.array([0.0, -30.0, 15.0])
+        self._tex = plate_texture()
+        # skin colour field: smooth bands plus per-vertex noise (procedural texture)
+        rng = np.random.default_rng(seed)
+        smooth = (np.sin(v[:, 0] / 9.0) * np.sin(v[:, 2] / 11.0) + np.sin(v[:, 1] / 7.0 + 1.0))
+        tint = 1.0 + 0.07 * smooth[:, None] + rng.normal(0.0, 0.06, (len(v), 1))
+        self._skin_bgr = np.clip(_SKIN_BGR * tint * (1.0 + rng.normal(0, 0.02, (len(v), 3))),
+                                 0, 255).astype(np.float32)
+        self._skin_f = np.ascontiguousarray(f, np.int64)
+        from imaging.mesh import Mesh
+
+        self._skin_n = np.ascontiguousarray(Mesh(v, self._skin_f).vertex_normals(), np.float32)
+
+        def tmesh(verts: np.ndarray, faces: np.ndarray) -> Any:
+            m = o3d.t.geometry.TriangleMesh()
+            m.vertex.positions = o3d.core.Tensor(np.ascontiguousarray(verts, np.float32))
+            m.triangle.indices = o3d.core.Tensor(np.ascontiguousarray(faces, np.int32))
+            return m
+
+        t_ct_ref = self.T_ref_ct.inverse()
+        q = PLATE_MM / 2
+        plate_ct = t_ct_ref.apply(np.array([[-q, q, 0], [q, q, 0], [q, -q, 0], [-q, -q, 0]]))
+        plate_f = np.array([[0, 2, 1], [0, 3, 2]])
+        fid = np.asarray(fiducials_ct_mm if fiducials_ct_mm is not None else np.zeros((0, 3)),
+                         np.float64).reshape(-1, 3)
+        sph = o3d.geometry.TriangleMesh.create_sphere(2.0, 12)
+        sv, sf = np.asarray(sph.vertices), np.asarray(sph.triangles)
+        fv = np.concatenate([sv + c for c in fid]) if len(fid) else sv + 1e6
+        ff = np.concatenate([sf + k * len(sv) for k in range(max(1, len(fid)))])
+        box = o3d.geometry.TriangleMesh.create_box(1.6 * PLATE_MM, 1.4 * PLATE_MM, 20.0)
+        bv = np.asarray(box.vertices) - [0.8 * PLATE_MM, 0.75 * PLATE_MM, -40.0]
+        occl_ct = t_ct_ref.apply(bv)
+        self._scenes = []
+        for with_occluder in (False, True):
+            sc = o3d.t.geometry.RaycastingScene()
+            sc.add_triangles(tmesh(v, self._skin_f))
+            sc.add_triangles(tmesh(plate_ct, plate_f))
+            sc.add_triangles(tmesh(fv, ff))
+            if with_occluder:
+                sc.add_triangles(tmesh(occl_ct, np.asarray(box.triangles)))
+            self._scenes.append(sc)
+        # sample directions (camera frame, z = 1) through the distorted sample positions
+        s = supersample
+        offs = (np.arange(s) + 0.5) / s - 0.5
+        xs = (np.arange(camera.width)[:, None] + offs[None, :]).reshape(-1)
+        ys = (np.arange(camera.height)[:, None] + offs[None, :]).reshape(-1)
+        g = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 1, 2)
+        crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
+        xy = cv2.undistortPoints(g, camera.matrix, camera.dist, criteria=crit).reshape(-1, 2)
+        self._dirs_cam = np.concatenate([xy, np.ones((len(xy), 1))], axis=1).reshape(
+            camera.height * supersample, camera.width * supersample, 3)
+        yy, xx = np.mgrid[0:camera.height, 0:camera.width]
+        bg = 0.5 + 0.08 * np.sin(xx / 37.0) * np.cos(yy / 53.0) + rng.normal(0, 0.02, xx.shape)
+        self._background = np.clip(np.stack([bg * 120, bg * 150, bg * 95], -1), 0,
+                                   255).astype(np.float32)
+        self._background_u8 = np.clip(self._background + 0.5, 0, 255).astype(np.uint8)
+        # points on the edges of every object's bounding box (CT mm) -> pixel box per frame
+        edge_t = np.linspace(0.0, 1.0, 9)[:, None]
+        boxes = [v, plate_ct]
+        self._hull_pts = [_box_edge_points(np.concatenate(boxes), edge_t),
+                          _box_edge_points(np.concatenate(boxes + [occl_ct]), edge_t)]
+
+    # ------------------------------------------------------------------ truth
+    @classmethod
+    def from_phantom(
+        cls, name: str = "small", camera: CameraModel | None = None, **kw: Any
+    ) -> SyntheticScene:
+        """The scene around a sample phantom (skin built by the imaging pipeline, cached)."""
+        models = phantom_models(name)
+        skin = next(m for m in models if m.name == "skin")
+        pts, names, fid = phantom_points(name)
+        return cls(camera or default_camera(), skin.vertices, skin.faces, pts, names, fid,
+                   frame_of_reference_uid=skin.provenance.get("frame_of_reference_uid", ""),
+                   **kw)
+
+    def _pixel_box(self, pose: Transform, occl: bool) -> tuple[int, int, int, int] | None:
+        """Pixel box (x0, y0, x1, y1) holding every object's image, None if none is seen."""
+        cam = self.camera
+        p = pose.apply(self._hull_pts[int(occl)])
+        if np.any(p[:, 2] <= 1.0):
+            return 0, 0, cam.width, cam.height
+        uv = cam.project(p)
+        m = 6
+        x0 = int(max(np.floor(uv[:, 0].min()) - m, 0))
+        y0 = int(max(np.floor(uv[:, 1].min()) - m, 0))
+        x1 = int(min(np.ceil(uv[:, 0].max()) + m, cam.width))
+        y1 = int(min(np.ceil(uv[:, 1].max()) + m, cam.height))
+        if x1 <= x0 or y1 <= y0:
+            return None
+        return x0, y0, x1, y1
+
+    def capture_time(self, index: int) -> float:
+        """Simulated capture time of frame ``index`` (s)."""
+        return index / self.fps
+
+    def pose(self, index: int) -> Transform:
+        """True ``T_CAMERA_CT`` of frame ``index``."""
+        src = self.T_ref_ct.source
+        tr = camera_path(self.capture_time(index), self.look_at_ct_mm)
+        return Transform(tr.matrix, CT, CAMERA, timestamp=self.capture_time(index), source=src)
+
+    def T_camera_ref(self, index: int) -> Transform:
+        """True ``T_CAMERA_REF`` of frame ``index`` (what the tracker should measure)."""
+        return self.pose(index) @ self.T_ref_ct.inverse()
+
+    def occluded(self, index: int) -> bool:
+        """Whether the plate is hidden in frame ``index``."""
+        return self.occlusion is not None and self.occlusion[0] <= index < self.occlusion[1]
+
+    # ------------------------------------------------------------------ render
+    def render(self, index: int) -> SceneFrame:
+        """Ray cast frame ``index`` (0 <= index < n_frames) and its ground truth."""
+        import open3d as o3d
+
+        if isinstance(index, bool) or not isinstance(index, int | np.integer) or not (
+                0 <= index < self.n_frames):
+            raise OverlayError(f"frame index must be 0..{self.n_frames - 1}, got {index!r}")
+        index = int(index)
+        pose = self.pose(index)
+        occl = self.occluded(index)
+        cam = self.camera
+        sss = self.supersample
+        img = self._background_u8.copy()
+        box = self._pixel_box(pose, occl)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            dirs = np.ascontiguousarray(self._dirs_cam[y0 * sss:y1 * sss, x0 * sss:x1 * sss])
+            dirs = dirs.reshape(-1, 3)
+            t_ct_cam = pose.inverse().matrix
+            rays = np.empty((len(dirs), 6), np.float32)
+            _make_rays(dirs, t_ct_cam[:3, :3].copy(), t_ct_cam[:3, 3].copy(), rays)
+            hit = self._scenes[int(occl)].cast_rays(o3d.core.Tensor(rays))
+            _shade(rays, hit["geometry_ids"].numpy(), hit["primitive_ids"].numpy(),
+                   hit["primitive_uvs"].numpy(), hit["t_hit"].numpy(),
+                   hit["primitive_normals"].numpy(), self._skin_f, self._skin_bgr, self._skin_n,
+                   self.T_ref_ct.matrix.copy(), self._tex, self._background, sss, x0, y0,
+                   x1 - x0, img)
+        p_cam = pose.apply(self.points_ct_mm)
+        px = cam.project(p_cam)
+        return SceneFrame(index, self.capture_time(index), img, pose, occl,
+                          self.points_ct_mm.copy(), list(self.point_names), px,
+                          p_cam[:, 2].copy())
+
+
+def _box_edge_points(points: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Points along the 12 edges of the axis-aligned box of ``points`` (same frame)."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    corners = np.array([[(lo, hi)[i][0], (lo, hi)[j][1], (lo, hi)[k][2]]
+                        for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    out = []
+    for a in range(8):
+        for b in range(a + 1, 8):
+            if bin(a ^ b).count("1") == 1:
+                out.append(corners[a] + t * (corners[b] - corners[a]))
+    return np.concatenate(out)
+
+
+@njit(cache=True)
+def _make_rays(dirs_cam: np.ndarray, r: np.ndarray, o: np.ndarray, out: np.ndarray) -> None:
+    """Rays (origin, unit direction) in CT from camera-frame directions ``dirs_cam``."""
+    for i in range(dirs_cam.shape[0]):
+        x, y, z = dirs_cam[i, 0], dirs_cam[i, 1], dirs_cam[i, 2]
+        dx = r[0, 0] * x + r[0, 1] * y + r[0, 2] * z
+        dy = r[1, 0] * x + r[1, 1] * y + r[1, 2] * z
+        dz = r[2, 0] * x + r[2, 1] * y + r[2, 2] * z
+        n = np.sqrt(dx * dx + dy * dy + dz * dz)
+        out[i, 0], out[i, 1], out[i, 2] = o[0], o[1], o[2]
+        out[i, 3], out[i, 4], out[i, 5] = dx / n, dy / n, dz / n
+
+
+@njit(cache=True)
+def _shade(rays: np.ndarray, gid: np.ndarray, pid: np.ndarray, uv: np.ndarray,
+           t_hit: np.ndarray, fnorm: np.ndarray, skin_f: np.ndarray, skin_bgr: np.ndarray,
+           skin_n: np.ndarray, t_ref_ct: np.ndarray, tex: np.ndarray, background: np.ndarray,
+           s: int, x0: int, y0: int, w: int, img: np.ndarray) -> None:
+    """Shade every ray sample (head-light Lambert) and box-filter s x s samples per pixel.
+
+    The rays cover the pixel box starting at (x0, y0), ``w`` pixels wide, row by row.
+    """
+    h = rays.shape[0] // (w * s * s)
+    ws = w * s
+    inv = 1.0 / (s * s)
+    half = PLATE_MM / 2
+    th, tw = tex.shape[0], tex.shape[1]
+    for y in range(h):
+        for x in range(w):
+            acc0 = 0.0
+            acc1 = 0.0
+            acc2 = 0.0
+            for sy in range(s):
+                for sx in range(s):
+                    k = (y * s + sy) * ws + x * s + sx
+                    dx, dy, dz = rays[k, 3], rays[k, 4], rays[k, 5]
+                    if not np.isfinite(t_hit[k]):
+                        acc0 += background[y0 + y, x0 + x, 0]
+                        acc1 += background[y0 + y, x0 + x, 1]
+                        acc2 += background[y0 + y, x0 + x, 2]
+                        continue
+                    g = gid[k]
+                    cosv = abs(fnorm[k, 0] * dx + fnorm[k, 1] * dy + fnorm[k, 2] * dz)
+                    if g == _GEOM_SKIN:
+                        f = pid[k]
+                        u, v = uv[k, 0], uv[k, 1]
+                        wt0 = 1.0 - u - v
+                        a, b, c = skin_f[f, 0], skin_f[f, 1], skin_f[f, 2]
+                        nx = wt0 * skin_n[a, 0] + u * skin_n[b, 0] + v * skin_n[c, 0]
+                        ny = wt0 * skin_n[a, 1] + u * skin_n[b, 1] + v * skin_n[c, 1]
+                        nz = wt0 * skin_n[a, 2] + u * skin_n[b, 2] + v * skin_n[c, 2]
+                        nn = np.sqrt(nx * nx + ny * ny + nz * nz) + 1e-12
+                        lam = 0.3 + 0.7 * abs(nx * dx + ny * dy + nz * dz) / nn
+                        acc0 += lam * (wt0 * skin_bgr[a, 0] + u * skin_bgr[b, 0]
+                                       + v * skin_bgr[c, 0])
+                        acc1 += lam * (wt0 * skin_bgr[a, 1] + u * skin_bgr[b, 1]
+                                       + v * skin_bgr[c, 1])
+                        acc2 += lam * (wt0 * skin_bgr[a, 2] + u * skin_bgr[b, 2]
+                                       + v * skin_bgr[c, 2])
+                    elif g == _GEOM_PLATE:
+                        t = t_hit[k]
+                        px = rays[k, 0] + dx * t
+                        py = rays[k, 1] + dy * t
+                        pz = rays[k, 2] + dz * t
+                        rx = t_ref_ct[0, 0] * px + t_ref_ct[0, 1] * py + t_ref_ct[0, 2] * pz \
+                            + t_ref_ct[0, 3]
+                        ry = t_ref_ct[1, 0] * px + t_ref_ct[1, 1] * py + t_ref_ct[1, 2] * pz \
+                            + t_ref_ct[1, 3]
+                        tu = (rx + half) * _TEX_PPMM - 0.5
+                        tv = (half - ry) * _TEX_PPMM - 0.5
+                        iu = min(max(int(np.floor(tu)), 0), tw - 2)
+                        iv = min(max(int(np.floor(tv)), 0), th - 2)
+                        fu = min(max(tu - iu, 0.0), 1.0)
+                        fv = min(max(tv - iv, 0.0), 1.0)
+                        val = ((1 - fu) * (1 - fv) * tex[iv, iu] + fu * (1 - fv) * tex[iv, iu + 1]
+                               + (1 - fu) * fv * tex[iv + 1, iu] + fu * fv * tex[iv + 1, iu + 1])
+                        val *= 0.55 + 0.45 * cosv
+                        acc0 += val
+                        acc1 += val
+                        acc2 += val
+                    else:
+                        lam = 0.35 + 0.65 * cosv
+                        if g == _GEOM_FID:
+                            acc0 += lam * _FID_BGR[0]
+                            acc1 += lam * _FID_BGR[1]
+                            acc2 += lam * _FID_BGR[2]
+                        else:
+                            acc0 += lam * _OCCL_BGR[0]
+                            acc1 += lam * _OCCL_BGR[1]
+                            acc2 += lam * _OCCL_BGR[2]
+            img[y0 + y, x0 + x, 0] = min(255, int(acc0 * inv + 0.5))
+            img[y0 + y, x0 + x, 1] = min(255, int(acc1 * inv + 0.5))
+            img[y0 + y, x0 + x, 2] = min(255, int(acc2 * inv + 0.5))

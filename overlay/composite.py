@@ -202,7 +202,7 @@ def blend_premultiplied(
     if not frame_bgr.flags.writeable:
         raise OverlayError("frame is read-only; pass a writable copy")
     if h and w:
-        _blend(frame_bgr, np.ascontiguousarray(overlay_bgra), int(y0), int(x0))
+        _blend(frame_bgr, overlay_bgra, int(y0), int(x0))
     return frame_bgr
 
 

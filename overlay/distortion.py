@@ -13,7 +13,8 @@ The map is computed once per camera (``cv2.undistortPoints`` runs the inverse of
 distortion model, "Camera Calibration and 3D Reconstruction", eq. of ``projectPoints``), checked
 by re-projecting with ``cv2.projectPoints`` (pixels whose round trip misses by more than
 ``_ROUND_TRIP_PX`` are marked invalid and never drawn), and applied each frame by bilinear
-sampling of the premultiplied render, restricted to the box the model covers. Both images sample
+sampling (``cv2.remap``, positions quantised to 1/32 px) of the premultiplied render, restricted
+to the box the model covers. Both images sample
 pixel (i, j) at its centre (u, v) = (i, j), the ``cv2.projectPoints`` convention, so a 3-D
 point lands where ``cv2.projectPoints`` with distortion puts it.
 
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from numba import njit, prange
 
 from overlay.errors import OverlayError
 from registration.camera import CameraModel
@@ -50,6 +50,8 @@ class RenderGeometry:
     map_x, map_y
         ``(H, W)`` float32: render coordinates sampled for each output pixel, ``-1e6`` where
         the output pixel has no valid undistorted ray; None when the mapping is the identity.
+    map1, map2
+        The same in ``cv2.convertMaps`` fixed-point form (``CV_16SC2`` + interpolation table).
     """
 
     camera: CameraModel
@@ -58,6 +60,16 @@ class RenderGeometry:
     render_height: int
     map_x: np.ndarray | None
     map_y: np.ndarray | None
+    map1: np.ndarray | None = None
+    map2: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.map_x is not None and self.map1 is None:
+            # fixed-point form for cv2.remap: integer positions + 1/32-pixel interpolation table
+            # (invalid pixels saturate to -32768: outside the source, so transparent)
+            m1, m2 = cv2.convertMaps(self.map_x, self.map_y, cv2.CV_16SC2)
+            object.__setattr__(self, "map1", m1)
+            object.__setattr__(self, "map2", m2)
 
     @property
     def identity(self) -> bool:
@@ -164,55 +176,23 @@ def output_bbox(geom: RenderGeometry, render_bbox: tuple[int, int, int, int]) ->
     return (oy0, oy1, ox0, ox1)
 
 
-@njit(cache=True, parallel=True, fastmath=True)
-def _remap(
-    src: np.ndarray, sy0: int, sx0: int, map_x: np.ndarray, map_y: np.ndarray,
-    oy0: int, ox0: int, out: np.ndarray,
-) -> None:
-    sh = src.shape[0]
-    sw = src.shape[1]
-    for j in prange(out.shape[0]):
-        for i in range(out.shape[1]):
-            u = map_x[oy0 + j, ox0 + i] - sx0
-            v = map_y[oy0 + j, ox0 + i] - sy0
-            for ch in range(4):
-                out[j, i, ch] = 0
-            if not (u > -1.0 and v > -1.0 and u < sw and v < sh):
-                continue
-            iu = int(np.floor(u))
-            iv = int(np.floor(v))
-            fu = u - iu
-            fv = v - iv
-            acc = np.zeros(4)
-            for dv in range(2):
-                yy = iv + dv
-                if yy < 0 or yy >= sh:
-                    continue
-                wv = fv if dv == 1 else 1.0 - fv
-                for du in range(2):
-                    xx = iu + du
-                    if xx < 0 or xx >= sw:
-                        continue
-                    wgt = wv * (fu if du == 1 else 1.0 - fu)
-                    for ch in range(4):
-                        acc[ch] += wgt * src[yy, xx, ch]
-            for ch in range(4):
-                out[j, i, ch] = np.uint8(min(acc[ch] + 0.5, 255.0))
-
-
 def warp_to_output(
-    geom: RenderGeometry, render_patch: np.ndarray, render_bbox: tuple[int, int, int, int]
+    geom: RenderGeometry, render_bgra: np.ndarray, render_bbox: tuple[int, int, int, int]
 ) -> tuple[np.ndarray, int, int]:
-    """Warp a premultiplied BGRA render patch onto the output lens (bilinear).
+    """Warp the premultiplied BGRA render image onto the output lens (bilinear).
 
-    ``render_patch`` covers render pixels ``render_bbox = (y0, y1, x0, x1)``. Returns the
-    output patch and its top-left output pixel ``(x0, y0)``.
+    ``render_bgra`` is the whole ``(render_height, render_width, 4)`` render image, transparent
+    (zero) outside ``render_bbox = (y0, y1, x0, x1)``. Only the output box that can see the
+    render box is computed (``cv2.remap`` with the fixed-point maps, 1/32 px sample positions).
+    Returns the output patch and its top-left output pixel ``(x0, y0)``.
     """
+    y0, y1, x0, x1 = render_bbox
     if geom.identity:
-        return render_patch, render_bbox[2], render_bbox[0]
+        return render_bgra[y0:y1 + 1, x0:x1 + 1], x0, y0
     oy0, oy1, ox0, ox1 = output_bbox(geom, render_bbox)
     if oy1 < oy0 or ox1 < ox0:
         return np.zeros((0, 0, 4), np.uint8), 0, 0
-    out = np.empty((oy1 - oy0 + 1, ox1 - ox0 + 1, 4), np.uint8)
-    _remap(render_patch, render_bbox[0], render_bbox[2], geom.map_x, geom.map_y, oy0, ox0, out)
+    out = cv2.remap(render_bgra, geom.map1[oy0:oy1 + 1, ox0:ox1 + 1],
+                    geom.map2[oy0:oy1 + 1, ox0:ox1 + 1], cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return out, ox0, oy0

@@ -247,27 +247,47 @@ def rasterize(
             a1 = (vc - va) * inv_area
             b1 = (ua - uc) * inv_area
             c1 = (uc * va - vc * ua) * inv_area
+            a2 = -(a0 + a1)
             dza = za - zc
             dzb = zb - zc
-            x0 = tbox[f, 2]
-            x1 = tbox[f, 3]
+            fx0 = float(tbox[f, 2])
+            fx1 = float(tbox[f, 3])
             for y in range(y0, y1 + 1):
-                w0 = a0 * x0 + b0 * y + c0
-                w1 = a1 * x0 + b1 * y + c1
-                entered = False
-                for x in range(x0, x1 + 1):
-                    if w0 >= 0.0 and w1 >= 0.0 and w0 + w1 <= 1.0:
-                        entered = True
-                        iz = zc + w0 * dza + w1 * dzb
-                        if iz > depth[layer, y, x]:
-                            depth[layer, y, x] = iz
-                            tid[layer, y, x] = f
-                            bary[layer, y, x, 0] = w0
-                            bary[layer, y, x, 1] = w1
-                    elif entered:
-                        break  # a triangle is convex: its span on a row is one interval
-                    w0 += a0
-                    w1 += a1
+                # scanline: each weight w = a x + r is >= 0 on a half-line of x
+                q0 = b0 * y + c0
+                q1 = b1 * y + c1
+                q2 = 1.0 - q0 - q1
+                lo = fx0
+                hi = fx1
+                if a0 > 0.0:
+                    lo = max(lo, -q0 / a0)
+                elif a0 < 0.0:
+                    hi = min(hi, -q0 / a0)
+                elif q0 < 0.0:
+                    continue
+                if a1 > 0.0:
+                    lo = max(lo, -q1 / a1)
+                elif a1 < 0.0:
+                    hi = min(hi, -q1 / a1)
+                elif q1 < 0.0:
+                    continue
+                if a2 > 0.0:
+                    lo = max(lo, -q2 / a2)
+                elif a2 < 0.0:
+                    hi = min(hi, -q2 / a2)
+                elif q2 < 0.0:
+                    continue
+                if lo > hi:
+                    continue
+                for x in range(int(np.ceil(lo)), int(np.floor(hi)) + 1):
+                    w0 = a0 * x + q0
+                    w1 = a1 * x + q1
+                    iz = zc + w0 * dza + w1 * dzb
+                    if iz > depth[layer, y, x]:
+                        depth[layer, y, x] = iz
+                        tid[layer, y, x] = f
+                        bary[layer, y, x, 0] = w0
+                        bary[layer, y, x, 1] = w1
 
 
 @njit(cache=True)

@@ -264,6 +264,7 @@ class OverlayRenderer:
         self._starts = np.zeros(nb + 1, np.int64)
         self._bbox = np.zeros(4, np.int64)
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._rgba = np.zeros((hr, self.geometry.render_width, 4), np.uint8)
         self._styles = [(s.colour_rgb, float(s.opacity), s.mode) for s in structs]
 
     # ------------------------------------------------------------------ style
@@ -286,11 +287,13 @@ class OverlayRenderer:
     def _layers(self, styles: list[tuple[tuple[float, ...], float, str]]) -> tuple[
         np.ndarray, np.ndarray
     ]:
-        """Layer kind per layer and layer per structure (opaque fills share layer 0)."""
-        kinds = [composite.KIND_OPAQUE]
+        """Layer kind per layer and layer per structure (opaque fills share layer 0, present
+        only when some structure is an opaque fill; every other structure has its own)."""
+        opaque = [md == "fill" and alpha >= 1.0 for _, alpha, md in styles]
+        kinds = [composite.KIND_OPAQUE] if any(opaque) else []
         struct_layer = np.zeros(len(styles), np.int8)
-        for i, (_, alpha, md) in enumerate(styles):
-            if md == "fill" and alpha >= 1.0:
+        for i, (_, _, md) in enumerate(styles):
+            if opaque[i]:
                 continue
             struct_layer[i] = len(kinds)
             kinds.append(composite.KIND_OUTLINE if md == "outline" else composite.KIND_FILL)
@@ -326,9 +329,25 @@ class OverlayRenderer:
         ``warning=True`` draws every structure as a red outline (the "not current" look used by
         ``overlay.hud`` when tracking is stale and the policy is to warn instead of hide).
         """
+        cam = self.camera
+        box = self._render_image(T_camera_ct, warning)
+        if box is None:
+            return RenderedOverlay(np.zeros((0, 0, 4), np.uint8), 0, 0, cam.width, cam.height)
+        out, ox, oy = warp_to_output(self.geometry, self._rgba, box)
+        out = out.copy()
+        self._clear(box)
+        return RenderedOverlay(out, ox, oy, cam.width, cam.height)
+
+    def _clear(self, box: tuple[int, int, int, int]) -> None:
+        self._rgba[box[0]:box[1] + 1, box[2]:box[3] + 1] = 0
+
+    def _render_image(self, T_camera_ct: Transform, warning: bool) -> tuple[int, int, int, int
+                                                                            ] | None:
+        """Render into ``self._rgba`` (premultiplied BGRA, render size); returns the box
+        ``(y0, y1, x0, x1)`` written, None when nothing is visible. The caller clears the box
+        (``_clear``) once done, so the image is transparent outside the current box."""
         self.check_pose(T_camera_ct)
         geom = self.geometry
-        cam = self.camera
         m = T_camera_ct.matrix
         if warning:
             styles = [((1.0, 0.0, 0.0), 1.0, "outline") for _ in self._styles]
@@ -354,17 +373,16 @@ class OverlayRenderer:
         lst = raster.bin_triangles(tbox, _BAND_H, self._counts, self._starts, self._bbox)
         y0, y1, x0, x1 = (int(x) for x in self._bbox)
         if y0 > y1:
-            return RenderedOverlay(np.zeros((0, 0, 4), np.uint8), 0, 0, cam.width, cam.height)
+            return None
         depth, tid, bary = self._buffers_for(len(kinds))
         raster.rasterize(uvz, faces, face_layer, tbox, self._starts, lst, _BAND_H, self._bbox,
                          depth, tid, bary)
         colours = np.array([s[0][::-1] for s in styles], np.float64)
         alphas = np.array([s[1] for s in styles], np.float64)
-        patch = np.empty((y1 - y0 + 1, x1 - x0 + 1, 4), np.uint8)
         composite.resolve_layers(depth, tid, bary, faces, shade, face_struct, kinds, colours,
-                                 alphas, self._bbox, self._outline_r, self.contour_mm, patch)
-        out, ox, oy = warp_to_output(geom, patch, (y0, y1, x0, x1))
-        return RenderedOverlay(out, ox, oy, cam.width, cam.height)
+                                 alphas, self._bbox, self._outline_r, self.contour_mm,
+                                 self._rgba[y0:y1 + 1, x0:x1 + 1])
+        return (y0, y1, x0, x1)
 
     def _clip(self, geom: RenderGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                    np.ndarray]:
@@ -391,7 +409,16 @@ class OverlayRenderer:
                 f"frame is {frame_bgr.shape[1]}x{frame_bgr.shape[0]} but the camera model is "
                 f"{self.camera.width}x{self.camera.height}; use CameraModel.scaled()"
             )
-        ov = self.render(T_camera_ct, warning=warning)
-        if not ov.empty:
-            composite.blend_premultiplied(frame_bgr, ov.bgra, ov.x0, ov.y0)
+        if frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
+            raise OverlayError(f"frame must be an (H, W, 3) uint8 BGR image, got "
+                               f"{frame_bgr.shape} {frame_bgr.dtype}")
+        if not frame_bgr.flags.writeable:
+            raise OverlayError("frame is read-only; pass a writable copy")
+        box = self._render_image(T_camera_ct, warning)
+        if box is None:
+            return frame_bgr
+        patch, ox, oy = warp_to_output(self.geometry, self._rgba, box)
+        if patch.size:
+            composite.blend_premultiplied(frame_bgr, patch, ox, oy)
+        self._clear(box)
         return frame_bgr

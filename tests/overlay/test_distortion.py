@@ -110,3 +110,18 @@ def test_output_bbox_encloses_the_warped_render_box() -> None:
 def test_render_geometry_rejects_bad_parameters(scale: float, fov: float) -> None:
     with pytest.raises(OverlayError):
         render_geometry(CameraModel(K, DIST, 640, 480), scale, fov)
+
+
+def test_draw_matches_render_then_blend() -> None:
+    from overlay.composite import blend_premultiplied
+
+    cam = CameraModel(K, DIST, 640, 480)
+    s = trimesh.creation.icosphere(subdivisions=3, radius=40)
+    r = OverlayRenderer(cam, [Structure("s", s.vertices + [30, -20, 350], s.faces,
+                                        opacity=0.7)])
+    video = np.random.default_rng(1).integers(0, 255, (480, 640, 3)).astype(np.uint8)
+    fused = r.draw(video.copy(), IDENT)
+    ov = r.render(IDENT)
+    two_step = blend_premultiplied(video.copy(), ov.bgra, ov.x0, ov.y0)
+    assert np.array_equal(fused, two_step)
+    assert (fused != video).any(axis=2).sum() > 10000

@@ -26,18 +26,20 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-
-if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:  # skip the too-old TBB (and its warning)
-    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
 from numba.extending import intrinsic
 
 from imaging._mc_table import EDGE_AXIS, EDGE_ORIGIN, NTRI, TRI_EDGES
 
-_NTRI = NTRI.astype(np.int64)
-_TRI = TRI_EDGES.astype(np.int64)
-_EO = EDGE_ORIGIN.astype(np.int64)
-_EA = EDGE_AXIS.astype(np.int64)
-_EROW = (EDGE_ORIGIN[:, 1] + 2 * EDGE_ORIGIN[:, 2]).astype(np.int64)
+if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:  # skip the too-old TBB (and its warning)
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
+
+
+def tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(triangles per case, edges per case, edge origin, edge axis, edge row id dq + 2 dr)."""
+    erow = EDGE_ORIGIN[:, 1] + 2 * EDGE_ORIGIN[:, 2]
+    return (NTRI.astype(np.int64), TRI_EDGES.astype(np.int64), EDGE_ORIGIN.astype(np.int64),
+            EDGE_AXIS.astype(np.int64), erow.astype(np.int64))
+
 _ONE = np.uint64(1)
 _FULL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -210,7 +212,9 @@ def _active_word(
 
 
 @njit(cache=True, parallel=True)
-def count_rows(bits: np.ndarray, rowany: np.ndarray, counts: np.ndarray) -> None:
+def count_rows(
+    bits: np.ndarray, rowany: np.ndarray, ntri_table: np.ndarray, counts: np.ndarray
+) -> None:
     """Per cell row (q, r): ``counts[r, q] = (triangles, x-, y-, z-vertices it owns)``."""
     nr, nq, nw = bits.shape
     for r in prange(nr - 1):
@@ -235,7 +239,7 @@ def count_rows(bits: np.ndarray, rowany: np.ndarray, counts: np.ndarray) -> None
                     t = _cttz(act)
                     act &= act - _ONE
                     p = w * 64 + int(t)
-                    ntri += _NTRI[_corner_case(a, b, c, d, p)]
+                    ntri += ntri_table[_corner_case(a, b, c, d, p)]
             counts[r, q, 0] = ntri
             counts[r, q, 1] = nx
             counts[r, q, 2] = ny
@@ -315,10 +319,16 @@ def fill_rows(
     tstart: np.ndarray,
     affine: np.ndarray,
     flip: bool,
+    tables: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     verts: np.ndarray,
     faces: np.ndarray,
 ) -> None:
-    """Write each cell row's vertices (LPS mm) and triangles at its precomputed offsets."""
+    """Write each cell row's vertices (LPS mm) and triangles at its precomputed offsets.
+
+    ``tables`` = (ntri, tri_edges, edge_origin, edge_axis, edge_row) from :func:`tables` -
+    passed as arguments so numba's on-disk cache never holds a stale case table.
+    """
+    ntri_t, tri_t, eo_t, ea_t, erow_t = tables
     nr, nq, nw = bits.shape
     for r in prange(nr - 1):
         xm = np.zeros((4, 3, nw), dtype=np.uint64)
@@ -363,12 +373,12 @@ def fill_rows(
                     act &= act - _ONE
                     p = w * 64 + int(t1)
                     case = _corner_case(a, b, c, d, p)
-                    for s in range(_NTRI[case]):
+                    for s in range(ntri_t[case]):
                         for x in range(3):
-                            e = _TRI[case, 3 * s + x]
-                            rid = _EROW[e]
-                            ax = _EA[e]
-                            pp = p + _EO[e, 0]
+                            e = tri_t[case, 3 * s + x]
+                            rid = erow_t[e]
+                            ax = ea_t[e]
+                            pp = p + eo_t[e, 0]
                             ww = pp >> 6
                             below = xm[rid, ax, ww] & ((_ONE << np.uint64(pp & 63)) - _ONE)
                             idx = base[rid, ax, ww] + int(_popcount(below))

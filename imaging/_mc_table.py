@@ -94,9 +94,46 @@ def _case_triangles(case: int) -> list[tuple[int, int, int]]:
             cycle.append(e)
             todo.discard(e)
             e = nxt[e]
-        for t in range(1, len(cycle) - 1):
-            triangles.append((cycle[0], cycle[t], cycle[t + 1]))
+        tris = _triangulate(cycle)
+        if tris is None:
+            raise AssertionError(f"case {case}: no manifold triangulation of cycle {cycle}")
+        triangles.extend(tris)
     return triangles
+
+
+def _faces_of_edge(e: int) -> set[int]:
+    a, b = (int(x) for x in EDGES[e])
+    return {f for f, face in enumerate(_FACES) if a in face and b in face}
+
+
+def _diagonal_ok(e1: int, e2: int) -> bool:
+    """A diagonal must cross the cell's interior: its end edges share no cube face.
+
+    Otherwise the diagonal lies in a face, where the neighbouring cell may draw the same
+    segment, and the edge would be shared by four triangles (non-manifold).
+    """
+    return not (_faces_of_edge(e1) & _faces_of_edge(e2))
+
+
+def _triangulate(poly: list[int]) -> list[tuple[int, int, int]] | None:
+    """A triangulation of a cycle (orientation kept) whose diagonals all pass through the
+    cell's interior; None if there is none."""
+    n = len(poly)
+    if n == 3:
+        return [(poly[0], poly[1], poly[2])]
+    a, b = poly[0], poly[1]
+    for k in range(2, n):
+        c = poly[k]
+        if k != 2 and not _diagonal_ok(b, c):
+            continue
+        if k != n - 1 and not _diagonal_ok(c, a):
+            continue
+        left = _triangulate(poly[1: k + 1]) if k > 2 else []
+        right = _triangulate([a] + poly[k:]) if k < n - 1 else []
+        if left is None or right is None:
+            continue
+        return [(a, b, c)] + left + right
+    return None
 
 
 def build_table() -> tuple[np.ndarray, np.ndarray]:

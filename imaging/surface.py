@@ -154,7 +154,8 @@ def _march(
     rowany = np.empty((nk + 2, nj + 2), dtype=np.bool_)
     kern.row_any(bits, rowany)
     counts = np.zeros((nk + 2, nj + 2, 4), dtype=np.int64)
-    kern.count_rows(bits, rowany, counts)
+    tabs = kern.tables()
+    kern.count_rows(bits, rowany, tabs[0], counts)
     ntri = counts[..., 0].reshape(-1)
     nvert = counts[..., 1:].sum(axis=-1).reshape(-1)
     tstart = (np.cumsum(ntri) - ntri).reshape(nk + 2, nj + 2)
@@ -164,7 +165,7 @@ def _march(
     flip = bool(np.linalg.det(affine[:3, :3]) < 0)
     kern.fill_rows(
         array, float(level), -1.0 if below else 1.0, bits, counts, vstart, tstart,
-        np.ascontiguousarray(affine, dtype=np.float64), flip, verts, faces,
+        np.ascontiguousarray(affine, dtype=np.float64), flip, tabs, verts, faces,
     )
     return verts, faces
 

@@ -223,7 +223,7 @@ def run_model(req: ModelRequest) -> dict[str, Any]:
         error = None
         if req.measure_error and final.n_faces < smoothed.n_faces:
             t0 = time.perf_counter()
-            error = surface_distance(final, smoothed, max_points=200_000)
+            error = surface_distance(final, smoothed, max_points=100_000)
             stages.times["quality"] = time.perf_counter() - t0
         report = _report(req, volume, seg, step, smoothed, final, error, stages.times, total)
         if req.json_path is not None:

@@ -211,3 +211,17 @@ def test_accuracy_small_phantom(small_phantom, small_truth, structure):
 @pytest.mark.parametrize("structure", ["skin", "skull"])
 def test_accuracy_oblique_phantom(oblique_phantom, oblique_truth, structure):
     assert _accuracy(oblique_phantom, oblique_truth, structure) < 0.25
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_fields_give_closed_manifold_surfaces(seed):
+    """Every case and ambiguous face occurs in noise; the surface must still be closed, every
+    edge shared by exactly two faces in opposite directions (no holes, no four-face edges)."""
+    rng = np.random.default_rng(seed)
+    field = rng.normal(size=(24, 25, 26)).astype(np.float32)
+    m = extract_surface(Volume(field, np.eye(4)), level=0.1)
+    assert m.n_faces > 10000 and m.is_watertight()
+    mask = field > 0.5
+    for mesh in (extract_surface(Volume(field, np.eye(4)), mask=mask, level=0.5),
+                 extract_surface(Volume(field, np.eye(4)), mask=mask, level=0.5, step=2)):
+        assert mesh.is_watertight()

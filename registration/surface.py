@@ -79,7 +79,9 @@ class PreparedModel:
             raise SurfaceRegistrationError("the model surface needs normals (read it as a mesh)")
         if len(model) < 10:
             raise SurfaceRegistrationError(f"model surface has only {len(model)} points")
-        return cls(model.points, model.normals, cKDTree(model.points), extent(model.points))
+        # unbalanced, non-compact nodes: about half the build time, same query speed
+        tree = cKDTree(model.points, balanced_tree=False, compact_nodes=False)
+        return cls(model.points, model.normals, tree, extent(model.points))
 
     def features(self, voxel_mm: float) -> tuple[FeatureCloud, cKDTree]:
         """FPFH features of the model at ``voxel_mm`` and a KD-tree of their points (cached)."""

@@ -25,7 +25,7 @@ Method
    (``scipy.optimize.least_squares``, trust-region reflective) gives the sub-voxel centre
    ``c``, the diameter ``2R``, the blur ``σ`` and the material HU ``F``; each voxel's model
    value is the mean over 2 × 2 × 2 points inside it (the voxel's box average, which matters
-   for slices thicker than the marker's blur). A single
+   for voxels larger than the blur; voxels of 1 mm or less are point-sampled). A single
    threshold-based centroid would be pulled ~0.2 mm towards the skin by the asymmetric
    background; the fit removes that bias.
 3. **Confidence** in [0, 1] — product of scores for size (fitted diameter within the range),
@@ -56,6 +56,8 @@ DEFAULT_MIN_CONFIDENCE = 0.5
 NOMINAL_PSF_MM = 0.6
 #: Sub-samples per voxel axis of the fitted model (voxel box average).
 _SUB = 2
+#: Voxels no larger than this (mm) are point-sampled: the blur then dominates the box average.
+_BOX_SPACING_MM = 1.0
 #: The default seed level never goes below this (HU).
 SEED_FLOOR_HU = 500.0
 #: Contrast (HU) above the brighter side of the local background at which the contrast score
@@ -226,45 +228,29 @@ def find_fiducials(
     max_voxels = int(4.0 * (np.pi / 6.0) * (dmax + 2.0 * volume.spacing.max()) ** 3
                      / voxel_volume) + 8
     limit = dmax + 2.0 * float(volume.spacing.max())
+    structure = np.ones((3, 3, 3), dtype=bool)
     out: list[FiducialCandidate] = []
-    pending: list[tuple[np.ndarray, tuple[slice, ...], float]] = [
-        (arr >= seed, tuple(slice(0, n) for n in arr.shape), seed)
-    ]
-    while pending:
-        mask, origin, level = pending.pop()
-        labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-        sizes = np.bincount(labels.ravel(), minlength=count + 1)
-        offset = np.array([s.start for s in origin])
-        for index, slc in enumerate(ndimage.find_objects(labels), start=1):
+    seed_labels, _ = ndimage.label(arr >= seed, structure=structure)
+    big: set[int] = set()
+    for index, slc in enumerate(ndimage.find_objects(seed_labels), start=1):
+        if slc is not None and not _examine(
+            volume, arr, seed_labels, index, slc, max_voxels, limit,
+            dmin, dmax, min_hu, spacing_kji, min_confidence, include_rejected, out,
+        ):
+            big.add(index)
+    if big and seed < min_hu:
+        # markers touching dense bone merge with it at the seed level: examine the compact
+        # components at or above min_hu inside the too-large seed components
+        dense_labels, _ = ndimage.label(arr >= min_hu, structure=structure)
+        for index, slc in enumerate(ndimage.find_objects(dense_labels), start=1):
             if slc is None:
                 continue
-            comp = labels[slc] == index
-            box = tuple(slice(a.start + o, a.stop + o) for a, o in zip(slc, offset, strict=True))
-            if sizes[index] > max_voxels:
-                extent = float("inf")
-            else:
-                kji = np.argwhere(comp) + [b.start for b in box]
-                pts = volume.index_to_lps(kji[:, ::-1].astype(np.float64))
-                extent = 2.0 * float(np.linalg.norm(pts - pts.mean(axis=0), axis=1).max())
-            if extent > limit:
-                if level < min_hu:  # look for a compact dense marker inside
-                    pending.append((comp & (arr[box] >= min_hu), box, min_hu))
-                if include_rejected:
-                    centre_ijk = np.array([(b.start + b.stop - 1) / 2 for b in box])[::-1]
-                    size_text = "more than a marker" if np.isinf(extent) else f"{extent:.1f} mm"
-                    out.append(_rejected(
-                        volume, volume.index_to_lps(centre_ijk), float(arr[box][comp].max()),
-                        int(sizes[index]),
-                        f"too large or elongated ({size_text} across, max {dmax:g} mm)",
-                    ))
-                continue
-            values = arr[tuple(kji.T)].astype(np.float64)
-            peak = int(np.argmax(values))
-            cand = _fit_candidate(
-                volume, arr, kji[peak], pts[peak], int(sizes[index]), dmin, dmax, min_hu,
-                spacing_kji, min_confidence,
-            )
-            out.append(cand)
+            first = np.argwhere(dense_labels[slc] == index)[0] + [b.start for b in slc]
+            if int(seed_labels[tuple(first)]) in big:
+                _examine(
+                    volume, arr, dense_labels, index, slc, max_voxels, limit, dmin, dmax,
+                    min_hu, spacing_kji, min_confidence, include_rejected, out,
+                )
     accepted = _suppress_duplicates([c for c in out if c.accepted], dmin)
     accepted.sort(key=lambda c: -c.confidence)
     if include_rejected:
@@ -273,6 +259,57 @@ def find_fiducials(
     return accepted
 
 
+
+
+def _examine(
+    volume: Volume,
+    arr: np.ndarray,
+    labels: np.ndarray,
+    index: int,
+    slc: tuple[slice, ...],
+    max_voxels: int,
+    limit: float,
+    dmin: float,
+    dmax: float,
+    min_hu: float,
+    spacing_kji: np.ndarray,
+    min_confidence: float,
+    include_rejected: bool,
+    out: list[FiducialCandidate],
+) -> bool:
+    """Reject a too-large component or fit a compact one; False when it was too large.
+
+    A bounding-box side longer than ``limit`` (mm) proves the component too large without
+    touching its voxels (huge bone components cost nothing more).
+    """
+    sides_mm = (np.array([b.stop - b.start - 1 for b in slc]) * spacing_kji)
+    extent, size = float("inf"), -1
+    if sides_mm.max() <= limit:
+        comp = labels[slc] == index
+        size = int(comp.sum())
+        if size <= max_voxels:
+            kji = np.argwhere(comp) + [b.start for b in slc]
+            pts = volume.index_to_lps(kji[:, ::-1].astype(np.float64))
+            extent = 2.0 * float(np.linalg.norm(pts - pts.mean(axis=0), axis=1).max())
+    if extent > limit:
+        if include_rejected and size < 0:
+            size = int(np.count_nonzero(labels[slc] == index))
+        if include_rejected:
+            centre_ijk = np.array([(b.start + b.stop - 1) / 2 for b in slc])[::-1]
+            size_text = (f"at least {sides_mm.max():.1f} mm" if np.isinf(extent)
+                         else f"{extent:.1f} mm")
+            out.append(_rejected(
+                volume, volume.index_to_lps(centre_ijk), float(arr[slc].max()), size,
+                f"too large or elongated ({size_text} across, max {dmax:g} mm)",
+            ))
+        return False
+    values = arr[tuple(kji.T)].astype(np.float64)
+    peak = int(np.argmax(values))
+    out.append(_fit_candidate(
+        volume, arr, kji[peak], pts[peak], size, dmin, dmax, min_hu, spacing_kji,
+        min_confidence,
+    ))
+    return True
 
 
 def _rejected(
@@ -340,7 +377,8 @@ def _fit_candidate(
     sigma0 = max(0.5, 0.5 * float(spacing_kji.max()))
 
     # each voxel is the mean of the blurred model over 2x2x2 points inside it (box average)
-    grid = (np.arange(_SUB) - (_SUB - 1) / 2.0) / _SUB
+    n_sub = _SUB if float(spacing_kji.max()) > _BOX_SPACING_MM else 1
+    grid = (np.arange(n_sub) - (n_sub - 1) / 2.0) / n_sub
     offs_ijk = np.stack(np.meshgrid(grid, grid, grid, indexing="ij"), -1).reshape(-1, 3)
     sub = rel[:, None, :] + (offs_ijk @ volume.affine[:3, :3].T)[None, :, :]
 

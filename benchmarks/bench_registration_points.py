@@ -4,7 +4,7 @@ Prints
 * the Fitzpatrick-West-Maurer (1998, eq. 46) predicted RMS TRE against the RMS TRE measured
   over vectorised Monte-Carlo trials (isotropic Gaussian FLE, per-axis σ = FLE/√3) for several
   fiducial layouts and targets, with their ratio;
-* the CT fiducial localisation error on the small and small-oblique phantoms (mm, voxels);
+* the CT fiducial localisation error on the small, small-oblique and full phantoms (mm, voxels);
 * the time of one paired registration (8 points) against open3d's
   ``TransformationEstimationPointToPoint().compute_transformation`` and SimpleITK's
   ``LandmarkBasedTransformInitializer`` (ratios of medians, interleaved, same process), and
@@ -75,7 +75,7 @@ def _localisation() -> None:
     from registration.fiducials import find_fiducials
     from samples.phantom import ensure_sample, load_truth
 
-    for name in ("small", "small-oblique"):
+    for name in ("small", "small-oblique", "full"):
         folder = ensure_sample(name)
         truth = load_truth(folder)
         vol = load_volume(folder)

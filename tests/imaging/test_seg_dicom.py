@@ -88,10 +88,14 @@ def _empty_seg(vol: Volume, name: str = "nothing") -> Segmentation:
 
 
 def test_write_rejections_leave_no_file(vol, segs, tmp_path):
+    from imaging.image_files import save_nifti
+
+    nii = save_nifti(vol, tmp_path.parent / f"{tmp_path.name}-head.nii.gz")
+    nifti = load_volume(nii)
     out = tmp_path / "x.dcm"
-    nifti = Volume(vol.array, vol.affine, modality="", description="head.nii.gz")
-    with pytest.raises(SegmentationError, match=r"--seg needs a DICOM source series; head.nii.gz"):
-        write_seg(nifti, segs[:1], out)
+    with pytest.raises(SegmentationError,
+                       match=rf"--seg needs a DICOM source series; {nii.name} is NIfTI"):
+        write_seg(nifti, [segment(nifti, "bone")], out)
     with pytest.raises(SegmentationError, match="'nothing' is empty"):
         write_seg(vol, [segs[0], _empty_seg(vol)], out)
     with pytest.raises(SegmentationError, match="at least one"):

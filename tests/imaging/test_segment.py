@@ -267,3 +267,8 @@ def test_skin_is_equivariant_to_the_acquisition_axes(vol):
     a = segment(vol, "skin")
     b = segment(perm, "skin")
     np.testing.assert_array_equal(b.mask, a.mask.transpose(1, 0, 2))
+
+
+def test_float_volume_gives_the_same_mask(vol):
+    as_float = Volume(vol.array.astype(np.float32), vol.affine, modality="CT")
+    np.testing.assert_array_equal(segment(as_float, "bone").mask, segment(vol, "bone").mask)

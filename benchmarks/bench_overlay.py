@@ -6,7 +6,8 @@ open3d ``RaycastingScene.cast_rays`` render of the same scene (one ray per pixel
 same lens model, normal shading, numpy alpha composite). Also shown: Mesa llvmpipe through
 moderngl (EGL), render + RGBA read-back only (no shading model, no lens, no composite), the
 GPU-style path we measured and did not choose. Plus accuracy: tiny spheres' drawn centroids
-against ``cv2.projectPoints`` at 1280x720 with distortion.
+against ``cv2.projectPoints`` at 1280x720 with and without distortion, and the stereo
+disparity error against f * IPD / Z.
 """
 
 from __future__ import annotations
@@ -145,26 +146,53 @@ def moderngl_render(v: np.ndarray, f: np.ndarray, cam: CameraModel):
     return run
 
 
-def accuracy_px() -> float:
-    """Max distance (px) of tiny spheres' drawn centroids from cv2.projectPoints, with lens."""
+def _centroids(alpha: np.ndarray) -> np.ndarray:
+    n, lab = cv2.connectedComponents((alpha > 0).astype(np.uint8))
+    out = []
+    for k in range(1, n):
+        ys, xs = np.nonzero(lab == k)
+        w = alpha[ys, xs].astype(np.float64)
+        out.append([xs @ w / w.sum(), ys @ w / w.sum()])
+    return np.array(out).reshape(-1, 2)
+
+
+def accuracy_px(dist: np.ndarray) -> float:
+    """Max distance (px) of tiny spheres' drawn centroids from cv2.projectPoints."""
     import trimesh
 
-    cam = CameraModel(K, DIST, W, H)
+    cam = CameraModel(K, dist, W, H)
     s = trimesh.creation.icosphere(subdivisions=3, radius=2.0)
     gx, gy = np.meshgrid(np.linspace(-260, 260, 6), np.linspace(-140, 140, 4))
     centres = np.column_stack([gx.ravel(), gy.ravel(), np.full(gx.size, 450.0)])
     structs = [Structure(f"p{i}", s.vertices + c, s.faces) for i, c in enumerate(centres)]
-    alpha = OverlayRenderer(cam, structs).render(Transform(np.eye(4), "CT", "CAMERA")).canvas()
-    alpha = alpha[..., 3]
+    img = OverlayRenderer(cam, structs).render(Transform(np.eye(4), "CT", "CAMERA")).canvas()
+    found = _centroids(img[..., 3])
     truth = cam.project(centres)
-    n, lab = cv2.connectedComponents((alpha > 0).astype(np.uint8))
-    errs = []
-    for k in range(1, n):
-        ys, xs = np.nonzero(lab == k)
-        w = alpha[ys, xs].astype(np.float64)
-        c = np.array([xs @ w, ys @ w]) / w.sum()
-        errs.append(np.linalg.norm(truth - c, axis=1).min())
-    return float(max(errs)) if len(errs) == len(centres) else float("nan")
+    if len(found) != len(truth):
+        return float("nan")
+    return float(max(np.linalg.norm(truth - c, axis=1).min() for c in found))
+
+
+def disparity_error_px() -> float:
+    """Max |disparity - f IPD / Z| (px) of spheres at 0.4..1.2 m in a 1280x720, 40 deg headset."""
+    import trimesh
+
+    from overlay.stereo import DisplayCalibration, StereoRenderer
+
+    disp = DisplayCalibration.from_json(
+        {"ipd_mm": 63.0, "eye": {"image_size": [W, H], "fov_deg": [40.0, 23.0]}})
+    f = disp.left.matrix[0, 0]
+    worst = 0.0
+    for z in (400.0, 700.0, 1200.0):
+        s = trimesh.creation.icosphere(subdivisions=3, radius=z / 200)
+        pts = [[-0.25 * z, -0.05 * z, z], [0.02 * z, 0.0, z], [0.2 * z, 0.07 * z, z]]
+        structs = [Structure(f"p{i}", s.vertices + p, s.faces) for i, p in enumerate(pts)]
+        fr = StereoRenderer(disp, structs).render(Transform(np.eye(4), "CT", "DISPLAY"))
+        left = _centroids(fr.left[..., 3])
+        right = _centroids(fr.right[..., 3])
+        left, right = left[np.argsort(left[:, 0])], right[np.argsort(right[:, 0])]
+        worst = max(worst, float(np.abs(left[:, 0] - right[:, 0] - f * 63.0 / z).max()))
+    return worst
 
 
 def _stats(name: str, ts: list[float]) -> str:
@@ -213,5 +241,8 @@ def main() -> None:
     video = np.random.default_rng(0).integers(0, 255, (H, W, 3)).astype(np.uint8)
     _config("no distortion", np.zeros(5), v, f, views, video)
     _config("with lens distortion", DIST, v, f, views, video)
-    print(f"reprojection: max |drawn centroid - cv2.projectPoints| = {accuracy_px():.3f} px "
-          f"(24 spheres, {W}x{H}, with distortion)")
+    for label, dist in (("no distortion", np.zeros(5)), ("with distortion", DIST)):
+        print(f"reprojection: max |drawn centroid - cv2.projectPoints| = "
+              f"{accuracy_px(dist):.3f} px (24 spheres, {W}x{H}, {label})")
+    print(f"stereo: max |disparity - f*IPD/Z| = {disparity_error_px():.3f} px "
+          f"(9 spheres at 0.4-1.2 m, IPD 63 mm)")

@@ -166,6 +166,9 @@ class Segmentation:
         The volume's voxel ``(i, j, k, 1)`` -> LPS mm affine.
     series_instance_uid, frame_of_reference_uid
         Provenance copied from the volume.
+    bbox_kji
+        ``(k, j, i)`` slices of ``mask`` holding every True voxel (tight except after
+        ``exclude_fiducials``), so later stages can work on a crop; None if unknown.
     """
 
     mask: np.ndarray
@@ -179,6 +182,7 @@ class Segmentation:
     affine: np.ndarray = field(default_factory=lambda: np.eye(4))
     series_instance_uid: str = ""
     frame_of_reference_uid: str = ""
+    bbox_kji: tuple[slice, slice, slice] | None = None
 
     @property
     def inside_below(self) -> bool:
@@ -586,6 +590,7 @@ def segment(
         runs = rg.mask_runs(_separate(rg.paint_runs(runs), radii, conn))
         timer.lap("separate")
     fill = p is not None and p.fill_holes
+    bbox = runs.bbox()  # filling and fiducial removal stay inside it
     count: int | None = None
     if fill:
         mask = _fill_runs(runs, conn, si_axis)
@@ -617,6 +622,7 @@ def segment(
         affine=volume.affine.copy(),
         series_instance_uid=volume.series_instance_uid,
         frame_of_reference_uid=volume.frame_of_reference_uid,
+        bbox_kji=bbox,
     )
 
 

@@ -93,6 +93,9 @@ def test_bone_is_the_skull_shell(vol, sd, small_truth):
     assert seg.provenance() == vol.provenance()
     assert seg.timings and all(t >= 0 for t in seg.timings.values())
     assert seg.mask.shape == vol.array.shape and seg.mask.dtype == bool
+    outside_box = seg.mask.copy()
+    outside_box[seg.bbox_kji] = False
+    assert not outside_box.any() and seg.mask[seg.bbox_kji].sum() == seg.voxel_count
 
 
 def test_skin_is_one_closed_solid_without_table(vol, sd, small_truth):
@@ -108,6 +111,7 @@ def test_skin_is_one_closed_solid_without_table(vol, sd, small_truth):
     assert seg.mask[sd["skin"] > 1.0].any()
     # ... which exclude_fiducials removes without denting the skin beneath
     clean = segment(vol, "skin", exclude_fiducials=True)
+    assert clean.mask[clean.bbox_kji].sum() == clean.voxel_count
     assert not clean.mask[sd["skin"] > 1.0].any()
     assert clean.mask[sd["skin"] < -1.0].all()
     for f in small_truth["fiducials"]:

@@ -154,8 +154,8 @@ def estimate_normals(points_mm: np.ndarray, radius_mm: float, max_nn: int = 30) 
 
     Orientation: propagated along a minimum spanning tree of the k-nearest-neighbour graph
     weighted by ``1 - |n_i . n_j|`` (Hoppe et al. 1992, section 3.3), then flipped as a whole
-    so that ``sum n . (p - centroid) > 0`` -- outward for a closed surface and for a convex
-    patch seen from outside (a face seen by a camera).
+    by the local-convexity vote of :func:`orient_outward` -- outward for a closed surface and
+    for a convex patch seen from outside (a face seen by a camera).
     """
     import open3d as o3d
 
@@ -197,10 +197,24 @@ def propagate_orientation(points_mm: np.ndarray, normals: np.ndarray, k: int = 1
     return n
 
 
-def orient_outward(points_mm: np.ndarray, normals: np.ndarray) -> np.ndarray:
-    """Flip all ``normals`` if they point inward on the whole (``sum n.(p - c) < 0``)."""
-    c = points_mm.mean(axis=0)
-    if np.einsum("ij,ij->", normals, points_mm - c) < 0:
+def orient_outward(points_mm: np.ndarray, normals: np.ndarray, k: int = 40) -> np.ndarray:
+    """Flip all (consistently oriented) ``normals`` if they point inward on the whole.
+
+    Vote by local convexity: on a convex region a point lies ahead of the centroid of its
+    ``k`` nearest neighbours along its outward normal, ``n . (p - c_local) > 0``; flat regions
+    (a table, drapes) vote ~0 and concave ones (eye sockets) against. Skin and bone seen from
+    outside are convex on the whole, and unlike the global centroid rule a large background
+    plane in a depth scene does not swing the vote. Uses at most 2000 sample points.
+    """
+    from scipy.spatial import cKDTree
+
+    m = len(points_mm)
+    if m < 4:
+        return normals
+    sample = np.arange(0, m, max(1, m // 2000))
+    _, nb = cKDTree(points_mm).query(points_mm[sample], k=min(k, m))
+    local = points_mm[nb].mean(axis=1)
+    if np.einsum("ij,ij->", normals[sample], points_mm[sample] - local) < 0:
         normals = -normals
     return normals
 

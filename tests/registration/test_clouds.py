@@ -219,3 +219,16 @@ def test_vertex_normals_known_answer_and_rejection():
     np.testing.assert_array_equal(n[3], [0, 0, 0])  # unused vertex
     with pytest.raises(CloudError, match="within range"):
         vertex_normals(v, np.array([[0, 1, 7]]))
+
+
+def test_normals_of_a_face_view_with_a_large_table_point_outward():
+    """A depth scene: a convex cap (the face) above a larger flat table, which must not swing
+    the orientation vote whichever way its normals were propagated."""
+    cap = _sphere_cap(3000)
+    rng = np.random.default_rng(5)
+    table = np.c_[rng.uniform(-150, 150, (4000, 2)), np.full(4000, -20.0)]
+    table[:, :2] += [10.0, -20.0]
+    pts = np.vstack([cap, table])
+    n = estimate_normals(pts, radius_mm=8.0)
+    outward = (cap - [10.0, -20.0, 30.0]) / 50.0
+    assert np.mean(np.einsum("ij,ij->i", n[: len(cap)], outward) > 0.9) > 0.9

@@ -10,9 +10,10 @@ bone           >= 300          300     largest 26-connected component (the skull
 skin           >= -300         -300    body = tissue and denser; cut thin bridges (a table or
                                        headrest touching the head) with an erosion of 1.5 mm, keep
                                        the largest component, add back cut-off pieces that do not
-                                       reach the volume border (ears, nose), fill every cavity
-                                       (3-D holes and per-slice holes along the superior-inferior
-                                       axis, so an airway open at the neck is closed too)
+                                       reach the volume border (ears, nose), fill every cavity:
+                                       per-slice holes across the superior-inferior axis, which
+                                       hold every 3-D hole and also close an airway that is open
+                                       at the neck end of the scan
 soft-tissue    -100 .. 200     None    largest 26-connected component
 vessels        150 .. 500      None    contrast range; voxels within 1 mm of > 500 HU (bone rims
                                        whose partial-volume values fall in the band) removed;
@@ -487,8 +488,9 @@ def segment(
         Inclusive ``(lo, hi)`` in the volume's units (HU after rescale); None on a side = open.
         Overrides the preset's range (the preset's cleaning still applies).
     seed_lps
-        A point (LPS mm, shape (3,)): keep the 26-connected region holding it instead of the
-        preset's keep rule. Its voxel (nearest centre) must lie in the range.
+        A point (LPS mm, shape (3,)): keep the connected region holding it (26-connected)
+        instead of the preset's keep rule; the skin preset's table separation is skipped (the
+        seed chooses the object). Its voxel (nearest centre) must lie in the range.
     exclude_fiducials
         Remove small dense skin markers from the mask (see module docstring).
     label_name

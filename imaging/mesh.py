@@ -118,6 +118,11 @@ class Mesh:
 
     # ------------------------------------------------------------------ measures
     @property
+    def colour(self) -> tuple[float, float, float, float]:
+        """Alias of :attr:`color` (RGBA, 0..1)."""
+        return self.color
+
+    @property
     def n_vertices(self) -> int:
         """Number of vertices."""
         return int(len(self.vertices))

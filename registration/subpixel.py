@@ -19,6 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from registration._edge_kernel import refine_pass
 from registration.camera import CameraModel
 from registration.errors import RegistrationError
 
@@ -74,8 +75,12 @@ def refine_corners_edges(
         return out
     current = c.copy()
     ok_all = np.ones(c.shape[0], dtype=bool)
+    gray8 = np.ascontiguousarray(img)
     for half in half_width_px:
-        refined, ok = _refine_all(img, current, samples, float(half), np.zeros(2), None)
+        if gray8.dtype == np.uint8:
+            refined, ok = refine_pass(gray8, current, int(samples), float(half), 21)
+        else:
+            refined, ok = _refine_all(img, current, samples, float(half), np.zeros(2), None)
         ok_all &= ok
         current[ok] = refined[ok]
     if camera is not None and np.any(camera.dist != 0) and np.any(ok_all):

@@ -223,11 +223,24 @@ def render(
         tex = plane.texture.astype(np.float32)
         ones = np.ones_like(tex)
         if rays is None:
-            hom = cam.matrix @ h_norm
-            warped = cv2.warpPerspective(tex, hom, (w, h), flags=cv2.INTER_LINEAR,
+            # warp only the plane's bounding box (same homography, shifted origin)
+            uv = cam.project(corners_cam)
+            x0 = int(np.clip(np.floor(uv[:, 0].min()) - 2, 0, w))
+            y0 = int(np.clip(np.floor(uv[:, 1].min()) - 2, 0, h))
+            x1 = int(np.clip(np.ceil(uv[:, 0].max()) + 3, 0, w))
+            y1 = int(np.clip(np.ceil(uv[:, 1].max()) + 3, 0, h))
+            if x1 <= x0 or y1 <= y0:
+                continue
+            shift = np.array([[1.0, 0, -x0], [0, 1.0, -y0], [0, 0, 1.0]])
+            hom = shift @ cam.matrix @ h_norm
+            size = (x1 - x0, y1 - y0)
+            warped = cv2.warpPerspective(tex, hom, size, flags=cv2.INTER_LINEAR,
                                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-            mask = cv2.warpPerspective(ones, hom, (w, h), flags=cv2.INTER_LINEAR,
+            mask = cv2.warpPerspective(ones, hom, size, flags=cv2.INTER_LINEAR,
                                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            sub = canvas[y0:y1, x0:x1]
+            sub *= 1.0 - mask
+            sub += warped * mask
         else:
             inv = np.linalg.inv(h_norm)
             x, y = rays[..., 0], rays[..., 1]
@@ -238,14 +251,15 @@ def render(
                                borderValue=0)
             mask = cv2.remap(ones, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                              borderValue=0)
-        canvas = canvas * (1.0 - mask) + warped * mask
+            canvas = canvas * (1.0 - mask) + warped * mask
     if blur_sigma_px > 0:
         canvas = cv2.GaussianBlur(canvas, (0, 0), blur_sigma_px * s)
     if s > 1:
         canvas = cv2.resize(canvas, camera.size, interpolation=cv2.INTER_AREA)
     if noise_sigma > 0:
         rng = np.random.default_rng(seed)
-        canvas = canvas + rng.normal(0.0, noise_sigma, canvas.shape).astype(np.float32)
+        canvas = canvas + np.float32(noise_sigma) * rng.standard_normal(canvas.shape,
+                                                                       dtype=np.float32)
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
 
 

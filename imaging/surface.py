@@ -225,6 +225,8 @@ def extract_surface(
     array = volume.array
     if array.dtype.kind not in "iuf" or array.dtype == np.float16:
         array = array.astype(np.float32)
+    elif not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
     array = np.ascontiguousarray(array)
     region = None
     if mask is not None:

@@ -222,6 +222,15 @@ def test_random_fields_give_closed_manifold_surfaces(seed):
     m = extract_surface(Volume(field, np.eye(4)), level=0.1)
     assert m.n_faces > 10000 and m.is_watertight()
     mask = field > 0.5
-    for mesh in (extract_surface(Volume(field, np.eye(4)), mask=mask, level=0.5),
-                 extract_surface(Volume(field, np.eye(4)), mask=mask, level=0.5, step=2)):
-        assert mesh.is_watertight()
+    vol = Volume(field, np.eye(4))
+    for kwargs in ({}, {"step": 2}, {"mask_mode": "region"}, {"mask_mode": "region", "step": 2}):
+        assert extract_surface(vol, mask=mask, level=0.5, **kwargs).is_watertight()
+
+
+def test_big_endian_and_bool_volumes():
+    vol, c = _ball()
+    be = Volume(vol.array.astype(">f4"), vol.affine)
+    m = extract_surface(be, level=0.0)
+    np.testing.assert_allclose(m.vertices, extract_surface(vol, level=0.0).vertices)
+    b = extract_surface(Volume(vol.array > 0, vol.affine), level=0.5)
+    assert b.is_watertight() and np.abs(_radii_ijk(b, vol, c) - 12.0).max() < 0.6

@@ -25,7 +25,7 @@ Method
    (``scipy.optimize.least_squares``, trust-region reflective) gives the sub-voxel centre
    ``c``, the diameter ``2R``, the blur ``σ`` and the material HU ``F``; each voxel's model
    value is the mean over 2 × 2 × 2 points inside it (the voxel's box average, which matters
-   for voxels larger than the blur; voxels of 1 mm or less are point-sampled). A single
+   for voxels larger than the blur; voxels of 0.9 mm or less are point-sampled). A single
    threshold-based centroid would be pulled ~0.2 mm towards the skin by the asymmetric
    background; the fit removes that bias.
 3. **Confidence** in [0, 1] — product of scores for size (fitted diameter within the range),
@@ -56,8 +56,8 @@ DEFAULT_MIN_CONFIDENCE = 0.5
 NOMINAL_PSF_MM = 0.6
 #: Sub-samples per voxel axis of the fitted model (voxel box average).
 _SUB = 2
-#: Voxels no larger than this (mm) are point-sampled: the blur then dominates the box average.
-_BOX_SPACING_MM = 1.0
+#: Voxels no larger than this (mm) are point-sampled: the blur dominates their box average.
+_BOX_SPACING_MM = 0.9
 #: The default seed level never goes below this (HU).
 SEED_FLOOR_HU = 500.0
 #: Contrast (HU) above the brighter side of the local background at which the contrast score
@@ -417,6 +417,24 @@ def _fit_candidate(
     diameter = 2.0 * radius
     tol = max(0.5, 0.5 * float(spacing_kji.max()))
     material_ok = f_hu >= min_hu
+    if not material_ok and dmin < diameter <= dmin + 2.0 * tol:
+        # Near the resolution limit size and density trade off (a smaller, denser ball blurs
+        # to almost the same image). If a ball of the smallest allowed diameter explains the
+        # data as well, judge the material from that fit.
+        fixed_r = dmin / 2.0
+        keep = np.r_[0:3, 4:12]
+        fit_r = least_squares(
+            lambda q: model(np.insert(q, 3, fixed_r)) - val,
+            np.clip(p[keep], lower[keep] + 1e-9, upper[keep] - 1e-9),
+            bounds=(lower[keep], upper[keep]), x_scale=scale[keep], max_nfev=60,
+            tr_solver="lsmr",
+        )
+        rms_free = float(np.sqrt(np.mean(fit.fun**2)))
+        rms_small = float(np.sqrt(np.mean(fit_r.fun**2)))
+        # "as well": the misfit added by fixing R is no larger than the free fit's own
+        if rms_small <= np.sqrt(2.0) * rms_free and fit_r.x[4] >= min_hu:
+            material_ok = True
+            f_hu = float(fit_r.x[4])
     size_score = float(np.clip(1.0 - max(dmin - diameter, diameter - dmax, 0.0) / tol, 0, 1))
     shape_score = float(np.clip((2.5 - elongation) / 0.7, 0, 1)) * float(
         np.clip(1.0 - (resid - 0.03) / 0.07, 0, 1)

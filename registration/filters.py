@@ -53,6 +53,10 @@ class OneEuroParams:
 
 def smoothing_factor(cutoff_hz: float, dt_s: float) -> float:
     """``alpha = 1 / (1 + tau / Te)`` with ``tau = 1 / (2 pi fc)`` (Casiez et al. 2012, §3)."""
+    if not (cutoff_hz > 0 and dt_s > 0 and math.isfinite(cutoff_hz) and math.isfinite(dt_s)):
+        raise RegistrationError(
+            f"smoothing factor needs a cutoff > 0 Hz and a time step > 0 s, got {cutoff_hz}, "
+            f"{dt_s}")
     tau = 1.0 / (2.0 * math.pi * cutoff_hz)
     return 1.0 / (1.0 + tau / dt_s)
 

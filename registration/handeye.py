@@ -89,7 +89,7 @@ def _skew(v: np.ndarray) -> np.ndarray:
     return np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
 
 
-def motion_pairs(
+def _motion_pairs(
     tracker_poses: np.ndarray, camera_poses: np.ndarray, min_rotation_deg: float = 2.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Relative motions ``A`` (tool) and ``B`` (camera), (K, 4, 4) each, over pairs i < j."""
@@ -169,7 +169,7 @@ def calibrate_hand_eye(
         raise HandEyeError(f"{ta.shape[0]} tracker poses but {cb.shape[0]} camera poses")
     if ta.shape[0] < 3:
         raise HandEyeError(f"hand-eye needs at least 3 pose pairs, got {ta.shape[0]}")
-    a, b = motion_pairs(ta, cb, min_rotation_deg)
+    a, b = _motion_pairs(ta, cb, min_rotation_deg)
     if a.shape[0] < 2:
         raise HandEyeError(
             f"fewer than 2 motions rotate by >= {min_rotation_deg} deg; move the tool more")

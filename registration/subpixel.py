@@ -12,6 +12,12 @@ sampling). A total-least-squares line is fitted to each side's points and
 adjacent lines are intersected (homogeneous cross product, Hartley & Zisserman, *Multiple View
 Geometry*, 2nd ed., §2.2.1). With a camera model, edge points are undistorted first and the
 corners re-distorted, so curved (distorted) edges stay exact.
+
+The passes without distortion run in a numba-compiled kernel
+(:mod:`registration._edge_kernel`, ~40 us for three markers; compiled once and cached on
+disk); :func:`_refine_all` is the NumPy reference (and the path with lens distortion).
+Measured on rendered markers (``benchmarks/bench_tracking.py``): median corner error
+0.014 px, against 0.2 px for ``CORNER_REFINE_SUBPIX``.
 """
 
 from __future__ import annotations

@@ -278,7 +278,13 @@ def look_at_pose(
     """
     from scipy.spatial.transform import Rotation
 
-    pos = np.asarray(position_cam_mm, dtype=np.float64).reshape(3)
+    pos = np.asarray(position_cam_mm, dtype=np.float64)
+    ang = np.asarray(rotation_deg, dtype=np.float64)
+    if pos.shape != (3,) or ang.shape != (3,):
+        raise RegistrationError(
+            f"position and rotation must be 3 values each, got {pos.shape} and {ang.shape}")
+    if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(ang))):
+        raise RegistrationError("position and rotation must be finite")
     face_on = np.diag([1.0, -1.0, -1.0]) if y_up else np.eye(3)
-    r = face_on @ Rotation.from_euler("xyz", rotation_deg, degrees=True).as_matrix()
+    r = face_on @ Rotation.from_euler("xyz", ang, degrees=True).as_matrix()
     return Transform.from_rt(r, pos, src=src, dst=dst)

@@ -103,3 +103,10 @@ def test_rejections():
         pf(np.eye(4), 0.0)  # type: ignore[arg-type]
     with pytest.raises(RegistrationError, match="max_gap_s"):
         PoseFilter(max_gap_s=0)
+
+
+def test_smoothing_factor_rejections():
+    with pytest.raises(RegistrationError, match="cutoff > 0 Hz"):
+        smoothing_factor(0.0, 0.01)
+    with pytest.raises(RegistrationError, match="time step > 0 s"):
+        smoothing_factor(1.0, -0.01)

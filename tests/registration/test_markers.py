@@ -8,10 +8,12 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from registration.camera import CameraModel
+from registration.errors import RegistrationError
 from registration.frames import Transform
 from registration.markers import (
     MarkerError,
     as_gray,
+    charuco_object_points,
     detect_charuco,
     detect_markers,
     detector_parameters,
@@ -166,3 +168,46 @@ def test_rejections():
     with pytest.raises(MarkerError, match="min_corners"):
         estimate_charuco_pose(np.zeros((720, 1280), np.uint8), make_charuco_detector(board),
                               CAM, min_corners=3)
+
+
+def test_compiled_edge_pass_matches_numpy_reference():
+    from registration._edge_kernel import refine_pass
+    from registration.subpixel import _refine_all
+
+    d = get_dictionary("DICT_4X4_50")
+    planes = [marker_plane(d, m, 50, look_at_pose([x, 0, 500], [20, 10, 30 * m], "M"))
+              for m, x in ((1, -120.0), (2, 0.0), (3, 120.0))]
+    img = render(CAM, planes, noise_sigma=2, seed=5, supersample=2)
+    found = detect_markers(img, make_detector(d, detector_parameters("subpix")), "subpix")
+    a, ok_a = refine_pass(img, found.corners_px, 16, 2.5, 21)
+    b, ok_b = _refine_all(img, found.corners_px, 16, 2.5, np.zeros(2), None)
+    assert ok_a.all() and ok_b.all()
+    np.testing.assert_allclose(a, b, atol=1e-9)
+
+
+def test_reduced_scale_detection_and_edge_rejections():
+    from registration.subpixel import refine_corners_edges
+
+    d = get_dictionary("DICT_4X4_50")
+    truth = look_at_pose([40, 30, 350], [20, -20, 15], "MARKER")
+    img = render(CAM, [marker_plane(d, 9, 50, truth)], noise_sigma=2, seed=9, supersample=2)
+    gt = CAM.project(truth.apply(marker_object_points(50)))
+    det = make_detector(d, detector_parameters("none", fast_threshold=True))
+    for scale in (0.5, 0.25):
+        found = detect_markers(img, det, scale=scale)
+        assert np.abs(found.get(9) - gt).max() < 0.05, scale
+    with pytest.raises(MarkerError, match="scale must be in"):
+        detect_markers(img, det, scale=2.0)
+    with pytest.raises(MarkerError, match=r"ids must be in 0\.\.11"):
+        charuco_object_points(make_charuco_board(5, 4, 30, 20, "DICT_4X4_50"), np.array([12]))
+    with pytest.raises(RegistrationError, match="2-D"):
+        refine_corners_edges(np.zeros((4, 4, 3), np.uint8), np.zeros((1, 4, 2)))
+    with pytest.raises(RegistrationError, match=r"\(N, 4, 2\)"):
+        refine_corners_edges(img, np.zeros((4, 2)))
+    with pytest.raises(RegistrationError, match="NaN"):
+        refine_corners_edges(img, np.full((1, 4, 2), np.nan))
+    with pytest.raises(RegistrationError, match="half_width_px"):
+        refine_corners_edges(img, gt[None], half_width_px=(0.0,))
+    # a quad on a flat image cannot be measured: corners are returned unchanged
+    flat = np.full_like(img, 128)
+    np.testing.assert_array_equal(refine_corners_edges(flat, gt[None])[0], gt)

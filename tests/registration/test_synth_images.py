@@ -93,3 +93,12 @@ def test_render_rejections():
         marker_plane(d, 0, 40, np.eye(4))  # type: ignore[arg-type]
     with pytest.raises(RegistrationError, match="inner corners"):
         chessboard_plane(1, 5, 20, Transform.identity("B", "CAMERA"))
+
+
+def test_look_at_pose_rejections():
+    with pytest.raises(RegistrationError, match="3 values each"):
+        look_at_pose([0, 0], [0, 0, 0], "M")
+    with pytest.raises(RegistrationError, match="finite"):
+        look_at_pose([0, 0, np.nan], [0, 0, 0], "M")
+    p = look_at_pose([1, 2, 300], [0, 0, 0], "M")
+    np.testing.assert_allclose(p.apply(np.array([[0, 10.0, 0]])), [[1, -8, 300]])  # y up

@@ -140,52 +140,71 @@ def setup_triangles(
         tbox[f, 3] = min(int(fx1), width - 1)
 
 
-@njit(cache=True)
+_BIN_CHUNKS = 8
+
+
+@njit(cache=True, parallel=True)
 def bin_triangles(
     tbox: np.ndarray, band_h: int, counts: np.ndarray, starts: np.ndarray, bbox: np.ndarray
 ) -> np.ndarray:
     """Counting-sort the non-empty triangles into horizontal bands of ``band_h`` rows.
 
     Returns the concatenated per-band triangle lists; band k's triangles are
-    ``lst[starts[k]:starts[k + 1]]``. ``bbox`` receives the union ``(y0, y1, x0, x1)`` of all
-    triangle boxes (``y0 > y1`` when nothing is visible).
+    ``lst[starts[k]:starts[k + 1]]``, in ascending triangle order. ``counts`` (one per band)
+    receives the band sizes and ``bbox`` the union ``(y0, y1, x0, x1)`` of all triangle boxes
+    (``y0 > y1`` when nothing is visible). Chunks of triangles are counted and scattered in
+    parallel; the offsets come from a prefix sum over (band, chunk).
     """
     nb = counts.shape[0]
-    counts[:] = 0
-    y0a = 1 << 30
-    y1a = -1
-    x0a = 1 << 30
-    x1a = -1
-    for f in range(tbox.shape[0]):
-        y0 = tbox[f, 0]
-        y1 = tbox[f, 1]
-        if y0 > y1:
-            continue
-        for k in range(y0 // band_h, y1 // band_h + 1):
-            counts[k] += 1
-        y0a = min(y0a, y0)
-        y1a = max(y1a, y1)
-        x0a = min(x0a, tbox[f, 2])
-        x1a = max(x1a, tbox[f, 3])
-    bbox[0] = y0a
-    bbox[1] = y1a
-    bbox[2] = x0a
-    bbox[3] = x1a
+    m = tbox.shape[0]
+    nc = _BIN_CHUNKS
+    size = (m + nc - 1) // nc
+    cc = np.zeros((nc, nb), np.int64)
+    boxes = np.empty((nc, 4), np.int64)
+    for c in prange(nc):
+        y0a = 1 << 30
+        y1a = -1
+        x0a = 1 << 30
+        x1a = -1
+        for f in range(c * size, min(m, (c + 1) * size)):
+            y0 = tbox[f, 0]
+            y1 = tbox[f, 1]
+            if y0 > y1:
+                continue
+            for k in range(y0 // band_h, y1 // band_h + 1):
+                cc[c, k] += 1
+            y0a = min(y0a, y0)
+            y1a = max(y1a, y1)
+            x0a = min(x0a, tbox[f, 2])
+            x1a = max(x1a, tbox[f, 3])
+        boxes[c, 0] = y0a
+        boxes[c, 1] = y1a
+        boxes[c, 2] = x0a
+        boxes[c, 3] = x1a
+    bbox[0] = boxes[:, 0].min()
+    bbox[1] = boxes[:, 1].max()
+    bbox[2] = boxes[:, 2].min()
+    bbox[3] = boxes[:, 3].max()
+    offs = np.empty((nc, nb), np.int64)
     s = 0
     for k in range(nb):
         starts[k] = s
-        s += counts[k]
+        counts[k] = 0
+        for c in range(nc):
+            offs[c, k] = s
+            s += cc[c, k]
+            counts[k] += cc[c, k]
     starts[nb] = s
     lst = np.empty(s, np.int32)
-    pos = starts[:nb].copy()
-    for f in range(tbox.shape[0]):
-        y0 = tbox[f, 0]
-        y1 = tbox[f, 1]
-        if y0 > y1:
-            continue
-        for k in range(y0 // band_h, y1 // band_h + 1):
-            lst[pos[k]] = f
-            pos[k] += 1
+    for c in prange(nc):
+        for f in range(c * size, min(m, (c + 1) * size)):
+            y0 = tbox[f, 0]
+            y1 = tbox[f, 1]
+            if y0 > y1:
+                continue
+            for k in range(y0 // band_h, y1 // band_h + 1):
+                lst[offs[c, k]] = f
+                offs[c, k] += 1
     return lst
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from registration._edge_kernel import refine_pass
 from registration.camera import CameraModel
 from registration.errors import RegistrationError
 
@@ -82,6 +81,8 @@ def refine_corners_edges(
     current = c.copy()
     ok_all = np.ones(c.shape[0], dtype=bool)
     gray8 = np.ascontiguousarray(img)
+    # imported here: numba's import costs ~0.3 s, not to be paid by every `scrubin` command
+    from registration._edge_kernel import refine_pass
     for half in half_width_px:
         if gray8.dtype == np.uint8:
             refined, ok = refine_pass(gray8, current, int(samples), float(half), 21)

@@ -32,7 +32,11 @@ Method
    shape (elongation of the marker's contrast moments and fit residual relative to contrast)
    and contrast (material above the brighter background: 0 at ``MIN_CONTRAST_HU / 2``, 1 at
    ``MIN_CONTRAST_HU``, so noise speckles in dense bone score 0). A fitted material HU ``F`` below
-   ``min_hu`` rejects the candidate (bone, noise); so do a diameter outside the range and a
+   ``min_hu`` rejects the candidate (bone, noise) — except that near the resolution limit
+   size and density trade off (a small dense bead blurs like a larger, fainter ball), so a
+   candidate fitted at most 0.5 mm above the minimum diameter is refitted as a ball of the
+   minimum diameter, and if that fits about as well (RMS ≤ √2 × the free fit's) its
+   material HU decides; so do a diameter outside the range and a
    confidence below ``min_confidence``; overlapping detections keep the best.
 """
 
@@ -56,6 +60,8 @@ DEFAULT_MIN_CONFIDENCE = 0.5
 NOMINAL_PSF_MM = 0.6
 #: Sub-samples per voxel axis of the fitted model (voxel box average).
 _SUB = 2
+#: Fitted diameters up to this much above the minimum get the smallest-ball refit (mm).
+_REFIT_MARGIN_MM = 0.5
 #: Voxels no larger than this (mm) are point-sampled: the blur dominates their box average.
 _BOX_SPACING_MM = 0.9
 #: The default seed level never goes below this (HU).
@@ -417,7 +423,7 @@ def _fit_candidate(
     diameter = 2.0 * radius
     tol = max(0.5, 0.5 * float(spacing_kji.max()))
     material_ok = f_hu >= min_hu
-    if not material_ok and dmin < diameter <= dmin + 2.0 * tol:
+    if not material_ok and dmin < diameter <= dmin + _REFIT_MARGIN_MM:
         # Near the resolution limit size and density trade off (a smaller, denser ball blurs
         # to almost the same image). If a ball of the smallest allowed diameter explains the
         # data as well, judge the material from that fit.

@@ -31,13 +31,13 @@ Method
 3. **Confidence** in [0, 1] — product of scores for size (fitted diameter within the range),
    shape (elongation of the marker's contrast moments and fit residual relative to contrast)
    and contrast (material above the brighter background: 0 at ``MIN_CONTRAST_HU / 2``, 1 at
-   ``MIN_CONTRAST_HU``, so noise speckles in dense bone score 0). A fitted material HU ``F`` below
-   ``min_hu`` rejects the candidate (bone, noise) — except that near the resolution limit
-   size and density trade off (a small dense bead blurs like a larger, fainter ball), so a
-   candidate fitted at most 0.5 mm above the minimum diameter is refitted as a ball of the
-   minimum diameter, and if that fits about as well (RMS ≤ √2 × the free fit's) its
-   material HU decides; so do a diameter outside the range and a
-   confidence below ``min_confidence``; overlapping detections keep the best.
+   ``MIN_CONTRAST_HU``, so noise speckles in dense bone score 0).
+4. **Rejection** — a fitted material HU ``F`` below ``min_hu`` (bone, noise), a diameter
+   outside the range, or a confidence below ``min_confidence``; overlapping detections keep
+   the best. Near the resolution limit size and density trade off (a small dense bead blurs
+   like a larger, fainter ball), so a candidate fitted at most 0.5 mm above the minimum
+   diameter is refitted as a ball of the minimum diameter; if that fits about as well
+   (RMS ≤ √2 × the free fit's), its material HU decides.
 """
 
 from __future__ import annotations

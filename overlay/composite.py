@@ -70,6 +70,33 @@ def _is_edge(
 
 
 @njit(cache=True, parallel=True, fastmath=True)
+def _resolve_single(
+    tid: np.ndarray, bary: np.ndarray, faces: np.ndarray, shade: np.ndarray,
+    face_struct: np.ndarray, struct_bgr: np.ndarray, struct_alpha: np.ndarray,
+    bbox: np.ndarray, out: np.ndarray,
+) -> None:
+    """:func:`resolve_layers` for the common case of one filled layer."""
+    for y in prange(bbox[0], bbox[1] + 1):
+        j = y - bbox[0]
+        for x in range(bbox[2], bbox[3] + 1):
+            i = x - bbox[2]
+            f = tid[0, y, x]
+            if f < 0:
+                out[j, i, 0] = 0
+                out[j, i, 1] = 0
+                out[j, i, 2] = 0
+                out[j, i, 3] = 0
+                continue
+            s = face_struct[f]
+            al = struct_alpha[s]
+            sh = _shade(f, bary[0, y, x, 0], bary[0, y, x, 1], faces, shade) * al * 255.0
+            out[j, i, 0] = np.uint8(min(struct_bgr[s, 0] * sh + 0.5, 255.0))
+            out[j, i, 1] = np.uint8(min(struct_bgr[s, 1] * sh + 0.5, 255.0))
+            out[j, i, 2] = np.uint8(min(struct_bgr[s, 2] * sh + 0.5, 255.0))
+            out[j, i, 3] = np.uint8(min(al * 255.0 + 0.5, 255.0))
+
+
+@njit(cache=True, parallel=True, fastmath=True)
 def resolve_layers(
     depth: np.ndarray,
     tid: np.ndarray,
@@ -94,6 +121,11 @@ def resolve_layers(
     n_layers = depth.shape[0]
     height = depth.shape[1]
     width = depth.shape[2]
+    if n_layers == 1 and layer_kind[0] != KIND_OUTLINE:
+        _resolve_single(tid, bary, faces, shade, face_struct, struct_bgr,
+                        struct_alpha if layer_kind[0] == KIND_FILL else np.ones_like(struct_alpha),
+                        bbox, out)
+        return
     for y in prange(bbox[0], bbox[1] + 1):
         zs = np.empty(_MAX_LAYERS)
         cs = np.empty((_MAX_LAYERS, 4))

@@ -33,6 +33,7 @@ from registration.frames import CAMERA, CT, Transform
 
 MODES = ("fill", "outline")
 _BAND_H = 8
+_MAX_SEE_THROUGH = 15  # own layers (transparent / outline), plus the shared opaque layer
 
 
 @dataclass(frozen=True)
@@ -266,6 +267,7 @@ class OverlayRenderer:
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._rgba = np.zeros((hr, self.geometry.render_width, 4), np.uint8)
         self._styles = [(s.colour_rgb, float(s.opacity), s.mode) for s in structs]
+        self._layers(self._styles)
 
     # ------------------------------------------------------------------ style
     def set_style(
@@ -282,14 +284,27 @@ class OverlayRenderer:
                           np.zeros((3, 3)), tuple(colour_rgb) if colour_rgb is not None
                           else colour, alpha if opacity is None else opacity,
                           md if mode is None else mode)
-        self._styles[i] = (probe.colour_rgb, float(probe.opacity), probe.mode)
+        styles = list(self._styles)
+        styles[i] = (probe.colour_rgb, float(probe.opacity), probe.mode)
+        self._layers(styles)
+        self._styles = styles
 
-    def _layers(self, styles: list[tuple[tuple[float, ...], float, str]]) -> tuple[
-        np.ndarray, np.ndarray
-    ]:
-        """Layer kind per layer and layer per structure (opaque fills share layer 0, present
-        only when some structure is an opaque fill; every other structure has its own)."""
+    def _layers(self, styles: list[tuple[tuple[float, ...], float, str]], warning: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Layer kind per layer and layer per structure.
+
+        Opaque fills share layer 0 (present only when there is one); every transparent or
+        outlined structure has its own layer. The warning look puts all structures in one
+        outline layer (their joint silhouette).
+        """
+        if warning:
+            return (np.array([composite.KIND_OUTLINE], np.int8),
+                    np.zeros(len(styles), np.int8))
         opaque = [md == "fill" and alpha >= 1.0 for _, alpha, md in styles]
+        if len(opaque) - sum(opaque) > _MAX_SEE_THROUGH:
+            raise OverlayError(
+                f"at most {_MAX_SEE_THROUGH} transparent or outlined structures, got "
+                f"{len(opaque) - sum(opaque)}; make some opaque or merge meshes sharing a look")
         kinds = [composite.KIND_OPAQUE] if any(opaque) else []
         struct_layer = np.zeros(len(styles), np.int8)
         for i, (_, _, md) in enumerate(styles):
@@ -353,7 +368,7 @@ class OverlayRenderer:
             styles = [((1.0, 0.0, 0.0), 1.0, "outline") for _ in self._styles]
         else:
             styles = self._styles
-        kinds, struct_layer = self._layers(styles)
+        kinds, struct_layer = self._layers(styles, warning)
         raster.transform_project(self._v, self._n, np.ascontiguousarray(m[:3, :3]),
                                  np.ascontiguousarray(m[:3, 3]), geom.k_render, self.near_mm,
                                  self.ambient, self._p_cam, self._shade, self._uvz)

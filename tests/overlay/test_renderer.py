@@ -223,6 +223,10 @@ def test_renderer_rejects_bad_input() -> None:
         OverlayRenderer(CAM, [])
     with pytest.raises(OverlayError, match="unique"):
         OverlayRenderer(CAM, [s, s])
+    many = [Structure(f"x{i}", V, F, opacity=0.5) for i in range(16)]
+    with pytest.raises(OverlayError, match="at most 15"):
+        OverlayRenderer(CAM, many)
+    OverlayRenderer(CAM, [Structure(f"x{i}", V, F) for i in range(40)])  # opaque: one layer
     with pytest.raises(OverlayError, match="near_mm"):
         OverlayRenderer(CAM, [s], near_mm=0)
     with pytest.raises(OverlayError, match="outline_px"):

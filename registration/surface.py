@@ -4,11 +4,17 @@ Pipeline (:func:`register_surface`)
 -----------------------------------
 1. Global initialisation when no start pose is given (:mod:`registration.global_init`:
    FPFH + RANSAC + verification), several distinct hypotheses kept.
-2. Multi-scale robust point-to-plane ICP (:func:`robust_icp`) from each of the best
-   hypotheses on the coarse levels; the one that fits best is refined at full resolution.
+2. Multi-scale robust point-to-plane ICP (:func:`robust_icp`) by successive halving: every
+   hypothesis runs the coarsest level, the best three (by score: share of cloud points within
+   a tolerance of the model) the middle level, the best two full resolution; the best final
+   score wins. With a start pose (``init``) there is a single candidate.
 3. Quality: RMS point-to-plane residual, inlier fraction, and an ambiguity warning when two
-   distinct poses fit about equally well or when the geometry lets the cloud slide
-   (small eigenvalues of the point-to-plane normal matrix, Gelfand et al. 2003).
+   distinct poses fit about equally well or when the geometry lets the cloud slide (small
+   eigenvalues of the point-to-plane normal matrix, Gelfand et al. 2003).
+
+References: Chen & Medioni, Image Vis. Comput. 10(3) 1992; Low, UNC TR04-004, 2004; Zhang,
+IJCV 13(2) 1994; Gelfand, Ikemoto, Rusinkiewicz & Levoy, 3DIM 2003; Rusinkiewicz & Levoy,
+3DIM 2001 (coarse-to-fine, sampling variants).
 
 ICP, as implemented
 -------------------

@@ -85,19 +85,38 @@ def refine_corners_edges(
     from registration._edge_kernel import refine_pass
     for half in half_width_px:
         if gray8.dtype == np.uint8:
-            refined, ok = refine_pass(gray8, current, int(samples), float(half), 21)
+            refined, ok = refine_pass(gray8, current, int(samples), float(half), 21, False,
+                                      _EYE3, _ZEROS12, off)
         else:
             refined, ok = _refine_all(img, current, samples, float(half), np.zeros(2), None)
         ok_all &= ok
         current[ok] = refined[ok]
-    if camera is not None and np.any(camera.dist != 0) and np.any(ok_all):
+    dist = camera.dist if camera is not None else np.zeros(0)
+    if np.any(dist != 0) and np.any(ok_all):
         # final pass on undistorted edge points, full-frame coordinates
-        refined, ok = _refine_all(img, current, samples, float(half_width_px[-1]), off, camera)
+        if gray8.dtype == np.uint8 and dist.size <= 12:
+            d12 = np.zeros(12)
+            d12[: dist.size] = dist
+            und, ok = refine_pass(gray8, current, int(samples), float(half_width_px[-1]), 21,
+                                  True, camera.matrix, d12, off)
+            rays = np.concatenate([und, np.ones(und.shape[:2] + (1,))], axis=-1)
+            rays = rays.reshape(-1, 3) @ np.linalg.inv(camera.matrix).T
+            refined = camera.project(np.ascontiguousarray(rays)).reshape(und.shape)
+            with np.errstate(invalid="ignore"):
+                moved = np.abs(refined - current - off).max(axis=(1, 2))
+            ok &= moved <= 3.0
+        else:
+            refined, ok = _refine_all(img, current, samples, float(half_width_px[-1]), off,
+                                      camera)
         ok_all &= ok
         out[ok_all] = refined[ok_all]
     else:
         out[ok_all] = current[ok_all] + off
     return out
+
+
+_EYE3 = np.eye(3)
+_ZEROS12 = np.zeros(12)
 
 
 def _bilinear(img: np.ndarray, xy: np.ndarray) -> np.ndarray:

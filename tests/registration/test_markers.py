@@ -179,7 +179,8 @@ def test_compiled_edge_pass_matches_numpy_reference():
               for m, x in ((1, -120.0), (2, 0.0), (3, 120.0))]
     img = render(CAM, planes, noise_sigma=2, seed=5, supersample=2)
     found = detect_markers(img, make_detector(d, detector_parameters("subpix")), "subpix")
-    a, ok_a = refine_pass(img, found.corners_px, 16, 2.5, 21)
+    a, ok_a = refine_pass(img, found.corners_px, 16, 2.5, 21, False, np.eye(3), np.zeros(12),
+                          np.zeros(2))
     b, ok_b = _refine_all(img, found.corners_px, 16, 2.5, np.zeros(2), None)
     assert ok_a.all() and ok_b.all()
     np.testing.assert_allclose(a, b, atol=1e-9)

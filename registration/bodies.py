@@ -32,6 +32,7 @@ import numpy as np
 
 from registration.camera import CameraModel
 from registration.errors import RegistrationError
+from registration.frames import Transform
 from registration.markers import (
     MarkerDetections,
     MarkerError,
@@ -124,8 +125,13 @@ class RigidBody:
         detections: MarkerDetections,
         camera: CameraModel,
         timestamp: float | None = None,
+        prior: Transform | None = None,
     ) -> BodyPose | None:
-        """Pose from the body's markers among ``detections``; None if none is visible."""
+        """Pose from the body's markers among ``detections``; None if none is visible.
+
+        ``prior`` (e.g. the previous frame's pose) resolves the planar flip ambiguity of
+        coplanar markers (:func:`registration.markers.solve_pose`).
+        """
         obj, img, used = [], [], []
         for mid, corners in zip(detections.ids.tolist(), detections.corners_px, strict=True):
             if mid in self.markers and mid not in used:
@@ -139,7 +145,8 @@ class RigidBody:
         square = len(used) == 1 and np.allclose(
             o, marker_object_points(np.linalg.norm(o[1] - o[0])), atol=1e-9
         )
-        est = solve_pose(o, i, camera, self.name, timestamp=timestamp, square=square)
+        est = solve_pose(o, i, camera, self.name, timestamp=timestamp, square=square,
+                         prior=prior)
         return BodyPose(est, tuple(used))
 
     # ------------------------------------------------------------------ JSON

@@ -265,6 +265,8 @@ def solve_pose(
     src: str,
     timestamp: float | None = None,
     square: bool = False,
+    prior: Transform | None = None,
+    ambiguity_ratio: float = 2.0,
 ) -> PoseEstimate:
     """``T_CAMERA_src`` from 2-D/3-D correspondences (``cv2.solvePnP``), refined by LM.
 
@@ -272,7 +274,10 @@ def solve_pose(
     and uses ``SOLVEPNP_IPPE_SQUARE`` (Collins & Bartoli, "Infinitesimal Plane-Based Pose
     Estimation", IJCV 109, 2014). Otherwise planar point sets use ``SOLVEPNP_IPPE``, others
     ``SOLVEPNP_SQPNP`` (Terzakis & Lourakis, ECCV 2020). Of IPPE's two solutions the one with
-    the lower reprojection error is kept.
+    the lower reprojection error is kept — unless the two errors are within
+    ``ambiguity_ratio`` of each other (the planar flip ambiguity of small or distant targets)
+    and a ``prior`` pose (e.g. the previous frame's) is given: then the solution whose
+    rotation is closer to the prior's is kept.
     """
     o, i = _check_points(object_points_mm, image_points_px, 4)
     k, d = camera.matrix, camera.dist
@@ -287,7 +292,17 @@ def solve_pose(
     n, rvecs, tvecs, errs = cv2.solvePnPGeneric(o, i, k, d, flags=method)
     if n < 1:
         raise MarkerError("solvePnP found no pose for these points")
-    best = int(np.argmin(np.asarray(errs).reshape(-1))) if errs is not None else 0
+    e = np.asarray(errs, dtype=np.float64).reshape(-1) if errs is not None else np.zeros(1)
+    best = int(np.argmin(e))
+    if prior is not None and n >= 2 and e.size >= 2:
+        lo, hi = np.sort(e[:2])
+        if hi <= ambiguity_ratio * max(lo, 1e-9):
+            angles = []
+            for rv in rvecs[:2]:
+                r_cand, _ = cv2.Rodrigues(rv)
+                c = (np.trace(r_cand.T @ prior.rotation) - 1.0) / 2.0
+                angles.append(np.arccos(np.clip(c, -1.0, 1.0)))
+            best = int(np.argmin(angles))
     rvec, tvec = rvecs[best].copy(), tvecs[best].copy()
     if o.shape[0] > 4 or method != cv2.SOLVEPNP_IPPE_SQUARE:
         rvec, tvec = cv2.solvePnPRefineLM(o, i, k, d, rvec, tvec)

@@ -268,7 +268,10 @@ class MarkerTracker:
         if self.body is None:  # lock onto the lowest id seen first
             mid = int(det.ids.min())
             self.body = RigidBody.single(mid, float(self.marker_size_mm), self.name)
-        bp = self.body.estimate_pose(det, self.camera, timestamp=t)
+        recent = (self._last_seen_t is not None and self._last_raw is not None
+                  and t - self._last_seen_t <= self.stale_after_s)
+        bp = self.body.estimate_pose(det, self.camera, timestamp=t,
+                                     prior=self._last_raw if recent else None)
         if bp is None:
             return None
         mask = np.isin(det.ids, bp.marker_ids)

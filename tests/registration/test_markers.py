@@ -212,3 +212,23 @@ def test_reduced_scale_detection_and_edge_rejections():
     # a quad on a flat image cannot be measured: corners are returned unchanged
     flat = np.full_like(img, 128)
     np.testing.assert_array_equal(refine_corners_edges(flat, gt[None])[0], gt)
+
+
+def test_prior_resolves_planar_flip_ambiguity():
+    """A small, distant, nearly face-on marker: IPPE's two solutions fit about equally well."""
+    truth = look_at_pose([0, 0, 1500], [8, -6, 0], "MARKER")
+    obj = marker_object_points(20)
+    rng = np.random.default_rng(4)
+    img = CAM.project(truth.apply(obj)) + rng.normal(0, 0.15, (4, 2))
+    n, rvecs, _, errs = cv2.solvePnPGeneric(obj, img, CAM.matrix, CAM.dist,
+                                            flags=cv2.SOLVEPNP_IPPE_SQUARE)
+    flipped = [cv2.Rodrigues(rv)[0] for rv in rvecs]
+    angles = [np.degrees(Rotation.from_matrix(r.T @ truth.rotation).magnitude())
+              for r in flipped]
+    assert n == 2 and max(angles) > 5  # two distinct candidate rotations
+    est = solve_pose(obj, img, CAM, "MARKER", square=True, prior=truth)
+    assert pose_error(est.pose, truth)[1] == pytest.approx(min(angles), abs=1e-6)
+    wrong = Transform.from_rt(flipped[int(np.argmax(angles))], truth.translation, "MARKER",
+                              "CAMERA")
+    est_wrong = solve_pose(obj, img, CAM, "MARKER", square=True, prior=wrong)
+    assert pose_error(est_wrong.pose, truth)[1] == pytest.approx(max(angles), abs=1e-6)

@@ -41,7 +41,7 @@ from registration.camera import CameraModel
 from registration.frames import CAMERA, CT, REF, Transform
 
 #: Marker plate: 2x2 markers of MARKER_MM with GAP_MM between them and a MARGIN_MM white rim.
-MARKER_MM = 28.0
+MARKER_MM = 36.0
 GAP_MM = 8.0
 MARGIN_MM = 8.0
 PLATE_MM = 2 * MARKER_MM + GAP_MM + 2 * MARGIN_MM
@@ -277,7 +277,8 @@ class SyntheticScene:
         if v.ndim != 2 or v.shape[1] != 3 or len(v) < 3 or not np.all(np.isfinite(v)):
             raise OverlayError(f"skin vertices must be finite (N>=3, 3) LPS mm, got {v.shape}")
         if f.ndim != 2 or f.shape[1] != 3 or len(f) < 1 or f.min() < 0 or f.max() >= len(v):
-            raise OverlayError(f"skin faces must be (M, 3) indices into the vertices, got {f.shape}")
+            raise OverlayError(f"skin faces must be (M, 3) indices into the vertices, got "
+                               f"{f.shape}")
         pts = np.asarray(points_ct_mm, np.float64)
         if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) < 1 or not np.all(np.isfinite(pts)):
             raise OverlayError(f"ground-truth points must be finite (K>=1, 3) LPS mm, got "

@@ -1,0 +1,394 @@
+"""The AR overlay frame loop: source -> marker tracking -> pose -> overlay render -> HUD -> sinks.
+
+Per frame (:meth:`OverlayPipeline.process`)::
+
+    T_CAMERA_REF  = tracker.update(image, capture_time)          (tracking, mm)
+    T_CAMERA_CT   = T_CAMERA_REF @ T_REF_CT                        (T_REF_CT: the registration)
+    status        = gate.evaluate(capture_time)                    (overlay.safety: LIVE/STALE/LOST)
+    overlay drawn only as the gate allows, then the HUD (state, reg. FRE / pred. TRE, fps, latency)
+
+A registration whose FrameOfReferenceUID differs from the models' is refused. Every frame keeps
+its id and capture time to the sinks; stage times (ms) are measured with ``perf_counter``:
+``capture`` (grab/decode; synthetic: scene render), ``track``, ``render`` (overlay render +
+composite), ``probe`` (accuracy instrumentation, excluded from the latency), ``hud``, ``sink``.
+Latency = output time - capture time on the pipeline's clock = ``perf_counter()`` after the
+sinks - ``Frame.t0`` (see :mod:`overlay.sources`), minus the probe time.
+
+Accuracy (synthetic source): tiny spheres at the ground-truth points (fiducials, target) are
+rendered as a separate overlay structure, one unique colour each, by the overlay renderer with
+the *tracked* pose and the registration, lens distortion on; their drawn centroids in the output
+pixels are compared with ``cv2.projectPoints`` of the truth with the true pose
+(:class:`AccuracyProbe`): error in px, and in mm at the point's depth (``px * z / f``).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from overlay import composite
+from overlay.errors import OverlayError
+from overlay.hud import FrameRate, HudInfo, draw_hud
+from overlay.renderer import OverlayRenderer, Structure
+from overlay.safety import SafetyConfig, TrackingGate, TrackingState
+from overlay.sinks import Sink, SinkItem
+from overlay.sources import Frame, FrameSource
+from registration.camera import CameraModel
+from registration.errors import RegistrationError
+from registration.frames import CAMERA, CT, REF, Transform
+from registration.tracker import MarkerTracker
+
+STAGES = ("capture", "track", "render", "probe", "hud", "sink")
+
+
+# ---------------------------------------------------------------------- registration
+@dataclass(frozen=True)
+class Registration:
+    """``T_REF_CT`` and the registration's own error figures (None when not known)."""
+
+    T_ref_ct: Transform
+    fre_mm: float | None = None
+    tre_mm: float | None = None
+    target_name: str = "target"
+
+
+def load_registration(path: str | Path) -> Registration:
+    """Read a registration JSON: a bare transform or a ``scrubin register`` report.
+
+    The transform must map ``CT`` to ``REF``. ``fre_mm`` and the largest
+    ``targets[].predicted_tre_mm`` are taken when present.
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise OverlayError(f"{p}: registration file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OverlayError(f"{p}: not a readable registration JSON ({exc})") from None
+    try:
+        tr = Transform.from_json(data["transform"] if isinstance(data, dict) and "transform"
+                                 in data else data)
+    except (RegistrationError, TypeError) as exc:
+        raise OverlayError(f"{p}: {exc}") from None
+    if tr.src != CT or tr.dst != REF:
+        raise OverlayError(f"{p}: registration must map {CT} to {REF}, got T_{tr.dst}_{tr.src}")
+    fre = tre = None
+    if isinstance(data, dict):
+        if isinstance(data.get("fre_mm"), int | float):
+            fre = float(data["fre_mm"])
+        tres = [t.get("predicted_tre_mm") for t in data.get("targets") or []
+                if isinstance(t, dict) and isinstance(t.get("predicted_tre_mm"), int | float)]
+        if tres:
+            tre = float(max(tres))
+    return Registration(tr, fre, tre)
+
+
+# ---------------------------------------------------------------------- accuracy probe
+class AccuracyProbe:
+    """Renders one small sphere per ground-truth point and finds their drawn centroids.
+
+    Parameters
+    ----------
+    camera
+        Output camera (the overlay's).
+    points_ct_mm
+        ``(K, 3)`` ground-truth points, CT / LPS mm (K <= 24).
+    radius_mm
+        Sphere radius (mm).
+    """
+
+    def __init__(self, camera: CameraModel, points_ct_mm: np.ndarray, radius_mm: float = 1.2,
+                 frame_of_reference_uid: str = "") -> None:
+        import open3d as o3d
+
+        pts = np.asarray(points_ct_mm, np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 3 or not 1 <= len(pts) <= 24 or not np.all(
+                np.isfinite(pts)):
+            raise OverlayError(f"probe points must be finite (K, 3) CT mm with 1 <= K <= 24, got"
+                               f" {pts.shape}")
+        if not math.isfinite(radius_mm) or radius_mm <= 0:
+            raise OverlayError(f"probe sphere radius must be > 0 mm, got {radius_mm}")
+        self.camera = camera
+        self.points_ct_mm = pts
+        self.radius_mm = float(radius_mm)
+        sph = o3d.geometry.TriangleMesh.create_sphere(radius_mm, 10)
+        sv, sf = np.asarray(sph.vertices), np.asarray(sph.triangles)
+        hues = (np.arange(len(pts)) * 0.618034) % 1.0  # golden-ratio hues: well separated
+        self.colours_rgb = np.array([colorsys.hsv_to_rgb(h, 1.0, 1.0) for h in hues])
+        structs = [Structure(f"probe{k}", sv + p, sf, normals_ct=sv / radius_mm,
+                             colour_rgb=tuple(c), frame_of_reference_uid=frame_of_reference_uid)
+                   for k, (p, c) in enumerate(zip(pts, self.colours_rgb, strict=True))]
+        self.renderer = OverlayRenderer(camera, structs, ambient=1.0, near_mm=1.0)
+
+    def measure(self, T_camera_ct: Transform) -> tuple[np.ndarray, Any]:
+        """Centroids ``(K, 2)`` (px, NaN where not measurable) and the rendered patch.
+
+        A sphere is measured when its drawn area is at least 60 % of the area its projection
+        should cover (not clipped by the image border nor hidden behind another sphere).
+        """
+        ov = self.renderer.render(T_camera_ct)
+        k = len(self.points_ct_mm)
+        out = np.full((k, 2), np.nan)
+        if ov.empty:
+            return out, ov
+        a = ov.bgra[:, :, 3].astype(np.float64) / 255.0
+        ys, xs = np.nonzero(a > 0)
+        if len(ys) == 0:
+            return out, ov
+        w = a[ys, xs]
+        bgr = ov.bgra[ys, xs, :3].astype(np.float64) / (255.0 * w[:, None])
+        pal = self.colours_rgb[:, ::-1]
+        lab = np.argmin(((bgr[:, None, :] - pal[None]) ** 2).sum(axis=2), axis=1)
+        p_cam = T_camera_ct.apply(self.points_ct_mm)
+        f = 0.5 * (self.camera.matrix[0, 0] + self.camera.matrix[1, 1])
+        dist = np.sqrt(((bgr - pal[lab]) ** 2).sum(axis=1))
+        for i in range(k):
+            if p_cam[i, 2] <= 0:
+                continue
+            r_px = f * self.radius_mm / p_cam[i, 2]
+            m = (lab == i) & (dist < 0.25)  # drop pixels mixing two spheres' colours
+            if not m.any():
+                continue
+            # keep the blob around the label's median (stray mixed pixels elsewhere)
+            mx, my = np.median(xs[m]), np.median(ys[m])
+            m &= (xs - mx) ** 2 + (ys - my) ** 2 <= (2.0 * r_px + 2.0) ** 2
+            area = w[m].sum()
+            if area < 0.6 * math.pi * r_px ** 2:
+                continue
+            out[i, 0] = (w[m] * (xs[m] + ov.x0)).sum() / area
+            out[i, 1] = (w[m] * (ys[m] + ov.y0)).sum() / area
+        return out, ov
+
+
+# ---------------------------------------------------------------------- records
+@dataclass
+class FrameRecord:
+    """What the pipeline did with one frame (JSON via :meth:`to_json`)."""
+
+    frame_id: int
+    capture_time_s: float
+    tracker_state: str
+    state: str
+    detected: bool
+    stages_ms: dict[str, float]
+    latency_ms: float
+    n_markers: int = 0
+    tracker_reproj_rms_px: float | None = None
+    marker_occluded: bool | None = None
+    reproj_px: list[float | None] | None = None
+    reproj_mm: list[float | None] | None = None
+    T_camera_ct: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (times in s, stage times and latency in ms)."""
+        d = {
+            "frame_id": self.frame_id,
+            "capture_time_s": round(self.capture_time_s, 6),
+            "output_time_s": round(self.capture_time_s + self.latency_ms / 1e3, 6),
+            "tracker_state": self.tracker_state,
+            "state": self.state,
+            "detected": self.detected,
+            "n_markers": self.n_markers,
+            "tracker_reproj_rms_px": self.tracker_reproj_rms_px,
+            "stages_ms": {k: round(v, 3) for k, v in self.stages_ms.items()},
+            "latency_ms": round(self.latency_ms, 3),
+        }
+        if self.marker_occluded is not None:
+            d["marker_occluded"] = self.marker_occluded
+        if self.reproj_px is not None:
+            d["reprojection_error_px"] = self.reproj_px
+            d["reprojection_error_mm"] = self.reproj_mm
+        return d
+
+
+def _stats(values: Sequence[float]) -> dict[str, float] | None:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
+    if v.size == 0:
+        return None
+    return {"median": round(float(np.median(v)), 4), "p95": round(float(np.percentile(v, 95)), 4),
+            "max": round(float(v.max()), 4), "mean": round(float(v.mean()), 4), "n": int(v.size)}
+
+
+def summarize(records: Sequence[FrameRecord]) -> dict[str, Any]:
+    """Per-stage and latency statistics (ms), state counts and reprojection error figures."""
+    out: dict[str, Any] = {"frames": len(records)}
+    out["stages_ms"] = {s: _stats([r.stages_ms.get(s, 0.0) for r in records]) for s in STAGES}
+    out["latency_ms"] = _stats([r.latency_ms for r in records])
+    out["states"] = {s.value: sum(r.state == s.value for r in records) for s in TrackingState}
+    out["detected_frames"] = sum(r.detected for r in records)
+    px = [e for r in records if r.reproj_px for e in r.reproj_px if e is not None]
+    mm = [e for r in records if r.reproj_mm for e in r.reproj_mm if e is not None]
+    out["reprojection_error_px"] = _stats(px)
+    out["reprojection_error_mm"] = _stats(mm)
+    work = [sum(v for k, v in r.stages_ms.items() if k not in ("capture", "probe"))
+            for r in records]
+    out["processing_fps"] = round(1e3 / float(np.median(work)), 2) if work else None
+    return out
+
+
+# ---------------------------------------------------------------------- pipeline
+class OverlayPipeline:
+    """The frame loop (module docstring).
+
+    Parameters
+    ----------
+    camera
+        Camera model of the frames.
+    structures
+        Meshes to overlay (CT mm).
+    registration
+        ``T_REF_CT`` with FRE / predicted TRE (shown on the HUD as registration-only numbers).
+    tracker
+        Tracker of the reference body; its pose ``T_CAMERA_<body>`` is taken as ``T_CAMERA_REF``.
+    sinks
+        Output sinks.
+    safety
+        Gate limits (default: hide when the pose is older than 0.1 s, LOST after 0.5 s).
+    probe
+        Accuracy probe (synthetic source), or None.
+    draw_probe
+        Blend the probe spheres onto the output too (they are then visible in the video).
+    igtl
+        An :class:`overlay.igtl.IgtlServer` to stream the poses to, or None.
+    """
+
+    def __init__(
+        self,
+        camera: CameraModel,
+        structures: Sequence[Structure],
+        registration: Registration,
+        tracker: MarkerTracker,
+        sinks: Iterable[Sink] = (),
+        safety: SafetyConfig | None = None,
+        probe: AccuracyProbe | None = None,
+        draw_probe: bool = True,
+        igtl: Any = None,
+    ) -> None:
+        if not isinstance(registration, Registration):
+            raise OverlayError(f"registration must be a Registration, got "
+                               f"{type(registration).__name__}")
+        t = registration.T_ref_ct
+        if t.src != CT or t.dst != REF:
+            raise OverlayError(f"registration must map {CT} to {REF}, got T_{t.dst}_{t.src}")
+        self.renderer = OverlayRenderer(camera, structures)
+        reg_uid = t.source.get("frame_of_reference_uid", "")
+        model_uid = self.renderer.frame_of_reference_uid
+        if reg_uid and model_uid and reg_uid != model_uid:
+            raise OverlayError(
+                f"registration FrameOfReferenceUID {reg_uid} differs from the models' "
+                f"{model_uid}: the models belong to another scan")
+        if tracker.camera.size != camera.size:
+            raise OverlayError(f"tracker camera is {tracker.camera.size}, overlay camera "
+                               f"{camera.size}")
+        self.camera = camera
+        self.registration = registration
+        self.tracker = tracker
+        self.sinks = list(sinks)
+        self.gate = TrackingGate(safety or SafetyConfig(max_pose_age_s=0.1, lost_after_s=0.5))
+        self.probe = probe
+        self.draw_probe = bool(draw_probe)
+        self.igtl = igtl
+        self.rate = FrameRate(30)
+        self.records: list[FrameRecord] = []
+        self._last_latency: float | None = None
+        self._f = 0.5 * (camera.matrix[0, 0] + camera.matrix[1, 1])
+
+    def process(self, frame: Frame) -> FrameRecord:
+        """Run one frame through tracking, overlay, HUD and sinks (module docstring)."""
+        if frame.image_bgr.shape[:2] != (self.camera.height, self.camera.width):
+            raise OverlayError(
+                f"frame {frame.frame_id} is {frame.image_bgr.shape[1]}x"
+                f"{frame.image_bgr.shape[0]} but the camera model is {self.camera.width}x"
+                f"{self.camera.height}")
+        st: dict[str, float] = {"capture": frame.capture_ms}
+        t = time.perf_counter()
+        tr = self.tracker.update(frame.image_bgr, frame.capture_time_s)
+        self.gate.observe_pose(frame.capture_time_s, valid=tr.detected)
+        status = self.gate.evaluate(frame.capture_time_s)
+        t_cam_ct = t_cam_ref = None
+        if tr.pose is not None:
+            t_cam_ref = Transform(tr.pose.matrix, REF, CAMERA, timestamp=tr.timestamp_s)
+            t_cam_ct = t_cam_ref @ self.registration.T_ref_ct
+        t2 = time.perf_counter()
+        st["track"] = (t2 - t) * 1e3
+        img = frame.image_bgr.copy()
+        if (status.show_overlay or status.warn_overlay) and t_cam_ct is not None:
+            self.renderer.draw(img, t_cam_ct, warning=not status.show_overlay)
+        t3 = time.perf_counter()
+        st["render"] = (t3 - t2) * 1e3
+        reproj_px = reproj_mm = None
+        if self.probe is not None and frame.truth is not None:
+            reproj_px, reproj_mm = [None] * len(frame.truth.points_px), None
+            reproj_mm = [None] * len(frame.truth.points_px)
+            if status.show_overlay and t_cam_ct is not None:
+                cen, ov = self.probe.measure(t_cam_ct)
+                err = np.linalg.norm(cen - frame.truth.points_px, axis=1)
+                for k, e in enumerate(err):
+                    if np.isfinite(e):
+                        reproj_px[k] = round(float(e), 4)
+                        reproj_mm[k] = round(float(e * frame.truth.points_depth_mm[k] / self._f),
+                                             4)
+                if self.draw_probe and not ov.empty:
+                    composite.blend_premultiplied(img, ov.bgra, ov.x0, ov.y0)
+        t4 = time.perf_counter()
+        st["probe"] = (t4 - t3) * 1e3
+        fps = self.rate.update(frame.capture_time_s)
+        draw_hud(img, status, HudInfo(self.registration.fre_mm, self.registration.tre_mm,
+                                      self.registration.target_name, fps, self._last_latency))
+        t5 = time.perf_counter()
+        st["hud"] = (t5 - t4) * 1e3
+        pose_json = t_cam_ct.to_json() if (status.show_overlay and t_cam_ct is not None) else None
+        item = SinkItem(frame.frame_id, frame.capture_time_s, img, status.state.value, pose_json)
+        for s in self.sinks:
+            s.write(item)
+        if self.igtl is not None:
+            self.igtl.send_poses(t_cam_ref if status.show_overlay else None,
+                                 self.registration.T_ref_ct, status.state.value,
+                                 frame.capture_time_s)
+        t6 = time.perf_counter()
+        st["sink"] = (t6 - t5) * 1e3
+        latency = (t6 - frame.t0) * 1e3 - st["probe"]
+        self._last_latency = latency
+        rec = FrameRecord(frame.frame_id, frame.capture_time_s, tr.state, status.state.value,
+                          tr.detected, st, latency, tr.n_markers, tr.reproj_rms_px,
+                          frame.truth.marker_occluded if frame.truth is not None else None,
+                          reproj_px, reproj_mm, pose_json)
+        self.records.append(rec)
+        return rec
+
+    def run(self, source: FrameSource) -> list[FrameRecord]:
+        """Process every frame of ``source``; sinks are closed (or aborted on failure)."""
+        ok = False
+        try:
+            for frame in source:
+                self.process(frame)
+            ok = True
+        finally:
+            source.close()
+            for s in self.sinks:
+                if ok:
+                    s.close()
+                else:
+                    s.abort()
+        return self.records
+
+
+@dataclass
+class RunReport:
+    """Everything the JSON report holds."""
+
+    meta: dict[str, Any]
+    records: list[FrameRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"meta", "summary", "frames"}``."""
+        return {"meta": self.meta, "summary": summarize(self.records),
+                "frames": [r.to_json() for r in self.records]}

@@ -1,0 +1,258 @@
+"""Sinks of the overlay pipeline: H.264 video file, on-screen window, frame/pose stream queue.
+
+A sink gets every output frame with its record (:class:`SinkItem`): ``write(item)``; at the end
+``close()`` (success: the file is committed) or ``abort()`` (failure: nothing is left behind).
+
+* :class:`VideoFileSink` encodes H.264 (libx264, yuv420p) into MP4 with PyAV; it writes a
+  temporary file in the target folder and renames it into place on ``close()`` only, so a
+  failed run leaves no partial video.
+* :class:`WindowSink` shows frames with ``cv2.imshow`` when a display exists; without
+  ``DISPLAY`` / ``WAYLAND_DISPLAY`` (or with a head-less OpenCV build) it does nothing, silently.
+* :class:`StreamSink` is a bounded queue of :class:`StreamItem` (frame, id, capture time,
+  pose, tracking state) for a publisher thread (remote mentoring); when full it drops the oldest
+  item, never blocking the frame loop.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from overlay.errors import OverlayError
+
+
+class SinkError(OverlayError):
+    """A sink cannot be opened or written."""
+
+
+@dataclass
+class SinkItem:
+    """What a sink receives per frame: the composited image and its record.
+
+    ``T_camera_ct`` is the pose the overlay was drawn with (JSON form, mm) or None;
+    ``state`` the gate's tracking state (``LIVE`` / ``STALE`` / ``LOST``).
+    """
+
+    frame_id: int
+    capture_time_s: float
+    image_bgr: np.ndarray
+    state: str
+    T_camera_ct: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Sink:
+    """Base class of the sinks."""
+
+    name = "sink"
+
+    def write(self, item: SinkItem) -> None:
+        """Consume one output frame."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish successfully."""
+
+    def abort(self) -> None:
+        """Finish after a failure (remove partial output)."""
+        self.close()
+
+
+class VideoFileSink(Sink):
+    """H.264 MP4 writer (PyAV); frames are encoded at a constant ``fps``.
+
+    Parameters
+    ----------
+    path
+        Output ``.mp4`` (its folder must exist).
+    fps
+        Frame rate written into the stream (the source's nominal rate).
+    crf, preset
+        libx264 quality (lower crf = better) and speed preset.
+    """
+
+    name = "video"
+
+    def __init__(self, path: str | Path, fps: float = 30.0, crf: int = 20,
+                 preset: str = "veryfast") -> None:
+        import av
+
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise SinkError(f"{self.path}: output folder {self.path.parent} does not exist")
+        if not np.isfinite(fps) or fps <= 0:
+            raise SinkError(f"video frame rate must be > 0, got {fps}")
+        self.fps = Fraction(fps).limit_denominator(1001)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".mp4",
+                                   dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        try:
+            self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        except (av.error.FFmpegError, OSError) as exc:
+            self._tmp.unlink(missing_ok=True)
+            raise SinkError(f"{self.path}: cannot write video ({exc})") from None
+        self._options = {"crf": str(int(crf)), "preset": preset}
+        self._stream: Any = None
+        self._size: tuple[int, int] | None = None
+        self.frames = 0
+        self._done = False
+
+    def write(self, item: SinkItem) -> None:
+        """Encode one frame (all frames must have the first frame's size)."""
+        import av
+
+        img = item.image_bgr
+        h, w = img.shape[:2]
+        if self._stream is None:
+            self._stream = self._container.add_stream("libx264", rate=self.fps)
+            self._stream.width = w + (w % 2)
+            self._stream.height = h + (h % 2)
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.options = self._options
+            self._size = (w, h)
+        if (w, h) != self._size:
+            raise SinkError(f"{self.path}: frame {item.frame_id} is {w}x{h}, the video is "
+                            f"{self._size[0]}x{self._size[1]}")
+        if w % 2 or h % 2:  # yuv420p needs even sizes: repeat the last row / column
+            img = np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
+        frame.pts = self.frames
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush, close and rename into place (no file when no frame was written)."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            if self._stream is not None:
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+            self._container.close()
+        except Exception:
+            self._tmp.unlink(missing_ok=True)
+            raise
+        if self.frames == 0:
+            self._tmp.unlink(missing_ok=True)
+            raise SinkError(f"{self.path}: no frame to write")
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Close and delete the temporary file."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            self._container.close()
+        except Exception:  # best effort on the failure path
+            pass
+        self._tmp.unlink(missing_ok=True)
+
+
+def display_available() -> bool:
+    """Whether a graphical display is configured (X11 or Wayland)."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class WindowSink(Sink):
+    """``cv2.imshow`` window; silently inactive without a display or GUI support."""
+
+    name = "window"
+
+    def __init__(self, title: str = "scrubin overlay") -> None:
+        self.title = title
+        self.active = display_available()
+
+    def write(self, item: SinkItem) -> None:
+        """Show the frame (no-op when inactive)."""
+        if not self.active:
+            return
+        import cv2
+
+        try:
+            cv2.imshow(self.title, item.image_bgr)
+            cv2.waitKey(1)
+        except cv2.error:
+            self.active = False  # head-less OpenCV build
+
+    def close(self) -> None:
+        """Close the window."""
+        if self.active:
+            import cv2
+
+            try:
+                cv2.destroyWindow(self.title)
+            except cv2.error:
+                pass
+            self.active = False
+
+
+@dataclass(frozen=True)
+class StreamItem:
+    """One published frame: image, id, capture time (s), pose (JSON form) and tracking state."""
+
+    frame_id: int
+    capture_time_s: float
+    image_bgr: np.ndarray
+    state: str
+    T_camera_ct: dict[str, Any] | None
+
+
+class StreamSink(Sink):
+    """Bounded frame/pose queue for a publisher; drops the oldest item when full.
+
+    ``get(timeout)`` returns the next :class:`StreamItem` (None after ``close()`` once drained,
+    or on timeout). ``dropped`` counts discarded items.
+    """
+
+    name = "stream"
+    _END = object()
+
+    def __init__(self, maxsize: int = 8) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise SinkError(f"stream queue size must be an integer >= 1, got {maxsize!r}")
+        self._q: queue.Queue[Any] = queue.Queue(maxsize + 1)  # +1 for the end marker
+        self.maxsize = maxsize
+        self.dropped = 0
+        self.closed = False
+
+    def write(self, item: SinkItem) -> None:
+        """Queue the frame (copy of the image), dropping the oldest when full."""
+        if self.closed:
+            raise SinkError("stream sink is closed")
+        si = StreamItem(item.frame_id, item.capture_time_s, item.image_bgr.copy(), item.state,
+                        item.T_camera_ct)
+        while self._q.qsize() >= self.maxsize:
+            try:
+                self._q.get_nowait()
+                self.dropped += 1
+            except queue.Empty:
+                break
+        self._q.put_nowait(si)
+
+    def get(self, timeout: float | None = None) -> StreamItem | None:
+        """Next item, or None at the end of the stream or on timeout."""
+        try:
+            item = self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is self._END:
+            self._q.put_nowait(self._END)
+            return None
+        return item
+
+    def close(self) -> None:
+        """Mark the end of the stream."""
+        if not self.closed:
+            self.closed = True
+            self._q.put_nowait(self._END)

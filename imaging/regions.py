@@ -11,7 +11,7 @@ second for that. A thresholded mask of anatomy is, however, made of a few hundre
 labelling on runs (the classical run-based two-pass method; Rosenfeld & Pfaltz 1966, the run
 formulation of Haralick & Shapiro, *Computer and Robot Vision* vol. 1 sec. 2.3, 1992) visits
 each voxel once to find runs, then unites runs of neighbouring rows with a union-find forest
-(Tarjan 1975, path halving). The voxel scans are numba kernels running slices in parallel.
+(Tarjan 1975, path halving). The voxel scans are numba kernels (see ``_PARALLEL``).
 
 Two runs ``[s1, e1)`` and ``[s2, e2)`` in rows that are neighbours are connected when
 

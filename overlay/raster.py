@@ -267,6 +267,10 @@ def rasterize(
             b1 = (ua - uc) * inv_area
             c1 = (uc * va - vc * ua) * inv_area
             a2 = -(a0 + a1)
+            # reciprocals once per triangle (the row loop below only multiplies)
+            n0 = -1.0 / a0 if a0 != 0.0 else 0.0
+            n1 = -1.0 / a1 if a1 != 0.0 else 0.0
+            n2 = -1.0 / a2 if a2 != 0.0 else 0.0
             dza = za - zc
             dzb = zb - zc
             fx0 = float(tbox[f, 2])
@@ -279,21 +283,21 @@ def rasterize(
                 lo = fx0
                 hi = fx1
                 if a0 > 0.0:
-                    lo = max(lo, -q0 / a0)
+                    lo = max(lo, q0 * n0)
                 elif a0 < 0.0:
-                    hi = min(hi, -q0 / a0)
+                    hi = min(hi, q0 * n0)
                 elif q0 < 0.0:
                     continue
                 if a1 > 0.0:
-                    lo = max(lo, -q1 / a1)
+                    lo = max(lo, q1 * n1)
                 elif a1 < 0.0:
-                    hi = min(hi, -q1 / a1)
+                    hi = min(hi, q1 * n1)
                 elif q1 < 0.0:
                     continue
                 if a2 > 0.0:
-                    lo = max(lo, -q2 / a2)
+                    lo = max(lo, q2 * n2)
                 elif a2 < 0.0:
-                    hi = min(hi, -q2 / a2)
+                    hi = min(hi, q2 * n2)
                 elif q2 < 0.0:
                     continue
                 if lo > hi:

@@ -1,20 +1,33 @@
 """Render registered CT meshes into a camera image and composite them onto the live frame.
 
-Typical use (one camera, one frame loop)::
+Typical use (one camera, one frame loop; see ``overlay.hud.draw_guarded`` for the tracking gate
+and HUD)::
 
-    renderer = OverlayRenderer(camera, [Structure.from_arrays("skull", v_ct, f, colour=...)])
+    skull = Structure.from_mesh(load_mesh("skull.stl"), opacity=0.6)      # imaging.mesh.Mesh
+    tumour = Structure("tumour", v_ct_mm, faces, colour_rgb=(1, 0.3, 0.2), mode="outline")
+    renderer = OverlayRenderer(camera, [skull, tumour])   # camera: registration.CameraModel
     for frame_bgr, T_camera_ct in frames:          # T_camera_CT = T_CAMERA_REF @ T_REF_CT
-        renderer.draw(frame_bgr, T_camera_ct)      # in place
+        renderer.draw(frame_bgr, T_camera_ct)      # in place; or .render() -> BGRA patch
 
-Per frame only the pose changes: vertices, normals and the lens map stay in memory. The work is
-(``overlay.raster``) transform + project the vertices, bin and z-buffer the triangles with a
-binned edge-function rasterizer, shade/compose the layers inside the model's bounding box
-(``overlay.composite``), warp the box onto the real lens if it distorts (``overlay.distortion``),
-and alpha-blend the box onto the frame.
+Per frame only the pose changes: vertices, normals, buffers and the lens map stay in memory.
+The work is (``overlay.raster``) transform, shade and project the vertices, bin and z-buffer the
+triangles with a binned edge-function rasterizer (numba, row bands in parallel), compose the
+layers inside the model's bounding box (``overlay.composite``), warp the box onto the real lens
+if it distorts (``overlay.distortion``), and alpha-blend the box onto the frame.
 
 Frames and units: vertices in CT (DICOM LPS) mm; ``T_camera_ct`` a rigid
 :class:`registration.frames.Transform` from ``CT`` to ``CAMERA`` (OpenCV axes, mm). Pixel
 coordinates follow ``cv2.projectPoints``. Near-plane clipping at ``near_mm``.
+
+Look: Gouraud shading of a Lambert head-light (light at the camera, two-sided); opaque fills
+occlude through one shared depth buffer; each transparent or outlined structure keeps its own
+nearest-surface depth buffer and is blended far-to-near per pixel in front of the opaque ones.
+Back faces are culled for closed, consistently wound meshes (never while the near plane cuts
+the model, so a cut shows the inside). No anti-aliasing at ``scale=1`` without distortion.
+
+Threads: a renderer is not thread-safe (it reuses its buffers); use one per thread. Numba uses
+``NUMBA_NUM_THREADS`` threads (default: all cores); ``overlay.raster`` sets
+``OMP_WAIT_POLICY=PASSIVE`` unless already set (see there).
 """
 
 from __future__ import annotations

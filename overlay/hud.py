@@ -158,16 +158,17 @@ def draw_hud(frame_bgr: np.ndarray, status: TrackingStatus, info: HudInfo | None
     scale = max(0.35, h / 1200.0)
     thick = max(1, round(h / 500))
     colour = _STATE_COLOUR[status.state]
+    x = max(12, round(h * 0.03))
+    y = max(24, round(h * 0.03)) + round(h * 0.06)
     if status.state is not TrackingState.LIVE or status.warn_overlay:
         border = max(4, round(h * 0.015))
         cv2.rectangle(frame_bgr, (0, 0), (w - 1, h - 1), RED if status.state is
                       TrackingState.LOST or status.warn_overlay else AMBER, 2 * border)
         big = scale * 1.6
         (tw, th), _ = cv2.getTextSize(status.message, cv2.FONT_HERSHEY_SIMPLEX, big, thick + 1)
-        _text(frame_bgr, status.message, (max(4, (w - tw) // 2), border + th + 16), colour, big,
-              thick + 1)
-    x = max(12, round(h * 0.03))
-    y = max(24, round(h * 0.03)) + round(h * 0.06)
+        top = 2 * border + th + 12
+        y = top + _text(frame_bgr, status.message, (max(4, (w - tw) // 2), top), colour, big,
+                        thick + 1) + round(h * 0.03)
     if status.state is TrackingState.LIVE:
         y += _text(frame_bgr, status.message, (x, y), colour, scale, thick)
     y += _text(frame_bgr, registration_text(info.fre_mm, info.tre_mm, info.target_name), (x, y),

@@ -247,3 +247,33 @@ def test_closed_orientation_detects_open_meshes() -> None:
     assert closed_orientation(s.vertices, s.faces) == 1
     assert closed_orientation(s.vertices, s.faces[:, ::-1]) == -1
     assert closed_orientation(s.vertices, s.faces[1:]) == 0
+
+
+def test_camera_inside_a_closed_mesh_sees_its_inside() -> None:
+    # the near plane cuts the sphere: culling is off, the inner surface covers every pixel
+    r = OverlayRenderer(CAM, [sphere("room", [0, 0, 0], 200, sub=3)])
+    alpha = r.render(IDENT).canvas()[..., 3]
+    assert (alpha == 255).all()
+
+
+def test_degenerate_and_off_screen_triangles_are_harmless() -> None:
+    v = np.array([[0.0, 0, 300], [10, 0, 300], [20, 0, 300],        # collinear: zero area
+                  [1e6, 1e6, 300], [1e6 + 1, 1e6, 300], [1e6, 1e6 + 1, 300],  # far off screen
+                  [-5, -5, 300], [5, -5, 300], [0, 5, 300]])
+    f = np.array([[0, 1, 2], [3, 4, 5], [6, 7, 8], [0, 0, 0]])
+    alpha = OverlayRenderer(CAM, [Structure("x", v, f)]).render(IDENT).canvas()[..., 3]
+    expected_area = 0.5 * (10 * K[0, 0] / 300) * (10 * K[1, 1] / 300)
+    assert abs((alpha > 0).sum() - expected_area) < 0.1 * expected_area
+
+
+def test_random_poses_never_fail_and_stay_in_the_image() -> None:
+    rng = np.random.default_rng(5)
+    r = OverlayRenderer(CAM, [sphere("a", [0, 0, 0], 60), sphere("b", [30, 0, 0], 20,
+                                                                  opacity=0.5, mode="outline")])
+    for _ in range(25):
+        rot = cv2.Rodrigues(rng.normal(size=3))[0]
+        T = Transform.from_rt(rot, rng.uniform([-150, -150, -100], [150, 150, 400]), "CT",
+                              "CAMERA")
+        ov = r.render(T)
+        h, w = ov.bgra.shape[:2]
+        assert 0 <= ov.x0 and ov.x0 + w <= 640 and 0 <= ov.y0 and ov.y0 + h <= 480

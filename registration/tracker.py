@@ -183,6 +183,7 @@ class MarkerTracker:
         self.marker_size_mm = marker_size_mm
         self.name = body.name if body is not None else name
         self.body = body
+        self._auto_lock = body is None and marker_id is None
         if body is None and marker_id is not None:
             self.body = RigidBody.single(marker_id, float(marker_size_mm), self.name)
         self.stale_after_s = float(stale_after_s)
@@ -206,7 +207,12 @@ class MarkerTracker:
         self.reset()
 
     def reset(self) -> None:
-        """Forget the track (new stream): state ``lost`` until the target is seen again."""
+        """Forget the track (new stream): state ``lost`` until the target is seen again.
+
+        A single marker chosen automatically (no ``marker_id``) is chosen again.
+        """
+        if getattr(self, "_auto_lock", False):
+            self.body = None
         self._last_pose: Transform | None = None
         self._last_raw: Transform | None = None
         self._last_seen_t: float | None = None

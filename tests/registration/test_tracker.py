@@ -82,6 +82,9 @@ def test_locks_onto_requested_or_lowest_id():
     img = _frame(0, marker_id=4, extra=(other,))
     tr = MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, filter=False)
     assert tr.update(img, 0.0).marker_ids == (4,)
+    only9 = render(CAM, [marker_plane(DICT, 9, 40, other[1])], supersample=2)
+    tr.reset()  # an automatic choice is made again after reset
+    assert tr.update(only9, 1.0).marker_ids == (9,)
     tr9 = MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, marker_id=9, filter=False)
     r = tr9.update(img, 0.0)
     assert r.marker_ids == (9,)

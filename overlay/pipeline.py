@@ -46,7 +46,7 @@ from registration.errors import RegistrationError
 from registration.frames import CAMERA, CT, REF, Transform
 from registration.tracker import MarkerTracker
 
-STAGES = ("capture", "track", "render", "probe", "hud", "sink")
+STAGES = ("capture", "track", "render", "probe", "hud", "stereo", "sink")
 
 
 # ---------------------------------------------------------------------- registration
@@ -224,10 +224,15 @@ def summarize(records: Sequence[FrameRecord]) -> dict[str, Any]:
     out["latency_ms"] = _stats([r.latency_ms for r in records])
     out["states"] = {s.value: sum(r.state == s.value for r in records) for s in TrackingState}
     out["detected_frames"] = sum(r.detected for r in records)
-    px = [e for r in records if r.reproj_px for e in r.reproj_px if e is not None]
-    mm = [e for r in records if r.reproj_mm for e in r.reproj_mm if e is not None]
-    out["reprojection_error_px"] = _stats(px)
-    out["reprojection_error_mm"] = _stats(mm)
+    # accuracy of the overlay drawn with a pose measured in that very frame, and over every
+    # frame the overlay was shown (includes poses held up to the gate's max age)
+    for key, keep in (("", lambda r: r.detected), ("_all_shown", lambda r: True)):
+        px = [e for r in records if r.reproj_px and keep(r) for e in r.reproj_px
+              if e is not None]
+        mm = [e for r in records if r.reproj_mm and keep(r) for e in r.reproj_mm
+              if e is not None]
+        out[f"reprojection_error_px{key}"] = _stats(px)
+        out[f"reprojection_error_mm{key}"] = _stats(mm)
     work = [sum(v for k, v in r.stages_ms.items() if k not in ("capture", "probe"))
             for r in records]
     out["processing_fps"] = round(1e3 / float(np.median(work)), 2) if work else None
@@ -258,6 +263,10 @@ class OverlayPipeline:
         Blend the probe spheres onto the output too (they are then visible in the video).
     igtl
         An :class:`overlay.igtl.IgtlServer` to stream the poses to, or None.
+    stereo, stereo_sinks
+        An :class:`overlay.stereo.StereoRenderer` (its display calibration must hold
+        ``T_DISPLAY_CAMERA``) and the sinks receiving both eyes side by side (black =
+        see-through) per frame, or None.
     """
 
     def __init__(
@@ -271,6 +280,8 @@ class OverlayPipeline:
         probe: AccuracyProbe | None = None,
         draw_probe: bool = True,
         igtl: Any = None,
+        stereo: Any = None,
+        stereo_sinks: Iterable[Sink] = (),
     ) -> None:
         if not isinstance(registration, Registration):
             raise OverlayError(f"registration must be a Registration, got "
@@ -296,6 +307,8 @@ class OverlayPipeline:
         self.probe = probe
         self.draw_probe = bool(draw_probe)
         self.igtl = igtl
+        self.stereo = stereo
+        self.stereo_sinks = list(stereo_sinks)
         self.rate = FrameRate(30)
         self.records: list[FrameRecord] = []
         self._last_latency: float | None = None
@@ -345,6 +358,11 @@ class OverlayPipeline:
                                       self.registration.target_name, fps, self._last_latency))
         t5 = time.perf_counter()
         st["hud"] = (t5 - t4) * 1e3
+        if self.stereo is not None:
+            self._stereo(frame, status.show_overlay, t_cam_ct)
+            t6 = time.perf_counter()
+            st["stereo"] = (t6 - t5) * 1e3
+            t5 = t6
         pose_json = t_cam_ct.to_json() if (status.show_overlay and t_cam_ct is not None) else None
         item = SinkItem(frame.frame_id, frame.capture_time_s, img, status.state.value, pose_json)
         for s in self.sinks:
@@ -364,6 +382,19 @@ class OverlayPipeline:
         self.records.append(rec)
         return rec
 
+    def _stereo(self, frame: Frame, show: bool, t_cam_ct: Transform | None) -> None:
+        """Both eyes side by side (premultiplied RGBA on black -> BGR) to the stereo sinks."""
+        d = self.stereo.display
+        h, w = d.left.height, d.left.width + d.right.width
+        if show and t_cam_ct is not None:
+            rgba = self.stereo.render_from_camera(t_cam_ct).side_by_side()
+            img = np.ascontiguousarray(rgba[:, :, 2::-1])
+        else:
+            img = np.zeros((h, w, 3), np.uint8)
+        item = SinkItem(frame.frame_id, frame.capture_time_s, img, "")
+        for s in self.stereo_sinks:
+            s.write(item)
+
     def run(self, source: FrameSource) -> list[FrameRecord]:
         """Process every frame of ``source``; sinks are closed (or aborted on failure)."""
         ok = False
@@ -373,7 +404,7 @@ class OverlayPipeline:
             ok = True
         finally:
             source.close()
-            for s in self.sinks:
+            for s in self.sinks + self.stereo_sinks:
                 if ok:
                     s.close()
                 else:

@@ -1,0 +1,282 @@
+"""Workflow of ``scrubin overlay``: a frame source through the AR overlay pipeline to an MP4.
+
+``--source synthetic`` needs nothing else: the synthetic scene (:mod:`overlay.synthetic`) brings
+its camera, its models (skin and skull of the small sample phantom, built by the imaging
+pipeline and cached), its marker plate body, the exact registration ``T_REF_CT`` and the ground
+truth for the per-frame reprojection error. Other sources (``camera:N``, a video file) need
+``--camera``, ``--registration``, at least one ``--model`` and the tracked target
+(``--marker-size`` [``--dictionary``] or ``--body``).
+
+Outputs are written to temporary names and renamed into place only when the whole run
+succeeded: a failure leaves no partial video or report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from overlay.errors import OverlayError
+
+
+class OverlayArgumentError(OverlayError):
+    """A ``scrubin overlay`` option is missing, malformed or inconsistent."""
+
+
+@dataclass
+class OverlayRequest:
+    """What ``scrubin overlay`` was asked to do (paths as given)."""
+
+    source: str
+    out: Path
+    camera: Path | None = None
+    models: list[Path] = field(default_factory=list)
+    registration: Path | None = None
+    stereo: Path | None = None
+    igtl_port: int | None = None
+    json_path: Path | None = None
+    frames: int | None = None
+    marker_size: float | None = None
+    dictionary: str | None = None
+    body: Path | None = None
+    filter: bool = False
+    supersample: int = 2
+    width: int = 1280
+    height: int = 720
+
+
+def validate(req: OverlayRequest) -> None:
+    """Every check possible before any work (one-line errors naming the option)."""
+    if req.out.suffix.lower() != ".mp4":
+        raise OverlayArgumentError(f"--out {req.out}: expected an .mp4 file name")
+    for label, p in (("--out", req.out), ("--json", req.json_path)):
+        if p is not None and not p.parent.is_dir():
+            raise OverlayArgumentError(f"{label} {p}: folder {p.parent} does not exist")
+    if req.frames is not None and req.frames < 1:
+        raise OverlayArgumentError(f"--frames must be >= 1, got {req.frames}")
+    if req.igtl_port is not None and not 0 <= req.igtl_port <= 65535:
+        raise OverlayArgumentError(f"--igtl-port must be 0..65535, got {req.igtl_port}")
+    if req.marker_size is not None and req.body is not None:
+        raise OverlayArgumentError("give either --marker-size or --body, not both")
+    if req.marker_size is not None and not req.marker_size > 0:
+        raise OverlayArgumentError(f"--marker-size must be > 0 mm, got {req.marker_size}")
+    if req.source != "synthetic":
+        missing = [n for n, v in (("--camera", req.camera), ("--registration", req.registration))
+                   if v is None]
+        if not req.models:
+            missing.append("--model")
+        if req.marker_size is None and req.body is None:
+            missing.append("--marker-size or --body")
+        if missing:
+            raise OverlayArgumentError(f"source {req.source!r} needs {', '.join(missing)} "
+                                       "(only --source synthetic brings its own)")
+    for label, p in ([("--camera", req.camera), ("--registration", req.registration),
+                      ("--stereo", req.stereo), ("--body", req.body)]
+                     + [("--model", m) for m in req.models]):
+        if p is not None and not p.is_file():
+            raise OverlayArgumentError(f"{label} {p}: file not found")
+
+
+def _structures(meshes: list[Any]) -> list[Any]:
+    from overlay.renderer import Structure
+
+    out, seen = [], set()
+    for m in meshes:
+        name = m.name or "model"
+        while name in seen:
+            name += "_"
+        seen.add(name)
+        out.append(Structure.from_mesh(m, name=name))
+    return out
+
+
+def _temp(path: Path) -> Path:
+    """A temporary file next to ``path`` with the permissions a plain ``open()`` would give."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    return Path(tmp)
+
+
+def _publish(tmp: Path, dst: Path) -> None:
+    """Rename into place, keeping ``_temp``'s permissions (the sinks re-create files)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, dst)
+
+
+def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
+    """Run the pipeline (module docstring); return the report (also written to ``--json``)."""
+    from imaging.mesh_io import load_meshes
+    from overlay.pipeline import (
+        AccuracyProbe,
+        OverlayPipeline,
+        Registration,
+        RunReport,
+        load_registration,
+    )
+    from overlay.sinks import VideoFileSink, WindowSink
+    from overlay.sources import open_source
+    from overlay.synthetic import SyntheticScene, phantom_models
+    from registration.bodies import RigidBody
+    from registration.camera import CameraModel
+    from registration.tracker import MarkerTracker
+
+    validate(req)
+    t_start = time.perf_counter()
+    synthetic = req.source == "synthetic"
+    probe = None
+    if synthetic:
+        if scene is None:
+            from overlay.synthetic import default_camera
+
+            n = req.frames or 150
+            gap = (int(0.4 * n), int(0.4 * n) + max(3, n // 8)) if n >= 10 else None
+            scene = SyntheticScene.from_phantom(
+                "small", default_camera(req.width, req.height), n_frames=n, occlusion=gap,
+                supersample=req.supersample)
+        camera = scene.camera
+        meshes = ([m for p in req.models for m in load_meshes(p)] if req.models
+                  else phantom_models("small"))
+        registration = (load_registration(req.registration) if req.registration
+                        else Registration(scene.T_ref_ct))
+        body = scene.body
+        probe = AccuracyProbe(camera, scene.points_ct_mm,
+                              frame_of_reference_uid=scene.frame_of_reference_uid)
+        source = open_source("synthetic", max_frames=req.frames, scene=scene)
+    else:
+        camera = CameraModel.load(req.camera)
+        meshes = [m for p in req.models for m in load_meshes(p)]
+        registration = load_registration(req.registration)
+        body = RigidBody.load(req.body) if req.body is not None else None
+    structures = _structures(meshes)
+    if body is not None:
+        tracker = MarkerTracker(camera, req.dictionary or body.dictionary or "DICT_4X4_50",
+                                body=body, filter=req.filter)
+    else:
+        tracker = MarkerTracker(camera, req.dictionary or "DICT_4X4_50",
+                                marker_size_mm=req.marker_size, filter=req.filter)
+    stereo = None
+    if req.stereo is not None:
+        from overlay.stereo import DisplayCalibration, StereoRenderer
+
+        display = DisplayCalibration.load(req.stereo)
+        if display.T_display_camera is None:
+            raise OverlayArgumentError(f"--stereo {req.stereo}: needs T_DISPLAY_CAMERA to draw "
+                                       "the eyes from the tracked camera pose")
+        stereo = StereoRenderer(display, structures)
+    # the pipeline refuses a FrameOfReferenceUID mismatch before any output is opened
+    pipeline = OverlayPipeline(camera, structures, registration, tracker, probe=probe)
+    if not synthetic:
+        source = open_source(req.source, max_frames=req.frames, camera=camera)
+    fps = scene.fps if synthetic else 30.0
+    stream = getattr(source, "_stream", None)
+    if stream is not None and stream.average_rate:
+        fps = float(stream.average_rate)
+    tmp_out = _temp(req.out)
+    igtl = None
+    stereo_out = req.out.with_name(req.out.stem + "_stereo.mp4")
+    tmp_stereo = None
+    try:
+        pipeline.sinks = [VideoFileSink(tmp_out, fps), WindowSink()]
+        if stereo is not None:
+            tmp_stereo = _temp(stereo_out)
+            pipeline.stereo = stereo
+            pipeline.stereo_sinks = [VideoFileSink(tmp_stereo, fps)]
+        if req.igtl_port is not None:
+            from overlay.igtl import IgtlServer
+
+            igtl = IgtlServer(req.igtl_port, models=[(s.name, s.vertices_ct_mm, s.faces)
+                                                     for s in structures])
+            pipeline.igtl = igtl
+        records = pipeline.run(source)
+        meta = {
+            "source": req.source,
+            "camera": camera.to_json(),
+            "models": [s.name for s in structures],
+            "frame_of_reference_uid": pipeline.renderer.frame_of_reference_uid,
+            "registration": registration.T_ref_ct.to_json(),
+            "registration_fre_mm": registration.fre_mm,
+            "registration_predicted_tre_mm": registration.tre_mm,
+            "out": str(req.out),
+            "stereo_out": str(stereo_out) if stereo is not None else None,
+            "igtl_port": igtl.port if igtl is not None else None,
+            "tracker_filter": req.filter,
+            "latency_definition": "output time - capture time on the pipeline clock "
+                                  "(perf_counter after the sinks - frame t0; probe excluded)",
+            "wall_time_s": round(time.perf_counter() - t_start, 3),
+        }
+        if synthetic:
+            meta["truth_points"] = scene.point_names
+            meta["occlusion_frames"] = list(scene.occlusion) if scene.occlusion else None
+            meta["synthetic_supersample"] = scene.supersample
+        report = RunReport(meta, records).to_json()
+        tmp_json = None
+        if req.json_path is not None:
+            tmp_json = _temp(req.json_path)
+            tmp_json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+            _publish(tmp_json, req.json_path)
+        _publish(tmp_out, req.out)
+        if tmp_stereo is not None:
+            _publish(tmp_stereo, stereo_out)
+        return report
+    finally:
+        if igtl is not None:
+            igtl.close()
+        tmp_out.unlink(missing_ok=True)
+        if tmp_stereo is not None:
+            tmp_stereo.unlink(missing_ok=True)
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """One line for the terminal: frames, states, accuracy, stage medians, latency."""
+    s = report["summary"]
+    parts = [f"{s['frames']} frames ({', '.join(f'{k} {v}' for k, v in s['states'].items())})"]
+    px, mm = s.get("reprojection_error_px"), s.get("reprojection_error_mm")
+    if px:
+        parts.append(f"reprojection median {px['median']:.2f} px / max {px['max']:.2f} px "
+                     f"({mm['median']:.2f} / {mm['max']:.2f} mm at depth)")
+    stages = ", ".join(f"{k} {v['median']:.1f}" for k, v in s["stages_ms"].items() if v
+                       and v["median"] > 0)
+    parts.append(f"median ms: {stages}")
+    if s.get("latency_ms"):
+        parts.append(f"latency median {s['latency_ms']['median']:.1f} ms")
+    return "; ".join(parts)
+
+
+def run_demo(out_dir: Path) -> dict[str, Any]:
+    """``make demo`` hook: synthetic scene at 720p, 150 frames with a marker-loss gap.
+
+    Writes ``out_dir/overlay.mp4`` and ``out_dir/overlay_report.json``; returns the accuracy
+    (median / max px and mm over frames with a fresh pose) and frame-time figures.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    req = OverlayRequest("synthetic", out_dir / "overlay.mp4",
+                         json_path=out_dir / "overlay_report.json", frames=150, supersample=2)
+    t0 = time.perf_counter()
+    rep = run_overlay(req)
+    s = rep["summary"]
+    px, mm = s.get("reprojection_error_px") or {}, s.get("reprojection_error_mm") or {}
+    return {
+        "video": str(req.out),
+        "report": str(req.json_path),
+        "frames": s["frames"],
+        "states": s["states"],
+        "reprojection_px_median": px.get("median"),
+        "reprojection_px_max": px.get("max"),
+        "reprojection_mm_median": mm.get("median"),
+        "reprojection_mm_max": mm.get("max"),
+        "stage_ms_median": {k: v["median"] for k, v in s["stages_ms"].items() if v},
+        "latency_ms_median": (s.get("latency_ms") or {}).get("median"),
+        "processing_fps": s.get("processing_fps"),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }

@@ -8,7 +8,7 @@ Text format, one pose per line; columns separated by commas, semicolons, tabs or
 * either form with a leading timestamp column (17 or 8 numbers), seconds.
 
 Every data line of a file must have the same number of columns. Empty lines and lines starting
-with ``#`` are ignored; the first remaining line may be a header (any non-numeric field).
+with ``#`` are ignored; the first remaining line may be a header (no numeric field at all).
 A pose is ``T_dst_src``: it maps points of the tracked object (``src``) to the reference
 (``dst``), e.g. ``T_TRACKER_TOOL`` from a tracker, ``T_CAMERA_MARKER`` from a camera.
 Rotations must be orthonormal to 1e-3 (re-orthonormalised by SVD), quaternions unit-norm to
@@ -51,6 +51,14 @@ class PoseSeries:
         return int(self.matrices.shape[0])
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _orthonormal(r: np.ndarray, where: str) -> np.ndarray:
     if np.abs(r.T @ r - np.eye(3)).max() > _TOL or np.linalg.det(r) <= 0:
         raise PoseFileError(f"{where}: rotation part is not a rotation (orthonormal, det +1)")
@@ -90,7 +98,7 @@ def parse_pose_text(text: str, name: str = "<text>") -> PoseSeries:
         try:
             values = np.array([float(f) for f in fields])
         except ValueError:
-            if header_allowed:
+            if header_allowed and not any(_is_number(f) for f in fields):
                 header_allowed = False
                 continue
             raise PoseFileError(f"{name}:{lineno}: non-numeric value in {line[:60]!r}") from None

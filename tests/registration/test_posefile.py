@@ -97,6 +97,7 @@ def test_rejections_name_file_and_line(tmp_path):
         "1,2,3\n": "f.csv:1: 3 columns; expected 16",
         "1,0,0,0,0,0,0\n1,0,0,0,0,0,0,0\n": "f.csv:2: 8 columns, earlier lines 7",
         "qw,qx\n1,0,0,0,0,0,x\n": "f.csv:2: non-numeric",
+        "1,0,0,0,0,0,x\n1,0,0,0,0,0,0\n": "f.csv:1: non-numeric",
         "1,0,0,0,nan,0,0\n": "f.csv:1: NaN",
         "2,0,0,0,0,0,0\n": "f.csv:1: quaternion .* norm is 2",
         "# only comments\n": "f.csv: no poses found",

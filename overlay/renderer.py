@@ -278,6 +278,7 @@ class OverlayRenderer:
         self._starts = np.zeros(nb + 1, np.int64)
         self._bbox = np.zeros(4, np.int64)
         self._buffers: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._per_face: dict[tuple[bool, bytes], tuple[np.ndarray, np.ndarray]] = {}
         self._rgba = np.zeros((hr, self.geometry.render_width, 4), np.uint8)
         self._styles = [(s.colour_rgb, float(s.opacity), s.mode) for s in structs]
         self._layers(self._styles)
@@ -391,9 +392,15 @@ class OverlayRenderer:
             faces, uvz, shade, face_struct = self._clip(geom)
         # cull back faces only for closed, consistently wound meshes not cut by the near plane
         # (screen area sign flips: image y points down)
-        cull = np.where(clipped, 0, -self._orient).astype(np.float64)
-        face_cull = cull[face_struct]
-        face_layer = struct_layer[face_struct]
+        key = (bool(clipped), struct_layer.tobytes())
+        if clipped or key not in self._per_face:
+            cull = np.where(clipped, 0, -self._orient).astype(np.float64)
+            per_face = (cull[face_struct], struct_layer[face_struct])
+            if not clipped:
+                self._per_face[key] = per_face
+        else:
+            per_face = self._per_face[key]
+        face_cull, face_layer = per_face
         hr, wr = geom.render_height, geom.render_width
         tbox = self._tbox if len(faces) == len(self._tbox) else np.empty((len(faces), 4),
                                                                           np.int32)

@@ -350,6 +350,6 @@ class MarkerTracker:
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
         if x1 - x0 < 32 or y1 - y0 < 32:
             return None
-        if (x1 - x0) * (y1 - y0) > 0.6 * w * h:
-            return None  # not worth a crop
+        # a large region is still searched at the predicted marker size (cheaper than the
+        # full-frame search, which must find the smallest expected marker)
         return int(x0), int(y0), int(x1), int(y1)

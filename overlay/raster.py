@@ -37,6 +37,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 from numba import njit, prange
 
+HIDDEN = 2.0  # face_cull value of a hidden structure's faces
+
 
 @njit(cache=True, fastmath=True)
 def transform_project(
@@ -109,7 +111,8 @@ def setup_triangles(
 
     A triangle is empty (``y0 > y1``) when a vertex is behind the near plane, it is degenerate,
     it covers no pixel centre, or it faces away while ``face_cull[f]`` is +1 / -1 (keep only
-    positive / negative signed screen area). ``face_cull[f] = 0`` keeps both sides.
+    positive / negative signed screen area). ``face_cull[f] = 0`` keeps both sides;
+    ``HIDDEN`` drops the triangle.
     """
     for f in prange(faces.shape[0]):
         a = faces[f, 0]
@@ -117,7 +120,7 @@ def setup_triangles(
         c = faces[f, 2]
         tbox[f, 0] = 1
         tbox[f, 1] = 0
-        if uvz[a, 2] <= 0.0 or uvz[b, 2] <= 0.0 or uvz[c, 2] <= 0.0:
+        if face_cull[f] == HIDDEN or uvz[a, 2] <= 0.0 or uvz[b, 2] <= 0.0 or uvz[c, 2] <= 0.0:
             continue
         ua = uvz[a, 0]
         va = uvz[a, 1]

@@ -281,18 +281,22 @@ class OverlayRenderer:
         self._per_face: dict[tuple[bool, bytes], tuple[np.ndarray, np.ndarray]] = {}
         self._rgba = np.zeros((hr, self.geometry.render_width, 4), np.uint8)
         self._styles = [(s.colour_rgb, float(s.opacity), s.mode) for s in structs]
+        self._visible = np.ones(len(structs), bool)
         self._layers(self._styles)
 
     # ------------------------------------------------------------------ style
     def set_style(
         self, name: str, *, colour_rgb: Sequence[float] | None = None,
-        opacity: float | None = None, mode: str | None = None,
+        opacity: float | None = None, mode: str | None = None, visible: bool | None = None,
     ) -> None:
-        """Change one structure's colour (RGB 0..1), opacity (0..1] or mode between frames."""
+        """Change one structure's colour (RGB 0..1), opacity (0..1], mode or visibility
+        between frames."""
         names = [s.name for s in self.structures]
         if name not in names:
             raise OverlayError(f"no structure named {name!r}; have {names}")
         i = names.index(name)
+        if visible is not None:
+            self._visible[i] = bool(visible)
         colour, alpha, md = self._styles[i]
         probe = Structure(name, self.structures[i].vertices_ct_mm[:3], np.array([[0, 1, 2]]),
                           np.zeros((3, 3)), tuple(colour_rgb) if colour_rgb is not None
@@ -392,9 +396,10 @@ class OverlayRenderer:
             faces, uvz, shade, face_struct = self._clip(geom)
         # cull back faces only for closed, consistently wound meshes not cut by the near plane
         # (screen area sign flips: image y points down)
-        key = (bool(clipped), struct_layer.tobytes())
+        key = (bool(clipped), struct_layer.tobytes() + self._visible.tobytes())
         if clipped or key not in self._per_face:
             cull = np.where(clipped, 0, -self._orient).astype(np.float64)
+            cull[~self._visible] = raster.HIDDEN
             per_face = (cull[face_struct], struct_layer[face_struct])
             if not clipped:
                 self._per_face[key] = per_face

@@ -183,6 +183,10 @@ def test_style_can_change_between_frames() -> None:
     r.set_style("s", colour_rgb=(0.0, 1.0, 0.0))
     img = r.render(IDENT).canvas()
     assert img[..., 1].max() > 200 and img[..., 2].max() == 0
+    r.set_style("s", visible=False)
+    assert r.render(IDENT).empty
+    r.set_style("s", visible=True)
+    assert not r.render(IDENT).empty
     with pytest.raises(OverlayError, match="no structure"):
         r.set_style("nope", opacity=0.5)
     with pytest.raises(OverlayError, match="opacity"):

@@ -234,3 +234,21 @@ def test_big_endian_and_bool_volumes():
     np.testing.assert_allclose(m.vertices, extract_surface(vol, level=0.0).vertices)
     b = extract_surface(Volume(vol.array > 0, vol.affine), level=0.5)
     assert b.is_watertight() and np.abs(_radii_ijk(b, vol, c) - 12.0).max() < 0.6
+
+
+def test_step2_refinement_moves_vertices_onto_fine_level_set():
+    """A curved intensity profile biases linear interpolation on the coarse grid; two Newton
+    steps on the fine grid's trilinear field remove the bias."""
+    g = np.indices((40, 40, 40), dtype=np.float64)
+    d = np.sqrt(((g - 19.3) ** 2).sum(axis=0))
+    vol = Volume(np.tanh((12.0 - d) / 1.5).astype(np.float32), np.diag([0.5, 0.5, 0.8, 1.0]))
+    r_true = 12.0 - 1.5 * np.arctanh(0.6)  # where tanh(.) = 0.6
+    errors = {}
+    for refine in (False, True):
+        m = extract_surface(vol, level=0.6, step=2, refine=refine)
+        assert m.is_watertight()
+        errors[refine] = np.abs(_radii_ijk(m, vol, np.full(3, 19.3)) - r_true).mean()
+    # measured: 0.26 voxel unrefined, 0.10 refined (the trilinear field's own bias inside
+    # cells), 0.04 on the fine grid
+    assert errors[True] < 0.5 * errors[False]
+    assert errors[True] < 0.15

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from imaging import regions as rg
+from imaging import runops as ro
 from imaging.errors import SegmentationError
 from imaging.volume import Volume
 
@@ -312,12 +313,12 @@ def _fill_runs(runs: rg.Runs, connectivity: int, si_axis: int) -> np.ndarray:
     it is done on runs, without a voxel pass.
     """
     if si_axis == 0:
-        obj, holes, off = rg.fill_holes_runs(runs, connectivity, planar=True)
+        obj, holes, off = ro.fill_holes_runs(runs, connectivity, planar=True)
         out = np.zeros(runs.shape, dtype=bool)
         rg.paint_runs(obj, out=out, offset=off)
         rg.paint_runs(holes, out=out, offset=off)
         return out
-    return rg.fill_holes(rg.paint_runs(runs), connectivity, planar=True, axis=si_axis)
+    return ro.fill_holes(rg.paint_runs(runs), connectivity, planar=True, axis=si_axis)
 
 
 def _exclude_rims(volume: Volume, runs: rg.Runs, hu: float, mm: float) -> rg.Runs:
@@ -326,11 +327,11 @@ def _exclude_rims(volume: Volume, runs: rg.Runs, hu: float, mm: float) -> rg.Run
     if box is None:
         return runs
     arr = volume.array
-    r = tuple(max(v, 1) for v in rg.radius_voxels(mm, volume.spacing[::-1]))
+    r = tuple(max(v, 1) for v in ro.radius_voxels(mm, volume.spacing[::-1]))
     big = _box_slices(box, r, arr.shape)
     dense = rg.paint_runs(rg.threshold_runs(arr[big], float(np.nextafter(hu, np.inf)), None))
     mask = rg.paint_runs(runs)
-    mask[big] &= ~rg.dilate(dense, r)  # type: ignore[arg-type]
+    mask[big] &= ~ro.dilate(dense, r)  # type: ignore[arg-type]
     return rg.mask_runs(mask)
 
 
@@ -360,8 +361,8 @@ def _separate(mask: np.ndarray, radii: tuple[int, int, int], connectivity: int) 
     # the volume border, where the object may legitimately be cut by the field of view)
     box = _box_slices(box, tuple(r + 1 for r in radii), mask.shape)
     sub = full[box]
-    core = rg.largest_component(rg.erode(sub, radii), connectivity)
-    kept = rg.dilate(core, radii) & sub
+    core = rg.largest_component(ro.erode(sub, radii), connectivity)
+    kept = ro.dilate(core, radii) & sub
     cut = sub & ~kept
     if cut.any():
         lab = rg.label_runs(rg.mask_runs(cut), connectivity)
@@ -392,7 +393,7 @@ def _dense_blobs(volume: Volume, mask: np.ndarray) -> list[tuple[slice, slice, s
     if box is None:
         return []
     sp_kji = volume.spacing[::-1]
-    margin = rg.radius_voxels(FIDUCIAL_MARGIN_MM, sp_kji)
+    margin = ro.radius_voxels(FIDUCIAL_MARGIN_MM, sp_kji)
     box = _box_slices(box, margin, mask.shape)
     lab = rg.label_runs(rg.threshold_runs(volume.array[box], FIDUCIAL_MIN_HU, None), 26)
     voxel_mm3 = float(np.prod(sp_kji))
@@ -588,7 +589,7 @@ def segment(
         op, radius_mm = p.morphology
         if op != "separate":  # pragma: no cover - presets are fixed above
             raise SegmentationError(f"unknown morphology {op!r}")
-        radii = rg.radius_voxels(radius_mm, volume.spacing[::-1])
+        radii = ro.radius_voxels(radius_mm, volume.spacing[::-1])
         runs = rg.mask_runs(_separate(rg.paint_runs(runs), radii, conn))
         timer.lap("separate")
     fill = p is not None and p.fill_holes

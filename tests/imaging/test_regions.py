@@ -1,4 +1,4 @@
-"""Run-based components, hole filling and box morphology against scipy.ndimage and exact cases."""
+"""Run extraction and run-based connected components against scipy.ndimage and exact cases."""
 
 from __future__ import annotations
 
@@ -65,85 +65,6 @@ def test_largest_component_at_and_remove_small():
     assert not rg.largest_component(np.zeros((2, 2, 2), bool)).any()
 
 
-def test_fill_holes_hollow_cube_exact():
-    m = np.zeros((9, 9, 9), bool)
-    m[1:8, 1:8, 1:8] = True
-    m[3:6, 3:6, 3:6] = False  # closed cavity
-    filled = rg.fill_holes(m)
-    expected = np.zeros_like(m)
-    expected[1:8, 1:8, 1:8] = True
-    np.testing.assert_array_equal(filled, expected)
-
-
-def test_fill_holes_tunnel_needs_planar_fill():
-    # a tube along k open at both ends: not a 3-D hole, but a hole in every k slice
-    m = np.zeros((8, 9, 9), bool)
-    m[:, 1:8, 1:8] = True
-    m[:, 3:6, 3:6] = False
-    assert (rg.fill_holes(m) == m).all()
-    expected = np.zeros_like(m)
-    expected[:, 1:8, 1:8] = True
-    np.testing.assert_array_equal(rg.fill_holes(m, planar=True, axis=0), expected)
-    # the same tube along i is filled per slice of axis 2, not of axis 0
-    t = np.ascontiguousarray(np.moveaxis(m, 0, 2))
-    np.testing.assert_array_equal(rg.fill_holes(t, planar=True, axis=2),
-                                  np.moveaxis(expected, 0, 2))
-    assert (rg.fill_holes(t, planar=True, axis=0) == t).all()
-
-
-@pytest.mark.parametrize("conn", [6, 26])
-def test_fill_holes_matches_scipy_in_bounding_box(conn):
-    bg = ndi.generate_binary_structure(3, 1 if conn == 26 else 3)
-    for m in _random_masks(8, (8, 10, 12)):
-        sl = ndi.find_objects(m.astype(np.int32))[0]
-        crop = m[sl]
-        lab, n = ndi.label(~crop, bg)
-        border = np.unique(np.concatenate([
-            lab[0].ravel(), lab[-1].ravel(), lab[:, 0].ravel(), lab[:, -1].ravel(),
-            lab[:, :, 0].ravel(), lab[:, :, -1].ravel()]))
-        holes = np.isin(lab, np.setdiff1d(np.arange(1, n + 1), border))
-        expected = m.copy()
-        expected[sl] |= holes
-        np.testing.assert_array_equal(rg.fill_holes(m, conn), expected)
-
-
-def test_fill_holes_runs_equals_dense_planar_fill():
-    for m in _random_masks(6, (5, 12, 14)):
-        obj, holes, off = rg.fill_holes_runs(rg.mask_runs(m), 26, planar=True)
-        out = np.zeros_like(m)
-        rg.paint_runs(obj, out=out, offset=off)
-        rg.paint_runs(holes, out=out, offset=off)
-        np.testing.assert_array_equal(out, rg.fill_holes(m, 26, planar=True))
-
-
-def test_complement_and_crop_runs():
-    m = _random_masks(1)[0]
-    comp = rg.complement_runs(rg.mask_runs(m))
-    np.testing.assert_array_equal(rg.paint_runs(comp), ~m)
-    box = (slice(1, 5), slice(2, 8), slice(3, 9))
-    np.testing.assert_array_equal(rg.paint_runs(rg.crop_runs(rg.mask_runs(m), box)), m[box])
-
-
-@pytest.mark.parametrize("radius", [1, 2, (1, 2, 0), (0, 0, 3)])
-def test_box_morphology_matches_scipy(radius):
-    r = (radius,) * 3 if isinstance(radius, int) else radius
-    se = np.ones(tuple(2 * x + 1 for x in r), bool)
-    for m in _random_masks(6, (9, 11, 13)):
-        np.testing.assert_array_equal(rg.dilate(m, radius), ndi.binary_dilation(m, se))
-        # voxels outside the array are ignored: scipy's border_value=1
-        np.testing.assert_array_equal(rg.erode(m, radius),
-                                      ndi.binary_erosion(m, se, border_value=1))
-        np.testing.assert_array_equal(rg.opening(m, radius),
-                                      rg.dilate(rg.erode(m, radius), radius))
-        np.testing.assert_array_equal(rg.closing(m, radius),
-                                      rg.erode(rg.dilate(m, radius), radius))
-
-
-def test_radius_voxels_from_mm():
-    assert rg.radius_voxels(2.0, np.array([0.8, 0.5, 0.5])) == (2, 4, 4)
-    assert rg.radius_voxels(0.0, np.array([1.0, 1.0, 1.0])) == (0, 0, 0)
-
-
 def test_threshold_runs_bounds_and_dtypes():
     a = np.array([[[-5, 0, 3, 3, 7, 100]]], dtype=np.int16)
     m = rg.paint_runs(rg.threshold_runs(a, 0.5, 7.0))
@@ -174,18 +95,8 @@ def test_rejections():
     m = np.ones((3, 3, 3), bool)
     with pytest.raises(SegmentationError, match="boolean"):
         rg.largest_component(m.astype(np.uint8))
-    with pytest.raises(SegmentationError, match="3-D"):
-        rg.fill_holes(np.ones((3, 3), bool))
     with pytest.raises(SegmentationError, match="connectivity"):
         rg.label(m, 8)
-    with pytest.raises(SegmentationError, match="axis"):
-        rg.fill_holes(m, planar=True, axis=3)
-    with pytest.raises(SegmentationError, match="radius"):
-        rg.erode(m, -1)
-    with pytest.raises(SegmentationError, match="radius"):
-        rg.dilate(m, (1, 2))
-    with pytest.raises(SegmentationError, match="radius"):
-        rg.radius_voxels(float("nan"), np.ones(3))
     with pytest.raises(SegmentationError, match="3-D"):
         rg.threshold_runs(np.zeros((2, 2)), 0, 1)
     with pytest.raises(SegmentationError, match="empty"):

@@ -114,7 +114,7 @@ def ransac_hypotheses(
     model: FeatureCloud,
     model_tree: cKDTree,
     rng: np.random.Generator,
-    n_samples: int = 30_000,
+    n_samples: int = 80_000,
     tolerance_mm: float | None = None,
     n_keep: int = 10,
     distinct_deg: float = 10.0,

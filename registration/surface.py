@@ -400,8 +400,8 @@ def register_surface(
     max_distance_mm: float = 10.0,
     kernel: str = "tukey",
     seed: int = 0,
-    n_hypotheses: int = 10,
-    n_candidates: int = 3,
+    n_hypotheses: int = 20,
+    n_candidates: int = 4,
     slide_tolerance_mm: float = 0.5,
     ambiguity_margin: float = AMBIGUITY_MARGIN,
     min_score_tol_mm: float = 1.0,
@@ -490,10 +490,11 @@ def register_surface(
     # three the middle level, the best two full resolution; the best fine score wins.
     # Score: share of cloud points within a tolerance of the model (point-to-plane).
     results: list[IcpResult] = []
+    cap0 = 15 if len(starts) == 1 else 8  # many starts: a short coarse run ranks them
     for m in starts:
         try:
             results.append(
-                robust_icp(cloud, model, m, max_distance_mm, levels[:1], (15,), kernel=kernel)
+                robust_icp(cloud, model, m, max_distance_mm, levels[:1], (cap0,), kernel=kernel)
             )
         except SurfaceRegistrationError:
             if len(starts) == 1:
@@ -502,7 +503,7 @@ def register_surface(
         raise SurfaceRegistrationError("ICP failed from every global hypothesis")
     centre = cloud.mean(axis=0)
     # a candidate goes on only while its score is within `gap` of the best one's
-    for lvl, keep, gap in ((1, n_candidates, 0.15), (2, 2, 2 * ambiguity_margin)):
+    for lvl, keep, gap in ((1, n_candidates, 0.2), (2, 3, 0.1)):
         results, sc = _rank_distinct(results, cloud, model, centre, min_score_tol_mm)
         keep = max(1, min(keep, int(np.sum(sc >= sc[0] - gap))))
         refined = [

@@ -20,7 +20,12 @@ methods are implemented here:
 ``"park"``   Park & Martin, "Robot sensor calibration: solving AX = XB on the Euclidean
              group", IEEE Trans. Robotics and Automation 10(5), 1994: ``R_X = (M^T M)^-1/2 M^T``
              with ``M = sum beta_k alpha_k^T`` of the rotation logarithms (eq. 15).
-Both take the translation from ``(R_A - I) t_X = R_X t_B - t_A`` by least squares (Tsai eq. 15).
+``"daniilidis"`` Daniilidis, "Hand-eye calibration using dual quaternions", Int. J. Robotics
+             Research 18(3), 1999: rotation and translation at once from the null space of the
+             stacked dual-quaternion equations (eq. 31), with the unit / orthogonality
+             constraints solved as in §5.
+Park and Tsai take the translation from ``(R_A - I) t_X = R_X t_B - t_A`` by least squares
+(Tsai eq. 15).
 All pairs (i < j) whose rotation exceeds ``min_rotation_deg`` are used.
 """
 
@@ -34,7 +39,7 @@ from scipy.spatial.transform import Rotation
 from registration.errors import RegistrationError
 from registration.frames import CAMERA, TOOL, Transform
 
-METHODS = ("park", "tsai")
+METHODS = ("park", "tsai", "daniilidis")
 
 
 class HandEyeError(RegistrationError):
@@ -142,6 +147,69 @@ def _rotation_tsai(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return u @ vt
 
 
+def _quat_wxyz(r: np.ndarray) -> np.ndarray:
+    q = Rotation.from_matrix(r).as_quat()  # (..., x y z w)
+    return np.concatenate([q[..., 3:], q[..., :3]], axis=-1)
+
+
+def _qmul(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Hamilton product of (..., 4) quaternions (w, x, y, z)."""
+    w = p[..., 0] * q[..., 0] - np.sum(p[..., 1:] * q[..., 1:], axis=-1)
+    v = (p[..., :1] * q[..., 1:] + q[..., :1] * p[..., 1:]
+         + np.cross(p[..., 1:], q[..., 1:]))
+    return np.concatenate([w[..., None], v], axis=-1)
+
+
+def _dual_quaternions(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 4) real and dual parts of (K, 4, 4) rigid transforms: q, q' = 1/2 t q."""
+    q = _quat_wxyz(m[:, :3, :3])
+    t = np.concatenate([np.zeros((m.shape[0], 1)), m[:, :3, 3]], axis=1)
+    return q, 0.5 * _qmul(t, q)
+
+
+def _daniilidis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    qa, qa_d = _dual_quaternions(a)
+    qb, qb_d = _dual_quaternions(b)
+    flip = np.sum(qa * qb, axis=1) < 0  # same hemisphere (q and -q are one rotation)
+    qb[flip] *= -1
+    qb_d[flip] *= -1
+    rows = []
+    for k in range(a.shape[0]):  # Daniilidis eq. 31: S_k [q; q'] = 0
+        av, bv, adv, bdv = qa[k, 1:], qb[k, 1:], qa_d[k, 1:], qb_d[k, 1:]
+        top = np.zeros((3, 8))
+        top[:, 0] = av - bv
+        top[:, 1:4] = _skew(av + bv)
+        bottom = np.zeros((3, 8))
+        bottom[:, 0] = adv - bdv
+        bottom[:, 1:4] = _skew(adv + bdv)
+        bottom[:, 4] = av - bv
+        bottom[:, 5:8] = _skew(av + bv)
+        rows += [top, bottom]
+    _, sv, vt = np.linalg.svd(np.concatenate(rows))
+    if sv.size < 8 or sv[5] < 1e-9 * sv[0]:
+        raise HandEyeError("motions rotate about parallel axes; need two non-parallel axes")
+    v7, v8 = vt[6], vt[7]
+    u1, w1, u2, w2 = v7[:4], v7[4:], v8[:4], v8[4:]
+    # q^T q' = 0: s^2 u1.w1 + s (u1.w2 + u2.w1) + u2.w2 = 0, s = lambda1 / lambda2 (eq. 35)
+    coeffs = [u1 @ w1, u1 @ w2 + u2 @ w1, u2 @ w2]
+    roots = np.roots(coeffs) if abs(coeffs[0]) > 1e-12 else np.array([-coeffs[2] / coeffs[1]])
+    roots = roots[np.isreal(roots)].real
+    if roots.size == 0:
+        raise HandEyeError("dual-quaternion constraints have no real solution (noisy motions)")
+    norms = [s * s * (u1 @ u1) + 2 * s * (u1 @ u2) + u2 @ u2 for s in roots]
+    s_best = roots[int(np.argmax(norms))]
+    l2 = 1.0 / np.sqrt(max(norms))
+    l1 = s_best * l2
+    q = l1 * u1 + l2 * u2
+    q_d = l1 * w1 + l2 * w2
+    conj = q * [1, -1, -1, -1]
+    t = 2.0 * _qmul(q_d, conj)[1:]
+    x = np.eye(4)
+    x[:3, :3] = Rotation.from_quat([q[1], q[2], q[3], q[0]]).as_matrix()
+    x[:3, 3] = t
+    return x
+
+
 def calibrate_hand_eye(
     tracker_poses: object,
     camera_poses: object,
@@ -157,7 +225,7 @@ def calibrate_hand_eye(
     camera_poses
         ``T_CAMERA_TARGET_i`` at the same instants, mm.
     method
-        ``"park"`` or ``"tsai"`` (module docstring).
+        ``"park"``, ``"tsai"`` or ``"daniilidis"`` (module docstring).
     min_rotation_deg
         Pairs whose relative rotation is smaller (for A or B) are skipped.
     """
@@ -173,14 +241,17 @@ def calibrate_hand_eye(
     if a.shape[0] < 2:
         raise HandEyeError(
             f"fewer than 2 motions rotate by >= {min_rotation_deg} deg; move the tool more")
-    rx = _rotation_park(a, b) if method == "park" else _rotation_tsai(a, b)
-    # (R_A - I) t_X = R_X t_B - t_A  (Tsai & Lenz eq. 15)
-    lhs = (a[:, :3, :3] - np.eye(3)).reshape(-1, 3)
-    rhs = (np.einsum("ij,kj->ki", rx, b[:, :3, 3]) - a[:, :3, 3]).reshape(-1)
-    tx, *_ = np.linalg.lstsq(lhs, rhs, rcond=None)
-    x = np.eye(4)
-    x[:3, :3] = rx
-    x[:3, 3] = tx
+    if method == "daniilidis":
+        x = _daniilidis(a, b)
+    else:
+        rx = _rotation_park(a, b) if method == "park" else _rotation_tsai(a, b)
+        # (R_A - I) t_X = R_X t_B - t_A  (Tsai & Lenz eq. 15)
+        lhs = (a[:, :3, :3] - np.eye(3)).reshape(-1, 3)
+        rhs = (np.einsum("ij,kj->ki", rx, b[:, :3, 3]) - a[:, :3, 3]).reshape(-1)
+        tx, *_ = np.linalg.lstsq(lhs, rhs, rcond=None)
+        x = np.eye(4)
+        x[:3, :3] = rx
+        x[:3, 3] = tx
     targets = ta @ x @ cb  # T_TRACKER_TARGET per view
     mean_t = targets[:, :3, 3].mean(axis=0)
     rots = Rotation.from_matrix(targets[:, :3, :3])

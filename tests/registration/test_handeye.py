@@ -44,7 +44,7 @@ def _err(m: np.ndarray) -> tuple[float, float]:
         Rotation.from_matrix(d[:3, :3]).magnitude()))
 
 
-@pytest.mark.parametrize("method", ["park", "tsai"])
+@pytest.mark.parametrize("method", ["park", "tsai", "daniilidis"])
 def test_exact_recovery_without_noise(method):
     tools, cams = _data(8, seed=1)
     res = calibrate_hand_eye(tools, cams, method=method)
@@ -55,7 +55,7 @@ def test_exact_recovery_without_noise(method):
     assert res.residual_mm < 1e-6 and res.n_pairs == 28
 
 
-@pytest.mark.parametrize("method", ["park", "tsai"])
+@pytest.mark.parametrize("method", ["park", "tsai", "daniilidis"])
 def test_recovery_with_noise(method):
     tools, cams = _data(20, seed=2, noise_mm=0.3, noise_deg=0.1)
     res = calibrate_hand_eye([Transform(m, "TOOL", "TRACKER") for m in tools], cams,
@@ -103,5 +103,6 @@ def test_rejections():
         tool = _t(Rotation.from_euler("z", 20 * k, degrees=True).as_matrix(), [k, 0, 0])
         axis_tools.append(tool)
         axis_cams.append(np.linalg.inv(tool @ X) @ W)
-    with pytest.raises(HandEyeError, match="parallel axes"):
-        calibrate_hand_eye(np.array(axis_tools), np.array(axis_cams))
+    for method in ("park", "tsai", "daniilidis"):
+        with pytest.raises(HandEyeError, match="parallel axes"):
+            calibrate_hand_eye(np.array(axis_tools), np.array(axis_cams), method=method)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from imaging import _grid_kernels as grid
 from imaging import _mc_kernels as kern
 from imaging.errors import MeshError
 from imaging.mesh import Mesh
@@ -40,7 +41,7 @@ def _mask_bbox(region: np.ndarray) -> np.ndarray:
     if ni % 8:
         region = np.pad(region, ((0, 0), (0, 0), (0, 8 - ni % 8)))
     words = region.view(np.uint8).reshape(nk * nj, -1).view(np.uint64)
-    box = kern.mask_bbox_rows(words, nk, nj, region.shape[2])
+    box = grid.mask_bbox_rows(words, nk, nj, region.shape[2])
     box[5] = min(box[5], ni)
     return box
 
@@ -266,7 +267,7 @@ def extract_surface(
         coarse = np.empty(tuple(int(d) for d in dims), dtype=np.float32)
         sign = -1.0 if below else 1.0
         lvl = np.float32(sign * level)
-        kern.clamp_average(
+        grid.clamp_average(
             array, region.view(np.uint8) if use_mask else np.zeros((1, 1, 1), np.uint8),
             use_mask, float(lvl), float(np.nextafter(lvl, np.float32(-np.inf))), sign, step,
             box, coarse,
@@ -282,7 +283,7 @@ def extract_surface(
     if step > 1 and refine and len(verts):
         fine_array, use_mask, lvl_f, sign = fine
         inv = np.linalg.inv(fine_affine)
-        kern.refine_vertices(
+        grid.refine_vertices(
             fine_array, region_fine if use_mask else np.zeros((1, 1, 1), np.bool_), use_mask,
             lvl_f, float(np.nextafter(np.float32(lvl_f), np.float32(-np.inf))), sign,
             inv, fine_affine, verts, 2,

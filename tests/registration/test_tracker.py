@@ -135,3 +135,15 @@ def test_rejections():
         tr.update(EMPTY, float("nan"))
     with pytest.raises(TrackingError, match="number of seconds"):
         tr.update(EMPTY, "soon")  # type: ignore[arg-type]
+
+
+def test_filter_reduces_jitter_on_a_static_rendered_marker():
+    truth = look_at_pose([20, -10, 600], [10, 15, 20], "MARKER")
+    frames = [render(CAM, [marker_plane(DICT, 2, 30, truth)], noise_sigma=6, seed=k,
+                     supersample=1) for k in range(40)]
+    tr = MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=30, filter=True)
+    res = [tr.update(img, k / 30) for k, img in enumerate(frames)][10:]
+    raw = np.array([r.raw_pose.translation for r in res])
+    out = np.array([r.pose.translation for r in res])
+    assert np.std(out, axis=0).mean() < 0.5 * np.std(raw, axis=0).mean()
+    assert np.linalg.norm(out.mean(axis=0) - truth.translation) < 0.5

@@ -24,20 +24,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         "surface, smooth (Taubin), decimate to a triangle budget and write it. GLB is glTF 2.0 "
         "in metres, +Y up; STL/PLY/OBJ are DICOM LPS mm.",
     )
-    p.add_argument("input", type=Path, help="DICOM folder or file, or NIfTI/NRRD/MHA file")
-    p.add_argument("--out", type=Path, required=True, help="output mesh (.glb .stl .ply .obj)")
-    p.add_argument("--preset", help="bone, skin, soft-tissue, vessels or air")
-    p.add_argument("--threshold", help="HU range LO[:HI], e.g. 300, -1000:-400, :200")
-    p.add_argument("--seed", help="keep the region holding this LPS mm point: X,Y,Z")
-    p.add_argument("--smooth", type=int, default=10, help="Taubin iterations (default 10)")
-    p.add_argument("--max-triangles", type=int, default=100_000,
+    p.add_argument("input", type=Path, metavar="DIR|IMAGE_FILE",
+                   help="DICOM folder or file, or NIfTI/NRRD/MHA file")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE",
+                   help="output mesh (.glb .stl .ply .obj)")
+    p.add_argument("--preset", metavar="NAME", help="bone, skin, soft-tissue, vessels or air")
+    p.add_argument("--threshold", metavar="LO[:HI]",
+                   help="HU range LO[:HI], e.g. 300, -1000:-400, :200")
+    p.add_argument("--seed", metavar="X,Y,Z",
+                   help="keep the region holding this LPS mm point: X,Y,Z")
+    p.add_argument("--smooth", type=int, default=10, metavar="N",
+                   help="Taubin iterations (default 10)")
+    p.add_argument("--max-triangles", type=int, default=100_000, metavar="N",
                    help="triangle budget (default 100000; 0 = no decimation)")
-    p.add_argument("--series", help="SeriesInstanceUID when the folder holds several")
-    p.add_argument("--json", type=Path, help="write a JSON report here")
-    p.add_argument("--seg", type=Path, help="also write the segmentation as DICOM SEG (.dcm)")
+    p.add_argument("--series", metavar="UID",
+                   help="SeriesInstanceUID when the folder holds several")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write a JSON report here")
+    p.add_argument("--seg", type=Path, metavar="FILE",
+                   help="also write the segmentation as DICOM SEG (.dcm)")
     p.add_argument("--exclude-fiducials", action="store_true",
                    help="remove small dense skin markers from the segmentation")
-    p.add_argument("--step", type=int, default=0,
+    p.add_argument("--step", type=int, default=0, metavar="N",
                    help="extract on a grid N times coarser (default 0 = automatic)")
     p.set_defaults(func=run)
 

@@ -137,10 +137,11 @@ def setup_triangles(
         fx1 = np.floor(max(ua, max(ub, uc)))
         if fy1 < 0.0 or fx1 < 0.0 or fy0 > height - 1 or fx0 > width - 1 or fy0 > fy1 or fx0 > fx1:
             continue
-        tbox[f, 0] = max(int(fy0), 0)
-        tbox[f, 1] = min(int(fy1), height - 1)
-        tbox[f, 2] = max(int(fx0), 0)
-        tbox[f, 3] = min(int(fx1), width - 1)
+        # clamp in floating point first: far-off vertices would overflow an integer
+        tbox[f, 0] = int(max(fy0, 0.0))
+        tbox[f, 1] = int(min(fy1, height - 1.0))
+        tbox[f, 2] = int(max(fx0, 0.0))
+        tbox[f, 3] = int(min(fx1, width - 1.0))
 
 
 _BIN_CHUNKS = 8

@@ -278,86 +278,97 @@ def radius_voxels(radius_mm: float, spacing_kji: np.ndarray) -> tuple[int, int, 
 
 
 # --------------------------------------------------------------------------- run set algebra
+_UNION, _INTERSECT, _SUBTRACT = 0, 1, 2
+
+
 @nb.njit(cache=True)
-def _sweep(pos, wt, n, need, out_s, out_e, p):  # noqa: ANN001
-    """Append the intervals where the weighted coverage of ``n`` events is >= ``need``."""
-    order = np.argsort(pos[:n])
-    v = 0
-    inside = False
-    a = 0
-    while a < n:
-        x = pos[order[a]]
-        while a < n and pos[order[a]] == x:
-            v += wt[order[a]]
-            a += 1
-        now = v >= need
-        if now and not inside:
-            out_s[p] = x
-            inside = True
-        elif inside and not now:
-            out_e[p] = x
-            p += 1
-            inside = False
+def _merge2(as_, ae, a0, a1, bs, be, b0, b1, op, os_, oe, p):  # noqa: ANN001
+    """Two sorted, disjoint interval lists -> union / intersection / a minus b, appended at
+    ``p`` of ``os_, oe`` (a two-pointer merge, no sorting). Returns the new end."""
+    i, j = a0, b0
+    if op == _INTERSECT:
+        while i < a1 and j < b1:
+            lo = max(as_[i], bs[j])
+            hi = min(ae[i], be[j])
+            if lo < hi:
+                os_[p] = lo
+                oe[p] = hi
+                p += 1
+            if ae[i] < be[j]:
+                i += 1
+            else:
+                j += 1
+    elif op == _UNION:
+        start = p
+        while i < a1 or j < b1:
+            if j >= b1 or (i < a1 and as_[i] <= bs[j]):
+                s0, e0 = as_[i], ae[i]
+                i += 1
+            else:
+                s0, e0 = bs[j], be[j]
+                j += 1
+            if p > start and s0 <= oe[p - 1]:
+                if e0 > oe[p - 1]:
+                    oe[p - 1] = e0
+            else:
+                os_[p] = s0
+                oe[p] = e0
+                p += 1
+    else:
+        for i in range(a0, a1):
+            s0, e0 = as_[i], ae[i]
+            while j < b1 and be[j] <= s0:
+                j += 1
+            cur = s0
+            jj = j
+            while jj < b1 and bs[jj] < e0:
+                if bs[jj] > cur:
+                    os_[p] = cur
+                    oe[p] = bs[jj]
+                    p += 1
+                cur = max(cur, be[jj])
+                jj += 1
+            if cur < e0:
+                os_[p] = cur
+                oe[p] = e0
+                p += 1
     return p
 
 
 @nb.njit(cache=True)
-def _combine(pa, sa, ea, wa, pb, sb, eb, wb, need, out_ptr, out_s, out_e):  # noqa: ANN001
-    """Row by row: intervals where ``wa * [in A] + wb * [in B] >= need``."""
-    rows = pa.size - 1
-    width = 0
-    for r in range(rows):
-        width = max(width, 2 * (pa[r + 1] - pa[r] + pb[r + 1] - pb[r]))
-    pos = np.empty(width, dtype=np.int32)
-    wt = np.empty(width, dtype=np.int32)
+def _combine(pa, sa, ea, pb, sb, eb, op, out_ptr, out_s, out_e):  # noqa: ANN001
     p = 0
-    for r in range(rows):
+    for r in range(pa.size - 1):
         out_ptr[r] = p
-        n = 0
-        for a in range(pa[r], pa[r + 1]):
-            pos[n] = sa[a]
-            wt[n] = wa
-            pos[n + 1] = ea[a]
-            wt[n + 1] = -wa
-            n += 2
-        for b in range(pb[r], pb[r + 1]):
-            pos[n] = sb[b]
-            wt[n] = wb
-            pos[n + 1] = eb[b]
-            wt[n + 1] = -wb
-            n += 2
-        if n:
-            p = _sweep(pos, wt, n, need, out_s, out_e, p)
-    out_ptr[rows] = p
+        p = _merge2(sa, ea, pa[r], pa[r + 1], sb, eb, pb[r], pb[r + 1], op, out_s, out_e, p)
+    out_ptr[pa.size - 1] = p
     return p
 
 
-def _combine_runs(a: Runs, b: Runs, wa: int, wb: int, need: int) -> Runs:
+def _combine_runs(a: Runs, b: Runs, op: int) -> Runs:
     if a.shape != b.shape:
         raise SegmentationError(f"run sets on different grids: {a.shape} vs {b.shape}")
     cap = a.count + b.count + 1
     row_ptr = np.empty_like(a.row_ptr)
     s = np.empty(cap, dtype=np.int32)
     e = np.empty(cap, dtype=np.int32)
-    n = _combine(a.row_ptr, a.start, a.stop, wa, b.row_ptr, b.start, b.stop, wb, need,
-                 row_ptr, s, e)
+    n = _combine(a.row_ptr, a.start, a.stop, b.row_ptr, b.start, b.stop, op, row_ptr, s, e)
     return Runs(a.shape, row_ptr, s[:n].copy(), e[:n].copy())
 
 
 def union_runs(a: Runs, b: Runs) -> Runs:
     """Voxels in ``a`` or ``b`` (same grid)."""
-    return _combine_runs(a, b, 1, 1, 1)
+    return _combine_runs(a, b, _UNION)
 
 
 def intersect_runs(a: Runs, b: Runs) -> Runs:
     """Voxels in ``a`` and ``b`` (same grid)."""
-    return _combine_runs(a, b, 1, 1, 2)
+    return _combine_runs(a, b, _INTERSECT)
 
 
 def subtract_runs(a: Runs, b: Runs) -> Runs:
-    """Voxels in ``a`` but not in ``b`` (same grid; runs of a set never overlap, so the
-    coverage ``[in a] - 2 [in b]`` is 1 exactly there)."""
-    return _combine_runs(a, b, 1, -2, 1)
+    """Voxels in ``a`` but not in ``b`` (same grid)."""
+    return _combine_runs(a, b, _SUBTRACT)
 
 
 # --------------------------------------------------------------------------- run morphology
@@ -367,42 +378,53 @@ def _window_rows(row_ptr, s, e, K, J, axis, r, erode, out_ptr, out_s, out_e):  #
 
     A voxel of row (k, j) survives erosion when it is set in every row of the window that
     lies inside the grid (rows outside are ignored, like the dense kernels), and is set by
-    dilation when it is set in any row of the window.
+    dilation when it is set in any row of the window. Rows are combined pairwise by
+    two-pointer merges.
     """
     width = 0
     for q in range(K * J):
         width = max(width, row_ptr[q + 1] - row_ptr[q])
-    width = 2 * width * (2 * r + 1)
-    pos = np.empty(max(width, 1), dtype=np.int32)
-    wt = np.empty(max(width, 1), dtype=np.int32)
+    width = width * (2 * r + 1) + 1
+    bs = np.empty(width, dtype=np.int32)
+    be = np.empty(width, dtype=np.int32)
+    cs = np.empty(width, dtype=np.int32)
+    ce = np.empty(width, dtype=np.int32)
+    op = _INTERSECT if erode else _UNION
+    n_max = K if axis == 0 else J
     p = 0
     for k in range(K):
         for j in range(J):
             row = k * J + j
             out_ptr[row] = p
-            lo = (k if axis == 0 else j) - r
-            hi = (k if axis == 0 else j) + r
-            n_max = K if axis == 0 else J
-            lo = max(lo, 0)
-            hi = min(hi, n_max - 1)
-            m = hi - lo + 1
-            n = 0
-            empty = False
-            for d in range(lo, hi + 1):
-                q = d * J + j if axis == 0 else k * J + d
-                if row_ptr[q] == row_ptr[q + 1]:
-                    empty = True
-                    if erode:
+            c = k if axis == 0 else j
+            lo = max(c - r, 0)
+            hi = min(c + r, n_max - 1)
+            if erode:
+                empty = False
+                for d in range(lo, hi + 1):
+                    q = d * J + j if axis == 0 else k * J + d
+                    if row_ptr[q] == row_ptr[q + 1]:
+                        empty = True
                         break
-                for a in range(row_ptr[q], row_ptr[q + 1]):
-                    pos[n] = s[a]
-                    wt[n] = 1
-                    pos[n + 1] = e[a]
-                    wt[n + 1] = -1
-                    n += 2
-            if (erode and empty) or n == 0:
-                continue
-            p = _sweep(pos, wt, n, m if erode else 1, out_s, out_e, p)
+                if empty:
+                    continue
+            q = lo * J + j if axis == 0 else k * J + lo
+            n = 0
+            for a in range(row_ptr[q], row_ptr[q + 1]):
+                bs[n] = s[a]
+                be[n] = e[a]
+                n += 1
+            for d in range(lo + 1, hi + 1):
+                q = d * J + j if axis == 0 else k * J + d
+                n = _merge2(bs, be, 0, n, s, e, row_ptr[q], row_ptr[q + 1], op, cs, ce, 0)
+                bs, cs = cs, bs
+                be, ce = ce, be
+                if n == 0 and erode:
+                    break
+            for a in range(n):
+                out_s[p] = bs[a]
+                out_e[p] = be[a]
+                p += 1
     out_ptr[K * J] = p
     return p
 

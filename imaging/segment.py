@@ -343,48 +343,30 @@ def _box_slices(box: tuple[slice, ...], margin: tuple[int, int, int], shape: tup
     )
 
 
-def _separate(mask: np.ndarray, radii: tuple[int, int, int], connectivity: int) -> np.ndarray:
-    """Cut bridges thinner than the box ``radii`` from a one-component ``mask``.
+def _separate(runs: rg.Runs, radii: tuple[int, int, int], connectivity: int) -> rg.Runs:
+    """Cut bridges thinner than the box ``radii`` from a one-component run set.
 
     1. erode by the box, keep the largest eroded component, dilate it back by the same box
-       and intersect with the mask: a table touching the head along a thin contact is cut;
-    2. pieces of the mask's largest component cut off by step 1 are added back unless they
-       reach the border of the volume (a table, headrest or cable leaving the field of view):
-       thin anatomy (ears, nose) that the erosion removed comes back whole;
+       and intersect with the object: a table touching the head along a thin contact is cut;
+    2. pieces of the object cut off by step 1 are added back unless they reach the border of
+       the volume (a table, headrest or cable leaving the field of view): thin anatomy (ears,
+       nose) that the erosion removed comes back whole;
     3. the largest component of the result.
+
+    Everything runs on runs (no voxel pass): cost follows the number of runs.
     """
-    full = mask
-    box = rg.mask_runs(full).bbox()
-    if box is None:
-        return full
-    # pad so that the erosion sees background around the object (windows are clipped only at
-    # the volume border, where the object may legitimately be cut by the field of view)
-    box = _box_slices(box, tuple(r + 1 for r in radii), mask.shape)
-    sub = full[box]
-    core = rg.largest_component(ro.erode(sub, radii), connectivity)
-    kept = ro.dilate(core, radii) & sub
-    cut = sub & ~kept
-    if cut.any():
-        lab = rg.label_runs(rg.mask_runs(cut), connectivity)
-        # border of the whole volume, in crop coordinates
-        runs = lab.runs
-        K, J, _ = runs.shape
-        rr = np.repeat(np.arange(K * J), np.diff(runs.row_ptr))
-        k = rr // J + box[0].start
-        j = rr % J + box[1].start
-        i0 = runs.start + box[2].start
-        i1 = runs.stop + box[2].start
-        edge = (
-            (k == 0) | (k == mask.shape[0] - 1) | (j == 0) | (j == mask.shape[1] - 1)
-            | (i0 == 0) | (i1 == mask.shape[2])
-        )
-        outside = np.zeros(lab.n + 1, dtype=bool)
-        outside[lab.labels[edge]] = True
-        kept = rg.paint_runs(runs, ~outside[lab.labels], out=kept)
-        kept = rg.largest_component(kept, connectivity)
-    out = np.zeros_like(mask)
-    out[box] = kept
-    return out
+    eroded = ro.erode_runs(runs, radii)
+    lab = rg.label_runs(eroded, connectivity)
+    core = rg.select_runs(eroded, lab.labels == lab.largest())
+    kept = ro.intersect_runs(ro.dilate_runs(core, radii), runs)
+    cut = ro.subtract_runs(runs, kept)
+    if cut.count:
+        lab = rg.label_runs(cut, connectivity)
+        inside = ~lab.touching_border()
+        kept = ro.union_runs(kept, rg.select_runs(cut, inside[lab.labels]))
+        lab = rg.label_runs(kept, connectivity)
+        kept = rg.select_runs(kept, lab.labels == lab.largest())
+    return kept
 
 
 def _dense_blobs(volume: Volume, mask: np.ndarray) -> list[tuple[slice, slice, slice]]:
@@ -590,7 +572,7 @@ def segment(
         if op != "separate":  # pragma: no cover - presets are fixed above
             raise SegmentationError(f"unknown morphology {op!r}")
         radii = ro.radius_voxels(radius_mm, volume.spacing[::-1])
-        runs = rg.mask_runs(_separate(rg.paint_runs(runs), radii, conn))
+        runs = _separate(runs, radii, conn)
         timer.lap("separate")
     fill = p is not None and p.fill_holes
     bbox = runs.bbox()  # filling and fiducial removal stay inside it

@@ -72,7 +72,6 @@ def test_states_through_the_occlusion_gap(run) -> None:
     for r in records:
         if r.state != "LIVE":  # overlay hidden: nothing drawn, nothing measured
             assert r.T_camera_ct is None and all(e is None for e in r.reproj_px)
-            assert r.stages_ms["render"] < 5.0
 
 
 def test_ids_and_capture_times_reach_the_sinks(run, scene) -> None:

@@ -276,3 +276,15 @@ def test_skin_is_equivariant_to_the_acquisition_axes(vol):
 def test_float_volume_gives_the_same_mask(vol):
     as_float = Volume(vol.array.astype(np.float32), vol.affine, modality="CT")
     np.testing.assert_array_equal(segment(as_float, "bone").mask, segment(vol, "bone").mask)
+
+
+def test_skin_of_a_scan_cut_through_the_neck(vol):
+    # a scan ending in the neck (and airway): the body reaches the volume border, so the
+    # table separation runs, and the airway, open at that border, must still be filled
+    k0 = int(np.rint(vol.lps_to_index(np.array([0.0, 0.0, -100.0]))[2]))
+    affine = vol.affine.copy()
+    affine[:3, 3] = vol.index_to_lps(np.array([0.0, 0.0, k0]))
+    cut = Volume(np.ascontiguousarray(vol.array[k0:]), affine, modality="CT")
+    seg = segment(cut, "skin")
+    assert "separate" in seg.timings
+    np.testing.assert_array_equal(seg.mask, segment(vol, "skin").mask[k0:])

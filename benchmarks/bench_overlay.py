@@ -12,6 +12,7 @@ disparity error against f * IPD / Z.
 
 from __future__ import annotations
 
+import time
 from statistics import median
 
 import cv2
@@ -224,9 +225,12 @@ def _config(label: str, dist: np.ndarray, v: np.ndarray, f: np.ndarray,
     if gl is not None:
         cands["gl"] = _Cycler(lambda _frame, T: gl(T), video, views)
     t = interleaved(cands, runs=PEER_RUNS, warmup=2)
+    c0 = time.process_time()
     own = interleaved({"ours": cands["ours"]}, runs=RUNS, warmup=0)["ours"]
+    cpu_ms = (time.process_time() - c0) / RUNS * 1e3
     print(f"-- {label}")
-    print(_stats("scrubin OverlayRenderer.draw", own))
+    print(_stats("scrubin OverlayRenderer.draw", own)
+          + f"; CPU {cpu_ms:.2f} ms/frame, all threads (less sensitive to machine load)")
     print(_stats("open3d RaycastingScene full-res + shade + composite", t["peer"]))
     if "gl" in t:
         print(_stats("moderngl/llvmpipe render + read-back only (not chosen)", t["gl"]))

@@ -80,7 +80,7 @@ def refine_corners_edges(
         return out
     current = c.copy()
     ok_all = np.ones(c.shape[0], dtype=bool)
-    gray8 = np.ascontiguousarray(img)
+    gray8 = img
     # imported here: numba's import costs ~0.3 s, not to be paid by every `scrubin` command
     from registration._edge_kernel import refine_pass
     for half in half_width_px:

@@ -343,7 +343,7 @@ class MarkerTracker:
             return None
         lo, hi = uv.reshape(-1, 2).min(axis=0), uv.reshape(-1, 2).max(axis=0)
         size = hi - lo
-        margin = 0.3 * size.max() + 24.0 + np.abs(self._velocity_px_s) * 0.02
+        margin = 0.15 * size.max() + 32.0 + np.abs(self._velocity_px_s) * 0.02
         x0, y0 = np.floor(lo - margin).astype(int)
         x1, y1 = np.ceil(hi + margin).astype(int)
         w, h = self.camera.width, self.camera.height

@@ -95,6 +95,16 @@ def _structures(meshes: list[Any]) -> list[Any]:
     return out
 
 
+def _check_frame_of_reference(meshes: list[Any], registration: Any) -> None:
+    """Refuse models whose FrameOfReferenceUID differs from the registration's."""
+    reg_uid = registration.T_ref_ct.source.get("frame_of_reference_uid", "")
+    for m in meshes:
+        uid = (m.provenance or {}).get("frame_of_reference_uid", "")
+        if reg_uid and uid and uid != reg_uid:
+            raise OverlayError(f"registration FrameOfReferenceUID {reg_uid} differs from model "
+                               f"{m.name!r}'s {uid}: the models belong to another scan")
+
+
 def _temp(path: Path) -> Path:
     """A temporary file next to ``path`` with the permissions a plain ``open()`` would give."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
@@ -135,6 +145,11 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
     synthetic = req.source == "synthetic"
     probe = None
     if synthetic:
+        meshes = ([m for p in req.models for m in load_meshes(p)] if req.models
+                  else phantom_models("small"))
+        if req.registration:
+            registration = load_registration(req.registration)
+            _check_frame_of_reference(meshes, registration)  # before the scene is built
         if scene is None:
             from overlay.synthetic import default_camera
 
@@ -144,10 +159,8 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
                 "small", default_camera(req.width, req.height), n_frames=n, occlusion=gap,
                 supersample=req.supersample)
         camera = scene.camera
-        meshes = ([m for p in req.models for m in load_meshes(p)] if req.models
-                  else phantom_models("small"))
-        registration = (load_registration(req.registration) if req.registration
-                        else Registration(scene.T_ref_ct))
+        if not req.registration:
+            registration = Registration(scene.T_ref_ct)
         body = scene.body
         probe = AccuracyProbe(camera, scene.points_ct_mm,
                               frame_of_reference_uid=scene.frame_of_reference_uid)

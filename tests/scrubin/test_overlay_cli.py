@@ -1,0 +1,113 @@
+"""``scrubin overlay``: synthetic and video sources end to end, report content, one-line errors
+and no partial outputs."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pytest
+
+from imaging.mesh_io import save_mesh
+from overlay.sinks import SinkItem, VideoFileSink
+from overlay.synthetic import SyntheticScene, default_camera, phantom_models
+from registration.frames import CT, REF, Transform
+from scrubin.cli import main
+
+
+def overlay(*argv: str) -> int:
+    return main(["overlay", *argv])
+
+
+def _frames(path) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def test_synthetic_needs_nothing_else(tmp_path, capsys) -> None:
+    out, rep = tmp_path / "o.mp4", tmp_path / "r.json"
+    assert overlay("--source", "synthetic", "--frames", "4", "--supersample", "1",
+                   "--out", str(out), "--json", str(rep)) == 0
+    line = capsys.readouterr().out
+    assert "4 frames" in line and "reprojection median" in line and "latency" in line
+    assert _frames(out) == 4
+    data = json.loads(rep.read_text())
+    assert len(data["frames"]) == 4
+    f0 = data["frames"][0]
+    assert f0["frame_id"] == 0 and f0["capture_time_s"] == 0.0 and f0["state"] == "LIVE"
+    assert len(f0["reprojection_error_px"]) == len(data["meta"]["truth_points"]) == 9
+    assert set(f0["stages_ms"]) >= {"capture", "track", "render", "hud", "sink"}
+    assert data["summary"]["reprojection_error_px"]["median"] < 1.0
+    assert data["meta"]["frame_of_reference_uid"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4", "r.json"]
+
+
+@pytest.fixture(scope="module")
+def video_inputs(tmp_path_factory):
+    """A recorded video of the synthetic scene plus camera, body, registration and model."""
+    d = tmp_path_factory.mktemp("video")
+    scene = SyntheticScene.from_phantom("small", default_camera(640, 480), n_frames=3,
+                                        supersample=1)
+    sink = VideoFileSink(d / "in.mp4", fps=30, crf=12)
+    for i in range(3):
+        sink.write(SinkItem(i, i / 30, scene.render(i).image_bgr, ""))
+    sink.close()
+    scene.camera.save(d / "camera.json")
+    scene.body.save(d / "body.json")
+    report = {"transform": scene.T_ref_ct.to_json(), "fre_mm": 0.5,
+              "targets": [{"predicted_tre_mm": 1.2}]}
+    (d / "reg.json").write_text(json.dumps(report))
+    save_mesh(phantom_models("small")[1], d / "skull.glb")
+    bad = Transform(scene.T_ref_ct.matrix, CT, REF, source={"frame_of_reference_uid": "9.9"})
+    bad.save(d / "other_reg.json")
+    return d
+
+
+def test_video_source_end_to_end(video_inputs, tmp_path) -> None:
+    d = video_inputs
+    out, rep = tmp_path / "o.mp4", tmp_path / "r.json"
+    assert overlay("--source", str(d / "in.mp4"), "--camera", str(d / "camera.json"),
+                   "--model", str(d / "skull.glb"), "--registration", str(d / "reg.json"),
+                   "--body", str(d / "body.json"), "--out", str(out), "--json", str(rep)) == 0
+    data = json.loads(rep.read_text())
+    assert [f["frame_id"] for f in data["frames"]] == [0, 1, 2]
+    np.testing.assert_allclose([f["capture_time_s"] for f in data["frames"]],
+                               [0, 1 / 30, 2 / 30], atol=1e-6)
+    assert all(f["detected"] and f["state"] == "LIVE" for f in data["frames"])
+    assert data["meta"]["registration_fre_mm"] == 0.5
+    assert data["meta"]["registration_predicted_tre_mm"] == 1.2
+    assert _frames(out) == 3
+
+
+def _one_line_error(capsys, text: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scrubin: error:") and "\n" not in err and text in err, err
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--source", "{d}/in.mp4"], "needs --camera, --registration, --model"),
+    (["--source", "{d}/bad.mp4", "--camera", "{d}/camera.json", "--model", "{d}/skull.glb",
+      "--registration", "{d}/reg.json", "--marker-size", "30"], "not a readable video"),
+    (["--source", "synthetic", "--frames", "2", "--registration", "{d}/other_reg.json"],
+     "FrameOfReferenceUID 9.9 differs"),
+    (["--source", "{d}/in.mp4", "--camera", "{d}/camera.json", "--model", "{d}/missing.glb",
+      "--registration", "{d}/reg.json", "--marker-size", "30"], "missing.glb: file not found"),
+    (["--source", "camera:x", "--camera", "{d}/camera.json", "--model", "{d}/skull.glb",
+      "--registration", "{d}/reg.json", "--marker-size", "30"], "camera:N"),
+    (["--source", "synthetic", "--frames", "0"], "--frames must be >= 1"),
+])
+def test_one_line_errors_and_no_output(video_inputs, tmp_path, capsys, args, text) -> None:
+    d = video_inputs
+    (d / "bad.mp4").write_text("this is not a video")
+    out, rep = tmp_path / "o.mp4", tmp_path / "r.json"
+    argv = [a.format(d=d) for a in args] + ["--out", str(out), "--json", str(rep)]
+    assert overlay(*argv) == 2
+    _one_line_error(capsys, text)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_must_be_mp4(tmp_path, capsys) -> None:
+    assert overlay("--source", "synthetic", "--out", str(tmp_path / "o.avi")) == 2
+    _one_line_error(capsys, "expected an .mp4")
+    assert list(tmp_path.iterdir()) == []

@@ -341,6 +341,13 @@ class OverlayRenderer:
         return self._buffers[n_layers]
 
     # ------------------------------------------------------------------ render
+    def warm_up(self) -> None:
+        """Load (or compile) the numba kernels now, not on the first live frame (~1-20 s)."""
+        for z in (0.0, 1000.0):
+            T = Transform.from_rt(np.eye(3), [0.0, 0.0, z], CT, self.frame)
+            self.render(T)
+            self.render(T, warning=True)
+
     def check_pose(self, T_camera_ct: Transform) -> None:
         """Refuse a pose of the wrong frames or of another FrameOfReferenceUID."""
         if not isinstance(T_camera_ct, Transform):

@@ -139,6 +139,14 @@ def test_draw_composites_onto_the_frame_and_leaves_the_rest() -> None:
     assert np.all(drawn[:, :2] == 0) and np.all(drawn[:, 2] >= 0.3 * 255 - 1)  # ambient 0.3
 
 
+def test_warm_up_leaves_no_trace() -> None:
+    r = OverlayRenderer(CAM, [sphere("s", [0, 0, 0], 50)])
+    r.warm_up()
+    frame = np.zeros((480, 640, 3), np.uint8)
+    r.draw(frame, Transform.from_rt(np.eye(3), [0, 0, -500.0], "CT", "CAMERA"))
+    assert not frame.any()
+
+
 def test_structure_behind_camera_draws_nothing() -> None:
     r = OverlayRenderer(CAM, [sphere("s", [0, 0, -300], 20)])
     ov = r.render(IDENT)

@@ -178,6 +178,11 @@ class StereoRenderer:
                                        **renderer_kw),
         }
 
+    def warm_up(self) -> None:
+        """Load the kernels before the first live frame (see ``OverlayRenderer.warm_up``)."""
+        for r in self.eyes.values():
+            r.warm_up()
+
     def render(self, T_display_ct: Transform, *, premultiplied: bool = True,
                warning: bool = False) -> StereoFrame:
         """Both eye images for the pose of CT in the DISPLAY frame."""

@@ -78,7 +78,7 @@ class CameraModel:
 
     def project(self, points_cam_mm: np.ndarray) -> np.ndarray:
         """Project ``(N, 3)`` camera-frame points (mm) to ``(N, 2)`` distorted pixels."""
-        p = np.asarray(points_cam_mm, dtype=np.float64).reshape(-1, 3)
+        p = np.ascontiguousarray(np.asarray(points_cam_mm, dtype=np.float64).reshape(-1, 3))
         uv, _ = cv2.projectPoints(p, np.zeros(3), np.zeros(3), self.matrix, self.dist)
         return uv.reshape(-1, 2)
 

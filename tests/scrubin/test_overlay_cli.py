@@ -25,10 +25,19 @@ def _frames(path) -> int:
         return sum(1 for _ in c.decode(video=0))
 
 
+DISPLAY = {"model": "stereo_display", "ipd_mm": 63.0,
+           "eye": {"image_size": [320, 180], "fov_deg": [40.0, 23.0]},
+           "T_DISPLAY_CAMERA": [[1, 0, 0, 0], [0, 1, 0, -20], [0, 0, 1, -10], [0, 0, 0, 1]]}
+
+
 def test_synthetic_needs_nothing_else(tmp_path, capsys) -> None:
     out, rep = tmp_path / "o.mp4", tmp_path / "r.json"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "display.json").write_text(json.dumps(DISPLAY))
     assert overlay("--source", "synthetic", "--frames", "4", "--supersample", "1",
-                   "--out", str(out), "--json", str(rep)) == 0
+                   "--out", str(out), "--json", str(rep), "--igtl-port", "0",
+                   "--stereo", str(inputs / "display.json")) == 0
     line = capsys.readouterr().out
     assert "4 frames" in line and "reprojection median" in line and "latency" in line
     assert _frames(out) == 4
@@ -40,7 +49,12 @@ def test_synthetic_needs_nothing_else(tmp_path, capsys) -> None:
     assert set(f0["stages_ms"]) >= {"capture", "track", "render", "hud", "sink"}
     assert data["summary"]["reprojection_error_px"]["median"] < 1.0
     assert data["meta"]["frame_of_reference_uid"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4", "r.json"]
+    assert data["meta"]["igtl_port"] > 0
+    with av.open(str(tmp_path / "o_stereo.mp4")) as c:  # both eyes side by side
+        eyes = list(c.decode(video=0))
+    assert len(eyes) == 4 and (eyes[0].width, eyes[0].height) == (640, 180)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "o.mp4", "o_stereo.mp4",
+                                                          "r.json"]
 
 
 @pytest.fixture(scope="module")

@@ -110,6 +110,11 @@ def _one_line_error(capsys, text: str) -> None:
     (["--source", "camera:x", "--camera", "{d}/camera.json", "--model", "{d}/skull.glb",
       "--registration", "{d}/reg.json", "--marker-size", "30"], "camera:N"),
     (["--source", "synthetic", "--frames", "0"], "--frames must be >= 1"),
+    (["--source", "synthetic", "--igtl-port", "70000"], "--igtl-port must be 0..65535"),
+    (["--source", "{d}/in.mp4", "--camera", "{d}/camera.json", "--model", "{d}/skull.glb",
+      "--registration", "{d}/reg.json", "--marker-size", "-3"], "--marker-size must be > 0"),
+    (["--source", "{d}/in.mp4", "--camera", "{d}/camera.json", "--model", "{d}/skull.glb",
+      "--registration", "{d}/reg.json", "--body", "{d}/nobody.json"], "nobody.json: file not"),
 ])
 def test_one_line_errors_and_no_output(video_inputs, tmp_path, capsys, args, text) -> None:
     d = video_inputs

@@ -392,9 +392,7 @@ def segment(
         runs = exclude_rims(volume, runs, *p.exclude_above_mm)
         timer.lap("exclude_rims")
     if p is not None and p.inside_body:
-        mask = rg.paint_runs(runs)
-        mask &= _body_mask(volume)
-        runs = rg.mask_runs(mask)
+        runs = ro.intersect_runs(runs, rg.mask_runs(_body_mask(volume)))
         timer.lap("inside_body")
     if runs.count == 0:
         raise SegmentationError(

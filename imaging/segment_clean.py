@@ -44,17 +44,16 @@ def fill_cavities(runs: rg.Runs, connectivity: int, si_axis: int) -> np.ndarray:
 
 
 def exclude_rims(volume: Volume, runs: rg.Runs, hu: float, mm: float) -> rg.Runs:
-    """Drop voxels within ``mm`` (at least one voxel per axis) of a voxel above ``hu``."""
-    box = runs.bbox()
-    if box is None:
+    """Drop voxels within ``mm`` (box, at least one voxel per axis) of a voxel above ``hu``.
+
+    On runs: the dense voxels' runs are dilated and subtracted (no voxel pass besides the
+    threshold).
+    """
+    if runs.count == 0:
         return runs
-    arr = volume.array
     r = tuple(max(v, 1) for v in ro.radius_voxels(mm, volume.spacing[::-1]))
-    big = _box_slices(box, r, arr.shape)
-    dense = rg.paint_runs(rg.threshold_runs(arr[big], float(np.nextafter(hu, np.inf)), None))
-    mask = rg.paint_runs(runs)
-    mask[big] &= ~ro.dilate(dense, r)  # type: ignore[arg-type]
-    return rg.mask_runs(mask)
+    dense = rg.threshold_runs(volume.array, float(np.nextafter(hu, np.inf)), None)
+    return ro.subtract_runs(runs, ro.dilate_runs(dense, r))
 
 
 def _box_slices(box: tuple[slice, ...], margin: tuple[int, int, int], shape: tuple[int, ...]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -65,15 +64,17 @@ def test_recovery_with_noise(method):
     assert 0.1 < res.residual_mm < 2.0
 
 
-def test_agrees_with_opencv_when_available():
-    if not hasattr(cv2, "calibrateHandEye"):
-        pytest.skip("cv2.calibrateHandEye is not exposed by this OpenCV build (issue #29565)")
-    tools, cams = _data(10, seed=3, noise_mm=0.2, noise_deg=0.05)
-    r, t = cv2.calibrateHandEye(list(tools[:, :3, :3]), list(tools[:, :3, 3]),
-                                list(cams[:, :3, :3]), list(cams[:, :3, 3]),
-                                method=cv2.CALIB_HAND_EYE_PARK)
-    ours = calibrate_hand_eye(tools, cams, "park").transform.matrix
-    assert np.linalg.norm(ours[:3, 3] - t.ravel()) < 1.0
+def test_independent_methods_agree():
+    # OpenCV 5.0's Python package lacks cv2.calibrateHandEye (opencv issue #29565), so the
+    # peer check is between the three independent formulations on the same noisy data.
+    tools, cams = _data(12, seed=3, noise_mm=0.2, noise_deg=0.05)
+    results = {m: calibrate_hand_eye(tools, cams, m).transform.matrix
+               for m in ("park", "tsai", "daniilidis")}
+    ref = results["park"]
+    for method, m in results.items():
+        assert np.linalg.norm(m[:3, 3] - ref[:3, 3]) < 1.0, method
+        cos = (np.trace(m[:3, :3].T @ ref[:3, :3]) - 1) / 2
+        assert np.degrees(np.arccos(np.clip(cos, -1, 1))) < 0.2, method
 
 
 def test_rejections():

@@ -21,8 +21,9 @@ Scene (CT = DICOM LPS mm of the phantom; REF = the marker plate)
   occlusion gap, so tracking goes stale / lost and must re-acquire.
 
 Frames are rendered offline at their own pace; capture times are simulated at ``fps``
-(frame ``i`` at ``i / fps`` s). Anti-aliasing: ``supersample`` x ``supersample`` rays per pixel,
-box-filtered.
+(frame ``i`` at ``i / fps`` s). Anti-aliasing: ``supersample`` x ``supersample`` rays per pixel
+over the image and ``plate_supersample`` x ``plate_supersample`` (default 2x2) over the marker
+plate, box-filtered.
 """
 
 from __future__ import annotations
@@ -245,7 +246,10 @@ class SyntheticScene:
     occlusion
         ``(first, stop)`` frame range in which the plate is occluded, or None.
     supersample
-        Rays per pixel side (1 or 2 ...).
+        Rays per pixel side over the whole image (1..4).
+    plate_supersample
+        Rays per pixel side inside the marker plate's image region (>= ``supersample``; the
+        tracking accuracy depends on the marker edges, so they get the most samples).
     frame_of_reference_uid
         Of the CT the skin came from; carried by ``T_ref_ct``.
     seed
@@ -263,7 +267,8 @@ class SyntheticScene:
         n_frames: int = 150,
         fps: float = 30.0,
         occlusion: tuple[int, int] | None = None,
-        supersample: int = 2,
+        supersample: int = 1,
+        plate_supersample: int = 2,
         frame_of_reference_uid: str = "",
         seed: int = 7,
     ) -> None:
@@ -288,8 +293,10 @@ class SyntheticScene:
             raise OverlayError(f"n_frames must be an integer >= 1, got {n_frames!r}")
         if not math.isfinite(fps) or fps <= 0:
             raise OverlayError(f"fps must be > 0, got {fps}")
-        if not isinstance(supersample, int) or not 1 <= supersample <= 4:
-            raise OverlayError(f"supersample must be an integer 1..4, got {supersample!r}")
+        for label, ss in (("supersample", supersample), ("plate_supersample", plate_supersample)):
+            if isinstance(ss, bool) or not isinstance(ss, int) or not 1 <= ss <= 4:
+                raise OverlayError(f"{label} must be an integer 1..4, got {ss!r}")
+        plate_supersample = max(plate_supersample, supersample)
         if occlusion is not None:
             a, b = occlusion
             if not 0 <= a < b:
@@ -300,6 +307,7 @@ class SyntheticScene:
         self.fps = float(fps)
         self.occlusion = occlusion
         self.supersample = supersample
+        self.plate_supersample = plate_supersample
         self.points_ct_mm = pts
         self.point_names = [str(n) for n in point_names]
         self.frame_of_reference_uid = frame_of_reference_uid
@@ -349,15 +357,8 @@ class SyntheticScene:
                 sc.add_triangles(tmesh(occl_ct, np.asarray(box.triangles)))
             self._scenes.append(sc)
         # sample directions (camera frame, z = 1) through the distorted sample positions
-        s = supersample
-        offs = (np.arange(s) + 0.5) / s - 0.5
-        xs = (np.arange(camera.width)[:, None] + offs[None, :]).reshape(-1)
-        ys = (np.arange(camera.height)[:, None] + offs[None, :]).reshape(-1)
-        g = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 1, 2)
-        crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
-        xy = cv2.undistortPoints(g, camera.matrix, camera.dist, criteria=crit).reshape(-1, 2)
-        self._dirs_cam = np.concatenate([xy, np.ones((len(xy), 1))], axis=1).reshape(
-            camera.height * supersample, camera.width * supersample, 3)
+        self._dirs_cam = {s: _sample_directions(camera, s)
+                          for s in {supersample, plate_supersample}}
         yy, xx = np.mgrid[0:camera.height, 0:camera.width]
         bg = 0.5 + 0.08 * np.sin(xx / 37.0) * np.cos(yy / 53.0) + rng.normal(0, 0.02, xx.shape)
         self._background = np.clip(np.stack([bg * 120, bg * 150, bg * 95], -1), 0,
@@ -368,6 +369,7 @@ class SyntheticScene:
         boxes = [v, plate_ct]
         self._hull_pts = [_box_edge_points(np.concatenate(boxes), edge_t),
                           _box_edge_points(np.concatenate(boxes + [occl_ct]), edge_t)]
+        self._plate_pts = _box_edge_points(plate_ct, edge_t)
 
     # ------------------------------------------------------------------ truth
     @classmethod
@@ -382,10 +384,11 @@ class SyntheticScene:
                    frame_of_reference_uid=skin.provenance.get("frame_of_reference_uid", ""),
                    **kw)
 
-    def _pixel_box(self, pose: Transform, occl: bool) -> tuple[int, int, int, int] | None:
-        """Pixel box (x0, y0, x1, y1) holding every object's image, None if none is seen."""
+    def _pixel_box(self, pose: Transform, hull_ct_mm: np.ndarray
+                   ) -> tuple[int, int, int, int] | None:
+        """Pixel box (x0, y0, x1, y1) holding the image of ``hull_ct_mm``'s box, or None."""
         cam = self.camera
-        p = pose.apply(self._hull_pts[int(occl)])
+        p = pose.apply(hull_ct_mm)
         if np.any(p[:, 2] <= 1.0):
             return 0, 0, cam.width, cam.height
         uv = cam.project(p)
@@ -428,27 +431,43 @@ class SyntheticScene:
         pose = self.pose(index)
         occl = self.occluded(index)
         cam = self.camera
-        sss = self.supersample
         img = self._background_u8.copy()
-        box = self._pixel_box(pose, occl)
-        if box is not None:
+        t_ct_cam = pose.inverse().matrix
+        passes = [(self._pixel_box(pose, self._hull_pts[int(occl)]), self.supersample)]
+        if self.plate_supersample > self.supersample:  # marker plate again, finer
+            passes.append((self._pixel_box(pose, self._plate_pts), self.plate_supersample))
+        for box, sss in passes:
+            if box is None:
+                continue
             x0, y0, x1, y1 = box
-            dirs = np.ascontiguousarray(self._dirs_cam[y0 * sss:y1 * sss, x0 * sss:x1 * sss])
-            dirs = dirs.reshape(-1, 3)
-            t_ct_cam = pose.inverse().matrix
+            dirs = self._dirs_cam[sss][y0 * sss:y1 * sss, x0 * sss:x1 * sss].reshape(-1, 3)
             rays = np.empty((len(dirs), 6), np.float32)
-            make_rays(dirs, t_ct_cam[:3, :3].copy(), t_ct_cam[:3, 3].copy(), rays)
+            make_rays(np.ascontiguousarray(dirs), t_ct_cam[:3, :3].copy(),
+                      t_ct_cam[:3, 3].copy(), rays)
             hit = self._scenes[int(occl)].cast_rays(o3d.core.Tensor(rays))
             shade(rays, hit["geometry_ids"].numpy(), hit["primitive_ids"].numpy(),
-                   hit["primitive_uvs"].numpy(), hit["t_hit"].numpy(),
-                   hit["primitive_normals"].numpy(), self._skin_f, self._skin_bgr, self._skin_n,
-                   self.T_ref_ct.matrix.copy(), self._tex, self._background, sss, x0, y0,
-                   x1 - x0, img)
+                  hit["primitive_uvs"].numpy(), hit["t_hit"].numpy(),
+                  hit["primitive_normals"].numpy(), self._skin_f, self._skin_bgr, self._skin_n,
+                  self.T_ref_ct.matrix.copy(), self._tex, self._background, sss, x0, y0,
+                  x1 - x0, img)
         p_cam = pose.apply(self.points_ct_mm)
         px = cam.project(p_cam)
         return SceneFrame(index, self.capture_time(index), img, pose, occl,
                           self.points_ct_mm.copy(), list(self.point_names), px,
                           p_cam[:, 2].copy())
+
+
+def _sample_directions(camera: CameraModel, s: int) -> np.ndarray:
+    """``(H s, W s, 3)`` camera-frame directions (z = 1) through the distorted positions of
+    s x s samples per pixel (``cv2.undistortPoints`` iterated to 1e-12)."""
+    offs = (np.arange(s) + 0.5) / s - 0.5
+    xs = (np.arange(camera.width)[:, None] + offs[None, :]).reshape(-1)
+    ys = (np.arange(camera.height)[:, None] + offs[None, :]).reshape(-1)
+    g = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 1, 2)
+    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
+    xy = cv2.undistortPoints(g, camera.matrix, camera.dist, criteria=crit).reshape(-1, 2)
+    return np.concatenate([xy, np.ones((len(xy), 1))], axis=1).reshape(
+        camera.height * s, camera.width * s, 3)
 
 
 def _box_edge_points(points: np.ndarray, t: np.ndarray) -> np.ndarray:

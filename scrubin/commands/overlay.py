@@ -48,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--filter", action=argparse.BooleanOptionalAction, default=False,
                         help="One-Euro pose filter (smoother, but lags a moving camera; "
                              "default off)")
-    parser.add_argument("--supersample", type=int, default=2, choices=(1, 2, 3),
-                        help="synthetic scene: rays per pixel side (default 2)")
+    parser.add_argument("--supersample", type=int, default=1, choices=(1, 2, 3),
+                        help="synthetic scene: rays per pixel side over the image (default 1; "
+                             "the marker plate always gets at least 2)")
     parser.set_defaults(func=run)
 
 

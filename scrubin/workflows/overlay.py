@@ -45,7 +45,7 @@ class OverlayRequest:
     dictionary: str | None = None
     body: Path | None = None
     filter: bool = False
-    supersample: int = 2
+    supersample: int = 1
     width: int = 1280
     height: int = 720
 
@@ -230,7 +230,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
         if synthetic:
             meta["truth_points"] = scene.point_names
             meta["occlusion_frames"] = list(scene.occlusion) if scene.occlusion else None
-            meta["synthetic_supersample"] = scene.supersample
+            meta["synthetic_supersample"] = [scene.supersample, scene.plate_supersample]
         report = RunReport(meta, records).to_json()
         tmp_json = None
         if req.json_path is not None:
@@ -274,7 +274,7 @@ def run_demo(out_dir: Path) -> dict[str, Any]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     req = OverlayRequest("synthetic", out_dir / "overlay.mp4",
-                         json_path=out_dir / "overlay_report.json", frames=150, supersample=2)
+                         json_path=out_dir / "overlay_report.json", frames=150)
     t0 = time.perf_counter()
     rep = run_overlay(req)
     s = rep["summary"]

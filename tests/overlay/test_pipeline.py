@@ -27,7 +27,7 @@ from registration.tracker import MarkerTracker
 def scene() -> SyntheticScene:
     # 10 Hz so that a 7-frame occlusion runs through STALE (> 0.1 s) into LOST (> 0.5 s)
     return SyntheticScene.from_phantom("small", default_camera(1280, 720), n_frames=12,
-                                       fps=10.0, occlusion=(3, 10), supersample=2)
+                                       fps=10.0, occlusion=(3, 10))
 
 
 @pytest.fixture(scope="module")

@@ -104,6 +104,8 @@ def test_models_are_cached_and_in_the_phantom_frame() -> None:
     ({"fps": 0.0}, "fps"),
     ({"supersample": 0}, "supersample"),
     ({"supersample": 5}, "supersample"),
+    ({"plate_supersample": 0}, "plate_supersample"),
+    ({"supersample": True}, "supersample"),
     ({"occlusion": (5, 5)}, "occlusion"),
     ({"camera": "cam"}, "CameraModel"),
 ])

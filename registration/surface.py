@@ -53,10 +53,14 @@ from registration.global_init import (
     pose_difference,
     ransac_hypotheses,
 )
+from registration.nn_grid import ClosestPointGrid
 
 #: A distinct second solution whose score (share of cloud points fitting within the tolerance)
 #: is within this margin of the best one makes the result "ambiguous".
 AMBIGUITY_MARGIN = 0.03
+#: Margin (mm) of the optional closest-point grid around the model; the grid serves coarse
+#: ICP levels only while the correspondence gate is within it.
+GRID_MARGIN_MM = 20.0
 #: Cloud points used to score candidate poses (evenly strided subsample).
 SCORE_POINTS = 5000
 
@@ -76,18 +80,28 @@ class PreparedModel:
     normals: np.ndarray  # (M, 3) outward unit normals
     tree: cKDTree
     extent_mm: float
+    grid: ClosestPointGrid | None = None
     _features: dict[float, tuple[FeatureCloud, cKDTree]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, model: PointSet) -> PreparedModel:
-        """Index ``model`` (must have normals)."""
+    def build(cls, model: PointSet, coarse_grid: bool = False) -> PreparedModel:
+        """Index ``model`` (must have normals).
+
+        ``coarse_grid`` also builds a closest-point map (:mod:`registration.nn_grid`, cells of
+        extent/150, margin :data:`GRID_MARGIN_MM`) used on the coarse ICP levels: a few hundred
+        ms once, worth it when the model is registered to many clouds (tracking, trials).
+        """
         if model.normals is None:
             raise SurfaceRegistrationError("the model surface needs normals (read it as a mesh)")
         if len(model) < 10:
             raise SurfaceRegistrationError(f"model surface has only {len(model)} points")
         # unbalanced, non-compact nodes: about half the build time, same query speed
         tree = cKDTree(model.points, balanced_tree=False, compact_nodes=False)
-        return cls(model.points, model.normals, tree, extent(model.points))
+        ext = extent(model.points)
+        grid = None
+        if coarse_grid:
+            grid = ClosestPointGrid.build(model.points, max(ext / 150.0, 0.5), GRID_MARGIN_MM)
+        return cls(model.points, model.normals, tree, ext, grid)
 
     def features(self, voxel_mm: float) -> tuple[FeatureCloud, cKDTree]:
         """FPFH features of the model at ``voxel_mm`` and a KD-tree of their points (cached)."""
@@ -208,6 +222,7 @@ def robust_icp(
     min_kernel_mm: float = 1.0,
     kernel: str = "tukey",
     workers: int | None = None,
+    pyramid: dict[float, np.ndarray] | None = None,
 ) -> IcpResult:
     """Multi-scale robust point-to-plane ICP moving the cloud onto the model.
 
@@ -235,6 +250,8 @@ def robust_icp(
     workers
         Threads of the KD-tree queries (default: 2 for clouds over 20 000 points, else 1:
         starting threads costs more than it saves on small clouds).
+    pyramid
+        Precomputed voxel-averaged clouds by voxel size (a cache for repeated calls).
     """
     p = as_points(cloud_points_mm, "cloud points", min_count=6)
     m0 = np.asarray(init_model_cloud, dtype=np.float64)
@@ -255,15 +272,19 @@ def robust_icp(
     c = max_distance_mm
     rms, inlier_fraction = float("inf"), 0.0
     for li, voxel in enumerate(levels):
-        src = _voxel_mean(p, voxel)
+        src = pyramid[voxel] if pyramid and voxel in pyramid else _voxel_mean(p, voxel)
         if len(src) < 6:
             continue
         cap = max_iterations[min(li, len(max_iterations) - 1)]
         tol = max(tolerance_mm, voxel / 20.0)
+        grid = model.grid if voxel > 0 and max_distance_mm <= GRID_MARGIN_MM else None
         for _ in range(cap):
             s = src @ R.T + t
-            d, idx = model.tree.query(s, k=1, distance_upper_bound=max_distance_mm,
-                                      workers=workers)
+            if grid is not None:  # coarse level: approximate closest point (one lookup)
+                d, idx = grid.query(s, max_distance_mm)
+            else:
+                d, idx = model.tree.query(s, k=1, distance_upper_bound=max_distance_mm,
+                                          workers=workers)
             ok = np.isfinite(d)
             if ok.sum() < 6:
                 raise SurfaceRegistrationError(
@@ -358,14 +379,19 @@ def sliding_directions(
 
 
 def _score(
-    res: IcpResult, cloud_mm: np.ndarray, model: PreparedModel, tol_mm: float
+    res: IcpResult, cloud_mm: np.ndarray, model: PreparedModel, tol_mm: float,
+    approximate: bool = False,
 ) -> float:
     """Share of cloud points within ``tol_mm`` (point-to-plane, and 3 tol point-to-point),
-    on at most :data:`SCORE_POINTS` evenly strided points."""
+    on at most :data:`SCORE_POINTS` evenly strided points. ``approximate`` uses the model's
+    closest-point grid when it has one (ranking intermediate candidates)."""
     cloud_mm = cloud_mm[:: max(1, len(cloud_mm) // SCORE_POINTS)]
     s = cloud_mm @ res.matrix[:3, :3].T + res.matrix[:3, 3]
-    d, idx = model.tree.query(s, k=1, distance_upper_bound=3 * tol_mm,
-                              workers=2 if len(s) > 20_000 else 1)
+    if approximate and model.grid is not None and 3 * tol_mm <= GRID_MARGIN_MM:
+        d, idx = model.grid.query(s, 3 * tol_mm)
+    else:
+        d, idx = model.tree.query(s, k=1, distance_upper_bound=3 * tol_mm,
+                                  workers=2 if len(s) > 20_000 else 1)
     ok = np.isfinite(d)
     r = np.einsum("ij,ij->i", model.normals[idx[ok]], s[ok] - model.points[idx[ok]])
     return float(np.sum(np.abs(r) < tol_mm) / len(cloud_mm))
@@ -384,7 +410,7 @@ def _rank_distinct(
     if len(results) == 1:
         return results, np.ones(1)  # nothing to rank (a start pose was given)
     tol = max(min_tol_mm, 2.5 * min(r.rms_mm for r in results))
-    sc = np.array([_score(r, cloud_mm, model, tol) for r in results])
+    sc = np.array([_score(r, cloud_mm, model, tol, approximate=True) for r in results])
     kept: list[int] = []
     for i in np.argsort(-sc, kind="stable"):
         r = results[i]
@@ -486,29 +512,33 @@ def register_surface(
         starts = [h.matrix for h in hyps]
     timing["global_init"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    # Successive halving over the starts: every start runs the coarsest level, the best
-    # three the middle level, the best two full resolution; the best fine score wins.
-    # Score: share of cloud points within a tolerance of the model (point-to-plane).
+    # Successive halving over the starts (candidates go on only while their score -- share of
+    # cloud points within a tolerance of the model -- is within `gap` of the best one's):
+    # every start runs 3 coarse iterations; the best 8 continue on the coarse level, the best
+    # `n_candidates` of those run the middle level and the best 3 full resolution.
+    single = len(starts) == 1
+    first = levels[:1]
+    pyr = {v: _voxel_mean(cloud, v) for v in levels}
     results: list[IcpResult] = []
-    cap0 = 15 if len(starts) == 1 else 8  # many starts: a short coarse run ranks them
     for m in starts:
         try:
-            results.append(
-                robust_icp(cloud, model, m, max_distance_mm, levels[:1], (cap0,), kernel=kernel)
-            )
+            results.append(robust_icp(cloud, model, m, max_distance_mm, first,
+                                      (15 if single else 3,), kernel=kernel, pyramid=pyr))
         except SurfaceRegistrationError:
-            if len(starts) == 1:
+            if single:
                 raise
     if not results:
         raise SurfaceRegistrationError("ICP failed from every global hypothesis")
     centre = cloud.mean(axis=0)
-    # a candidate goes on only while its score is within `gap` of the best one's
-    for lvl, keep, gap in ((1, n_candidates, 0.2), (2, 3, 0.1)):
-        results, sc = _rank_distinct(results, cloud, model, centre, min_score_tol_mm)
+    schedule = [(1, 20, n_candidates, 0.2, levels[0]), (2, 20, 3, 0.1, levels[1])]
+    if not single:
+        schedule.insert(0, (0, 12, 8, 0.3, levels[0]))
+    for lvl, cap, keep, gap, score_voxel in schedule:
+        results, sc = _rank_distinct(results, pyr[score_voxel], model, centre, min_score_tol_mm)
         keep = max(1, min(keep, int(np.sum(sc >= sc[0] - gap))))
         refined = [
             robust_icp(cloud, model, r.matrix, max_distance_mm, levels[lvl : lvl + 1],
-                       max_iterations=(20,), kernel=kernel)
+                       max_iterations=(cap,), kernel=kernel, pyramid=pyr)
             for r in results[:keep]
         ]
         refined = [replace(r, iterations=r.iterations + q.iterations)

@@ -13,6 +13,8 @@ success rates over many random partial-overlap trials. Nothing here is needed at
   and outliers, as a depth camera or a pointer sweep of the exposed face would give.
 * :func:`random_pose` -- a rotation of a given angle about a random axis through a centre,
   plus a translation of a given length.
+* :func:`phantom_skin_mesh` / :func:`ct_skin_surface` -- the sample phantom's true skin (its
+  analytic model) and the skin the imaging pipeline extracts from its CT series.
 
 Frames: meshes are in the model frame (CT, LPS mm); a simulated cloud is first taken in the
 model frame, then mapped into the fixed frame (REF) by the ground-truth ``T_REF_CT``.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -265,3 +268,26 @@ def phantom_skin_mesh(truth: dict, spacing: float = 3.0) -> SurfaceMesh:
     mesh = _mesh_from_sdf(sdf.reshape(grid.shape[:3]), lo, spacing)
     _PHANTOM_CACHE[key] = mesh
     return mesh
+
+
+def ct_skin_surface(folder: str | Path, truth: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The skin as the imaging pipeline extracts it from the phantom's CT series.
+
+    Loads the DICOM series (:func:`imaging.load.load_volume`), keeps the head component of
+    ``HU >= skin half-max`` (not the table), extracts its iso-surface
+    (:func:`imaging.surface.extract_surface`) and returns ``(vertices_mm, outward unit
+    normals, provenance)`` in LPS mm.
+    """
+    from imaging.load import load_volume
+    from imaging.regions import component_at
+    from imaging.surface import extract_surface
+    from registration.clouds import vertex_normals
+    from samples.model import phantom_model
+
+    vol = load_volume(folder)
+    level = phantom_model(truth).half_max("skin")
+    centre = np.linalg.solve(vol.affine, [0.0, 0.0, 0.0, 1.0])[:3].round().astype(int)
+    head = component_at(vol.array >= level, (int(centre[2]), int(centre[1]), int(centre[0])))
+    mesh = extract_surface(vol, head, level=level, mask_mode="region", name="skin")
+    v = np.asarray(mesh.vertices, dtype=np.float64)
+    return v, vertex_normals(v, np.asarray(mesh.faces)), dict(mesh.provenance)

@@ -88,7 +88,8 @@ class Preset:
     keep
         "largest" (one component) or "all" (every component, see ``min_component_mm3``).
     fill_holes
-        Fill enclosed cavities (3-D, plus per slice along the superior-inferior axis).
+        Fill every cavity: per-slice holes across the superior-inferior axis (they hold all
+        3-D holes, and close an airway open at the border of the scan).
     morphology
         ``("separate", radius_mm)``: cut bridges thinner than ~2 radius before choosing the
         component, then restore detail (see :func:`segment`); None: none.

@@ -91,8 +91,9 @@ class Preset:
         Fill every cavity: per-slice holes across the superior-inferior axis (they hold all
         3-D holes, and close an airway open at the border of the scan).
     morphology
-        ``("separate", radius_mm)``: cut bridges thinner than ~2 radius before choosing the
-        component, then restore detail (see :func:`segment`); None: none.
+        ``("separate", radius_mm)``: cut bridges thinner than ~2 radius (a table touching
+        the head) when the chosen component reaches the volume border, then restore thin
+        anatomy (:func:`imaging.segment_clean.separate_thin_bridges`); None: none.
     description
         One line for ``--help`` and reports.
     inside_body

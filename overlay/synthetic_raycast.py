@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 #: Marker plate: 2x2 markers of MARKER_MM with GAP_MM between them and a MARGIN_MM rim.
-MARKER_MM = 36.0
+MARKER_MM = 44.0
 GAP_MM = 8.0
 MARGIN_MM = 8.0
 PLATE_MM = 2 * MARKER_MM + GAP_MM + 2 * MARGIN_MM

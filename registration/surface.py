@@ -278,6 +278,9 @@ def robust_icp(
         cap = max_iterations[min(li, len(max_iterations) - 1)]
         tol = max(tolerance_mm, voxel / 20.0)
         grid = model.grid if voxel > 0 and max_distance_mm <= GRID_MARGIN_MM else None
+        # annealed kernel: wide on coarse levels (far starts have large true residuals),
+        # down to the data's own scale at full resolution
+        c_floor = min(max(min_kernel_mm, 2.0 * voxel), max_distance_mm)
         for _ in range(cap):
             s = src @ R.T + t
             if grid is not None:  # coarse level: approximate closest point (one lookup)
@@ -298,11 +301,11 @@ def robust_icp(
             ar = np.abs(r)
             mad = 1.4826 * np.median(ar)
             if kernel == "tukey":
-                c = float(np.clip(4.685 * mad, min_kernel_mm, max_distance_mm))
+                c = float(np.clip(4.685 * mad, c_floor, max_distance_mm))
                 u = np.clip(r / c, -1.0, 1.0)
                 w = (1.0 - u * u) ** 2
             elif kernel == "huber":
-                c = float(np.clip(1.345 * mad, min_kernel_mm, max_distance_mm))
+                c = float(np.clip(1.345 * mad, c_floor, max_distance_mm))
                 w = np.minimum(1.0, c / np.maximum(np.abs(r), 1e-12))
             else:
                 c = max_distance_mm
@@ -523,7 +526,7 @@ def register_surface(
     for m in starts:
         try:
             results.append(robust_icp(cloud, model, m, max_distance_mm, first,
-                                      (15 if single else 3,), kernel=kernel, pyramid=pyr))
+                                      (50 if single else 3,), kernel=kernel, pyramid=pyr))
         except SurfaceRegistrationError:
             if single:
                 raise

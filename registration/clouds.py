@@ -115,10 +115,12 @@ def unit_rows(v: np.ndarray) -> np.ndarray:
 
 
 def extent(points_mm: np.ndarray) -> float:
-    """Diagonal (mm) of the 1st-99th percentile bounding box of ``(N, 3)`` points."""
+    """Diagonal (mm) of the 1st-99th percentile bounding box of ``(N, 3)`` points (estimated on
+    at most ~20 000 evenly strided points)."""
     p = np.asarray(points_mm, dtype=np.float64)
     if len(p) < 2:
         return 0.0
+    p = p[:: max(1, len(p) // 20_000)]
     lo, hi = np.percentile(p, [1, 99], axis=0)
     return float(np.linalg.norm(hi - lo))
 

@@ -62,7 +62,7 @@ __all__ = [
 #: is within this margin of the best one makes the result "ambiguous".
 AMBIGUITY_MARGIN = 0.03
 #: Cloud points used to score candidate poses (evenly strided subsample).
-SCORE_POINTS = 5000
+SCORE_POINTS = 2000
 
 
 @dataclass(frozen=True)

@@ -44,23 +44,28 @@ _ROTATION_TOL = 1e-6
 
 
 def _check_rigid(matrix: np.ndarray, allow_scale: bool = False) -> np.ndarray:
-    m = np.asarray(matrix, dtype=np.float64)
+    m = np.array(matrix, dtype=np.float64)  # a private copy: the caller's array may change
     if m.shape != (4, 4):
         raise RegistrationError(f"transform matrix must be 4x4, got shape {m.shape}")
-    if not np.all(np.isfinite(m)):
+    if not np.isfinite(m).all():
         raise RegistrationError("transform matrix contains NaN or infinite values")
-    if not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=1e-9):
+    if np.abs(m[3] - _LAST_ROW).max() > 1e-9:
         raise RegistrationError(f"transform matrix last row must be [0, 0, 0, 1], got {m[3]}")
     r = m[:3, :3]
-    scale = np.cbrt(np.linalg.det(r))
-    if scale <= 0:
+    det = float(np.linalg.det(r))
+    if det <= 0:
         raise RegistrationError("transform matrix is a reflection or singular (det <= 0)")
+    scale = det ** (1.0 / 3.0)
     if not allow_scale and abs(scale - 1.0) > 1e-5:
         raise RegistrationError(f"transform is not rigid: scale {scale:.6f} (expected 1)")
     rn = r / scale
-    if np.abs(rn.T @ rn - np.eye(3)).max() > 1e-5:
+    if np.abs(rn.T @ rn - _I3).max() > 1e-5:
         raise RegistrationError("transform rotation part is not orthonormal")
     return m
+
+
+_LAST_ROW = np.array([0.0, 0.0, 0.0, 1.0])
+_I3 = np.eye(3)
 
 
 @dataclass(frozen=True)
@@ -131,7 +136,7 @@ class Transform:
                 f"cannot compose T_{self.dst}_{self.src} with T_{other.dst}_{other.src}: "
                 f"frame {self.src!r} != {other.dst!r}"
             )
-        source = _merge_source(self.source, other.source)
+        source = merge_source(self.source, other.source)
         stamps = [t for t in (self.timestamp, other.timestamp) if t is not None]
         return Transform(
             self.matrix @ other.matrix,
@@ -228,7 +233,9 @@ class Transform:
             raise RegistrationError(f"{p}: {exc}") from None
 
 
-def _merge_source(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
+def merge_source(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
+    """Union of two provenance dicts; refuses a key (e.g. frame_of_reference_uid) whose
+    non-empty values differ, since the data then come from different scans."""
     merged = dict(b)
     for key, value in a.items():
         if key in merged and value and merged[key] and merged[key] != value:

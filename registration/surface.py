@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from registration.clouds import PointSet
-from registration.frames import Transform, _merge_source
+from registration.frames import Transform, merge_source
 from registration.global_init import fpfh_cloud, pose_difference, ransac_hypotheses
 from registration.icp import (
     GRID_MARGIN_MM,
@@ -328,7 +328,7 @@ def register_surface(
             f"only {final.inlier_fraction:.0%} of the cloud points fit the model: check that "
             "the cloud shows this surface and remove background"
         )
-    src = _merge_source(dict(fixed.source), dict(moving_source or {}))
+    src = merge_source(dict(fixed.source), dict(moving_source or {}))
     t_fixed_moving = Transform(
         np.linalg.inv(final.matrix), moving_frame, fixed.frame, source=src
     )

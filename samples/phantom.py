@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -49,7 +50,7 @@ import numpy as np
 from samples import anatomy
 from samples.dicom_writer import deterministic_uid, write_series
 from samples.model import HeadPhantom, SampleError, phantom_model
-from samples.presets import PRESETS
+from samples.presets import PRESETS, Geometry, parse_geometry
 from samples.render import RESCALE_INTERCEPT, blur_and_noise, render_hu
 
 __all__ = [
@@ -73,9 +74,20 @@ SUPERSAMPLE = 4
 FOV_MARGIN_MM = 8.0
 
 
+def _geometry(name: str) -> Geometry:
+    try:
+        return parse_geometry(name)
+    except ValueError as exc:
+        raise SampleError(str(exc)) from None
+
+
 def _check_name(name: str) -> None:
-    if name not in PRESETS:
-        raise SampleError(f"unknown sample {name!r}; expected one of {', '.join(PRESETS)}")
+    _geometry(name)
+
+
+def _folder_name(name: str) -> str:
+    """``name`` made safe as a folder name (custom geometries hold ':' and ',')."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", name)
 
 
 def grid(name: str) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -84,8 +96,7 @@ def grid(name: str) -> tuple[np.ndarray, tuple[int, int, int]]:
     The grid is centred on the anatomy's bounding box; auto-sized presets cover it plus
     :data:`FOV_MARGIN_MM` along each image axis.
     """
-    _check_name(name)
-    rot, (row_sp, col_sp), slice_sp, fixed = PRESETS[name]
+    rot, (row_sp, col_sp), slice_sp, fixed = _geometry(name)
     spacing = np.array([col_sp, row_sp, slice_sp])
     box = anatomy.content_bbox_lps()
     corners = np.array([[box[a, 0], box[b, 1], box[c, 2]] for a in (0, 1) for b in (0, 1)
@@ -134,7 +145,7 @@ def truth_dict(name: str) -> dict[str, Any]:
     h = spec_hash(name)
     affine = np.asarray(spec["affine"])
     rot = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
-    _, (row_sp, col_sp), slice_sp, _ = PRESETS[name]
+    _, (row_sp, col_sp), slice_sp, _ = _geometry(name)
     return {
         "name": name,
         "frame": "LPS",
@@ -178,7 +189,7 @@ def generate_sample(name: str, folder: Path) -> Path:
         "frame_of_reference_uid": truth["frame_of_reference_uid"],
         "sop_root": f"scrubin-phantom-sop-{name}-{truth['spec_hash']}",
     }
-    number = list(PRESETS).index(name) + 1
+    number = list(PRESETS).index(name) + 1 if name in PRESETS else len(PRESETS) + 1
     write_series(folder, stored, affine, uids, f"Head phantom {name}", series_number=number,
                  spacing_ijk=spacing)
     (folder / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
@@ -240,13 +251,13 @@ def ensure_sample(name: str = "small", cache_dir: Path | None = None) -> Path:
     """
     _check_name(name)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / f"{name}-{spec_hash(name)}"
+    final = root / f"{_folder_name(name)}-{spec_hash(name)}"
     if (final / "truth.json").is_file():
         return final
     try:
         root.mkdir(parents=True, exist_ok=True)
-        _sweep_stale(root, name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+        _sweep_stale(root, _folder_name(name))
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{_folder_name(name)}-", dir=root))
     except OSError as exc:
         raise SampleError(f"cannot write the sample cache {root}: {exc.strerror}") from None
     try:

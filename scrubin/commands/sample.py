@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from samples.presets import PRESETS
+from samples.presets import CUSTOM_SYNTAX, PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,10 +16,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Write a deterministic head-CT phantom as one CT DICOM file per slice plus "
             "truth.json (fiducials, target and structures in LPS mm). "
-            f"NAME is one of: {', '.join(PRESETS)}."
+            f"NAME is one of: {', '.join(PRESETS)}, or {CUSTOM_SYNTAX} for any spacing and "
+            "orientation."
         ),
     )
-    parser.add_argument("name", metavar="NAME", help=f"preset: {', '.join(PRESETS)}")
+    parser.add_argument("name", metavar="NAME",
+                        help=f"preset: {', '.join(PRESETS)} or {CUSTOM_SYNTAX}")
     parser.add_argument(
         "--out", required=True, type=Path, metavar="DIR",
         help="output folder (must not exist or be empty)",

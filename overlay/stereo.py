@@ -28,7 +28,6 @@ request; or both eyes side by side in one ``(h, 2w, 4)`` image.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from imaging.fileio import read_json
 from overlay.composite import premultiplied_to_rgba
 from overlay.errors import OverlayError
 from overlay.renderer import OverlayRenderer, Structure
@@ -133,12 +133,8 @@ class DisplayCalibration:
     def load(cls, path: str | Path) -> DisplayCalibration:
         """Read ``display.json``; errors name the file."""
         p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise OverlayError(f"{p}: display calibration file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise OverlayError(f"{p}: not a readable display JSON ({exc})") from None
+        data = read_json(p, OverlayError, "display calibration file not found",
+                         "not a readable display JSON")
         try:
             return cls.from_json(data)
         except OverlayError as exc:

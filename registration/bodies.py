@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from imaging.fileio import read_json
 from registration.camera import CameraModel
 from registration.errors import RegistrationError
 from registration.frames import Transform
@@ -197,12 +198,7 @@ class RigidBody:
     def load(cls, path: str | Path) -> RigidBody:
         """Read a body file; errors name the file."""
         p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise BodyError(f"{p}: body file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BodyError(f"{p}: not a readable body JSON ({exc})") from None
+        data = read_json(p, BodyError, "body file not found", "not a readable body JSON")
         try:
             return cls.from_json(data)
         except RegistrationError as exc:

@@ -21,6 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from imaging.fileio import read_json
 from registration.errors import RegistrationError
 
 _VALID_DIST_LENGTHS = (0, 4, 5, 8, 12, 14)
@@ -143,12 +144,8 @@ class CameraModel:
     def load(cls, path: str | Path) -> CameraModel:
         """Read ``camera.json``; errors name the file."""
         p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise RegistrationError(f"{p}: camera file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RegistrationError(f"{p}: not a readable camera JSON ({exc})") from None
+        data = read_json(p, RegistrationError, "camera file not found",
+                         "not a readable camera JSON")
         try:
             return cls.from_json(data)
         except RegistrationError as exc:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from imaging.fileio import read_json
 from registration.errors import FrameMismatchError, RegistrationError
 
 CT = "CT"
@@ -219,12 +220,7 @@ class Transform:
     def load(cls, path: str | Path) -> Transform:
         """Read a transform JSON file (the file itself, or an object with a ``transform`` key)."""
         p = Path(path)
-        try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise RegistrationError(f"{p}: file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RegistrationError(f"{p}: not a readable JSON transform ({exc})") from None
+        data = read_json(p, RegistrationError, unreadable="not a readable JSON transform")
         if isinstance(data, dict) and "transform" in data:
             data = data["transform"]
         try:

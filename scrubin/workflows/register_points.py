@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from imaging.fileio import read_json
 from registration.correspondence import match_points
 from registration.errors import RegistrationError
 from registration.frames import CT, REF
@@ -168,12 +169,7 @@ def read_moving_points(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
     p = Path(path)
     if p.suffix.lower() != ".json":
         return read_points_csv(p, min_points=3), {}
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise RegistrationError(f"{p}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RegistrationError(f"{p}: not a readable JSON file ({exc})") from None
+    doc = read_json(p, RegistrationError)
     try:
         pts = np.array([f["center_lps"] for f in doc["fiducials"]], dtype=np.float64)
     except (KeyError, TypeError, ValueError):

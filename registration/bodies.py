@@ -23,14 +23,13 @@ The body pose ``T_CAMERA_<name>`` is solved from all corners of the visible mark
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from imaging.fileio import read_json
+from imaging.fileio import read_json, write_json_atomic
 from registration.camera import CameraModel
 from registration.errors import RegistrationError
 from registration.frames import Transform
@@ -189,10 +188,7 @@ class RigidBody:
 
     def save(self, path: str | Path) -> None:
         """Write the body file atomically."""
-        p = Path(path)
-        tmp = p.with_name(p.name + ".part")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        tmp.replace(p)
+        write_json_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> RigidBody:

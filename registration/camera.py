@@ -13,7 +13,6 @@ is (0, 0) (OpenCV camera model, "Camera Calibration and 3D Reconstruction" docum
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from imaging.fileio import read_json
+from imaging.fileio import read_json, write_json_atomic
 from registration.errors import RegistrationError
 
 _VALID_DIST_LENGTHS = (0, 4, 5, 8, 12, 14)
@@ -135,10 +134,7 @@ class CameraModel:
 
     def save(self, path: str | Path) -> None:
         """Write ``camera.json`` atomically."""
-        p = Path(path)
-        tmp = p.with_name(p.name + ".part")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        tmp.replace(p)
+        write_json_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> CameraModel:

@@ -13,12 +13,11 @@ Every problem is reported as one line ``FILE:LINE: what is wrong (expected ...)`
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from imaging import fileio
 from registration.errors import RegistrationError
 
 
@@ -119,16 +118,4 @@ def write_points_csv(
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise PointFileError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise PointFileError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    fileio.write_text_atomic(path, text, error=PointFileError, make_parents=True)

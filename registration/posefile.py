@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from imaging.fileio import write_text_atomic
 from registration.errors import RegistrationError
 
 _SPLIT = re.compile(r"[,;\s]+")
@@ -199,9 +200,7 @@ def write_pose_file(
     """Write poses as text atomically (temporary name, then rename)."""
     p = Path(path)
     text = format_poses(matrices, timestamps, quaternion)
-    tmp = p.with_name(p.name + ".part")
-    tmp.write_text(text)
-    tmp.replace(p)
+    write_text_atomic(p, text)
 
 
 def pair_poses(

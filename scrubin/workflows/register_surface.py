@@ -8,12 +8,10 @@ the result JSON atomically (a temporary file renamed into place).
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from imaging.fileio import write_json_atomic
 from registration.clouds import check_units, read_cloud, read_surface
 from registration.errors import RegistrationError
 from registration.frames import Transform
@@ -62,19 +60,5 @@ def run_register_surface(
         },
     }
     if out_json is not None:
-        write_json_atomic(Path(out_json), doc)
+        write_json_atomic(Path(out_json), doc, make_parents=True)
     return result, doc
-
-
-def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    """Write ``doc`` to a temporary file next to ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

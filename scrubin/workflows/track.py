@@ -7,7 +7,6 @@ the One-Euro filter — never the wall clock.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import av
 import numpy as np
 
+from imaging.fileio import write_json_atomic
 from registration.tracker import MarkerTracker, TrackingError, TrackResult
 
 
@@ -59,10 +59,7 @@ def write_track_json(
         item = {"index": n}
         item.update(r.to_json())
         frames.append(item)
-    p = Path(path)
-    tmp = p.with_name(p.name + ".part")
-    tmp.write_text(json.dumps({"meta": meta, "frames": frames}, indent=1) + "\n")
-    tmp.replace(p)
+    write_json_atomic(Path(path), {"meta": meta, "frames": frames}, indent=1)
 
 
 def summary(results: list[TrackResult]) -> str:

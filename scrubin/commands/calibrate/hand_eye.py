@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from imaging.fileio import write_json_atomic
 from registration.handeye import METHODS, calibrate_hand_eye
 from registration.posefile import pair_poses, read_pose_file
 
@@ -44,9 +44,7 @@ def run(args: argparse.Namespace) -> int:
            res.target_in_tracker.to_json(), "residual_mm": res.residual_mm,
            "residual_deg": res.residual_deg, "n_views": int(len(ta)), "n_pairs": res.n_pairs,
            "method": res.method}
-    tmp = args.out.with_name(args.out.name + ".part")
-    tmp.write_text(json.dumps(out, indent=2) + "\n")
-    tmp.replace(args.out)
+    write_json_atomic(args.out, out)
     t = res.transform.translation
     print(f"T_TOOL_CAMERA translation {t[0]:.2f} {t[1]:.2f} {t[2]:.2f} mm; consistency "
           f"{res.residual_mm:.2f} mm / {res.residual_deg:.3f} deg RMS over {len(ta)} views "

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from imaging.fileio import write_json_atomic
 from registration.pivot import pivot_calibration
 from registration.posefile import read_pose_file
 
@@ -37,7 +37,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json is not None:
         out = {"tip_tool_mm": tip.tolist(), "pivot_tracker_mm": piv.tolist(),
                "rms_mm": res.rms_mm, "n_poses": res.n_poses, "unit": "mm"}
-        tmp = args.json.with_name(args.json.name + ".part")
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        tmp.replace(args.json)
+        write_json_atomic(args.json, out)
     return 0

@@ -14,13 +14,12 @@ scanner-based), data stored with i fastest.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from imaging.errors import ImagingError
+from imaging.fileio import write_atomic
 from imaging.volume import LPS_TO_RAS, Volume
 
 #: File name endings read by :func:`read_image_file` (lower case).
@@ -187,12 +186,4 @@ def save_nifti(volume: Volume, path: str | Path) -> Path:
     else:
         image.set_qform(None, code=0)
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        nib.save(image, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda tmp: nib.save(image, tmp), suffix=suffix)

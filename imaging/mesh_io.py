@@ -18,15 +18,14 @@ failed write leaves no partial file.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from imaging.errors import MeshError
+from imaging.fileio import write_atomic
 from imaging.mesh import Mesh, concatenate
 
 #: LPS millimetres -> glTF metres (+Y up = superior, +Z = anterior, +X = patient left).
@@ -54,14 +53,7 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     path = Path(path)
     if not path.parent.is_dir():
         raise MeshError(f"output folder {str(path.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, write, suffix=".part")
 
 
 def save_mesh(meshes: Mesh | Sequence[Mesh], path: str | Path) -> Path:

@@ -30,8 +30,6 @@ failed write leaves nothing behind.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +40,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from imaging.errors import SegmentationError
+from imaging.fileio import write_atomic
 from imaging.segment import Segmentation
 from imaging.volume import Volume
 
@@ -211,16 +210,10 @@ def write_seg(
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
         raise SegWriteError(f"cannot write {out}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            seg.save_as(fh, enforce_file_format=True)
-        os.replace(tmp, out)
+        write_atomic(out, lambda tmp: seg.save_as(tmp, enforce_file_format=True))
     except OSError as exc:
         raise SegWriteError(f"cannot write {out}: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def read_seg(path: str | Path, volume: Volume | None = None) -> dict[str, np.ndarray]:

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from imaging.errors import ImagingError, MeshError
+from imaging.fileio import temp_path
 from imaging.mesh import Mesh
 from imaging.mesh_io import mesh_format, save_mesh
 
@@ -167,12 +167,6 @@ class _Stages:
         self.bar.close()
 
 
-def _temp_for(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def run_model(req: ModelRequest) -> dict[str, Any]:
     """Run the whole path and return the report (also written to ``req.json_path``)."""
     from imaging.decimate import decimate, surface_distance
@@ -208,13 +202,13 @@ def run_model(req: ModelRequest) -> dict[str, Any]:
         final.color = color
 
         def write() -> None:
-            tmp = _temp_for(req.out)
+            tmp = temp_path(req.out, req.out.suffix)
             temps.append((tmp, req.out))
             save_mesh(final, tmp)
             if req.seg_path is not None:
                 from imaging.seg_dicom import write_seg
 
-                tmp_seg = _temp_for(req.seg_path)
+                tmp_seg = temp_path(req.seg_path, req.seg_path.suffix)
                 temps.append((tmp_seg, req.seg_path))
                 write_seg(volume, [seg], tmp_seg)
 
@@ -227,7 +221,7 @@ def run_model(req: ModelRequest) -> dict[str, Any]:
             stages.times["quality"] = time.perf_counter() - t0
         report = _report(req, volume, seg, step, smoothed, final, error, stages.times, total)
         if req.json_path is not None:
-            tmp_json = _temp_for(req.json_path)
+            tmp_json = temp_path(req.json_path, req.json_path.suffix)
             temps.append((tmp_json, req.json_path))
             tmp_json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         for tmp, dst in temps:

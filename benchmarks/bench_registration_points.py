@@ -18,41 +18,14 @@ import time
 import numpy as np
 
 from benchmarks.common import interleaved, ratio_line
+from registration.tre import VALIDATION_LAYOUTS_MM as LAYOUTS
 
 FLE_MM = 0.5
 TRIALS = 20000
 REPEAT = 200  # registrations per timed call
 
-LAYOUTS = {
-    "4 spread (tetrahedron)": np.array(
-        [[60, 0, -30], [-30, 52, -30], [-30, -52, -30], [0, 0, 60]], float
-    ),
-    "6 spread (head)": np.array(
-        [[70, 10, 20], [-70, 5, 25], [0, 90, 30], [5, -90, 20], [20, 30, 95], [-25, -20, -40]],
-        float,
-    ),
-    "8 on a cube": np.array(
-        [[x, y, z] for x in (-50, 50) for y in (-40, 40) for z in (-45, 45)], float
-    ) + np.array([[3, -2, 1], [0, 4, -3], [-2, 0, 2], [1, 1, 0],
-                  [4, -1, 2], [-3, 2, 0], [0, -4, 1], [2, 3, -2]]),
-    "5 elongated near-planar": np.array(
-        [[0, 0, 0], [120, 4, 1], [40, 20, -2], [80, -18, 2], [60, 2, 6]], float
-    ),
-}
-
-
-def _targets(fid: np.ndarray) -> dict[str, np.ndarray]:
-    c = fid.mean(axis=0)
-    _, _, vt = np.linalg.svd(fid - c)
-    return {
-        "centroid": c,
-        "deep 40 mm": c + 40.0 * vt[2],
-        "off-axis 150 mm": c + 150.0 * (vt[1] + vt[2]) / np.sqrt(2),
-    }
-
-
 def _tre_table() -> None:
-    from registration.tre import predicted_tre_mm, simulate_tre_mm
+    from registration.tre import predicted_tre_mm, simulate_tre_mm, validation_targets_mm
 
     rng = np.random.default_rng(0)
     print(f"TRE validation: FLE {FLE_MM} mm RMS (sigma {FLE_MM / np.sqrt(3):.3f} mm/axis), "
@@ -60,7 +33,7 @@ def _tre_table() -> None:
     print(f"  {'layout':26s} {'target':16s} {'predicted':>9s} {'simulated':>9s} {'ratio':>6s}")
     worst = 0.0
     for name, fid in LAYOUTS.items():
-        tg = _targets(fid)
+        tg = validation_targets_mm(fid)
         pts = np.array(list(tg.values()))
         pred = predicted_tre_mm(fid, pts, FLE_MM)
         sim = simulate_tre_mm(fid, pts, FLE_MM, trials=TRIALS, rng=rng)

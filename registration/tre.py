@@ -268,3 +268,40 @@ def simulate_tre_mm(
     moved = np.einsum("tij,mj->tmi", rot, t) + trans[:, None, :]
     err2 = np.sum((moved - t) ** 2, axis=2)
     return np.sqrt(err2.mean(axis=0))
+
+
+#: Fiducial layouts (mm) for validating eq. 46 against :func:`simulate_tre_mm`, used by the
+#: tests and ``benchmarks/bench_registration_points.py``: well spread (4, 6), a perturbed
+#: cube (8) and an elongated, nearly planar layout (5).
+VALIDATION_LAYOUTS_MM: dict[str, np.ndarray] = {
+    "4 spread (tetrahedron)": np.array(
+        [[60, 0, -30], [-30, 52, -30], [-30, -52, -30], [0, 0, 60]], float
+    ),
+    "6 spread (head)": np.array(
+        [[70, 10, 20], [-70, 5, 25], [0, 90, 30], [5, -90, 20], [20, 30, 95], [-25, -20, -40]],
+        float,
+    ),
+    "8 on a cube": np.array(
+        [[x, y, z] for x in (-50, 50) for y in (-40, 40) for z in (-45, 45)], float
+    ) + np.array([[3, -2, 1], [0, 4, -3], [-2, 0, 2], [1, 1, 0],
+                  [4, -1, 2], [-3, 2, 0], [0, -4, 1], [2, 3, -2]]),
+    "5 elongated near-planar": np.array(
+        [[0, 0, 0], [120, 4, 1], [40, 20, -2], [80, -18, 2], [60, 2, 6]], float
+    ),
+}
+
+
+def validation_targets_mm(fiducials_mm: np.ndarray) -> dict[str, np.ndarray]:
+    """Three targets (same frame, mm) for a fiducial layout, by label.
+
+    ``centroid`` (TRE = FLE/√N there), ``deep 40 mm`` (40 mm from the centroid along the
+    minor principal axis) and ``off-axis 150 mm`` (150 mm along the bisector of the two
+    smaller principal axes), the axes from the SVD of the centred fiducials.
+    """
+    c = fiducials_mm.mean(axis=0)
+    _, _, vt = np.linalg.svd(fiducials_mm - c)
+    return {
+        "centroid": c,
+        "deep 40 mm": c + 40.0 * vt[2],
+        "off-axis 150 mm": c + 150.0 * (vt[1] + vt[2]) / np.sqrt(2),
+    }

@@ -7,6 +7,7 @@ import pytest
 
 from registration.errors import RegistrationError
 from registration.points import PointSetError, register_points
+from registration.tre import VALIDATION_LAYOUTS_MM as LAYOUTS
 from registration.tre import (
     expected_fre_mm,
     fre_mm,
@@ -15,41 +16,13 @@ from registration.tre import (
     residuals_mm,
     simulate_tre_mm,
 )
+from registration.tre import validation_targets_mm as targets_for
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
     q, r = np.linalg.qr(rng.normal(size=(3, 3)))
     q = q * np.sign(np.diag(r))
     return q * np.linalg.det(q)
-
-
-#: Fiducial layouts in CT mm (named as in the benchmark table).
-LAYOUTS = {
-    "4 spread (tetrahedron)": np.array(
-        [[60, 0, -30], [-30, 52, -30], [-30, -52, -30], [0, 0, 60]], float
-    ),
-    "6 spread (head)": np.array(
-        [[70, 10, 20], [-70, 5, 25], [0, 90, 30], [5, -90, 20], [20, 30, 95], [-25, -20, -40]],
-        float,
-    ),
-    "8 on a cube": np.array(
-        [[x, y, z] for x in (-50, 50) for y in (-40, 40) for z in (-45, 45)], float
-    ) + np.array([[3, -2, 1], [0, 4, -3], [-2, 0, 2], [1, 1, 0],
-                  [4, -1, 2], [-3, 2, 0], [0, -4, 1], [2, 3, -2]]),
-    "5 elongated near-planar": np.array(
-        [[0, 0, 0], [120, 4, 1], [40, 20, -2], [80, -18, 2], [60, 2, 6]], float
-    ),
-}
-
-
-def targets_for(fiducials: np.ndarray) -> dict[str, np.ndarray]:
-    c = fiducials.mean(axis=0)
-    _, _, vt = np.linalg.svd(fiducials - c)
-    return {
-        "centroid": c,
-        "deep (40 mm along minor axis)": c + 40.0 * vt[2],
-        "far off-axis (150 mm)": c + 150.0 * (vt[1] + vt[2]) / np.sqrt(2),
-    }
 
 
 def test_centroid_tre_is_fle_over_sqrt_n():

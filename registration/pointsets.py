@@ -25,7 +25,8 @@ class PointFileError(RegistrationError):
     """A point CSV file cannot be read or written."""
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether ``text`` parses as a float (tells a header line from data in text files)."""
     try:
         float(text)
     except ValueError:
@@ -67,7 +68,7 @@ def read_points_csv(path: str | Path, min_points: int = 1) -> np.ndarray:
         fields = [f.strip() for f in line.split(",")]
         if not seen_content:
             seen_content = True
-            if not any(_is_number(f) for f in fields) and any(c.isalpha() for c in line):
+            if not any(is_number(f) for f in fields) and any(c.isalpha() for c in line):
                 continue  # header line (names, no numbers)
         if len(fields) != 3:
             raise PointFileError(
@@ -76,7 +77,7 @@ def read_points_csv(path: str | Path, min_points: int = 1) -> np.ndarray:
             )
         values: list[float] = []
         for name, field in zip("xyz", fields, strict=True):
-            if not _is_number(field):
+            if not is_number(field):
                 raise PointFileError(
                     f"{p}:{lineno}: {name} value {field[:30]!r} is not a number (expected mm)"
                 )

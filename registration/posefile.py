@@ -31,6 +31,7 @@ from scipy.spatial.transform import Rotation
 
 from imaging.fileio import write_text_atomic
 from registration.errors import RegistrationError
+from registration.pointsets import is_number
 
 _SPLIT = re.compile(r"[,;\s]+")
 _TOL = 1e-3
@@ -50,14 +51,6 @@ class PoseSeries:
 
     def __len__(self) -> int:
         return int(self.matrices.shape[0])
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _orthonormal(r: np.ndarray, where: str) -> np.ndarray:
@@ -99,7 +92,7 @@ def parse_pose_text(text: str, name: str = "<text>") -> PoseSeries:
         try:
             values = np.array([float(f) for f in fields])
         except ValueError:
-            if header_allowed and not any(_is_number(f) for f in fields):
+            if header_allowed and not any(is_number(f) for f in fields):
                 header_allowed = False
                 continue
             raise PoseFileError(f"{name}:{lineno}: non-numeric value in {line[:60]!r}") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from registration.pointsets import PointFileError, read_points_csv, write_points_csv
+from registration.pointsets import PointFileError, is_number, read_points_csv, write_points_csv
 
 
 def test_roundtrip(tmp_path):
@@ -90,3 +90,8 @@ def test_write_into_unwritable_place(tmp_path):
     blocker.write_text("x")
     with pytest.raises(PointFileError, match="cannot write"):
         write_points_csv(blocker / "sub" / "a.csv", np.zeros((1, 3)))
+
+
+def test_is_number():
+    assert all(is_number(t) for t in ("1", "-2.5", "1e-3", " 4 ", "nan", "inf"))
+    assert not any(is_number(t) for t in ("", "x", "1,2", "mm", "1.2.3"))

@@ -7,7 +7,9 @@ Messages (OpenIGTLink v2 header, version 1; http://openigtlink.org/protocols)
 * ``CTToReference``     registration ``T_REF_CT``
 * ``ReferenceToCamera`` tracking ``T_CAMERA_REF`` (only while tracking is LIVE)
 * ``CTToCamera``        the registered model pose ``T_CAMERA_CT = T_CAMERA_REF @ T_REF_CT``
-* ``<Tool>ToReference`` tool poses ``T_REF_TOOL``, when given
+* ``<Tool>ToReference`` tool poses ``T_REF_TOOL``, when given; the overlay pipeline's pointer
+  (:mod:`overlay.pointer`) sends ``StylusToReference`` and ``StylusTipToReference``
+  (``T_REF_TIP``: the tool's axes moved to the pivot-calibrated tip) while REF and TOOL are LIVE
 
 ``STRING`` ``TrackingState`` (LIVE / STALE / LOST) each frame, and optionally ``POLYDATA``
 (device name = the model's name) with the model's triangles in CT RAS mm.

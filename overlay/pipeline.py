@@ -14,6 +14,13 @@ composite), ``probe`` (accuracy instrumentation, excluded from the latency), ``h
 Latency = output time - capture time on the pipeline's clock = ``perf_counter()`` after the
 sinks - ``Frame.t0`` (see :mod:`overlay.sources`), minus the probe time.
 
+Pointer (optional, :mod:`overlay.pointer`): a second tracker follows the tool's marker body;
+while REF and TOOL are both LIVE the tip in CT (``inverse(T_CAMERA_CT) @ T_CAMERA_TOOL @ tip``)
+is checked against the planned landmarks, shown on the HUD (else "pointer not tracked"),
+reported per frame (stage ``tool``) and streamed over OpenIGTLink (``StylusToReference``,
+``StylusTipToReference``). With the synthetic source the report also holds the tip's error
+against the true tip and whether the pointer truly touches the landmark.
+
 Accuracy (synthetic source): tiny spheres at the ground-truth points (fiducials, target) are
 rendered as a separate overlay structure, one unique colour each, by the overlay renderer with
 the *tracked* pose and the registration, lens distortion on; their drawn centroids in the output
@@ -36,7 +43,8 @@ import numpy as np
 
 from overlay import composite
 from overlay.errors import OverlayError
-from overlay.hud import FrameRate, HudInfo, draw_hud
+from overlay.hud import FrameRate, HudInfo, draw_hud, draw_landmark
+from overlay.pointer import PointerTracking, summarize_pointer
 from overlay.renderer import OverlayRenderer, Structure
 from overlay.safety import SafetyConfig, TrackingGate, TrackingState
 from overlay.sinks import Sink, SinkItem
@@ -46,7 +54,7 @@ from registration.errors import RegistrationError
 from registration.frames import CAMERA, CT, REF, Transform
 from registration.tracker import MarkerTracker
 
-STAGES = ("capture", "track", "render", "probe", "hud", "stereo", "sink")
+STAGES = ("capture", "track", "tool", "render", "probe", "hud", "stereo", "sink")
 
 
 # ---------------------------------------------------------------------- registration
@@ -186,6 +194,7 @@ class FrameRecord:
     reproj_px: list[float | None] | None = None
     reproj_mm: list[float | None] | None = None
     T_camera_ct: dict[str, Any] | None = None
+    pointer: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (times in s, stage times and latency in ms)."""
@@ -206,6 +215,8 @@ class FrameRecord:
         if self.reproj_px is not None:
             d["reprojection_error_px"] = self.reproj_px
             d["reprojection_error_mm"] = self.reproj_mm
+        if self.pointer is not None:
+            d["pointer"] = self.pointer
         return d
 
 
@@ -236,6 +247,9 @@ def summarize(records: Sequence[FrameRecord]) -> dict[str, Any]:
     work = [sum(v for k, v in r.stages_ms.items() if k not in ("capture", "probe"))
             for r in records]
     out["processing_fps"] = round(1e3 / float(np.median(work)), 2) if work else None
+    pointer = summarize_pointer([r.pointer for r in records], _stats)
+    if pointer is not None:
+        out["pointer"] = pointer
     return out
 
 
@@ -267,6 +281,8 @@ class OverlayPipeline:
         An :class:`overlay.stereo.StereoRenderer` (its display calibration must hold
         ``T_DISPLAY_CAMERA``) and the sinks receiving both eyes side by side (black =
         see-through) per frame, or None.
+    pointer
+        A :class:`overlay.pointer.PointerTracking` (tool tracker, tip, landmarks), or None.
     """
 
     def __init__(
@@ -282,6 +298,7 @@ class OverlayPipeline:
         igtl: Any = None,
         stereo: Any = None,
         stereo_sinks: Iterable[Sink] = (),
+        pointer: PointerTracking | None = None,
     ) -> None:
         if not isinstance(registration, Registration):
             raise OverlayError(f"registration must be a Registration, got "
@@ -309,6 +326,16 @@ class OverlayPipeline:
         self.igtl = igtl
         self.stereo = stereo
         self.stereo_sinks = list(stereo_sinks)
+        if pointer is not None:
+            if not isinstance(pointer, PointerTracking):
+                raise OverlayError(f"pointer must be a PointerTracking, got "
+                                   f"{type(pointer).__name__}")
+            if pointer.tracker.camera.size != camera.size:
+                raise OverlayError(f"pointer tracker camera is {pointer.tracker.camera.size}, "
+                                   f"overlay camera {camera.size}")
+        self.pointer = pointer
+        #: the newest transforms measured while LIVE: T_CAMERA_REF, T_REF_TOOL (scene export)
+        self.last_live: dict[str, Transform] = {}
         self.rate = FrameRate(30)
         self.records: list[FrameRecord] = []
         self._last_latency: float | None = None
@@ -332,9 +359,22 @@ class OverlayPipeline:
             t_cam_ct = t_cam_ref @ self.registration.T_ref_ct
         t2 = time.perf_counter()
         st["track"] = (t2 - t) * 1e3
+        pr = None
+        if status.show_overlay and t_cam_ref is not None:
+            self.last_live["T_camera_ref"] = t_cam_ref
+        if self.pointer is not None:
+            pr = self.pointer.update(frame.image_bgr, frame.capture_time_s, t_cam_ref,
+                                     status.show_overlay, self.registration.T_ref_ct)
+            if pr.live:
+                self.last_live["T_ref_tool"] = pr.T_ref_tool
+            t2b = time.perf_counter()
+            st["tool"] = (t2b - t2) * 1e3
+            t2 = t2b
         img = frame.image_bgr.copy()
         if (status.show_overlay or status.warn_overlay) and t_cam_ct is not None:
             self.renderer.draw(img, t_cam_ct, warning=not status.show_overlay)
+            if pr is not None and pr.live and pr.check is not None:
+                draw_landmark(img, self.camera, t_cam_ct, pr.check)
         t3 = time.perf_counter()
         st["render"] = (t3 - t2) * 1e3
         reproj_px = reproj_mm = None
@@ -355,7 +395,8 @@ class OverlayPipeline:
         st["probe"] = (t4 - t3) * 1e3
         fps = self.rate.update(frame.capture_time_s)
         draw_hud(img, status, HudInfo(self.registration.fre_mm, self.registration.tre_mm,
-                                      self.registration.target_name, fps, self._last_latency))
+                                      self.registration.target_name, fps, self._last_latency,
+                                      pr.check if pr is not None else None))
         t5 = time.perf_counter()
         st["hud"] = (t5 - t4) * 1e3
         if self.stereo is not None:
@@ -370,7 +411,8 @@ class OverlayPipeline:
         if self.igtl is not None:
             self.igtl.send_poses(t_cam_ref if status.show_overlay else None,
                                  self.registration.T_ref_ct, status.state.value,
-                                 frame.capture_time_s)
+                                 frame.capture_time_s,
+                                 tools=pr.igtl_tools() if pr is not None else None)
         t6 = time.perf_counter()
         st["sink"] = (t6 - t5) * 1e3
         latency = (t6 - frame.t0) * 1e3 - st["probe"]
@@ -378,9 +420,25 @@ class OverlayPipeline:
         rec = FrameRecord(frame.frame_id, frame.capture_time_s, tr.state, status.state.value,
                           tr.detected, st, latency, tr.n_markers, tr.reproj_rms_px,
                           frame.truth.marker_occluded if frame.truth is not None else None,
-                          reproj_px, reproj_mm, pose_json)
+                          reproj_px, reproj_mm, pose_json,
+                          self._pointer_json(pr, frame) if pr is not None else None)
         self.records.append(rec)
         return rec
+
+    @staticmethod
+    def _pointer_json(pr: Any, frame: Frame) -> dict[str, Any]:
+        """Per-frame pointer fields; with the synthetic truth also the tip error (mm)."""
+        d = pr.to_json()
+        truth = frame.truth.extra if frame.truth is not None else {}
+        if "tip_ct_mm" in truth:
+            d["tip_truth_ct_mm"] = np.round(truth["tip_ct_mm"], 4).tolist()
+            d["touching_truth"] = bool(truth["pointer_touching"])
+            d["tip_error_mm"] = (round(float(np.linalg.norm(pr.tip_ct_mm - truth["tip_ct_mm"])),
+                                       4) if pr.tip_ct_mm is not None else None)
+            if pr.check is not None:
+                d["landmark_distance_truth_mm"] = round(float(np.linalg.norm(
+                    truth["tip_ct_mm"] - pr.check.landmark_ct_mm)), 4)
+        return d
 
     def _stereo(self, frame: Frame, show: bool, t_cam_ct: Transform | None) -> None:
         """Both eyes side by side (premultiplied RGBA on black -> BGR) to the stereo sinks."""

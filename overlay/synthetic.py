@@ -18,7 +18,10 @@ Scene (CT = DICOM LPS mm of the phantom; REF = the marker plate)
   markers are read, z out of the printed face (the body frame of :mod:`registration.bodies`);
   texture sampled bilinearly at the hit point's plate coordinates;
 * an occluder (a gloved hand, a box 40 mm in front of the plate) in the frames of the
-  occlusion gap, so tracking goes stale / lost and must re-acquire.
+  occlusion gap, so tracking goes stale / lost and must re-acquire;
+* optionally a tracked pointer (:mod:`overlay.synthetic_pointer`: its own 2x2 marker plate, ids
+  10..13, and a shaft) that moves in and rests its tip on one fiducial for a stretch of frames
+  (``SceneFrame.extra``: true ``T_CAMERA_TOOL``, tip in CT, whether it touches).
 
 Frames are rendered offline at their own pace; capture times are simulated at ``fps``
 (frame ``i`` at ``i / fps`` s). Anti-aliasing: ``supersample`` x ``supersample`` rays per pixel
@@ -36,6 +39,16 @@ import cv2
 import numpy as np
 
 from overlay.errors import OverlayError
+from overlay.synthetic_models import phantom_models, phantom_points
+from overlay.synthetic_pointer import (
+    TIP_TOOL_MM,
+    TOOL_PLATE_MM,
+    TOOL_TEX_PPMM,
+    PointerPath,
+    pointer_body,
+    pointer_mesh,
+    pointer_texture,
+)
 from overlay.synthetic_raycast import (
     _SKIN_BGR,
     _TEX_PPMM,
@@ -43,11 +56,12 @@ from overlay.synthetic_raycast import (
     MARKER_MM,
     PLATE_MM,
     make_rays,
+    sample_directions,
     shade,
 )
 from registration.bodies import RigidBody
 from registration.camera import CameraModel
-from registration.frames import CAMERA, CT, REF, Transform
+from registration.frames import CAMERA, CT, REF, TOOL, Transform
 
 #: Marker plate: 2x2 markers of MARKER_MM with GAP_MM between them and a MARGIN_MM white rim.
 DICTIONARY = "DICT_4X4_50"
@@ -56,7 +70,8 @@ MARKER_IDS = (0, 1, 2, 3)
 #: Plate centre (LPS mm) and face normal in the phantom's CT: anterior to the right cheek.
 PLATE_CENTRE_CT_MM = np.array([-112.0, -92.0, 50.0])
 PLATE_NORMAL_CT = np.array([0.3, -1.0, 0.08])
-
+#: the fiducial the synthetic pointer touches (the planned landmark of ``--source synthetic``)
+POINTER_LANDMARK = "F2_forehead_left"
 
 
 def default_camera(width: int = 1280, height: int = 720) -> CameraModel:
@@ -135,65 +150,6 @@ def camera_path(t_s: float, look_at_ct_mm: np.ndarray) -> Transform:
     return Transform(m, CT, CAMERA)
 
 
-def phantom_models(name: str = "small", max_triangles: int = 20000) -> list[Any]:
-    """Skin and skull meshes (``imaging.mesh.Mesh``, LPS mm) of a sample phantom, cached.
-
-    Built once by the imaging pipeline (load -> segment preset "skin" / "bone" -> marching
-    cubes -> Taubin smoothing -> decimation) and cached as one GLB next to the sample series
-    (``<cache>/overlay-models-<name>-<spec hash>-<max_triangles>.glb``).
-    """
-    import os
-    import tempfile
-
-    from imaging.load import load_volume
-    from imaging.mesh_io import load_meshes, save_mesh
-    from imaging.segment import segment
-    from imaging.smooth import taubin_smooth
-    from imaging.surface import extract_surface
-    from samples.phantom import default_cache_dir, ensure_sample, spec_hash
-
-    folder = ensure_sample(name)
-    path = default_cache_dir() / f"overlay-models-{name}-{spec_hash(name)}-{max_triangles}.glb"
-    if path.is_file():
-        return load_meshes(path)
-    from imaging.decimate import decimate
-
-    vol = load_volume(folder)
-    out = []
-    for preset, label, colour in (("skin", "skin", (0.93, 0.75, 0.65, 0.35)),
-                                  ("bone", "skull", (0.89, 0.85, 0.79, 1.0))):
-        seg = segment(vol, preset=preset)
-        mesh = extract_surface(vol, mask=seg.mask, level=seg.level, name=label,
-                               inside_below=bool(getattr(seg, "inside_below", False)))
-        mesh = decimate(taubin_smooth(mesh, 10), max_triangles)
-        mesh.name = label
-        mesh.color = colour
-        out.append(mesh)
-    fd, tmp = tempfile.mkstemp(prefix=".overlay-models.", suffix=".glb", dir=path.parent)
-    os.close(fd)
-    try:
-        save_mesh(out, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return load_meshes(path)
-
-
-def phantom_points(name: str = "small") -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Ground-truth points of a sample phantom from its ``truth.json`` (LPS mm).
-
-    Returns ``(points (K, 3), names, fiducial centres (N, 3))``: the fiducials then the target.
-    """
-    from samples.phantom import ensure_sample, load_truth
-
-    truth = load_truth(ensure_sample(name))
-    fid = np.array([f["center_lps"] for f in truth["fiducials"]], np.float64)
-    names = [f["name"] for f in truth["fiducials"]] + ["target"]
-    pts = np.concatenate([fid, np.asarray(truth["target_lps"], np.float64).reshape(1, 3)])
-    return pts, names, fid
-
-
 @dataclass
 class SceneFrame:
     """One rendered frame and its ground truth.
@@ -254,6 +210,9 @@ class SyntheticScene:
         Of the CT the skin came from; carried by ``T_ref_ct``.
     seed
         Texture noise seed.
+    pointer
+        The tracked pointer's motion (:class:`~overlay.synthetic_pointer.PointerPath`), or
+        None for no pointer.
     """
 
     def __init__(
@@ -271,6 +230,7 @@ class SyntheticScene:
         plate_supersample: int = 2,
         frame_of_reference_uid: str = "",
         seed: int = 7,
+        pointer: PointerPath | None = None,
     ) -> None:
         import open3d as o3d
 
@@ -306,6 +266,11 @@ class SyntheticScene:
         self.n_frames = n_frames
         self.fps = float(fps)
         self.occlusion = occlusion
+        if pointer is not None and not isinstance(pointer, PointerPath):
+            raise OverlayError(f"pointer must be a PointerPath, got {type(pointer).__name__}")
+        self.pointer = pointer
+        self.tool_body = pointer_body() if pointer is not None else None
+        self.tip_tool_mm = TIP_TOOL_MM.copy()
         self.supersample = supersample
         self.plate_supersample = plate_supersample
         self.points_ct_mm = pts
@@ -357,7 +322,7 @@ class SyntheticScene:
                 sc.add_triangles(tmesh(occl_ct, np.asarray(box.triangles)))
             self._scenes.append(sc)
         # sample directions (camera frame, z = 1) through the distorted sample positions
-        self._dirs_cam = {s: _sample_directions(camera, s)
+        self._dirs_cam = {s: sample_directions(camera, s)
                           for s in {supersample, plate_supersample}}
         yy, xx = np.mgrid[0:camera.height, 0:camera.width]
         bg = 0.5 + 0.08 * np.sin(xx / 37.0) * np.cos(yy / 53.0) + rng.normal(0, 0.02, xx.shape)
@@ -370,16 +335,34 @@ class SyntheticScene:
         self._hull_pts = [_box_edge_points(np.concatenate(boxes), edge_t),
                           _box_edge_points(np.concatenate(boxes + [occl_ct]), edge_t)]
         self._plate_pts = _box_edge_points(plate_ct, edge_t)
+        if pointer is not None:  # static in TOOL: rays are cast in the pointer's own frame
+            tv, tf = pointer_mesh()
+            self._tool_scene = o3d.t.geometry.RaycastingScene()
+            for verts, faces in zip(tv, tf, strict=True):
+                self._tool_scene.add_triangles(tmesh(verts, faces))
+            self._tool_tex = pointer_texture()
+            self._tool_pts = _box_edge_points(np.concatenate(tv), edge_t)
+            self._tool_plate_pts = _box_edge_points(tv[0], edge_t)
+        self._no_tool = (np.empty((0, 6), np.float32), np.empty(0, np.float32),
+                         np.empty(0, np.uint32), np.empty((0, 3), np.float32))
 
     # ------------------------------------------------------------------ truth
     @classmethod
     def from_phantom(
-        cls, name: str = "small", camera: CameraModel | None = None, **kw: Any
+        cls, name: str = "small", camera: CameraModel | None = None,
+        pointer_touch: tuple[int, int] | None = None, **kw: Any
     ) -> SyntheticScene:
-        """The scene around a sample phantom (skin built by the imaging pipeline, cached)."""
+        """The scene around a sample phantom (skin built by the imaging pipeline, cached).
+
+        ``pointer_touch = (first, stop)`` adds the tracked pointer, its tip resting on the
+        fiducial :data:`POINTER_LANDMARK` during those frames.
+        """
         models = phantom_models(name)
         skin = next(m for m in models if m.name == "skin")
         pts, names, fid = phantom_points(name)
+        if pointer_touch is not None:
+            k = names.index(POINTER_LANDMARK) if POINTER_LANDMARK in names else 0
+            kw["pointer"] = PointerPath(pts[k], pointer_touch, kw.get("fps", 30.0))
         return cls(camera or default_camera(), skin.vertices, skin.faces, pts, names, fid,
                    frame_of_reference_uid=skin.provenance.get("frame_of_reference_uid", ""),
                    **kw)
@@ -433,9 +416,28 @@ class SyntheticScene:
         cam = self.camera
         img = self._background_u8.copy()
         t_ct_cam = pose.inverse().matrix
-        passes = [(self._pixel_box(pose, self._hull_pts[int(occl)]), self.supersample)]
-        if self.plate_supersample > self.supersample:  # marker plate again, finer
+        box = self._pixel_box(pose, self._hull_pts[int(occl)])
+        extra: dict[str, Any] = {}
+        if self.pointer is not None:
+            t_ct_tool = self.pointer.T_ct_tool(index)
+            t_cam_tool = Transform(pose.matrix @ t_ct_tool.matrix, TOOL, CAMERA,
+                                   timestamp=self.capture_time(index))
+            t_tool_cam = t_cam_tool.inverse().matrix
+            tbox = self._pixel_box(t_cam_tool, self._tool_pts)
+            if box is None or tbox is None:
+                box = box or tbox
+            else:
+                box = (min(box[0], tbox[0]), min(box[1], tbox[1]), max(box[2], tbox[2]),
+                       max(box[3], tbox[3]))
+            extra = {"T_camera_tool": t_cam_tool, "tip_ct_mm": self.pointer.tip_ct(index),
+                     "pointer_touching": self.pointer.touching(index),
+                     "landmark_ct_mm": self.pointer.landmark_ct_mm.copy()}
+        passes = [(box, self.supersample)]
+        if self.plate_supersample > self.supersample:  # marker plates again, finer
             passes.append((self._pixel_box(pose, self._plate_pts), self.plate_supersample))
+            if self.pointer is not None:
+                passes.append((self._pixel_box(t_cam_tool, self._tool_plate_pts),
+                               self.plate_supersample))
         for box, sss in passes:
             if box is None:
                 continue
@@ -445,29 +447,25 @@ class SyntheticScene:
             make_rays(np.ascontiguousarray(dirs), t_ct_cam[:3, :3].copy(),
                       t_ct_cam[:3, 3].copy(), rays)
             hit = self._scenes[int(occl)].cast_rays(o3d.core.Tensor(rays))
+            tool = self._no_tool
+            if self.pointer is not None:
+                trays = np.empty_like(rays)
+                make_rays(np.ascontiguousarray(dirs), t_tool_cam[:3, :3].copy(),
+                          t_tool_cam[:3, 3].copy(), trays)
+                th = self._tool_scene.cast_rays(o3d.core.Tensor(trays))
+                tool = (trays, th["t_hit"].numpy(), th["geometry_ids"].numpy(),
+                        th["primitive_normals"].numpy())
             shade(rays, hit["geometry_ids"].numpy(), hit["primitive_ids"].numpy(),
                   hit["primitive_uvs"].numpy(), hit["t_hit"].numpy(),
                   hit["primitive_normals"].numpy(), self._skin_f, self._skin_bgr, self._skin_n,
                   self.T_ref_ct.matrix.copy(), self._tex, self._background, sss, x0, y0,
-                  x1 - x0, img)
+                  x1 - x0, img, *tool, self._tool_tex if self.pointer is not None else
+                  self._tex, TOOL_PLATE_MM / 2, TOOL_TEX_PPMM)
         p_cam = pose.apply(self.points_ct_mm)
         px = cam.project(p_cam)
         return SceneFrame(index, self.capture_time(index), img, pose, occl,
                           self.points_ct_mm.copy(), list(self.point_names), px,
-                          p_cam[:, 2].copy())
-
-
-def _sample_directions(camera: CameraModel, s: int) -> np.ndarray:
-    """``(H s, W s, 3)`` camera-frame directions (z = 1) through the distorted positions of
-    s x s samples per pixel (``cv2.undistortPoints`` iterated to 1e-12)."""
-    offs = (np.arange(s) + 0.5) / s - 0.5
-    xs = (np.arange(camera.width)[:, None] + offs[None, :]).reshape(-1)
-    ys = (np.arange(camera.height)[:, None] + offs[None, :]).reshape(-1)
-    g = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 1, 2)
-    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
-    xy = cv2.undistortPoints(g, camera.matrix, camera.dist, criteria=crit).reshape(-1, 2)
-    return np.concatenate([xy, np.ones((len(xy), 1))], axis=1).reshape(
-        camera.height * s, camera.width * s, 3)
+                          p_cam[:, 2].copy(), extra)
 
 
 def _box_edge_points(points: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -2,14 +2,19 @@
 per-sample shading with s x s box filtering (numba).
 
 Geometry ids follow the order the scene adds its meshes: skin 0, marker plate 1, fiducial
-spheres 2, occluder 3. Plate texture: ``_TEX_PPMM`` pixels per mm, pixel (0, 0) at plate
+spheres 2, occluder 3. The tracked pointer (:mod:`overlay.synthetic_pointer`) is cast in its own
+frame (plate 0, shaft 1) and passed to :func:`shade` as a second hit set that wins where it is
+nearer. Plate texture: ``_TEX_PPMM`` pixels per mm, pixel (0, 0) at plate
 coordinates (-PLATE_MM / 2, +PLATE_MM / 2) (REF x right, y up).
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from numba import njit
+
+from registration.camera import CameraModel
 
 #: Marker plate: 2x2 markers of MARKER_MM with GAP_MM between them and a MARGIN_MM rim.
 MARKER_MM = 44.0
@@ -21,6 +26,18 @@ _GEOM_SKIN, _GEOM_PLATE, _GEOM_FID, _GEOM_OCCL = 0, 1, 2, 3
 _SKIN_BGR = np.array([150.0, 170.0, 225.0])
 _FID_BGR = np.array([225.0, 235.0, 240.0])
 _OCCL_BGR = np.array([200.0, 150.0, 90.0])
+_SHAFT_BGR = np.array([178.0, 176.0, 170.0])
+
+
+@njit(cache=True)
+def _bilinear(tex: np.ndarray, tu: float, tv: float) -> float:
+    th, tw = tex.shape[0], tex.shape[1]
+    iu = min(max(int(np.floor(tu)), 0), tw - 2)
+    iv = min(max(int(np.floor(tv)), 0), th - 2)
+    fu = min(max(tu - iu, 0.0), 1.0)
+    fv = min(max(tv - iv, 0.0), 1.0)
+    return ((1 - fu) * (1 - fv) * tex[iv, iu] + fu * (1 - fv) * tex[iv, iu + 1]
+            + (1 - fu) * fv * tex[iv + 1, iu] + fu * fv * tex[iv + 1, iu + 1])
 
 
 @njit(cache=True)
@@ -40,16 +57,21 @@ def make_rays(dirs_cam: np.ndarray, r: np.ndarray, o: np.ndarray, out: np.ndarra
 def shade(rays: np.ndarray, gid: np.ndarray, pid: np.ndarray, uv: np.ndarray,
            t_hit: np.ndarray, fnorm: np.ndarray, skin_f: np.ndarray, skin_bgr: np.ndarray,
            skin_n: np.ndarray, t_ref_ct: np.ndarray, tex: np.ndarray, background: np.ndarray,
-           s: int, x0: int, y0: int, w: int, img: np.ndarray) -> None:
+           s: int, x0: int, y0: int, w: int, img: np.ndarray, tool_rays: np.ndarray,
+           tool_t: np.ndarray, tool_gid: np.ndarray, tool_n: np.ndarray, tool_tex: np.ndarray,
+           tool_half: float, tool_ppmm: float) -> None:
     """Shade every ray sample (head-light Lambert) and box-filter s x s samples per pixel.
 
     The rays cover the pixel box starting at (x0, y0), ``w`` pixels wide, row by row.
+    ``tool_*``: the same rays in the pointer's frame and their hits on it (empty arrays: no
+    pointer); a pointer hit nearer than the scene's is shaded instead (plate textured with
+    ``tool_tex`` at ``tool_ppmm`` px/mm over +-``tool_half`` mm, shaft metal grey).
     """
+    has_tool = tool_t.shape[0] > 0
     h = rays.shape[0] // (w * s * s)
     ws = w * s
     inv = 1.0 / (s * s)
     half = PLATE_MM / 2
-    th, tw = tex.shape[0], tex.shape[1]
     for y in range(h):
         for x in range(w):
             acc0 = 0.0
@@ -58,6 +80,24 @@ def shade(rays: np.ndarray, gid: np.ndarray, pid: np.ndarray, uv: np.ndarray,
             for sy in range(s):
                 for sx in range(s):
                     k = (y * s + sy) * ws + x * s + sx
+                    if has_tool and tool_t[k] < t_hit[k]:
+                        ex, ey, ez = tool_rays[k, 3], tool_rays[k, 4], tool_rays[k, 5]
+                        cost = abs(tool_n[k, 0] * ex + tool_n[k, 1] * ey + tool_n[k, 2] * ez)
+                        if tool_gid[k] == 0:
+                            qx = tool_rays[k, 0] + ex * tool_t[k]
+                            qy = tool_rays[k, 1] + ey * tool_t[k]
+                            val = _bilinear(tool_tex, (qx + tool_half) * tool_ppmm - 0.5,
+                                            (tool_half - qy) * tool_ppmm - 0.5)
+                            val *= 0.55 + 0.45 * cost
+                            acc0 += val
+                            acc1 += val
+                            acc2 += val
+                        else:
+                            lam = 0.3 + 0.7 * cost
+                            acc0 += lam * _SHAFT_BGR[0]
+                            acc1 += lam * _SHAFT_BGR[1]
+                            acc2 += lam * _SHAFT_BGR[2]
+                        continue
                     dx, dy, dz = rays[k, 3], rays[k, 4], rays[k, 5]
                     if not np.isfinite(t_hit[k]):
                         acc0 += background[y0 + y, x0 + x, 0]
@@ -93,12 +133,7 @@ def shade(rays: np.ndarray, gid: np.ndarray, pid: np.ndarray, uv: np.ndarray,
                             + t_ref_ct[1, 3]
                         tu = (rx + half) * _TEX_PPMM - 0.5
                         tv = (half - ry) * _TEX_PPMM - 0.5
-                        iu = min(max(int(np.floor(tu)), 0), tw - 2)
-                        iv = min(max(int(np.floor(tv)), 0), th - 2)
-                        fu = min(max(tu - iu, 0.0), 1.0)
-                        fv = min(max(tv - iv, 0.0), 1.0)
-                        val = ((1 - fu) * (1 - fv) * tex[iv, iu] + fu * (1 - fv) * tex[iv, iu + 1]
-                               + (1 - fu) * fv * tex[iv + 1, iu] + fu * fv * tex[iv + 1, iu + 1])
+                        val = _bilinear(tex, tu, tv)
                         val *= 0.55 + 0.45 * cosv
                         acc0 += val
                         acc1 += val
@@ -116,3 +151,31 @@ def shade(rays: np.ndarray, gid: np.ndarray, pid: np.ndarray, uv: np.ndarray,
             img[y0 + y, x0 + x, 0] = min(255, int(acc0 * inv + 0.5))
             img[y0 + y, x0 + x, 1] = min(255, int(acc1 * inv + 0.5))
             img[y0 + y, x0 + x, 2] = min(255, int(acc2 * inv + 0.5))
+
+
+_DIRS_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def sample_directions(camera: CameraModel, s: int) -> np.ndarray:
+    """``(H s, W s, 3)`` camera-frame directions (z = 1) through the distorted positions of
+    s x s samples per pixel (``cv2.undistortPoints`` iterated to 1e-12); the last 3 are cached
+    (read-only) per camera and s."""
+    key = (camera.width, camera.height, camera.matrix.tobytes(), camera.dist.tobytes(), s)
+    if key not in _DIRS_CACHE:
+        d = _undistorted_directions(camera, s)
+        d.setflags(write=False)
+        while len(_DIRS_CACHE) >= 3:
+            _DIRS_CACHE.pop(next(iter(_DIRS_CACHE)))
+        _DIRS_CACHE[key] = d
+    return _DIRS_CACHE[key]
+
+
+def _undistorted_directions(camera: CameraModel, s: int) -> np.ndarray:
+    offs = (np.arange(s) + 0.5) / s - 0.5
+    xs = (np.arange(camera.width)[:, None] + offs[None, :]).reshape(-1)
+    ys = (np.arange(camera.height)[:, None] + offs[None, :]).reshape(-1)
+    g = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 1, 2)
+    crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
+    xy = cv2.undistortPoints(g, camera.matrix, camera.dist, criteria=crit).reshape(-1, 2)
+    return np.concatenate([xy, np.ones((len(xy), 1))], axis=1).reshape(
+        camera.height * s, camera.width * s, 3)

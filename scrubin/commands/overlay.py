@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "through marker tracking, T_CAMERA_CT = T_CAMERA_REF @ T_REF_CT, the overlay "
             "renderer (hidden while tracking is stale/lost) and the HUD, into an H.264 MP4. "
             "--source synthetic needs no other input and reports the per-frame reprojection "
-            "error of ground-truth points."
+            "error of ground-truth points. A tracked pointer (--tool-body, --tool-tip) is "
+            "checked against planned landmarks (--landmark; the synthetic scene brings its "
+            "own pointer and landmark); --scene writes models and transforms as one GLB."
         ),
     )
     parser.add_argument("--source", required=True, metavar="SOURCE",
@@ -51,6 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--supersample", type=int, default=1, choices=(1, 2, 3),
                         help="synthetic scene: rays per pixel side over the image (default 1; "
                              "the marker plate always gets at least 2)")
+    parser.add_argument("--tool-body", type=Path, metavar="JSON",
+                        help="tracked pointer's body file (registration/bodies.py format)")
+    parser.add_argument("--tool-tip", metavar="X,Y,Z|PIVOT.json",
+                        help="pointer tip offset in the tool frame (mm), or the JSON of "
+                             "'scrubin calibrate pivot'")
+    parser.add_argument("--landmark", action="append", default=[], metavar="NAME=X,Y,Z",
+                        dest="landmarks", help="planned landmark (CT LPS mm) for the pointer "
+                                               "check; repeat for several (nearest is shown)")
+    parser.add_argument("--scene", type=Path, metavar="GLB",
+                        help="at the end, write the scene (models in REF + last live "
+                             "T_REF_CT, T_REF_CAMERA, T_REF_TOOL) as one GLB")
     parser.set_defaults(func=run)
 
 
@@ -61,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         registration=args.registration, stereo=args.stereo, igtl_port=args.igtl_port,
         json_path=args.json_path, frames=args.frames, marker_size=args.marker_size,
         dictionary=args.dictionary, body=args.body, filter=args.filter,
-        supersample=args.supersample,
+        supersample=args.supersample, tool_body=args.tool_body, tool_tip=args.tool_tip,
+        landmarks=list(args.landmarks), scene=args.scene,
     )
     report = run_overlay(req)
     print(f"{summary_line(report)} -> {args.out}")

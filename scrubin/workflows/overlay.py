@@ -2,10 +2,15 @@
 
 ``--source synthetic`` needs nothing else: the synthetic scene (:mod:`overlay.synthetic`) brings
 its camera, its models (skin and skull of the small sample phantom, built by the imaging
-pipeline and cached), its marker plate body, the exact registration ``T_REF_CT`` and the ground
-truth for the per-frame reprojection error. Other sources (``camera:N``, a video file) need
-``--camera``, ``--registration``, at least one ``--model`` and the tracked target
-(``--marker-size`` [``--dictionary``] or ``--body``).
+pipeline and cached), its marker plate body, the exact registration ``T_REF_CT``, the ground
+truth for the per-frame reprojection error, and a tracked pointer (its body, exact tip offset
+and the fiducial it touches as the planned landmark) for the landmark check. Other sources
+(``camera:N``, a video file) need ``--camera``, ``--registration``, at least one ``--model``
+and the tracked target (``--marker-size`` [``--dictionary``] or ``--body``).
+
+Pointer (:mod:`overlay.pointer`): ``--tool-body`` with ``--tool-tip`` (``X,Y,Z`` TOOL mm or a
+pivot JSON) and ``--landmark NAME=X,Y,Z`` (CT LPS mm, repeatable). ``--scene OUT.glb`` writes the
+models in REF with the last live transforms (:mod:`overlay.scene_export`) at the end.
 
 Outputs are written to temporary names and renamed into place only when the whole run
 succeeded: a failure leaves no partial video or report.
@@ -48,13 +53,21 @@ class OverlayRequest:
     supersample: int = 1
     width: int = 1280
     height: int = 720
+    tool_body: Path | None = None
+    tool_tip: str | None = None
+    landmarks: list[str] = field(default_factory=list)
+    scene: Path | None = None
 
 
 def validate(req: OverlayRequest) -> None:
     """Every check possible before any work (one-line errors naming the option)."""
+    from overlay.pointer import load_tip, parse_landmark
+
     if req.out.suffix.lower() != ".mp4":
         raise OverlayArgumentError(f"--out {req.out}: expected an .mp4 file name")
-    for label, p in (("--out", req.out), ("--json", req.json_path)):
+    if req.scene is not None and req.scene.suffix.lower() != ".glb":
+        raise OverlayArgumentError(f"--scene {req.scene}: expected a .glb file name")
+    for label, p in (("--out", req.out), ("--json", req.json_path), ("--scene", req.scene)):
         if p is not None and not p.parent.is_dir():
             raise OverlayArgumentError(f"{label} {p}: folder {p.parent} does not exist")
     if req.frames is not None and req.frames < 1:
@@ -75,8 +88,22 @@ def validate(req: OverlayRequest) -> None:
         if missing:
             raise OverlayArgumentError(f"source {req.source!r} needs {', '.join(missing)} "
                                        "(only --source synthetic brings its own)")
+    if req.tool_tip is not None and req.tool_body is None:
+        raise OverlayArgumentError("--tool-tip needs --tool-body (the pointer's marker body)")
+    if req.tool_body is not None and req.tool_tip is None:
+        raise OverlayArgumentError("--tool-body needs --tool-tip X,Y,Z or a pivot JSON")
+    if req.landmarks and req.tool_body is None and req.source != "synthetic":
+        raise OverlayArgumentError("--landmark needs a tracked pointer (--tool-body and "
+                                   "--tool-tip)")
+    lms = [parse_landmark(t) for t in req.landmarks]
+    if len({lm.name for lm in lms}) != len(lms):
+        raise OverlayArgumentError(f"--landmark names must be unique, got "
+                                   f"{[lm.name for lm in lms]}")
+    if req.tool_tip is not None:
+        load_tip(req.tool_tip)
     for label, p in ([("--camera", req.camera), ("--registration", req.registration),
-                      ("--stereo", req.stereo), ("--body", req.body)]
+                      ("--stereo", req.stereo), ("--body", req.body),
+                      ("--tool-body", req.tool_body)]
                      + [("--model", m) for m in req.models]):
         if p is not None and not p.is_file():
             raise OverlayArgumentError(f"{label} {p}: file not found")
@@ -155,9 +182,10 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
 
             n = req.frames or 150
             gap = (int(0.4 * n), int(0.4 * n) + max(3, n // 8)) if n >= 10 else None
+            touch = (int(0.1 * n), int(0.35 * n)) if n >= 10 else (0, n)
             scene = SyntheticScene.from_phantom(
                 "small", default_camera(req.width, req.height), n_frames=n, occlusion=gap,
-                supersample=req.supersample)
+                supersample=req.supersample, pointer_touch=touch)
         camera = scene.camera
         if not req.registration:
             registration = Registration(scene.T_ref_ct)
@@ -186,8 +214,10 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
             raise OverlayArgumentError(f"--stereo {req.stereo}: needs T_DISPLAY_CAMERA to draw "
                                        "the eyes from the tracked camera pose")
         stereo = StereoRenderer(display, structures)
+    pointer = _pointer(req, camera, scene if synthetic else None)
     # the pipeline refuses a FrameOfReferenceUID mismatch before any output is opened
-    pipeline = OverlayPipeline(camera, structures, registration, tracker, probe=probe)
+    pipeline = OverlayPipeline(camera, structures, registration, tracker, probe=probe,
+                               pointer=pointer)
     if not synthetic:
         source = open_source(req.source, max_frames=req.frames, camera=camera)
     fps = scene.fps if synthetic else 30.0
@@ -197,7 +227,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
     tmp_out = _temp(req.out)
     igtl = None
     stereo_out = req.out.with_name(req.out.stem + "_stereo.mp4")
-    tmp_stereo = None
+    tmp_stereo = tmp_scene = None
     try:
         pipeline.sinks = [VideoFileSink(tmp_out, fps), WindowSink()]
         if stereo is not None:
@@ -227,6 +257,23 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
                                   "(perf_counter after the sinks - frame t0; probe excluded)",
             "wall_time_s": round(time.perf_counter() - t_start, 3),
         }
+        if pointer is not None:
+            meta["pointer"] = {
+                "tool_body": pointer.tracker.body.to_json(),
+                "tip_tool_mm": pointer.tip_tool_mm.tolist(),
+                "landmarks": {lm.name: lm.position_ct_mm.tolist() for lm in pointer.landmarks},
+                "tolerance_mm": pointer.tolerance_mm,
+                "igtl_transforms": ["StylusToReference", "StylusTipToReference"],
+            }
+        if req.scene is not None:
+            from overlay.scene_export import export_scene
+
+            tmp_scene = _temp(req.scene)
+            live = pipeline.last_live
+            export_scene(tmp_scene, meshes, registration.T_ref_ct, live.get("T_camera_ref"),
+                         {"Stylus": live["T_ref_tool"]} if "T_ref_tool" in live else None)
+            meta["scene"] = {"path": str(req.scene), "T_CAMERA_REF": "T_camera_ref" in live,
+                             "T_REF_TOOL": "T_ref_tool" in live}
         if synthetic:
             meta["truth_points"] = scene.point_names
             meta["occlusion_frames"] = list(scene.occlusion) if scene.occlusion else None
@@ -238,6 +285,8 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
             tmp_json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
             _publish(tmp_json, req.json_path)
         _publish(tmp_out, req.out)
+        if tmp_scene is not None:
+            _publish(tmp_scene, req.scene)
         if tmp_stereo is not None:
             _publish(tmp_stereo, stereo_out)
         return report
@@ -245,8 +294,30 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
         if igtl is not None:
             igtl.close()
         tmp_out.unlink(missing_ok=True)
-        if tmp_stereo is not None:
-            tmp_stereo.unlink(missing_ok=True)
+        for tmp in (tmp_stereo, tmp_scene):
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+
+
+def _pointer(req: OverlayRequest, camera: Any, scene: Any) -> Any:
+    """The pointer tracking of the run: from the options, else the synthetic scene's pointer."""
+    from overlay.pointer import Landmark, PointerTracking, load_tip, parse_landmark
+    from overlay.synthetic import POINTER_LANDMARK
+    from registration.bodies import RigidBody
+    from registration.tracker import MarkerTracker
+
+    landmarks = [parse_landmark(t) for t in req.landmarks]
+    if req.tool_body is not None:
+        body, tip = RigidBody.load(req.tool_body), load_tip(req.tool_tip)
+    elif scene is not None and scene.pointer is not None:
+        body, tip = scene.tool_body, scene.tip_tool_mm
+        if POINTER_LANDMARK not in [lm.name for lm in landmarks]:
+            landmarks.insert(0, Landmark(POINTER_LANDMARK, scene.pointer.landmark_ct_mm.copy()))
+    else:
+        return None
+    tracker = MarkerTracker(camera, req.dictionary or body.dictionary or "DICT_4X4_50",
+                            body=body, filter=req.filter)
+    return PointerTracking(tracker, tip, landmarks)
 
 
 def summary_line(report: dict[str, Any]) -> str:
@@ -262,11 +333,15 @@ def summary_line(report: dict[str, Any]) -> str:
     parts.append(f"median ms: {stages}")
     if s.get("latency_ms"):
         parts.append(f"latency median {s['latency_ms']['median']:.1f} ms")
+    lm = (s.get("pointer") or {}).get("landmark_distance_mm")
+    if lm:
+        parts.append(f"landmark distance median {lm['median']:.2f} mm over {lm['n']} frames")
     return "; ".join(parts)
 
 
 def run_demo(out_dir: Path) -> dict[str, Any]:
-    """``make demo`` hook: synthetic scene at 720p, 150 frames with a marker-loss gap.
+    """``make demo`` hook: synthetic scene at 720p, 150 frames with a marker-loss gap and the
+    tracked pointer resting on a fiducial (landmark check) for a stretch of frames.
 
     Writes ``out_dir/overlay.mp4`` and ``out_dir/overlay_report.json``; returns the accuracy
     (median / max px and mm over frames with a fresh pose) and frame-time figures.
@@ -279,6 +354,9 @@ def run_demo(out_dir: Path) -> dict[str, Any]:
     rep = run_overlay(req)
     s = rep["summary"]
     px, mm = s.get("reprojection_error_px") or {}, s.get("reprojection_error_mm") or {}
+    pointer = s.get("pointer") or {}
+    touch = pointer.get("landmark_distance_touching_mm") or {}
+    tip = pointer.get("tip_error_mm") or {}
     return {
         "video": str(req.out),
         "report": str(req.json_path),
@@ -292,4 +370,8 @@ def run_demo(out_dir: Path) -> dict[str, Any]:
         "latency_ms_median": (s.get("latency_ms") or {}).get("median"),
         "processing_fps": s.get("processing_fps"),
         "wall_s": round(time.perf_counter() - t0, 1),
+        # pointer tip resting on the fiducial: distance shown on the HUD (truth: 0 mm)
+        "landmark_distance_touching_mm_median": touch.get("median"),
+        "landmark_distance_touching_mm_max": touch.get("max"),
+        "tip_error_mm_median": tip.get("median"),
     }

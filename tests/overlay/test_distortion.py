@@ -125,3 +125,25 @@ def test_draw_matches_render_then_blend() -> None:
     two_step = blend_premultiplied(video.copy(), ov.bgra, ov.x0, ov.y0)
     assert np.array_equal(fused, two_step)
     assert (fused != video).any(axis=2).sum() > 10000
+
+
+def test_geometry_is_cached_per_camera_and_scale() -> None:
+    from overlay.distortion import clear_geometry_cache
+
+    k = K * [[0.5], [0.5], [1.0]]
+    cam = CameraModel(k, DIST, 320, 240)
+    clear_geometry_cache()
+    g1 = render_geometry(cam, 0.75)
+    cam2 = CameraModel(k.copy(), DIST.copy(), 320, 240)
+    g2 = render_geometry(cam2, 0.75)
+    assert g2.map1 is g1.map1 and g2.map_x is g1.map_x and g2.camera is cam2
+    assert not g1.map_x.flags.writeable and not g1.map1.flags.writeable
+    g3 = render_geometry(cam, 0.5)
+    assert g3.map_x is not g1.map_x and g3.render_width < g1.render_width
+    g4 = render_geometry(CameraModel(k, DIST * 0.5, 320, 240), 0.75)
+    assert not np.array_equal(g4.map_x, g1.map_x)
+    clear_geometry_cache()
+    g5 = render_geometry(cam, 0.75)  # rebuilt: the same maps as the first build
+    assert g5.map_x is not g1.map_x
+    np.testing.assert_array_equal(g5.map_x, g1.map_x)
+    np.testing.assert_array_equal(g5.k_render, g1.k_render)

@@ -163,3 +163,30 @@ def test_server_rejections() -> None:
             server.send_transform("X" * 21, T_REF_CT)
         with pytest.raises(IgtlError, match="must be a Transform"):
             server.send_transform("A", np.eye(4))
+
+
+def test_pointer_tool_and_tip_transforms() -> None:
+    from overlay.pointer import PointerResult
+
+    t_ref_tool = Transform.from_rt(_rot(2, 30), [5.0, -8.0, 40.0], TOOL, REF)
+    tip = np.array([0.0, -104.0, 0.0])
+    tools = PointerResult("LIVE", True, True, t_ref_tool, np.zeros(3), None, tip).igtl_tools()
+    with IgtlServer(0) as server:
+        client = _connect(server)
+        try:
+            got = {}
+            for _ in range(200):
+                server.send_poses(T_CAM_REF, T_REF_CT, "LIVE", tools=tools)
+                for name in ("StylusToReference", "StylusTipToReference"):
+                    msg = client.wait_for_message(name, timeout=0.02)
+                    if msg is not None:
+                        got[name] = msg
+                if len(got) == 2:
+                    break
+        finally:
+            client.stop()
+    np.testing.assert_allclose(got["StylusToReference"].matrix, F @ t_ref_tool.matrix @ F,
+                               atol=1e-3)
+    tip_ras = got["StylusTipToReference"].matrix
+    np.testing.assert_allclose(tip_ras[:3, 3], F[:3, :3] @ t_ref_tool.apply(tip), atol=1e-3)
+    np.testing.assert_allclose(tip_ras[:3, :3], (F @ t_ref_tool.matrix @ F)[:3, :3], atol=1e-5)

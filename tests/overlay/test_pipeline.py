@@ -159,3 +159,100 @@ def test_load_registration(tmp_path) -> None:
         load_registration(tmp_path / "nomatrix.json")
     with pytest.raises(OverlayError, match="not found"):
         load_registration(tmp_path / "missing.json")
+
+
+# ---------------------------------------------------------------------- pointer / landmark
+@pytest.fixture(scope="module")
+def pointer_runs(structures):
+    """The same 720p frames (pointer resting on a fiducial in frames 0..3) through a pipeline
+    with the pointer check and one without."""
+    from overlay.pointer import Landmark, PointerTracking
+    from overlay.sources import Frame, FrameSource
+    from overlay.synthetic import POINTER_LANDMARK
+
+    sc = SyntheticScene.from_phantom("small", default_camera(1280, 720), n_frames=6,
+                                     pointer_touch=(0, 4))
+    frames = []
+    for i in range(sc.n_frames):
+        tr = sc.render(i)
+        frames.append(Frame(i, tr.capture_time_s, tr.image_bgr, 0.0, 0.0, tr))
+
+    class Replay(FrameSource):
+        def __iter__(self):
+            import time
+
+            for f in frames:
+                f.t0 = time.perf_counter()
+                yield f
+
+    out = {}
+    for with_pointer in (True, False):
+        tracker = MarkerTracker(sc.camera, "DICT_4X4_50", body=sc.body, filter=False)
+        pointer = None
+        if with_pointer:
+            tool = MarkerTracker(sc.camera, "DICT_4X4_50", body=sc.tool_body, filter=False)
+            pointer = PointerTracking(tool, sc.tip_tool_mm,
+                                      [Landmark(POINTER_LANDMARK, sc.pointer.landmark_ct_mm),
+                                       Landmark("target", sc.points_ct_mm[-1])])
+        stream = StreamSink(maxsize=16)
+        pipe = OverlayPipeline(sc.camera, structures, Registration(sc.T_ref_ct), tracker,
+                               [stream], pointer=pointer)
+        records = pipe.run(Replay())
+        images = []
+        while (it := stream.get(0.01)) is not None:
+            images.append(it.image_bgr)
+        out[with_pointer] = (records, images, pipe)
+    return sc, out
+
+
+def test_landmark_distance_while_touching_is_below_a_millimetre(pointer_runs) -> None:
+    sc, out = pointer_runs
+    records, _, pipe = out[True]
+    touching = [r for r in records if r.pointer["touching_truth"]]
+    assert len(touching) == 4
+    for r in touching:
+        p = r.pointer
+        assert r.state == "LIVE" and p["tool_state"] == "LIVE" and p["tool_detected"]
+        assert p["landmark"] == "F2_forehead_left"  # the nearest of the two planned
+        assert p["landmark_distance_truth_mm"] == pytest.approx(0.0, abs=1e-6)
+        truth = sc.render(r.frame_id).extra["tip_ct_mm"]
+        err = np.linalg.norm(np.array(p["tip_ct_mm"]) - truth)
+        assert err == pytest.approx(p["tip_error_mm"], abs=1e-3) and err < 1.0
+        assert p["landmark_distance_mm"] < 1.0
+        assert "tool" in r.stages_ms and r.to_json()["pointer"] is p
+    s = summarize(records)["pointer"]
+    assert s["frames_touching_truth"] == 4 and s["landmark_distance_touching_mm"]["max"] < 1.0
+    for r in records[4:]:  # moving away: the distance follows the true one
+        p = r.pointer
+        if p["landmark_distance_mm"] is not None:
+            assert abs(p["landmark_distance_mm"] - p["landmark_distance_truth_mm"]) < 1.0
+    assert set(pipe.last_live) == {"T_camera_ref", "T_ref_tool"}
+    assert all(r.pointer is None for r in out[False][0])
+
+
+def test_hud_shows_the_landmark_line(pointer_runs) -> None:
+    _, out = pointer_runs
+    (_, with_img, _), (_, without_img, _) = out[True], out[False]
+    h, w = with_img[0].shape[:2]
+    for a, b in zip(with_img[:4], without_img[:4], strict=True):
+        # the HUD's text boxes are black: one more line (~0.5 x 0.04 of the frame) with pointer
+        black_a = int((a[:h // 3, :w // 2] == 0).all(axis=2).sum())
+        black_b = int((b[:h // 3, :w // 2] == 0).all(axis=2).sum())
+        assert black_a > black_b + 3000
+        green_a, green_b = (int((np.abs(x[:h // 3, :w // 2].astype(int) - [60, 200, 60])
+                                 .sum(axis=2) < 40).sum()) for x in (a, b))
+        assert green_a > green_b + 50  # the landmark line's OK verdict is drawn in green
+
+
+def test_pointer_rejected_with_another_camera_size(scene, structures) -> None:
+    from overlay.pointer import PointerTracking
+    from overlay.synthetic_pointer import pointer_body
+
+    tracker = MarkerTracker(scene.camera, "DICT_4X4_50", body=scene.body)
+    small = MarkerTracker(default_camera(640, 360), "DICT_4X4_50", body=pointer_body())
+    with pytest.raises(OverlayError, match="pointer tracker camera"):
+        OverlayPipeline(scene.camera, structures, Registration(scene.T_ref_ct), tracker,
+                        pointer=PointerTracking(small, [0, 0, 0]))
+    with pytest.raises(OverlayError, match="PointerTracking"):
+        OverlayPipeline(scene.camera, structures, Registration(scene.T_ref_ct), tracker,
+                        pointer="pen")

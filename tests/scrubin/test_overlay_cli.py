@@ -130,3 +130,81 @@ def test_out_must_be_mp4(tmp_path, capsys) -> None:
     assert overlay("--source", "synthetic", "--out", str(tmp_path / "o.avi")) == 2
     _one_line_error(capsys, "expected an .mp4")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_synthetic_pointer_landmark_and_scene_glb(tmp_path, capsys) -> None:
+    """The synthetic source brings the pointer and its landmark; --scene writes the GLB with the
+    models in REF and the last live transforms."""
+    import trimesh
+
+    from imaging.mesh_io import LPS_MM_TO_GLTF
+    from overlay.synthetic import POINTER_LANDMARK
+
+    out, rep, glb = tmp_path / "o.mp4", tmp_path / "r.json", tmp_path / "scene.glb"
+    assert overlay("--source", "synthetic", "--frames", "3", "--out", str(out), "--json",
+                   str(rep), "--scene", str(glb), "--landmark", "nasion=0,-100,20") == 0
+    assert "landmark distance median" in capsys.readouterr().out
+    data = json.loads(rep.read_text())
+    assert POINTER_LANDMARK in data["meta"]["pointer"]["landmarks"]
+    for f in data["frames"]:
+        p = f["pointer"]
+        assert p["touching_truth"] and p["landmark"] == POINTER_LANDMARK
+        assert p["landmark_distance_mm"] < 1.0 and p["tip_error_mm"] < 1.0
+    assert data["summary"]["pointer"]["landmark_distance_touching_mm"]["n"] == 3
+    assert data["meta"]["scene"] == {"path": str(glb), "T_CAMERA_REF": True, "T_REF_TOOL": True}
+    # the scene: models placed by the exact T_REF_CT, camera and pointer near their truth
+    scene = SyntheticScene.from_phantom("small", default_camera(1280, 720), n_frames=3,
+                                        pointer_touch=(0, 3))
+    g = trimesh.load(glb, force="scene")
+    models = {m.name: m for m in phantom_models("small")}
+    for node in g.graph.nodes_geometry:
+        m, geom = g.graph[node]
+        got = trimesh.transform_points(g.geometry[geom].vertices, m)
+        expect = scene.T_ref_ct.apply(models[node].vertices) @ LPS_MM_TO_GLTF[:3, :3].T
+        d = np.linalg.norm(got[:, None] - expect[None, :200], axis=2).min(axis=0)
+        assert d.max() < 1e-6
+    t_ref_cam_truth = scene.T_camera_ref(2).inverse()
+    t_ref_tool_truth = scene.T_ref_ct @ scene.pointer.T_ct_tool(2)
+    for name, truth in (("CAMERA", t_ref_cam_truth), ("Stylus", t_ref_tool_truth)):
+        m = g.graph.get(name)[0]
+        # glTF metres; tracking of both plates within 2 mm of the true poses
+        np.testing.assert_allclose(m[:3, 3], LPS_MM_TO_GLTF[:3, :3] @ truth.translation,
+                                   atol=2e-3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.mp4", "r.json", "scene.glb"]
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--tool-tip", "0,-100,0"], "--tool-tip needs --tool-body"),
+    (["--tool-body", "{d}/body.json"], "--tool-body needs --tool-tip"),
+    (["--tool-body", "{d}/body.json", "--tool-tip", "0,-100"], "expected three numbers"),
+    (["--tool-body", "{d}/body.json", "--tool-tip", "{d}/pivot_bad.json"],
+     "not a readable pivot JSON"),
+    (["--tool-body", "{d}/body.json", "--tool-tip", "{d}/pivot_nofield.json"], "tip_tool_mm"),
+    (["--tool-body", "{d}/body.json", "--tool-tip", "{d}/pivot_missing.json"],
+     "neither X,Y,Z"),
+    (["--landmark", "F1=1,2"], "--landmark F1: '1,2': expected three numbers"),
+    (["--landmark", "=1,2,3"], "expected NAME=X,Y,Z"),
+    (["--landmark", "a=1,2,3", "--landmark", "a=4,5,6"], "names must be unique"),
+    (["--tool-body", "{d}/nobody.json", "--tool-tip", "1,2,3"], "nobody.json: file not"),
+    (["--scene", "{d}/scene.gltf"], "expected a .glb"),
+    (["--scene", "{d}/no/scene.glb"], "does not exist"),
+])
+def test_pointer_option_errors(video_inputs, tmp_path, capsys, args, text) -> None:
+    d = video_inputs
+    (d / "pivot_bad.json").write_text("{")
+    (d / "pivot_nofield.json").write_text('{"tip": [0, 0, 0]}')
+    out = tmp_path / "o.mp4"
+    argv = ["--source", "synthetic", "--frames", "2"] + [a.format(d=d) for a in args]
+    assert overlay(*argv, "--out", str(out), "--json", str(tmp_path / "r.json")) == 2
+    _one_line_error(capsys, text)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_landmark_needs_a_pointer_for_other_sources(video_inputs, tmp_path, capsys) -> None:
+    d = video_inputs
+    assert overlay("--source", str(d / "in.mp4"), "--camera", str(d / "camera.json"),
+                   "--model", str(d / "skull.glb"), "--registration", str(d / "reg.json"),
+                   "--body", str(d / "body.json"), "--landmark", "a=1,2,3",
+                   "--out", str(tmp_path / "o.mp4")) == 2
+    _one_line_error(capsys, "--landmark needs a tracked pointer")
+    assert list(tmp_path.iterdir()) == []

@@ -159,6 +159,31 @@ def _ellipsoid_dist(e0: float, e1: float, e2: float, y0: float, y1: float, y2: f
     return _ellipse_dist(e0, e1, y0, y1)
 
 
+# --------------------------------------------------------------- box, capsule (inlined)
+@numba.njit(cache=True, inline="always")
+def box_sdf(par: np.ndarray, x: float, y: float, z: float) -> float:
+    """Exact signed distance to the box ``par[0:3]`` (min corner) – ``par[3:6]`` (max), mm."""
+    qx = max(par[0] - x, x - par[3])
+    qy = max(par[1] - y, y - par[4])
+    qz = max(par[2] - z, z - par[5])
+    out = np.sqrt(max(qx, 0.0) ** 2 + max(qy, 0.0) ** 2 + max(qz, 0.0) ** 2)
+    return out + min(max(qx, max(qy, qz)), 0.0)
+
+
+@numba.njit(cache=True, inline="always")
+def capsule_sdf(par: np.ndarray, x: float, y: float, z: float) -> float:
+    """Exact signed distance to the capsule ``par[0:3]``–``par[3:6]`` of radius ``par[6]``, mm."""
+    ax, ay, az = par[0], par[1], par[2]
+    bx, by, bz = par[3] - ax, par[4] - ay, par[5] - az
+    px, py, pz = x - ax, y - ay, z - az
+    L2 = bx * bx + by * by + bz * bz
+    tt = 0.0
+    if L2 > 0.0:
+        tt = min(max((px * bx + py * by + pz * bz) / L2, 0.0), 1.0)
+    dx, dy, dz = px - tt * bx, py - tt * by, pz - tt * bz
+    return np.sqrt(dx * dx + dy * dy + dz * dz) - par[6]
+
+
 @numba.njit(cache=True)
 def _prim_sdf(t: int, par: np.ndarray, x: float, y: float, z: float) -> float:
     """Exact signed distance of one encoded primitive (see :func:`encode_primitive`)."""
@@ -183,20 +208,8 @@ def _prim_sdf(t: int, par: np.ndarray, x: float, y: float, z: float) -> float:
     if t == 1:
         return par[0] * x + par[1] * y + par[2] * z - par[3]
     if t == 2:
-        qx = max(par[0] - x, x - par[3])
-        qy = max(par[1] - y, y - par[4])
-        qz = max(par[2] - z, z - par[5])
-        out = np.sqrt(max(qx, 0.0) ** 2 + max(qy, 0.0) ** 2 + max(qz, 0.0) ** 2)
-        return out + min(max(qx, max(qy, qz)), 0.0)
-    ax, ay, az = par[0], par[1], par[2]
-    bx, by, bz = par[3] - ax, par[4] - ay, par[5] - az
-    px, py, pz = x - ax, y - ay, z - az
-    L2 = bx * bx + by * by + bz * bz
-    tt = 0.0
-    if L2 > 0.0:
-        tt = min(max((px * bx + py * by + pz * bz) / L2, 0.0), 1.0)
-    dx, dy, dz = px - tt * bx, py - tt * by, pz - tt * bz
-    return np.sqrt(dx * dx + dy * dy + dz * dz) - par[6]
+        return box_sdf(par, x, y, z)
+    return capsule_sdf(par, x, y, z)
 
 
 @numba.njit(cache=True, parallel=True)

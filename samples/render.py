@@ -18,7 +18,7 @@ import numba
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from samples.model import AIR_HU, encode_parts, part_bbox
+from samples.model import AIR_HU, box_sdf, capsule_sdf, encode_parts, part_bbox
 
 #: Stored = HU - RESCALE_INTERCEPT.
 RESCALE_INTERCEPT = -1024.0
@@ -64,22 +64,7 @@ def _prim(t: int, par: np.ndarray, x: float, y: float, z: float) -> tuple[bool, 
     if t == 1:
         s = par[0] * x + par[1] * y + par[2] * z - par[3]
         return s < 0.0, abs(s)
-    if t == 2:
-        qx = max(par[0] - x, x - par[3])
-        qy = max(par[1] - y, y - par[4])
-        qz = max(par[2] - z, z - par[5])
-        out = np.sqrt(max(qx, 0.0) ** 2 + max(qy, 0.0) ** 2 + max(qz, 0.0) ** 2)
-        sd = out + min(max(qx, max(qy, qz)), 0.0)
-        return sd < 0.0, abs(sd)
-    ax, ay, az = par[0], par[1], par[2]
-    bx, by, bz = par[3] - ax, par[4] - ay, par[5] - az
-    px, py, pz = x - ax, y - ay, z - az
-    L2 = bx * bx + by * by + bz * bz
-    tt = 0.0
-    if L2 > 0.0:
-        tt = min(max((px * bx + py * by + pz * bz) / L2, 0.0), 1.0)
-    dx, dy, dz = px - tt * bx, py - tt * by, pz - tt * bz
-    sd = np.sqrt(dx * dx + dy * dy + dz * dz) - par[6]
+    sd = box_sdf(par, x, y, z) if t == 2 else capsule_sdf(par, x, y, z)
     return sd < 0.0, abs(sd)
 
 

@@ -31,7 +31,8 @@ failed write leaves nothing behind.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import highdicom as hd
@@ -261,40 +262,30 @@ def read_seg(path: str | Path, volume: Volume | None = None) -> dict[str, np.nda
             )
         datasets, frame_numbers = _source_datasets(volume)
         if frame_numbers is not None:
-            return _read_multiframe(seg, ds, datasets[0], frame_numbers, p)
+            getter = partial(seg.get_pixels_by_source_frame,
+                             source_sop_instance_uid=str(datasets[0].SOPInstanceUID),
+                             source_frame_numbers=frame_numbers)
+            return _segment_masks(ds, getter, "frames", p)
         refs = [str(d.SOPInstanceUID) for d in datasets]
     if not refs:
         raise SegReadError(f"{p} references no source instances; pass the source volume")
+    getter = partial(seg.get_pixels_by_source_instance, source_sop_instance_uids=refs)
+    return _segment_masks(ds, getter, "images", p)
+
+
+def _segment_masks(ds: pydicom.Dataset, getter: Callable[..., np.ndarray], sources: str,
+                   p: Path) -> dict[str, np.ndarray]:
+    """One boolean mask per segment label from a highdicom ``get_pixels_by_source_*`` call."""
     numbers = [int(s.SegmentNumber) for s in ds.SegmentSequence]
     try:
-        arr = seg.get_pixels_by_source_instance(
-            source_sop_instance_uids=refs,
+        arr = getter(
             segment_numbers=numbers,
             assert_missing_frames_are_empty=True,
             skip_overlap_checks=True,
             dtype=np.uint8,
         )
     except Exception as exc:
-        raise SegReadError(f"{p}: frames do not match the source images: {exc}") from None
-    return {
-        str(s.SegmentLabel): arr[..., n] > 0 for n, s in enumerate(ds.SegmentSequence)
-    }
-
-
-def _read_multiframe(seg: hd.seg.Segmentation, ds: pydicom.Dataset, source: pydicom.Dataset,
-                     frame_numbers: list[int], p: Path) -> dict[str, np.ndarray]:
-    numbers = [int(s.SegmentNumber) for s in ds.SegmentSequence]
-    try:
-        arr = seg.get_pixels_by_source_frame(
-            source_sop_instance_uid=str(source.SOPInstanceUID),
-            source_frame_numbers=frame_numbers,
-            segment_numbers=numbers,
-            assert_missing_frames_are_empty=True,
-            skip_overlap_checks=True,
-            dtype=np.uint8,
-        )
-    except Exception as exc:
-        raise SegReadError(f"{p}: frames do not match the source frames: {exc}") from None
+        raise SegReadError(f"{p}: frames do not match the source {sources}: {exc}") from None
     return {
         str(s.SegmentLabel): arr[..., n] > 0 for n, s in enumerate(ds.SegmentSequence)
     }

@@ -15,11 +15,12 @@ Latency = output time - capture time on the pipeline's clock = ``perf_counter()`
 sinks - ``Frame.t0`` (see :mod:`overlay.sources`), minus the probe time.
 
 Pointer (optional, :mod:`overlay.pointer`): a second tracker follows the tool's marker body;
-while REF and TOOL are both LIVE the tip in CT (``inverse(T_CAMERA_CT) @ T_CAMERA_TOOL @ tip``)
-is checked against the planned landmarks, shown on the HUD (else "pointer not tracked"),
-reported per frame (stage ``tool``) and streamed over OpenIGTLink (``StylusToReference``,
-``StylusTipToReference``). With the synthetic source the report also holds the tip's error
-against the true tip and whether the pointer truly touches the landmark.
+while REF and TOOL are both LIVE and measured in the frame, the tip in CT
+(``inverse(T_CAMERA_CT) @ T_CAMERA_TOOL @ tip``) is checked against the planned landmarks,
+shown on the HUD (else "pointer not tracked"), reported per frame (stage ``tool``) and
+streamed over OpenIGTLink (``StylusToReference``, ``StylusTipToReference``). With the
+synthetic source the report also holds the tip's error against the true tip and whether the
+pointer truly touches the landmark.
 
 Accuracy (synthetic source): tiny spheres at the ground-truth points (fiducials, target) are
 rendered as a separate overlay structure, one unique colour each, by the overlay renderer with
@@ -364,7 +365,8 @@ class OverlayPipeline:
             self.last_live["T_camera_ref"] = t_cam_ref
         if self.pointer is not None:
             pr = self.pointer.update(frame.image_bgr, frame.capture_time_s, t_cam_ref,
-                                     status.show_overlay, self.registration.T_ref_ct)
+                                     status.show_overlay and tr.detected,
+                                     self.registration.T_ref_ct)
             if pr.live:
                 self.last_live["T_ref_tool"] = pr.T_ref_tool
             t2b = time.perf_counter()

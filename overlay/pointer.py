@@ -8,8 +8,11 @@ Per frame (all mm; ``tip_TOOL`` from a pivot calibration, ``registration.pivot``
 
 The check (:func:`overlay.hud.landmark_check`: distance to the selected landmark, or to the
 nearest of the planned ones) is made only while both the reference and the tool are LIVE
-(each through its own :class:`overlay.safety.TrackingGate` on capture times); otherwise the
-HUD says "pointer not tracked". Poses for OpenIGTLink (:meth:`PointerResult.igtl_tools`):
+(each through its own :class:`overlay.safety.TrackingGate` on capture times) *and* both were
+measured in this very frame: a pose held over a missed frame is fine for drawing, but while
+the camera moves it shifts the tip relative to the patient (2.3 mm on the synthetic path with
+the reference pose held for two frames). Otherwise the HUD says "pointer not tracked".
+Poses for OpenIGTLink (:meth:`PointerResult.igtl_tools`):
 ``T_REF_TOOL`` and ``T_REF_TIP`` (the tool's axes moved to the tip), sent as
 ``<Tool>ToReference`` / ``<Tool>TipToReference``.
 
@@ -194,12 +197,16 @@ class PointerTracking:
 
     def update(self, image: np.ndarray, capture_time_s: float, T_camera_ref: Transform | None,
                ref_live: bool, T_ref_ct: Transform) -> PointerResult:
-        """Track the tool in ``image`` and check the tip against the landmark."""
+        """Track the tool in ``image`` and check the tip against the landmark.
+
+        ``ref_live``: the reference is LIVE *and* ``T_camera_ref`` was measured in this frame.
+        """
         tr = self.tracker.update(image, capture_time_s)
         self.gate.observe_pose(capture_time_s, valid=tr.detected)
         tool_live = self.gate.evaluate(capture_time_s).state is TrackingState.LIVE
         t_ref_tool = tip_ct = None
-        live = bool(ref_live and tool_live and tr.pose is not None and T_camera_ref is not None)
+        live = bool(ref_live and tool_live and tr.detected and tr.pose is not None
+                    and T_camera_ref is not None)
         if live:
             t_cam_tool = Transform(tr.pose.matrix, TOOL, CAMERA, timestamp=tr.timestamp_s)
             t_ref_tool = T_camera_ref.inverse() @ t_cam_tool

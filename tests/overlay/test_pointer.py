@@ -118,3 +118,26 @@ def test_tracking_rejections() -> None:
         PointerTracking(tr, [0, 0, 0], [lm], tolerance_mm=0.0)
     with pytest.raises(PointerError, match="Landmark objects"):
         PointerTracking(tr, [0, 0, 0], [(1, 2, 3)])
+
+
+def test_check_only_when_the_reference_was_measured_in_the_frame() -> None:
+    """Known answer on a synthetic frame (tip resting on the fiducial, true reference pose):
+    a real check below 1 mm with a fresh reference, "not tracked" with a held one."""
+    from overlay.synthetic import POINTER_LANDMARK, SyntheticScene
+
+    sc = SyntheticScene.from_phantom("small", default_camera(640, 480), n_frames=2,
+                                     pointer_touch=(0, 2))
+    fr = sc.render(1)
+    lm = Landmark(POINTER_LANDMARK, sc.pointer.landmark_ct_mm)
+    results = []
+    for ref_fresh in (True, False):
+        tr = MarkerTracker(sc.camera, "DICT_4X4_50", body=sc.tool_body, filter=False)
+        pt = PointerTracking(tr, sc.tip_tool_mm, [lm])
+        results.append(pt.update(fr.image_bgr, fr.capture_time_s, sc.T_camera_ref(1), ref_fresh,
+                                 sc.T_ref_ct))
+    fresh, held = results
+    assert fresh.detected and fresh.live and not isinstance(fresh.check, NotTracked)
+    assert fresh.check.distance_mm < 1.0 and fresh.check.ok
+    np.testing.assert_allclose(fresh.tip_ct_mm, fr.extra["tip_ct_mm"], atol=1.0)
+    assert fresh.T_ref_tool.src == TOOL and fresh.T_ref_tool.dst == REF
+    assert held.detected and not held.live and isinstance(held.check, NotTracked)

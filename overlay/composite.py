@@ -69,6 +69,21 @@ def _is_edge(
     return False
 
 
+@njit(cache=True, inline="always", fastmath=True)
+def _single_px(
+    f: int, w0: float, w1: float, faces: np.ndarray, shade: np.ndarray,
+    face_struct: np.ndarray, struct_bgr: np.ndarray, struct_alpha: np.ndarray,
+) -> tuple[np.uint8, np.uint8, np.uint8, np.uint8]:
+    """Premultiplied BGRA of a pixel of one filled layer covered by triangle ``f``."""
+    s = face_struct[f]
+    al = struct_alpha[s]
+    sh = _shade(f, w0, w1, faces, shade) * al * 255.0
+    return (np.uint8(min(struct_bgr[s, 0] * sh + 0.5, 255.0)),
+            np.uint8(min(struct_bgr[s, 1] * sh + 0.5, 255.0)),
+            np.uint8(min(struct_bgr[s, 2] * sh + 0.5, 255.0)),
+            np.uint8(min(al * 255.0 + 0.5, 255.0)))
+
+
 @njit(cache=True, parallel=True, fastmath=True)
 def _resolve_single(
     tid: np.ndarray, bary: np.ndarray, faces: np.ndarray, shade: np.ndarray,
@@ -87,13 +102,36 @@ def _resolve_single(
                 out[j, i, 2] = 0
                 out[j, i, 3] = 0
                 continue
-            s = face_struct[f]
-            al = struct_alpha[s]
-            sh = _shade(f, bary[0, y, x, 0], bary[0, y, x, 1], faces, shade) * al * 255.0
-            out[j, i, 0] = np.uint8(min(struct_bgr[s, 0] * sh + 0.5, 255.0))
-            out[j, i, 1] = np.uint8(min(struct_bgr[s, 1] * sh + 0.5, 255.0))
-            out[j, i, 2] = np.uint8(min(struct_bgr[s, 2] * sh + 0.5, 255.0))
-            out[j, i, 3] = np.uint8(min(al * 255.0 + 0.5, 255.0))
+            b, g, r, a = _single_px(f, bary[0, y, x, 0], bary[0, y, x, 1], faces, shade,
+                                    face_struct, struct_bgr, struct_alpha)
+            out[j, i, 0] = b
+            out[j, i, 1] = g
+            out[j, i, 2] = r
+            out[j, i, 3] = a
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def resolve_blend_single(
+    tid: np.ndarray, bary: np.ndarray, faces: np.ndarray, shade: np.ndarray,
+    face_struct: np.ndarray, struct_bgr: np.ndarray, struct_alpha: np.ndarray,
+    bbox: np.ndarray, frame: np.ndarray,
+) -> None:
+    """Unchecked kernel: one filled layer resolved (as :func:`resolve_layers`) and blended
+    onto ``frame`` (as :func:`blend_premultiplied`) in one pass, render pixel = frame pixel
+    (no lens warp); bit-identical to the two steps."""
+    for y in prange(bbox[0], bbox[1] + 1):
+        for x in range(bbox[2], bbox[3] + 1):
+            f = tid[0, y, x]
+            if f < 0:
+                continue
+            b, g, r, a = _single_px(f, bary[0, y, x, 0], bary[0, y, x, 1], faces, shade,
+                                    face_struct, struct_bgr, struct_alpha)
+            if a == 0:
+                continue
+            inv = 255 - np.int64(a)
+            frame[y, x, 0] = np.uint8(min((np.int64(frame[y, x, 0]) * inv + 127) // 255 + b, 255))
+            frame[y, x, 1] = np.uint8(min((np.int64(frame[y, x, 1]) * inv + 127) // 255 + g, 255))
+            frame[y, x, 2] = np.uint8(min((np.int64(frame[y, x, 2]) * inv + 127) // 255 + r, 255))
 
 
 @njit(cache=True, parallel=True, fastmath=True)

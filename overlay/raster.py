@@ -35,7 +35,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, set_parallel_chunksize
 
 HIDDEN = 2.0  # face_cull value of a hidden structure's faces
 
@@ -52,15 +52,17 @@ def transform_project(
     p_cam: np.ndarray,
     shade: np.ndarray,
     uvz: np.ndarray,
-) -> None:
+) -> float:
     """Map CT vertices into the camera frame, shade and project them (pinhole ``kr``).
 
     ``shade[i]`` is the Lambert intensity with a head-light at the camera centre,
     ``ambient + (1 - ambient) |n . p| / (|n| |p|)`` (two-sided; Gouraud shading interpolates
     it over the triangles). ``uvz[i] = (u, v, 1/z)`` in render pixels; ``1/z = -1`` marks a
     vertex at or behind the near plane (its u, v are then meaningless). Serial on purpose: a
-    parallel region costs more than the work on a loaded machine.
+    parallel region costs more than the work on a loaded machine. Returns the smallest camera
+    z (mm), so the caller knows whether the near plane cuts the model.
     """
+    zmin = np.inf
     fx = kr[0, 0]
     sk = kr[0, 1]
     cx = kr[0, 2]
@@ -76,6 +78,7 @@ def transform_project(
         p_cam[i, 0] = x
         p_cam[i, 1] = y
         p_cam[i, 2] = z
+        zmin = min(zmin, z)
         a = n_ct[i, 0]
         b = n_ct[i, 1]
         c = n_ct[i, 2]
@@ -96,71 +99,82 @@ def transform_project(
             uvz[i, 0] = 0.0
             uvz[i, 1] = 0.0
             uvz[i, 2] = -1.0
+    return zmin
 
 
-@njit(cache=True, parallel=True, fastmath=True)
-def setup_triangles(
-    uvz: np.ndarray,
-    faces: np.ndarray,
-    face_cull: np.ndarray,
-    width: int,
-    height: int,
+@njit(cache=True, inline="always", fastmath=True)
+def _triangle_box(
+    f: int, uvz: np.ndarray, faces: np.ndarray, face_cull: np.ndarray, width: int, height: int,
     tbox: np.ndarray,
-) -> None:
-    """Per-triangle pixel bounding box ``tbox[f] = (y0, y1, x0, x1)`` (inclusive) or empty.
-
-    A triangle is empty (``y0 > y1``) when a vertex is behind the near plane, it is degenerate,
-    it covers no pixel centre, or it faces away while ``face_cull[f]`` is +1 / -1 (keep only
-    positive / negative signed screen area). ``face_cull[f] = 0`` keeps both sides;
-    ``HIDDEN`` drops the triangle.
-    """
-    for f in prange(faces.shape[0]):
-        a = faces[f, 0]
-        b = faces[f, 1]
-        c = faces[f, 2]
-        tbox[f, 0] = 1
-        tbox[f, 1] = 0
-        if face_cull[f] == HIDDEN or uvz[a, 2] <= 0.0 or uvz[b, 2] <= 0.0 or uvz[c, 2] <= 0.0:
-            continue
-        ua = uvz[a, 0]
-        va = uvz[a, 1]
-        ub = uvz[b, 0]
-        vb = uvz[b, 1]
-        uc = uvz[c, 0]
-        vc = uvz[c, 1]
-        area = (ub - ua) * (vc - va) - (vb - va) * (uc - ua)
-        if area == 0.0 or area * face_cull[f] < 0.0:
-            continue
-        fy0 = np.ceil(min(va, min(vb, vc)))
-        fy1 = np.floor(max(va, max(vb, vc)))
-        fx0 = np.ceil(min(ua, min(ub, uc)))
-        fx1 = np.floor(max(ua, max(ub, uc)))
-        if fy1 < 0.0 or fx1 < 0.0 or fy0 > height - 1 or fx0 > width - 1 or fy0 > fy1 or fx0 > fx1:
-            continue
-        # clamp in floating point first: far-off vertices would overflow an integer
-        tbox[f, 0] = int(max(fy0, 0.0))
-        tbox[f, 1] = int(min(fy1, height - 1.0))
-        tbox[f, 2] = int(max(fx0, 0.0))
-        tbox[f, 3] = int(min(fx1, width - 1.0))
+) -> bool:
+    """Set ``tbox[f]`` (see :func:`setup_and_bin`); True when the triangle is not empty."""
+    a = faces[f, 0]
+    b = faces[f, 1]
+    c = faces[f, 2]
+    tbox[f, 0] = 1
+    tbox[f, 1] = 0
+    if face_cull[f] == HIDDEN or uvz[a, 2] <= 0.0 or uvz[b, 2] <= 0.0 or uvz[c, 2] <= 0.0:
+        return False
+    ua = uvz[a, 0]
+    va = uvz[a, 1]
+    ub = uvz[b, 0]
+    vb = uvz[b, 1]
+    uc = uvz[c, 0]
+    vc = uvz[c, 1]
+    area = (ub - ua) * (vc - va) - (vb - va) * (uc - ua)
+    if area == 0.0 or area * face_cull[f] < 0.0:
+        return False
+    fy0 = np.ceil(min(va, min(vb, vc)))
+    fy1 = np.floor(max(va, max(vb, vc)))
+    fx0 = np.ceil(min(ua, min(ub, uc)))
+    fx1 = np.floor(max(ua, max(ub, uc)))
+    if fy1 < 0.0 or fx1 < 0.0 or fy0 > height - 1 or fx0 > width - 1 or fy0 > fy1 or fx0 > fx1:
+        return False
+    # clamp in floating point first: far-off vertices would overflow an integer
+    tbox[f, 0] = int(max(fy0, 0.0))
+    tbox[f, 1] = int(min(fy1, height - 1.0))
+    tbox[f, 2] = int(max(fx0, 0.0))
+    tbox[f, 3] = int(min(fx1, width - 1.0))
+    return True
 
 
 _BIN_CHUNKS = 8
 
 
-@njit(cache=True, parallel=True)
-def bin_triangles(
-    tbox: np.ndarray, band_h: int, counts: np.ndarray, starts: np.ndarray, bbox: np.ndarray
+def setup_and_bin(
+    uvz: np.ndarray, faces: np.ndarray, face_cull: np.ndarray, width: int, height: int,
+    band_h: int, tbox: np.ndarray, counts: np.ndarray, starts: np.ndarray, bbox: np.ndarray,
 ) -> np.ndarray:
-    """Counting-sort the non-empty triangles into horizontal bands of ``band_h`` rows.
+    """Triangle set-up and counting-sort into horizontal bands of ``band_h`` rows, fused.
 
-    Returns the concatenated per-band triangle lists; band k's triangles are
+    Set-up: per-triangle pixel bounding box ``tbox[f] = (y0, y1, x0, x1)`` (inclusive) or
+    empty (``y0 > y1``) when a vertex is behind the near plane, it is degenerate, it covers no
+    pixel centre, or it faces away while ``face_cull[f]`` is +1 / -1 (keep only positive /
+    negative signed screen area). ``face_cull[f] = 0`` keeps both sides; ``HIDDEN`` drops it.
+
+    Binning: returns the concatenated per-band triangle lists; band k's triangles are
     ``lst[starts[k]:starts[k + 1]]``, in ascending triangle order. ``counts`` (one per band)
     receives the band sizes and ``bbox`` the union ``(y0, y1, x0, x1)`` of all triangle boxes
-    (``y0 > y1`` when nothing is visible). Chunks of triangles are counted and scattered in
-    parallel; the offsets come from a prefix sum over (band, chunk).
+    (``y0 > y1`` when nothing is visible). Chunks of triangles are set up and counted in one
+    parallel pass, and scattered in a second; the offsets come from a prefix sum over
+    (band, chunk). The chunks are handed out one at a time (numba chunk size 1).
     """
+    old = set_parallel_chunksize(1)
+    try:
+        return _setup_and_bin(uvz, faces, face_cull, width, height, band_h, tbox, counts,
+                              starts, bbox)
+    finally:
+        set_parallel_chunksize(old)
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def _setup_and_bin(
+    uvz: np.ndarray, faces: np.ndarray, face_cull: np.ndarray, width: int, height: int,
+    band_h: int, tbox: np.ndarray, counts: np.ndarray, starts: np.ndarray, bbox: np.ndarray,
+) -> np.ndarray:
+    """The kernel of :func:`setup_and_bin`."""
     nb = counts.shape[0]
-    m = tbox.shape[0]
+    m = faces.shape[0]
     nc = _BIN_CHUNKS
     size = (m + nc - 1) // nc
     cc = np.zeros((nc, nb), np.int64)
@@ -171,10 +185,10 @@ def bin_triangles(
         x0a = 1 << 30
         x1a = -1
         for f in range(c * size, min(m, (c + 1) * size)):
+            if not _triangle_box(f, uvz, faces, face_cull, width, height, tbox):
+                continue
             y0 = tbox[f, 0]
             y1 = tbox[f, 1]
-            if y0 > y1:
-                continue
             for k in range(y0 // band_h, y1 // band_h + 1):
                 cc[c, k] += 1
             y0a = min(y0a, y0)
@@ -212,7 +226,6 @@ def bin_triangles(
     return lst
 
 
-@njit(cache=True, parallel=True, fastmath=True)
 def rasterize(
     uvz: np.ndarray,
     faces: np.ndarray,
@@ -228,14 +241,37 @@ def rasterize(
 ) -> None:
     """Z-buffer the binned triangles into per-layer ``depth`` / ``tid`` / ``bary`` buffers.
 
-    Bands run in parallel (no two threads write the same row). Only the rows and columns of
+    Bands of the box run in parallel (no two threads write the same row), handed out one at a
+    time (numba's dynamic scheduling, chunk size 1): their work differs a lot, and the default
+    static halves left one thread idle for a third of the time. Only the rows and columns of
     ``bbox`` are cleared and written; callers must read nothing outside it.
     """
-    nb = starts.shape[0] - 1
+    old = set_parallel_chunksize(1)
+    try:
+        _rasterize(uvz, faces, face_layer, tbox, starts, lst, band_h, bbox, depth, tid, bary)
+    finally:
+        set_parallel_chunksize(old)
+
+
+@njit(cache=True, parallel=True, fastmath=True)
+def _rasterize(
+    uvz: np.ndarray,
+    faces: np.ndarray,
+    face_layer: np.ndarray,
+    tbox: np.ndarray,
+    starts: np.ndarray,
+    lst: np.ndarray,
+    band_h: int,
+    bbox: np.ndarray,
+    depth: np.ndarray,
+    tid: np.ndarray,
+    bary: np.ndarray,
+) -> None:
+    """The kernel of :func:`rasterize`."""
     n_layers = depth.shape[0]
     bx0 = bbox[2]
     bx1 = bbox[3]
-    for band in prange(nb):
+    for band in prange(bbox[0] // band_h, bbox[1] // band_h + 1):
         r0 = max(band * band_h, bbox[0])
         r1 = min(band * band_h + band_h - 1, bbox[1])
         if r0 > r1:

@@ -13,7 +13,8 @@ Per frame only the pose changes: vertices, normals, buffers and the lens map sta
 The work is (``overlay.raster``) transform, shade and project the vertices, bin and z-buffer the
 triangles with a binned edge-function rasterizer (numba, row bands in parallel), compose the
 layers inside the model's bounding box (``overlay.composite``), warp the box onto the real lens
-if it distorts (``overlay.distortion``), and alpha-blend the box onto the frame.
+if it distorts (``overlay.distortion``, ``cv2.remap`` on fixed-point maps), and alpha-blend the
+box onto the frame; for one filled layer without warp ``draw`` resolves and blends in one pass.
 
 Frames and units: vertices in CT (DICOM LPS) mm; ``T_camera_ct`` a rigid
 :class:`registration.frames.Transform` from ``CT`` to ``CAMERA`` (OpenCV axes, mm). Pixel
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from numba import parallel_chunksize
 
 from overlay import composite, raster
 from overlay.distortion import RenderGeometry, render_geometry, warp_to_output
@@ -46,6 +48,9 @@ from registration.frames import CAMERA, CT, Transform
 
 MODES = ("fill", "outline")
 _BAND_H = 8
+# Row loops (resolve, blend) hand out this many rows at a time instead of static halves: the
+# model's rows differ in work, and a thread the OS pre-empts no longer holds half the frame.
+_ROWS_PER_CHUNK = 8
 _MAX_SEE_THROUGH = 15  # own layers (transparent / outline), plus the shared opaque layer
 
 
@@ -370,7 +375,8 @@ class OverlayRenderer:
         ``overlay.hud`` when tracking is stale and the policy is to warn instead of hide).
         """
         cam = self.camera
-        box = self._render_image(T_camera_ct, warning)
+        with parallel_chunksize(_ROWS_PER_CHUNK):
+            box = self._render_image(T_camera_ct, warning)
         if box is None:
             return RenderedOverlay(np.zeros((0, 0, 4), np.uint8), 0, 0, cam.width, cam.height)
         out, ox, oy = warp_to_output(self.geometry, self._rgba, box)
@@ -381,11 +387,13 @@ class OverlayRenderer:
     def _clear(self, box: tuple[int, int, int, int]) -> None:
         self._rgba[box[0]:box[1] + 1, box[2]:box[3] + 1] = 0
 
-    def _render_image(self, T_camera_ct: Transform, warning: bool) -> tuple[int, int, int, int
-                                                                            ] | None:
+    def _render_image(self, T_camera_ct: Transform, warning: bool,
+                      frame: np.ndarray | None = None) -> tuple[int, int, int, int] | None:
         """Render into ``self._rgba`` (premultiplied BGRA, render size); returns the box
-        ``(y0, y1, x0, x1)`` written, None when nothing is visible. The caller clears the box
-        (``_clear``) once done, so the image is transparent outside the current box."""
+        ``(y0, y1, x0, x1)`` written (also in ``self._bbox``), None when nothing is visible.
+        The caller clears the box (``_clear``) once done, so the image is transparent outside
+        the current box. With ``frame`` given, the common case of one filled layer without lens
+        warp is resolved and blended straight onto it (returns None, nothing to clear)."""
         self.check_pose(T_camera_ct)
         geom = self.geometry
         m = T_camera_ct.matrix
@@ -394,11 +402,12 @@ class OverlayRenderer:
         else:
             styles = self._styles
         kinds, struct_layer = self._layers(styles, warning)
-        raster.transform_project(self._v, self._n, np.ascontiguousarray(m[:3, :3]),
-                                 np.ascontiguousarray(m[:3, 3]), geom.k_render, self.near_mm,
-                                 self.ambient, self._p_cam, self._shade, self._uvz)
+        zmin = raster.transform_project(self._v, self._n, np.ascontiguousarray(m[:3, :3]),
+                                        np.ascontiguousarray(m[:3, 3]), geom.k_render,
+                                        self.near_mm, self.ambient, self._p_cam, self._shade,
+                                        self._uvz)
         faces, uvz, shade, face_struct = self._f, self._uvz, self._shade, self._face_struct
-        clipped = self._p_cam[:, 2].min() <= self.near_mm
+        clipped = zmin <= self.near_mm
         if clipped:
             faces, uvz, shade, face_struct = self._clip(geom)
         # cull back faces only for closed, consistently wound meshes not cut by the near plane
@@ -416,8 +425,8 @@ class OverlayRenderer:
         hr, wr = geom.render_height, geom.render_width
         tbox = self._tbox if len(faces) == len(self._tbox) else np.empty((len(faces), 4),
                                                                           np.int32)
-        raster.setup_triangles(uvz, faces, face_cull, wr, hr, tbox)
-        lst = raster.bin_triangles(tbox, _BAND_H, self._counts, self._starts, self._bbox)
+        lst = raster.setup_and_bin(uvz, faces, face_cull, wr, hr, _BAND_H, tbox, self._counts,
+                                   self._starts, self._bbox)
         y0, y1, x0, x1 = (int(x) for x in self._bbox)
         if y0 > y1:
             return None
@@ -426,6 +435,13 @@ class OverlayRenderer:
                          depth, tid, bary)
         colours = np.array([s[0][::-1] for s in styles], np.float64)
         alphas = np.array([s[1] for s in styles], np.float64)
+        if frame is not None and geom.identity and len(kinds) == 1 and (
+                kinds[0] != composite.KIND_OUTLINE):
+            if kinds[0] == composite.KIND_OPAQUE:
+                alphas = np.ones_like(alphas)
+            composite.resolve_blend_single(tid, bary, faces, shade, face_struct, colours, alphas,
+                                           self._bbox, frame)
+            return None
         composite.resolve_layers(depth, tid, bary, faces, shade, face_struct, kinds, colours,
                                  alphas, self._bbox, self._outline_r, self.contour_mm,
                                  self._rgba[y0:y1 + 1, x0:x1 + 1])
@@ -461,11 +477,12 @@ class OverlayRenderer:
                                f"{frame_bgr.shape} {frame_bgr.dtype}")
         if not frame_bgr.flags.writeable:
             raise OverlayError("frame is read-only; pass a writable copy")
-        box = self._render_image(T_camera_ct, warning)
-        if box is None:
-            return frame_bgr
-        patch, ox, oy = warp_to_output(self.geometry, self._rgba, box)
-        if patch.size:
-            composite.blend_premultiplied(frame_bgr, patch, ox, oy)
+        with parallel_chunksize(_ROWS_PER_CHUNK):
+            box = self._render_image(T_camera_ct, warning, frame_bgr)
+            if box is None:
+                return frame_bgr
+            patch, ox, oy = warp_to_output(self.geometry, self._rgba, box)
+            if patch.size:
+                composite.blend_premultiplied(frame_bgr, patch, ox, oy)
         self._clear(box)
         return frame_bgr

@@ -140,3 +140,14 @@ def test_premultiplied_to_rgba_known_answer() -> None:
     st = premultiplied_to_rgba(bgra, premultiplied=False)
     assert st[0, 0].tolist() == [round(64 * 255 / 128), round(20 * 255 / 128),
                                  round(10 * 255 / 128), 128]
+
+
+@pytest.mark.parametrize("opacity", [1.0, 0.6])
+def test_fused_resolve_and_blend_equals_render_then_blend(opacity: float) -> None:
+    r = OverlayRenderer(CAM, [sphere("s", [10, -5, 300], 60, (0.9, 0.5, 0.2), opacity=opacity)])
+    video = np.random.default_rng(4).integers(0, 256, (480, 640, 3)).astype(np.uint8)
+    fused = r.draw(video.copy(), IDENT)
+    ov = r.render(IDENT)
+    two_step = blend_premultiplied(video.copy(), ov.bgra, ov.x0, ov.y0)
+    assert np.array_equal(fused, two_step)
+    assert (fused != video).any(axis=2).sum() > 10000

@@ -131,7 +131,9 @@ class MarkerTracker:
     stale_after_s, lost_after_s
         Capture-time thresholds of the ``stale`` and ``lost`` states.
     filter
-        True (default 1€ parameters), False/None (raw poses) or a :class:`PoseFilter`.
+        True (a default :class:`PoseFilter`: 1€ smoothing at rest, no added lag in fast
+        motion, applied to ``pose``; ``raw_pose`` stays unfiltered), False/None (raw poses) or
+        a :class:`PoseFilter`.
     refinement
         Corner refinement (:data:`registration.markers.REFINEMENTS`), ``"edge"`` by default.
     roi_search

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from registration.bodies import RigidBody
+from registration.camera import CameraModel
 from registration.errors import RegistrationError
 from registration.filters import OneEuroFilter, OneEuroParams, PoseFilter, smoothing_factor
 from registration.frames import Transform
+from registration.markers import MarkerDetections
 
 RATE = 60.0
 
@@ -110,3 +113,156 @@ def test_smoothing_factor_rejections():
         smoothing_factor(0.0, 0.01)
     with pytest.raises(RegistrationError, match="time step > 0 s"):
         smoothing_factor(1.0, -0.01)
+
+
+# ---------------------------------------------------------------- measured poses, known truth
+CAM = CameraModel(np.array([[1000.0, 0, 639.5], [0, 1000.0, 359.5], [0, 0, 1]]), np.zeros(5),
+                  1280, 720)
+#: "anatomy" points 100-150 mm from the marker (marker frame, mm): where the overlay is drawn
+ANATOMY_MM = np.array([[0.0, -120.0, -40.0], [80.0, -60.0, -60.0], [-90.0, 40.0, -50.0]])
+BASE_R = Rotation.from_euler("xyz", [200, 15, 5], degrees=True)
+BASE_T = np.array([30.0, -20.0, 500.0])
+HZ = 30.0
+
+
+def _measured(truth: list[Transform], sigma_px: float, seed: int) -> list[Transform]:
+    """Poses solved (as the tracker does) from a 44 mm marker's true corners + noise (px)."""
+    body = RigidBody.single(0, 44.0, "MARKER")
+    rng = np.random.default_rng(seed)
+    out: list[Transform] = []
+    for pose in truth:
+        uv = CAM.project(pose.apply(body.markers[0]))[None]
+        det = MarkerDetections(np.array([0]), uv + rng.normal(0.0, sigma_px, uv.shape))
+        bp = body.estimate_pose(det, CAM, timestamp=pose.timestamp,
+                                prior=out[-1] if out else None)
+        out.append(bp.estimate.pose)
+    return out
+
+
+def _errors(est: list[Transform], truth: list[Transform]) -> np.ndarray:
+    """(N, 3): translation (mm), rotation (deg), mean anatomy-point image error (px)."""
+    rows = []
+    for e, t in zip(est, truth, strict=True):
+        px = np.linalg.norm(CAM.project(e.apply(ANATOMY_MM)) - CAM.project(t.apply(ANATOMY_MM)),
+                            axis=1)
+        rows.append([np.linalg.norm(e.translation - t.translation),
+                     np.degrees(Rotation.from_matrix(e.rotation.T @ t.rotation).magnitude()),
+                     px.mean()])
+    return np.array(rows)
+
+
+def _truth(kind: str, peak: float, n: int) -> list[Transform]:
+    """Sinusoidal motions with a known peak speed (mm/s or deg/s), sampled at HZ."""
+    out = []
+    for k in range(n):
+        ts = k / HZ
+        r, t = BASE_R, BASE_T.copy()
+        if kind == "linear":  # +-150 mm along a diagonal (lateral and depth)
+            d = np.array([0.8, 0.3, 0.5]) / np.linalg.norm([0.8, 0.3, 0.5])
+            t = t + 150.0 * np.sin(peak / 150.0 * ts) * d
+        elif kind == "pan":  # the camera turns about its centre, +-25 deg: the lever-arm case
+            w = np.radians(peak) / np.radians(25.0)
+            c = Rotation.from_euler("y", 25.0 * np.sin(w * ts), degrees=True)
+            r, t = c * r, c.apply(t)
+        elif kind == "turn":  # the marker turns about its own centre, +-30 deg
+            w = np.radians(peak) / np.radians(30.0)
+            r = r * Rotation.from_rotvec(np.array([0.6, 0.8, 0.0]) * np.radians(30.0)
+                                         * np.sin(w * ts))
+        out.append(_pose(r, t, ts))
+    return out
+
+
+def test_static_marker_with_corner_noise_jitter_halved_without_bias():
+    truth = _truth("static", 0.0, 240)
+    raw = _measured(truth, 0.2, seed=5)
+    f = PoseFilter()
+    out = [f(p) for p in raw]
+
+    def spread(ps: list[Transform]) -> tuple[float, float]:
+        t = np.array([p.translation for p in ps[30:]])
+        rv = np.array([(Rotation.from_matrix(p.rotation) * BASE_R.inv()).as_rotvec()
+                       for p in ps[30:]])
+        return float(t.std(axis=0).mean()), float(np.degrees(rv.std(axis=0).mean()))
+
+    (t_raw, r_raw), (t_out, r_out) = spread(raw), spread(out)
+    assert t_out < t_raw / 2 and r_out < r_raw / 2
+    e_raw, e_out = _errors(raw[30:], truth[30:]), _errors(out[30:], truth[30:])
+    assert np.all(e_out.mean(axis=0) < e_raw.mean(axis=0) / 2)  # mm, deg and px
+    mean_t = np.mean([p.translation for p in out[30:]], axis=0)
+    assert np.linalg.norm(mean_t - BASE_T) < np.linalg.norm(
+        np.mean([p.translation for p in raw[30:]], axis=0) - BASE_T) + 0.1  # no bias added
+
+
+@pytest.mark.parametrize(("kind", "peak"), [("linear", 500.0), ("linear", 1000.0),
+                                            ("pan", 90.0), ("pan", 180.0), ("turn", 90.0),
+                                            ("turn", 180.0)])
+def test_fast_motion_adds_no_lag(kind: str, peak: float):
+    """0.5-1 m/s and 90-180 deg/s (sinusoids: speeding up, slowing down, reversing)."""
+    truth = _truth(kind, peak, 150)
+    raw = _measured(truth, 0.2, seed=int(peak))
+    f = PoseFilter()
+    e_raw = _errors(raw, truth)[15:]
+    e_out = _errors([f(p) for p in raw], truth)[15:]
+    margin = np.array([0.1, 0.03, 0.1])  # mm, deg, px: "no material growth"
+    p95_raw, p95_out = np.percentile(e_raw, 95, axis=0), np.percentile(e_out, 95, axis=0)
+    assert np.all(p95_out <= 1.05 * p95_raw + margin), (p95_raw, p95_out)
+    assert np.all(e_out.mean(axis=0) <= 1.05 * e_raw.mean(axis=0) + margin), (
+        e_raw.mean(axis=0), e_out.mean(axis=0))
+
+
+def test_noise_free_input_passes_unchanged():
+    """No measurement noise: the lag bound (a few noise sigmas) is zero, the output exact."""
+    f = PoseFilter()
+    for k in range(40):
+        ts = k / HZ
+        truth = _pose(BASE_R, BASE_T + np.array([800.0 * ts, -300.0 * ts, 100.0 * ts]), ts)
+        out = f(truth)
+        np.testing.assert_allclose(out.matrix, truth.matrix, atol=1e-9)
+    assert f.noise_sigma_mm == pytest.approx(0.0, abs=1e-9)
+
+
+def test_noise_estimate_matches_the_input_noise():
+    """Translation noise only (sigma 0.4 mm per axis), moving at constant velocity."""
+    rng = np.random.default_rng(2)
+    f = PoseFilter()
+    for k in range(300):
+        ts = k / HZ
+        f(_pose(BASE_R, BASE_T + np.array([300.0 * ts, 0, 0]) + rng.normal(0, 0.4, 3), ts))
+    cov = f.noise_cov_mm2  # 6 pose coordinates: translation (mm), lever x rotation (mm)
+    np.testing.assert_allclose(np.diag(cov)[:3], 0.4 ** 2, rtol=0.35)
+    assert np.abs(cov[3:, 3:]).max() < 1e-9  # the rotation is noise-free
+    assert f.noise_sigma_mm == pytest.approx(0.4 / np.sqrt(2), rel=0.25)
+
+
+def test_sudden_jump_followed_within_the_lag_bound():
+    rng = np.random.default_rng(4)
+    f = PoseFilter(clamp_sigma=4.0)
+    for k in range(60):
+        f(_pose(BASE_R, BASE_T + rng.normal(0, 0.3, 3), k / HZ))
+    jumped = BASE_T + np.array([25.0, 0.0, 0.0])
+    out = f(_pose(BASE_R, jumped, 60 / HZ))
+    # the output is within 4 noise sigmas (Mahalanobis) of the measurement
+    largest_sigma = np.sqrt(np.linalg.eigvalsh(f.noise_cov_mm2).max())
+    assert np.linalg.norm(out.translation - jumped) <= 4.0 * largest_sigma + 1e-9
+    assert f.last_state["cutoff_hz"] > 100.0  # the innovation opened the filter
+
+
+def test_repeated_timestamp_returns_previous_output():
+    f = PoseFilter()
+    for k in range(5):
+        a = f(_pose(BASE_R, BASE_T + k, k / HZ))
+    b = f(_pose(BASE_R, BASE_T + 50.0, 4 / HZ))
+    np.testing.assert_allclose(b.matrix, a.matrix)
+
+
+def test_pose_filter_rejections():
+    with pytest.raises(RegistrationError, match="OneEuroParams"):
+        PoseFilter(params=(1.0, 0.1, 1.0))  # type: ignore[arg-type]
+    with pytest.raises(RegistrationError, match="lever_mm"):
+        PoseFilter(lever_mm=0.0)
+    with pytest.raises(RegistrationError, match="clamp_sigma"):
+        PoseFilter(clamp_sigma=float("inf"))
+    with pytest.raises(RegistrationError, match="noise_gate"):
+        PoseFilter(noise_gate=-1.0)
+    with pytest.raises(RegistrationError, match="timestamp"):
+        PoseFilter()(Transform.identity("M", "CAMERA"), float("nan"))

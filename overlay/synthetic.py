@@ -170,6 +170,9 @@ class SceneFrame:
         Their ``cv2.projectPoints`` pixels (distorted), ``(K, 2)``.
     points_depth_mm
         Their camera-frame depth z (mm).
+    extra
+        With a pointer: ``T_camera_tool`` (true), ``tip_ct_mm`` (true tip, LPS mm),
+        ``pointer_touching`` and ``landmark_ct_mm`` (the touched fiducial); else empty.
     """
 
     index: int

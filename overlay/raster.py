@@ -268,89 +268,110 @@ def _rasterize(
     bary: np.ndarray,
 ) -> None:
     """The kernel of :func:`rasterize`."""
+    for band in prange(bbox[0] // band_h, bbox[1] // band_h + 1):
+        raster_band(band, uvz, faces, face_layer, tbox, starts, lst, band_h, bbox, depth, tid,
+                    bary)
+
+
+@njit(cache=True, inline="always", fastmath=True)
+def raster_band(
+    band: int,
+    uvz: np.ndarray,
+    faces: np.ndarray,
+    face_layer: np.ndarray,
+    tbox: np.ndarray,
+    starts: np.ndarray,
+    lst: np.ndarray,
+    band_h: int,
+    bbox: np.ndarray,
+    depth: np.ndarray,
+    tid: np.ndarray,
+    bary: np.ndarray,
+) -> None:
+    """Clear and z-buffer the rows of band ``band`` inside ``bbox`` (one thread's share of
+    :func:`rasterize`; also called per band by ``overlay.composite``'s fused kernel)."""
     n_layers = depth.shape[0]
     bx0 = bbox[2]
     bx1 = bbox[3]
-    for band in prange(bbox[0] // band_h, bbox[1] // band_h + 1):
-        r0 = max(band * band_h, bbox[0])
-        r1 = min(band * band_h + band_h - 1, bbox[1])
-        if r0 > r1:
-            continue
-        for layer in range(n_layers):
-            for y in range(r0, r1 + 1):
-                for x in range(bx0, bx1 + 1):
-                    depth[layer, y, x] = 0.0
-                    tid[layer, y, x] = -1
-        for j in range(starts[band], starts[band + 1]):
-            f = lst[j]
-            y0 = max(tbox[f, 0], r0)
-            y1 = min(tbox[f, 1], r1)
-            layer = face_layer[f]
-            a = faces[f, 0]
-            b = faces[f, 1]
-            c = faces[f, 2]
-            ua = uvz[a, 0]
-            va = uvz[a, 1]
-            ub = uvz[b, 0]
-            vb = uvz[b, 1]
-            uc = uvz[c, 0]
-            vc = uvz[c, 1]
-            za = uvz[a, 2]
-            zb = uvz[b, 2]
-            zc = uvz[c, 2]
-            inv_area = 1.0 / ((ub - ua) * (vc - va) - (vb - va) * (uc - ua))
-            # barycentric weights as plane equations w = A x + B y + C (edge functions / area)
-            a0 = (vb - vc) * inv_area
-            b0 = (uc - ub) * inv_area
-            c0 = (ub * vc - vb * uc) * inv_area
-            a1 = (vc - va) * inv_area
-            b1 = (ua - uc) * inv_area
-            c1 = (uc * va - vc * ua) * inv_area
-            a2 = -(a0 + a1)
-            # reciprocals once per triangle (the row loop below only multiplies)
-            n0 = -1.0 / a0 if a0 != 0.0 else 0.0
-            n1 = -1.0 / a1 if a1 != 0.0 else 0.0
-            n2 = -1.0 / a2 if a2 != 0.0 else 0.0
-            dza = za - zc
-            dzb = zb - zc
-            fx0 = float(tbox[f, 2])
-            fx1 = float(tbox[f, 3])
-            for y in range(y0, y1 + 1):
-                # scanline: each weight w = a x + r is >= 0 on a half-line of x
-                q0 = b0 * y + c0
-                q1 = b1 * y + c1
-                q2 = 1.0 - q0 - q1
-                lo = fx0
-                hi = fx1
-                if a0 > 0.0:
-                    lo = max(lo, q0 * n0)
-                elif a0 < 0.0:
-                    hi = min(hi, q0 * n0)
-                elif q0 < 0.0:
-                    continue
-                if a1 > 0.0:
-                    lo = max(lo, q1 * n1)
-                elif a1 < 0.0:
-                    hi = min(hi, q1 * n1)
-                elif q1 < 0.0:
-                    continue
-                if a2 > 0.0:
-                    lo = max(lo, q2 * n2)
-                elif a2 < 0.0:
-                    hi = min(hi, q2 * n2)
-                elif q2 < 0.0:
-                    continue
-                if lo > hi:
-                    continue
-                for x in range(int(np.ceil(lo)), int(np.floor(hi)) + 1):
-                    w0 = a0 * x + q0
-                    w1 = a1 * x + q1
-                    iz = zc + w0 * dza + w1 * dzb
-                    if iz > depth[layer, y, x]:
-                        depth[layer, y, x] = iz
-                        tid[layer, y, x] = f
-                        bary[layer, y, x, 0] = w0
-                        bary[layer, y, x, 1] = w1
+    r0 = max(band * band_h, bbox[0])
+    r1 = min(band * band_h + band_h - 1, bbox[1])
+    if r0 > r1:
+        return
+    for layer in range(n_layers):
+        for y in range(r0, r1 + 1):
+            for x in range(bx0, bx1 + 1):
+                depth[layer, y, x] = 0.0
+                tid[layer, y, x] = -1
+    for j in range(starts[band], starts[band + 1]):
+        f = lst[j]
+        y0 = max(tbox[f, 0], r0)
+        y1 = min(tbox[f, 1], r1)
+        layer = face_layer[f]
+        a = faces[f, 0]
+        b = faces[f, 1]
+        c = faces[f, 2]
+        ua = uvz[a, 0]
+        va = uvz[a, 1]
+        ub = uvz[b, 0]
+        vb = uvz[b, 1]
+        uc = uvz[c, 0]
+        vc = uvz[c, 1]
+        za = uvz[a, 2]
+        zb = uvz[b, 2]
+        zc = uvz[c, 2]
+        inv_area = 1.0 / ((ub - ua) * (vc - va) - (vb - va) * (uc - ua))
+        # barycentric weights as plane equations w = A x + B y + C (edge functions / area)
+        a0 = (vb - vc) * inv_area
+        b0 = (uc - ub) * inv_area
+        c0 = (ub * vc - vb * uc) * inv_area
+        a1 = (vc - va) * inv_area
+        b1 = (ua - uc) * inv_area
+        c1 = (uc * va - vc * ua) * inv_area
+        a2 = -(a0 + a1)
+        # reciprocals once per triangle (the row loop below only multiplies)
+        n0 = -1.0 / a0 if a0 != 0.0 else 0.0
+        n1 = -1.0 / a1 if a1 != 0.0 else 0.0
+        n2 = -1.0 / a2 if a2 != 0.0 else 0.0
+        dza = za - zc
+        dzb = zb - zc
+        fx0 = float(tbox[f, 2])
+        fx1 = float(tbox[f, 3])
+        for y in range(y0, y1 + 1):
+            # scanline: each weight w = a x + r is >= 0 on a half-line of x
+            q0 = b0 * y + c0
+            q1 = b1 * y + c1
+            q2 = 1.0 - q0 - q1
+            lo = fx0
+            hi = fx1
+            if a0 > 0.0:
+                lo = max(lo, q0 * n0)
+            elif a0 < 0.0:
+                hi = min(hi, q0 * n0)
+            elif q0 < 0.0:
+                continue
+            if a1 > 0.0:
+                lo = max(lo, q1 * n1)
+            elif a1 < 0.0:
+                hi = min(hi, q1 * n1)
+            elif q1 < 0.0:
+                continue
+            if a2 > 0.0:
+                lo = max(lo, q2 * n2)
+            elif a2 < 0.0:
+                hi = min(hi, q2 * n2)
+            elif q2 < 0.0:
+                continue
+            if lo > hi:
+                continue
+            for x in range(int(np.ceil(lo)), int(np.floor(hi)) + 1):
+                w0 = a0 * x + q0
+                w1 = a1 * x + q1
+                iz = zc + w0 * dza + w1 * dzb
+                if iz > depth[layer, y, x]:
+                    depth[layer, y, x] = iz
+                    tid[layer, y, x] = f
+                    bary[layer, y, x, 0] = w0
+                    bary[layer, y, x, 1] = w1
 
 
 @njit(cache=True)

@@ -431,20 +431,23 @@ class OverlayRenderer:
         if y0 > y1:
             return None
         depth, tid, bary = self._buffers_for(len(kinds))
-        raster.rasterize(uvz, faces, face_layer, tbox, self._starts, lst, _BAND_H, self._bbox,
-                         depth, tid, bary)
         colours = np.array([s[0][::-1] for s in styles], np.float64)
         alphas = np.array([s[1] for s in styles], np.float64)
-        if frame is not None and geom.identity and len(kinds) == 1 and (
-                kinds[0] != composite.KIND_OUTLINE):
+        out = self._rgba[y0:y1 + 1, x0:x1 + 1]
+        if len(kinds) == 1 and kinds[0] != composite.KIND_OUTLINE:
+            # the common case: raster and resolve fused per band (straight onto the frame
+            # when there is no lens warp)
             if kinds[0] == composite.KIND_OPAQUE:
                 alphas = np.ones_like(alphas)
-            composite.resolve_blend_single(tid, bary, faces, shade, face_struct, colours, alphas,
-                                           self._bbox, frame)
-            return None
+            onto = frame if frame is not None and geom.identity else None
+            composite.raster_resolve_single(uvz, faces, face_layer, tbox, self._starts, lst,
+                                            _BAND_H, self._bbox, depth, tid, bary, shade,
+                                            face_struct, colours, alphas, out, onto)
+            return None if onto is not None else (y0, y1, x0, x1)
+        raster.rasterize(uvz, faces, face_layer, tbox, self._starts, lst, _BAND_H, self._bbox,
+                         depth, tid, bary)
         composite.resolve_layers(depth, tid, bary, faces, shade, face_struct, kinds, colours,
-                                 alphas, self._bbox, self._outline_r, self.contour_mm,
-                                 self._rgba[y0:y1 + 1, x0:x1 + 1])
+                                 alphas, self._bbox, self._outline_r, self.contour_mm, out)
         return (y0, y1, x0, x1)
 
     def _clip(self, geom: RenderGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray,

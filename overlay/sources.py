@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,16 +66,17 @@ class Frame:
     truth: SceneFrame | None = None
 
 
-class FrameSource:
+class FrameSource(ABC):
     """Base class: iterate to get :class:`Frame` objects; ``close()`` releases the device."""
 
     name: str = "source"
     camera: CameraModel | None = None
 
+    @abstractmethod
     def __iter__(self) -> Iterator[Frame]:
-        raise NotImplementedError
+        """Yield the frames in capture order."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release resources (idempotent)."""
 
     def __enter__(self) -> FrameSource:

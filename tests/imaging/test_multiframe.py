@@ -85,8 +85,7 @@ def test_two_orientations_in_one_file_are_two_stacks(tmp_path):
 
 def test_pydicom_enhanced_ct_supplemental():
     path = get_testdata_file("eCT_Supplemental.dcm")
-    if path is None:
-        pytest.skip("pydicom-data not installed")
+    assert path is not None, "pydicom-data is a test dependency (make install)"
     vol = load_volume(path)
     ds = pydicom.dcmread(path)
     assert vol.array.shape == (2, 512, 512)
@@ -106,8 +105,7 @@ def test_pydicom_enhanced_ct_supplemental():
 
 def test_enhanced_mr_without_functional_groups_is_refused():
     path = get_testdata_file("emri_small.dcm")
-    if path is None:
-        pytest.skip("pydicom-data not installed")
+    assert path is not None, "pydicom-data is a test dependency (make install)"
     with pytest.raises(GeometryError, match="emri_small.dcm.*without per-frame geometry"):
         load_volume(path)
 

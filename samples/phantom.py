@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from imaging.fileio import read_json
 from samples import anatomy
 from samples.dicom_writer import deterministic_uid, write_series
 from samples.model import HeadPhantom, SampleError, phantom_model
@@ -275,12 +276,8 @@ def ensure_sample(name: str = "small", cache_dir: Path | None = None) -> Path:
 def load_truth(folder: Path | str) -> dict[str, Any]:
     """The ground truth of a sample folder (``truth.json``), LPS mm."""
     path = Path(folder) / "truth.json"
-    try:
-        truth = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SampleError(f"{path} not found; expected a folder made by ensure_sample") from None
-    except (OSError, ValueError) as exc:
-        raise SampleError(f"cannot read {path}: {exc}") from None
+    truth = read_json(path, SampleError, "not found; expected a folder made by ensure_sample",
+                      "cannot read")
     if not isinstance(truth, dict) or truth.get("frame") != "LPS":
         raise SampleError(f"{path} is not a phantom truth file (expected 'frame': 'LPS')")
     return truth

@@ -29,9 +29,14 @@ import os
 # Parallel regions here last ~1 ms; with OpenMP's default active spin-waiting, a busy machine
 # (more runnable threads than cores) made each frame ~3x costlier in CPU and 3-6x slower in
 # wall time (measured: 30 ms vs 11 ms CPU per 100k-triangle frame). Passive waiting costs a
-# few tens of microseconds per region on an idle machine. Takes effect only if no OpenMP
-# parallel region ran in this process before (the runtime reads it once); set it yourself to
-# override.
+# few tens of microseconds per region on an idle machine. Why an environment variable set on
+# import: numba's threading layer here is OpenMP (no TBB installed), and libgomp reads its wait
+# policy from the environment once, when numba first loads it; numba has no API for it. The
+# cleaner alternatives do not fit: numba.config.THREADING_LAYER = "workqueue" (which never
+# spins) aborts when two threads launch kernels at once (one renderer per camera or eye, each
+# in its own thread, is supported), and set_num_threads only changes the thread count. It
+# takes effect only if no OpenMP region ran in this process before; set it yourself (e.g.
+# OMP_WAIT_POLICY=ACTIVE on a dedicated machine) to override. Child processes inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np

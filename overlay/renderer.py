@@ -27,8 +27,9 @@ Back faces are culled for closed, consistently wound meshes (never while the nea
 the model, so a cut shows the inside). No anti-aliasing at ``scale=1`` without distortion.
 
 Threads: a renderer is not thread-safe (it reuses its buffers); use one per thread. Numba uses
-``NUMBA_NUM_THREADS`` threads (default: all cores); ``overlay.raster`` sets
-``OMP_WAIT_POLICY=PASSIVE`` unless already set (see there).
+``NUMBA_NUM_THREADS`` threads (default: all cores); bands and rows are handed out in small
+chunks (dynamic scheduling), since their work differs; ``overlay.raster`` sets
+``OMP_WAIT_POLICY=PASSIVE`` unless already set (see there for why).
 """
 
 from __future__ import annotations

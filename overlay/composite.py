@@ -23,10 +23,9 @@ Layer kinds (one depth buffer each, see ``overlay.renderer``):
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, set_parallel_chunksize
+from numba import njit, prange
 
 from overlay.errors import OverlayError
-from overlay.raster import raster_band
 
 KIND_OPAQUE = 0
 KIND_FILL = 1
@@ -112,72 +111,27 @@ def _resolve_single(
 
 
 @njit(cache=True, parallel=True, fastmath=True)
-def _raster_resolve_single(
-    uvz: np.ndarray, faces: np.ndarray, face_layer: np.ndarray, tbox: np.ndarray,
-    starts: np.ndarray, lst: np.ndarray, band_h: int, bbox: np.ndarray, depth: np.ndarray,
-    tid: np.ndarray, bary: np.ndarray, shade: np.ndarray, face_struct: np.ndarray,
-    struct_bgr: np.ndarray, struct_alpha: np.ndarray, out: np.ndarray, frame: np.ndarray,
+def resolve_blend_single(
+    tid: np.ndarray, bary: np.ndarray, faces: np.ndarray, shade: np.ndarray,
+    face_struct: np.ndarray, struct_bgr: np.ndarray, struct_alpha: np.ndarray,
+    bbox: np.ndarray, frame: np.ndarray,
 ) -> None:
-    blend = frame.shape[0] > 0
-    for band in prange(bbox[0] // band_h, bbox[1] // band_h + 1):
-        raster_band(band, uvz, faces, face_layer, tbox, starts, lst, band_h, bbox, depth, tid,
-                    bary)
-        for y in range(max(band * band_h, bbox[0]), min(band * band_h + band_h - 1, bbox[1]) + 1):
-            j = y - bbox[0]
-            for x in range(bbox[2], bbox[3] + 1):
-                i = x - bbox[2]
-                f = tid[0, y, x]
-                if f < 0:
-                    if not blend:
-                        out[j, i, 0] = 0
-                        out[j, i, 1] = 0
-                        out[j, i, 2] = 0
-                        out[j, i, 3] = 0
-                    continue
-                b, g, r, a = _single_px(f, bary[0, y, x, 0], bary[0, y, x, 1], faces, shade,
-                                        face_struct, struct_bgr, struct_alpha)
-                if not blend:
-                    out[j, i, 0] = b
-                    out[j, i, 1] = g
-                    out[j, i, 2] = r
-                    out[j, i, 3] = a
-                    continue
-                if a == 0:
-                    continue
-                inv = 255 - np.int64(a)
-                frame[y, x, 0] = np.uint8(min((np.int64(frame[y, x, 0]) * inv + 127) // 255 + b,
-                                              255))
-                frame[y, x, 1] = np.uint8(min((np.int64(frame[y, x, 1]) * inv + 127) // 255 + g,
-                                              255))
-                frame[y, x, 2] = np.uint8(min((np.int64(frame[y, x, 2]) * inv + 127) // 255 + r,
-                                              255))
-
-
-def raster_resolve_single(
-    uvz: np.ndarray, faces: np.ndarray, face_layer: np.ndarray, tbox: np.ndarray,
-    starts: np.ndarray, lst: np.ndarray, band_h: int, bbox: np.ndarray, depth: np.ndarray,
-    tid: np.ndarray, bary: np.ndarray, shade: np.ndarray, face_struct: np.ndarray,
-    struct_bgr: np.ndarray, struct_alpha: np.ndarray, out: np.ndarray,
-    frame: np.ndarray | None = None,
-) -> None:
-    """``overlay.raster.rasterize`` and :func:`resolve_layers` of one filled (or opaque) layer
-    fused: each band is resolved right after it is rasterized, by the same thread, while its
-    buffers are in cache (one parallel region instead of two, one pass less over memory).
-
-    Unchecked kernel (the renderer passes consistent arrays). ``out`` (premultiplied BGRA of
-    the ``bbox`` rows and columns) receives the result; with ``frame`` given (render pixel =
-    frame pixel, no lens warp) the pixels are instead blended onto it as
-    :func:`blend_premultiplied` does, bit for bit, and ``out`` is not touched. Bands are handed
-    out one at a time (numba chunk size 1).
-    """
-    blend_to = np.zeros((0, 0, 3), np.uint8) if frame is None else frame
-    old = set_parallel_chunksize(1)
-    try:
-        _raster_resolve_single(uvz, faces, face_layer, tbox, starts, lst, band_h, bbox, depth,
-                               tid, bary, shade, face_struct, struct_bgr, struct_alpha, out,
-                               blend_to)
-    finally:
-        set_parallel_chunksize(old)
+    """Unchecked kernel: one filled (or opaque, alpha 1) layer resolved as
+    :func:`resolve_layers` does and blended onto ``frame`` as :func:`blend_premultiplied` does,
+    bit for bit, in one pass (render pixel = frame pixel, no lens warp)."""
+    for y in prange(bbox[0], bbox[1] + 1):
+        for x in range(bbox[2], bbox[3] + 1):
+            f = tid[0, y, x]
+            if f < 0:
+                continue
+            b, g, r, a = _single_px(f, bary[0, y, x, 0], bary[0, y, x, 1], faces, shade,
+                                    face_struct, struct_bgr, struct_alpha)
+            if a == 0:
+                continue
+            inv = 255 - np.int64(a)
+            frame[y, x, 0] = np.uint8(min((np.int64(frame[y, x, 0]) * inv + 127) // 255 + b, 255))
+            frame[y, x, 1] = np.uint8(min((np.int64(frame[y, x, 1]) * inv + 127) // 255 + g, 255))
+            frame[y, x, 2] = np.uint8(min((np.int64(frame[y, x, 2]) * inv + 127) // 255 + r, 255))
 
 
 @njit(cache=True, parallel=True, fastmath=True)

@@ -107,79 +107,69 @@ def transform_project(
     return zmin
 
 
-@njit(cache=True, inline="always", fastmath=True)
-def _triangle_box(
-    f: int, uvz: np.ndarray, faces: np.ndarray, face_cull: np.ndarray, width: int, height: int,
+@njit(cache=True, parallel=True, fastmath=True)
+def setup_triangles(
+    uvz: np.ndarray,
+    faces: np.ndarray,
+    face_cull: np.ndarray,
+    width: int,
+    height: int,
     tbox: np.ndarray,
-) -> bool:
-    """Set ``tbox[f]`` (see :func:`setup_and_bin`); True when the triangle is not empty."""
-    a = faces[f, 0]
-    b = faces[f, 1]
-    c = faces[f, 2]
-    tbox[f, 0] = 1
-    tbox[f, 1] = 0
-    if face_cull[f] == HIDDEN or uvz[a, 2] <= 0.0 or uvz[b, 2] <= 0.0 or uvz[c, 2] <= 0.0:
-        return False
-    ua = uvz[a, 0]
-    va = uvz[a, 1]
-    ub = uvz[b, 0]
-    vb = uvz[b, 1]
-    uc = uvz[c, 0]
-    vc = uvz[c, 1]
-    area = (ub - ua) * (vc - va) - (vb - va) * (uc - ua)
-    if area == 0.0 or area * face_cull[f] < 0.0:
-        return False
-    fy0 = np.ceil(min(va, min(vb, vc)))
-    fy1 = np.floor(max(va, max(vb, vc)))
-    fx0 = np.ceil(min(ua, min(ub, uc)))
-    fx1 = np.floor(max(ua, max(ub, uc)))
-    if fy1 < 0.0 or fx1 < 0.0 or fy0 > height - 1 or fx0 > width - 1 or fy0 > fy1 or fx0 > fx1:
-        return False
-    # clamp in floating point first: far-off vertices would overflow an integer
-    tbox[f, 0] = int(max(fy0, 0.0))
-    tbox[f, 1] = int(min(fy1, height - 1.0))
-    tbox[f, 2] = int(max(fx0, 0.0))
-    tbox[f, 3] = int(min(fx1, width - 1.0))
-    return True
+) -> None:
+    """Per-triangle pixel bounding box ``tbox[f] = (y0, y1, x0, x1)`` (inclusive) or empty.
+
+    A triangle is empty (``y0 > y1``) when a vertex is behind the near plane, it is degenerate,
+    it covers no pixel centre, or it faces away while ``face_cull[f]`` is +1 / -1 (keep only
+    positive / negative signed screen area). ``face_cull[f] = 0`` keeps both sides;
+    ``HIDDEN`` drops the triangle.
+    """
+    for f in prange(faces.shape[0]):
+        a = faces[f, 0]
+        b = faces[f, 1]
+        c = faces[f, 2]
+        tbox[f, 0] = 1
+        tbox[f, 1] = 0
+        if face_cull[f] == HIDDEN or uvz[a, 2] <= 0.0 or uvz[b, 2] <= 0.0 or uvz[c, 2] <= 0.0:
+            continue
+        ua = uvz[a, 0]
+        va = uvz[a, 1]
+        ub = uvz[b, 0]
+        vb = uvz[b, 1]
+        uc = uvz[c, 0]
+        vc = uvz[c, 1]
+        area = (ub - ua) * (vc - va) - (vb - va) * (uc - ua)
+        if area == 0.0 or area * face_cull[f] < 0.0:
+            continue
+        fy0 = np.ceil(min(va, min(vb, vc)))
+        fy1 = np.floor(max(va, max(vb, vc)))
+        fx0 = np.ceil(min(ua, min(ub, uc)))
+        fx1 = np.floor(max(ua, max(ub, uc)))
+        if fy1 < 0.0 or fx1 < 0.0 or fy0 > height - 1 or fx0 > width - 1 or fy0 > fy1 or fx0 > fx1:
+            continue
+        # clamp in floating point first: far-off vertices would overflow an integer
+        tbox[f, 0] = int(max(fy0, 0.0))
+        tbox[f, 1] = int(min(fy1, height - 1.0))
+        tbox[f, 2] = int(max(fx0, 0.0))
+        tbox[f, 3] = int(min(fx1, width - 1.0))
 
 
 _BIN_CHUNKS = 8
 
 
-def setup_and_bin(
-    uvz: np.ndarray, faces: np.ndarray, face_cull: np.ndarray, width: int, height: int,
-    band_h: int, tbox: np.ndarray, counts: np.ndarray, starts: np.ndarray, bbox: np.ndarray,
+@njit(cache=True, parallel=True)
+def bin_triangles(
+    tbox: np.ndarray, band_h: int, counts: np.ndarray, starts: np.ndarray, bbox: np.ndarray
 ) -> np.ndarray:
-    """Triangle set-up and counting-sort into horizontal bands of ``band_h`` rows, fused.
+    """Counting-sort the non-empty triangles into horizontal bands of ``band_h`` rows.
 
-    Set-up: per-triangle pixel bounding box ``tbox[f] = (y0, y1, x0, x1)`` (inclusive) or
-    empty (``y0 > y1``) when a vertex is behind the near plane, it is degenerate, it covers no
-    pixel centre, or it faces away while ``face_cull[f]`` is +1 / -1 (keep only positive /
-    negative signed screen area). ``face_cull[f] = 0`` keeps both sides; ``HIDDEN`` drops it.
-
-    Binning: returns the concatenated per-band triangle lists; band k's triangles are
+    Returns the concatenated per-band triangle lists; band k's triangles are
     ``lst[starts[k]:starts[k + 1]]``, in ascending triangle order. ``counts`` (one per band)
     receives the band sizes and ``bbox`` the union ``(y0, y1, x0, x1)`` of all triangle boxes
-    (``y0 > y1`` when nothing is visible). Chunks of triangles are set up and counted in one
-    parallel pass, and scattered in a second; the offsets come from a prefix sum over
-    (band, chunk). The chunks are handed out one at a time (numba chunk size 1).
+    (``y0 > y1`` when nothing is visible). Chunks of triangles are counted and scattered in
+    parallel; the offsets come from a prefix sum over (band, chunk).
     """
-    old = set_parallel_chunksize(1)
-    try:
-        return _setup_and_bin(uvz, faces, face_cull, width, height, band_h, tbox, counts,
-                              starts, bbox)
-    finally:
-        set_parallel_chunksize(old)
-
-
-@njit(cache=True, parallel=True, fastmath=True)
-def _setup_and_bin(
-    uvz: np.ndarray, faces: np.ndarray, face_cull: np.ndarray, width: int, height: int,
-    band_h: int, tbox: np.ndarray, counts: np.ndarray, starts: np.ndarray, bbox: np.ndarray,
-) -> np.ndarray:
-    """The kernel of :func:`setup_and_bin`."""
     nb = counts.shape[0]
-    m = faces.shape[0]
+    m = tbox.shape[0]
     nc = _BIN_CHUNKS
     size = (m + nc - 1) // nc
     cc = np.zeros((nc, nb), np.int64)
@@ -190,10 +180,10 @@ def _setup_and_bin(
         x0a = 1 << 30
         x1a = -1
         for f in range(c * size, min(m, (c + 1) * size)):
-            if not _triangle_box(f, uvz, faces, face_cull, width, height, tbox):
-                continue
             y0 = tbox[f, 0]
             y1 = tbox[f, 1]
+            if y0 > y1:
+                continue
             for k in range(y0 // band_h, y1 // band_h + 1):
                 cc[c, k] += 1
             y0a = min(y0a, y0)
@@ -273,110 +263,89 @@ def _rasterize(
     bary: np.ndarray,
 ) -> None:
     """The kernel of :func:`rasterize`."""
-    for band in prange(bbox[0] // band_h, bbox[1] // band_h + 1):
-        raster_band(band, uvz, faces, face_layer, tbox, starts, lst, band_h, bbox, depth, tid,
-                    bary)
-
-
-@njit(cache=True, inline="always", fastmath=True)
-def raster_band(
-    band: int,
-    uvz: np.ndarray,
-    faces: np.ndarray,
-    face_layer: np.ndarray,
-    tbox: np.ndarray,
-    starts: np.ndarray,
-    lst: np.ndarray,
-    band_h: int,
-    bbox: np.ndarray,
-    depth: np.ndarray,
-    tid: np.ndarray,
-    bary: np.ndarray,
-) -> None:
-    """Clear and z-buffer the rows of band ``band`` inside ``bbox`` (one thread's share of
-    :func:`rasterize`; also called per band by ``overlay.composite``'s fused kernel)."""
     n_layers = depth.shape[0]
     bx0 = bbox[2]
     bx1 = bbox[3]
-    r0 = max(band * band_h, bbox[0])
-    r1 = min(band * band_h + band_h - 1, bbox[1])
-    if r0 > r1:
-        return
-    for layer in range(n_layers):
-        for y in range(r0, r1 + 1):
-            for x in range(bx0, bx1 + 1):
-                depth[layer, y, x] = 0.0
-                tid[layer, y, x] = -1
-    for j in range(starts[band], starts[band + 1]):
-        f = lst[j]
-        y0 = max(tbox[f, 0], r0)
-        y1 = min(tbox[f, 1], r1)
-        layer = face_layer[f]
-        a = faces[f, 0]
-        b = faces[f, 1]
-        c = faces[f, 2]
-        ua = uvz[a, 0]
-        va = uvz[a, 1]
-        ub = uvz[b, 0]
-        vb = uvz[b, 1]
-        uc = uvz[c, 0]
-        vc = uvz[c, 1]
-        za = uvz[a, 2]
-        zb = uvz[b, 2]
-        zc = uvz[c, 2]
-        inv_area = 1.0 / ((ub - ua) * (vc - va) - (vb - va) * (uc - ua))
-        # barycentric weights as plane equations w = A x + B y + C (edge functions / area)
-        a0 = (vb - vc) * inv_area
-        b0 = (uc - ub) * inv_area
-        c0 = (ub * vc - vb * uc) * inv_area
-        a1 = (vc - va) * inv_area
-        b1 = (ua - uc) * inv_area
-        c1 = (uc * va - vc * ua) * inv_area
-        a2 = -(a0 + a1)
-        # reciprocals once per triangle (the row loop below only multiplies)
-        n0 = -1.0 / a0 if a0 != 0.0 else 0.0
-        n1 = -1.0 / a1 if a1 != 0.0 else 0.0
-        n2 = -1.0 / a2 if a2 != 0.0 else 0.0
-        dza = za - zc
-        dzb = zb - zc
-        fx0 = float(tbox[f, 2])
-        fx1 = float(tbox[f, 3])
-        for y in range(y0, y1 + 1):
-            # scanline: each weight w = a x + r is >= 0 on a half-line of x
-            q0 = b0 * y + c0
-            q1 = b1 * y + c1
-            q2 = 1.0 - q0 - q1
-            lo = fx0
-            hi = fx1
-            if a0 > 0.0:
-                lo = max(lo, q0 * n0)
-            elif a0 < 0.0:
-                hi = min(hi, q0 * n0)
-            elif q0 < 0.0:
-                continue
-            if a1 > 0.0:
-                lo = max(lo, q1 * n1)
-            elif a1 < 0.0:
-                hi = min(hi, q1 * n1)
-            elif q1 < 0.0:
-                continue
-            if a2 > 0.0:
-                lo = max(lo, q2 * n2)
-            elif a2 < 0.0:
-                hi = min(hi, q2 * n2)
-            elif q2 < 0.0:
-                continue
-            if lo > hi:
-                continue
-            for x in range(int(np.ceil(lo)), int(np.floor(hi)) + 1):
-                w0 = a0 * x + q0
-                w1 = a1 * x + q1
-                iz = zc + w0 * dza + w1 * dzb
-                if iz > depth[layer, y, x]:
-                    depth[layer, y, x] = iz
-                    tid[layer, y, x] = f
-                    bary[layer, y, x, 0] = w0
-                    bary[layer, y, x, 1] = w1
+    for band in prange(bbox[0] // band_h, bbox[1] // band_h + 1):
+        r0 = max(band * band_h, bbox[0])
+        r1 = min(band * band_h + band_h - 1, bbox[1])
+        if r0 > r1:
+            continue
+        for layer in range(n_layers):
+            for y in range(r0, r1 + 1):
+                for x in range(bx0, bx1 + 1):
+                    depth[layer, y, x] = 0.0
+                    tid[layer, y, x] = -1
+        for j in range(starts[band], starts[band + 1]):
+            f = lst[j]
+            y0 = max(tbox[f, 0], r0)
+            y1 = min(tbox[f, 1], r1)
+            layer = face_layer[f]
+            a = faces[f, 0]
+            b = faces[f, 1]
+            c = faces[f, 2]
+            ua = uvz[a, 0]
+            va = uvz[a, 1]
+            ub = uvz[b, 0]
+            vb = uvz[b, 1]
+            uc = uvz[c, 0]
+            vc = uvz[c, 1]
+            za = uvz[a, 2]
+            zb = uvz[b, 2]
+            zc = uvz[c, 2]
+            inv_area = 1.0 / ((ub - ua) * (vc - va) - (vb - va) * (uc - ua))
+            # barycentric weights as plane equations w = A x + B y + C (edge functions / area)
+            a0 = (vb - vc) * inv_area
+            b0 = (uc - ub) * inv_area
+            c0 = (ub * vc - vb * uc) * inv_area
+            a1 = (vc - va) * inv_area
+            b1 = (ua - uc) * inv_area
+            c1 = (uc * va - vc * ua) * inv_area
+            a2 = -(a0 + a1)
+            # reciprocals once per triangle (the row loop below only multiplies)
+            n0 = -1.0 / a0 if a0 != 0.0 else 0.0
+            n1 = -1.0 / a1 if a1 != 0.0 else 0.0
+            n2 = -1.0 / a2 if a2 != 0.0 else 0.0
+            dza = za - zc
+            dzb = zb - zc
+            fx0 = float(tbox[f, 2])
+            fx1 = float(tbox[f, 3])
+            for y in range(y0, y1 + 1):
+                # scanline: each weight w = a x + r is >= 0 on a half-line of x
+                q0 = b0 * y + c0
+                q1 = b1 * y + c1
+                q2 = 1.0 - q0 - q1
+                lo = fx0
+                hi = fx1
+                if a0 > 0.0:
+                    lo = max(lo, q0 * n0)
+                elif a0 < 0.0:
+                    hi = min(hi, q0 * n0)
+                elif q0 < 0.0:
+                    continue
+                if a1 > 0.0:
+                    lo = max(lo, q1 * n1)
+                elif a1 < 0.0:
+                    hi = min(hi, q1 * n1)
+                elif q1 < 0.0:
+                    continue
+                if a2 > 0.0:
+                    lo = max(lo, q2 * n2)
+                elif a2 < 0.0:
+                    hi = min(hi, q2 * n2)
+                elif q2 < 0.0:
+                    continue
+                if lo > hi:
+                    continue
+                for x in range(int(np.ceil(lo)), int(np.floor(hi)) + 1):
+                    w0 = a0 * x + q0
+                    w1 = a1 * x + q1
+                    iz = zc + w0 * dza + w1 * dzb
+                    if iz > depth[layer, y, x]:
+                        depth[layer, y, x] = iz
+                        tid[layer, y, x] = f
+                        bary[layer, y, x, 0] = w0
+                        bary[layer, y, x, 1] = w1
 
 
 @njit(cache=True)

@@ -27,8 +27,8 @@ Back faces are culled for closed, consistently wound meshes (never while the nea
 the model, so a cut shows the inside). No anti-aliasing at ``scale=1`` without distortion.
 
 Threads: a renderer is not thread-safe (it reuses its buffers); use one per thread. Numba uses
-``NUMBA_NUM_THREADS`` threads (default: all cores); bands and rows are handed out in small
-chunks (dynamic scheduling), since their work differs; ``overlay.raster`` sets
+``NUMBA_NUM_THREADS`` threads (default: all cores); raster bands are handed out one at a time
+(dynamic scheduling), since their work differs a lot; ``overlay.raster`` sets
 ``OMP_WAIT_POLICY=PASSIVE`` unless already set (see there for why).
 """
 
@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from numba import parallel_chunksize
 
 from overlay import composite, raster
 from overlay.distortion import RenderGeometry, render_geometry, warp_to_output
@@ -49,9 +48,6 @@ from registration.frames import CAMERA, CT, Transform
 
 MODES = ("fill", "outline")
 _BAND_H = 8
-# Row loops (resolve, blend) hand out this many rows at a time instead of static halves: the
-# model's rows differ in work, and a thread the OS pre-empts no longer holds half the frame.
-_ROWS_PER_CHUNK = 8
 _MAX_SEE_THROUGH = 15  # own layers (transparent / outline), plus the shared opaque layer
 
 
@@ -376,8 +372,7 @@ class OverlayRenderer:
         ``overlay.hud`` when tracking is stale and the policy is to warn instead of hide).
         """
         cam = self.camera
-        with parallel_chunksize(_ROWS_PER_CHUNK):
-            box = self._render_image(T_camera_ct, warning)
+        box = self._render_image(T_camera_ct, warning)
         if box is None:
             return RenderedOverlay(np.zeros((0, 0, 4), np.uint8), 0, 0, cam.width, cam.height)
         out, ox, oy = warp_to_output(self.geometry, self._rgba, box)
@@ -426,29 +421,26 @@ class OverlayRenderer:
         hr, wr = geom.render_height, geom.render_width
         tbox = self._tbox if len(faces) == len(self._tbox) else np.empty((len(faces), 4),
                                                                           np.int32)
-        lst = raster.setup_and_bin(uvz, faces, face_cull, wr, hr, _BAND_H, tbox, self._counts,
-                                   self._starts, self._bbox)
+        raster.setup_triangles(uvz, faces, face_cull, wr, hr, tbox)
+        lst = raster.bin_triangles(tbox, _BAND_H, self._counts, self._starts, self._bbox)
         y0, y1, x0, x1 = (int(x) for x in self._bbox)
         if y0 > y1:
             return None
         depth, tid, bary = self._buffers_for(len(kinds))
         colours = np.array([s[0][::-1] for s in styles], np.float64)
         alphas = np.array([s[1] for s in styles], np.float64)
-        out = self._rgba[y0:y1 + 1, x0:x1 + 1]
-        if len(kinds) == 1 and kinds[0] != composite.KIND_OUTLINE:
-            # the common case: raster and resolve fused per band (straight onto the frame
-            # when there is no lens warp)
-            if kinds[0] == composite.KIND_OPAQUE:
-                alphas = np.ones_like(alphas)
-            onto = frame if frame is not None and geom.identity else None
-            composite.raster_resolve_single(uvz, faces, face_layer, tbox, self._starts, lst,
-                                            _BAND_H, self._bbox, depth, tid, bary, shade,
-                                            face_struct, colours, alphas, out, onto)
-            return None if onto is not None else (y0, y1, x0, x1)
         raster.rasterize(uvz, faces, face_layer, tbox, self._starts, lst, _BAND_H, self._bbox,
                          depth, tid, bary)
+        if frame is not None and geom.identity and len(kinds) == 1 and (
+                kinds[0] != composite.KIND_OUTLINE):
+            if kinds[0] == composite.KIND_OPAQUE:
+                alphas = np.ones_like(alphas)
+            composite.resolve_blend_single(tid, bary, faces, shade, face_struct, colours, alphas,
+                                           self._bbox, frame)
+            return None
         composite.resolve_layers(depth, tid, bary, faces, shade, face_struct, kinds, colours,
-                                 alphas, self._bbox, self._outline_r, self.contour_mm, out)
+                                 alphas, self._bbox, self._outline_r, self.contour_mm,
+                                 self._rgba[y0:y1 + 1, x0:x1 + 1])
         return (y0, y1, x0, x1)
 
     def _clip(self, geom: RenderGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray,
@@ -481,12 +473,11 @@ class OverlayRenderer:
                                f"{frame_bgr.shape} {frame_bgr.dtype}")
         if not frame_bgr.flags.writeable:
             raise OverlayError("frame is read-only; pass a writable copy")
-        with parallel_chunksize(_ROWS_PER_CHUNK):
-            box = self._render_image(T_camera_ct, warning, frame_bgr)
-            if box is None:
-                return frame_bgr
-            patch, ox, oy = warp_to_output(self.geometry, self._rgba, box)
-            if patch.size:
-                composite.blend_premultiplied(frame_bgr, patch, ox, oy)
+        box = self._render_image(T_camera_ct, warning, frame_bgr)
+        if box is None:
+            return frame_bgr
+        patch, ox, oy = warp_to_output(self.geometry, self._rgba, box)
+        if patch.size:
+            composite.blend_premultiplied(frame_bgr, patch, ox, oy)
         self._clear(box)
         return frame_bgr

@@ -32,7 +32,6 @@ pixels are compared with ``cv2.projectPoints`` of the truth with the true pose
 from __future__ import annotations
 
 import colorsys
-import json
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -42,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from imaging.fileio import read_json
 from overlay import composite
 from overlay.errors import OverlayError
 from overlay.hud import FrameRate, HudInfo, draw_hud, draw_landmark
@@ -76,12 +76,8 @@ def load_registration(path: str | Path) -> Registration:
     ``targets[].predicted_tre_mm`` are taken when present.
     """
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise OverlayError(f"{p}: registration file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OverlayError(f"{p}: not a readable registration JSON ({exc})") from None
+    data = read_json(p, OverlayError, "registration file not found",
+                     "not a readable registration JSON")
     try:
         tr = Transform.from_json(data["transform"] if isinstance(data, dict) and "transform"
                                  in data else data)

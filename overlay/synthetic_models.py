@@ -14,9 +14,7 @@ def phantom_models(name: str = "small", max_triangles: int = 20000) -> list[Any]
     cubes -> Taubin smoothing -> decimation) and cached as one GLB next to the sample series
     (``<cache>/overlay-models-<name>-<spec hash>-<max_triangles>.glb``).
     """
-    import os
-    import tempfile
-
+    from imaging.fileio import write_atomic
     from imaging.load import load_volume
     from imaging.mesh_io import load_meshes, save_mesh
     from imaging.segment import segment
@@ -41,14 +39,7 @@ def phantom_models(name: str = "small", max_triangles: int = 20000) -> list[Any]
         mesh.name = label
         mesh.color = colour
         out.append(mesh)
-    fd, tmp = tempfile.mkstemp(prefix=".overlay-models.", suffix=".glb", dir=path.parent)
-    os.close(fd)
-    try:
-        save_mesh(out, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, lambda tmp: save_mesh(out, tmp), suffix=".glb")
     return load_meshes(path)
 
 

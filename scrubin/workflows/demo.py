@@ -39,10 +39,11 @@ def _model(sample: Path, out_dir: Path, name: str, preset: str, **kw: Any) -> di
     err = report["decimation_error_mm"]
     volume = "" if report["volume_ml"] is None else f"{report['volume_ml']:.1f} mL, "
     quality = "" if err is None else f", decimation error p99 {err['p99']:.2f} mm"
+    seg = " incl. writing the DICOM SEG" if kw.get("seg_path") else ""
     print(
         f"{name}: {report['triangles']} triangles, "
         f"{'watertight' if report['watertight'] else 'open'}, {volume}"
-        f"{report['timings_s']['total']:.2f} s DICOM->GLB{quality}"
+        f"{report['timings_s']['total']:.2f} s DICOM->GLB{seg}{quality}"
     )
     return report
 
@@ -77,6 +78,11 @@ def run(out_dir: Path, sample_name: str = "full", overlay: bool = True) -> dict[
               f"(median {ov['reprojection_mm_median']:.2f} mm at the point's depth)")
         print(f"stage medians (ms): {stages}; pipeline latency median "
               f"{ov['latency_ms_median']:.1f} ms")
+        touching = ov.get("landmark_distance_touching_mm_median")
+        if touching is not None:
+            print(f"landmark check: tracked pointer tip resting on fiducial F2 reads "
+                  f"{touching:.2f} mm median (truth 0 mm; max "
+                  f"{ov['landmark_distance_touching_mm_max']:.2f} mm)")
 
     _step("outputs")
     for path in sorted(out_dir.iterdir()):

@@ -35,7 +35,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
 from overlay.errors import OverlayError
@@ -45,6 +44,7 @@ from overlay.synthetic_pointer import (
     TOOL_PLATE_MM,
     TOOL_TEX_PPMM,
     PointerPath,
+    marker_plate_texture,
     pointer_body,
     pointer_mesh,
     pointer_texture,
@@ -87,27 +87,12 @@ def default_camera(width: int = 1280, height: int = 720) -> CameraModel:
 
 def plate_body(name: str = REF) -> RigidBody:
     """The plate as a rigid body (REF frame, mm; corners TL, TR, BR, BL as printed)."""
-    h = MARKER_MM / 2
-    c = (MARKER_MM + GAP_MM) / 2
-    markers = {}
-    for mid, (cx, cy) in zip(MARKER_IDS, [(-c, c), (c, c), (-c, -c), (c, -c)], strict=True):
-        markers[mid] = np.array([[cx - h, cy + h, 0], [cx + h, cy + h, 0],
-                                 [cx + h, cy - h, 0], [cx - h, cy - h, 0]], dtype=np.float64)
-    return RigidBody(name, markers, DICTIONARY)
+    return RigidBody.grid_2x2(MARKER_IDS, MARKER_MM, GAP_MM, name, DICTIONARY)
 
 
 def plate_texture() -> np.ndarray:
     """Grey plate image (uint8, ``_TEX_PPMM`` px/mm); pixel (0, 0) is REF (-P/2, +P/2)."""
-    side = int(round(PLATE_MM * _TEX_PPMM))
-    tex = np.full((side, side), 245, np.uint8)
-    dic = cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_4X4_50)
-    msize = int(round(MARKER_MM * _TEX_PPMM))
-    for mid, corners in plate_body().markers.items():
-        img = cv2.aruco.generateImageMarker(dic, mid, msize, borderBits=1)
-        x0 = int(round((corners[0, 0] + PLATE_MM / 2) * _TEX_PPMM))
-        y0 = int(round((PLATE_MM / 2 - corners[0, 1]) * _TEX_PPMM))
-        tex[y0:y0 + msize, x0:x0 + msize] = img
-    return tex
+    return marker_plate_texture(plate_body(), PLATE_MM, _TEX_PPMM, 245)
 
 
 def plate_pose(centre_ct_mm: np.ndarray = PLATE_CENTRE_CT_MM,

@@ -53,28 +53,30 @@ _HOVER_CT_MM = np.array([18.0, -42.0, 12.0])
 
 def pointer_body(name: str = TOOL) -> RigidBody:
     """The pointer's marker plate as a rigid body (TOOL frame, mm)."""
-    h = TOOL_MARKER_MM / 2
-    c = (TOOL_MARKER_MM + TOOL_GAP_MM) / 2
-    markers = {}
-    for mid, (cx, cy) in zip(TOOL_MARKER_IDS, [(-c, c), (c, c), (-c, -c), (c, -c)],
-                             strict=True):
-        markers[mid] = np.array([[cx - h, cy + h, 0], [cx + h, cy + h, 0],
-                                 [cx + h, cy - h, 0], [cx - h, cy - h, 0]], dtype=np.float64)
-    return RigidBody(name, markers, "DICT_4X4_50")
+    return RigidBody.grid_2x2(TOOL_MARKER_IDS, TOOL_MARKER_MM, TOOL_GAP_MM, name)
+
+
+def marker_plate_texture(body: RigidBody, plate_mm: float, px_per_mm: float,
+                         grey: int) -> np.ndarray:
+    """Image of a square plate (uint8, ``px_per_mm``) carrying ``body``'s markers.
+
+    Pixel (0, 0) is the plate corner at body (-plate/2, +plate/2); rows run towards -y.
+    """
+    side = int(round(plate_mm * px_per_mm))
+    tex = np.full((side, side), grey, np.uint8)
+    dic = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, body.dictionary))
+    for mid, corners in body.markers.items():
+        msize = int(round(np.linalg.norm(corners[1] - corners[0]) * px_per_mm))
+        img = cv2.aruco.generateImageMarker(dic, mid, msize, borderBits=1)
+        x0 = int(round((corners[0, 0] + plate_mm / 2) * px_per_mm))
+        y0 = int(round((plate_mm / 2 - corners[0, 1]) * px_per_mm))
+        tex[y0:y0 + msize, x0:x0 + msize] = img
+    return tex
 
 
 def pointer_texture() -> np.ndarray:
     """Grey plate image (uint8, ``TOOL_TEX_PPMM`` px/mm); pixel (0, 0) is TOOL (-P/2, +P/2)."""
-    side = int(round(TOOL_PLATE_MM * TOOL_TEX_PPMM))
-    tex = np.full((side, side), 235, np.uint8)
-    dic = cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_4X4_50)
-    msize = int(round(TOOL_MARKER_MM * TOOL_TEX_PPMM))
-    for mid, corners in pointer_body().markers.items():
-        img = cv2.aruco.generateImageMarker(dic, mid, msize, borderBits=1)
-        x0 = int(round((corners[0, 0] + TOOL_PLATE_MM / 2) * TOOL_TEX_PPMM))
-        y0 = int(round((TOOL_PLATE_MM / 2 - corners[0, 1]) * TOOL_TEX_PPMM))
-        tex[y0:y0 + msize, x0:x0 + msize] = img
-    return tex
+    return marker_plate_texture(pointer_body(), TOOL_PLATE_MM, TOOL_TEX_PPMM, 235)
 
 
 def pointer_mesh(segments: int = 16) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -115,6 +115,24 @@ class RigidBody:
             raise BodyError(str(exc)) from None
         return cls(name, {int(marker_id): pts})
 
+    @classmethod
+    def grid_2x2(
+        cls, marker_ids: tuple[int, int, int, int], marker_mm: float, gap_mm: float,
+        name: str, dictionary: str = "DICT_4X4_50",
+    ) -> RigidBody:
+        """A flat plate of 2x2 markers (ids TL, TR, BL, BR), ``gap_mm`` apart, centred on the
+        body origin in its z = 0 plane; corners TL, TR, BR, BL as printed (OpenCV order)."""
+        if marker_mm <= 0 or gap_mm < 0:
+            raise BodyError(f"plate needs marker size > 0 and gap >= 0 mm, got {marker_mm}, "
+                            f"{gap_mm}")
+        h = marker_mm / 2
+        c = (marker_mm + gap_mm) / 2
+        markers = {}
+        for mid, (cx, cy) in zip(marker_ids, [(-c, c), (c, c), (-c, -c), (c, -c)], strict=True):
+            markers[int(mid)] = np.array([[cx - h, cy + h, 0], [cx + h, cy + h, 0],
+                                          [cx + h, cy - h, 0], [cx - h, cy - h, 0]], np.float64)
+        return cls(name, markers, dictionary)
+
     @property
     def ids(self) -> tuple[int, ...]:
         """Marker ids of the body, sorted."""

@@ -119,3 +119,15 @@ def test_rejections(tmp_path):
         RigidBody.single(1, 0.0)
     with pytest.raises(BodyError, match="unknown ArUco dictionary"):
         RigidBody.from_json({"dictionary": "DICT_NOPE", "markers": [{"id": 1, "corners": good}]})
+
+
+def test_grid_2x2_plate_geometry_and_rejections():
+    body = RigidBody.grid_2x2((4, 5, 6, 7), 40.0, 10.0, "PLATE")
+    assert body.ids == (4, 5, 6, 7)
+    tl = body.markers[4]
+    assert np.allclose(tl[0], [-45.0, 45.0, 0.0]) and np.allclose(tl[2], [-5.0, 5.0, 0.0])
+    assert np.allclose(np.linalg.norm(tl[1] - tl[0]), 40.0)
+    with pytest.raises(BodyError, match="marker size > 0"):
+        RigidBody.grid_2x2((0, 1, 2, 3), 0.0, 10.0, "PLATE")
+    with pytest.raises(BodyError, match="gap >= 0"):
+        RigidBody.grid_2x2((0, 1, 2, 3), 40.0, -1.0, "PLATE")

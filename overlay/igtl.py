@@ -30,6 +30,7 @@ away the server accepts the next one.
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -112,6 +113,7 @@ def _handler_class() -> Any:
                 srv.outgoing_messages.clear()
             srv.connection_count = getattr(srv, "connection_count", 0) + 1
             srv._connected = True
+            srv.client_present.set()
             self.request.settimeout(0.01)
             try:
                 while not srv.communication_thread_stop_requested:
@@ -123,6 +125,7 @@ def _handler_class() -> Any:
             except (OSError, ValueError, struct.error):
                 pass  # client gone (broken pipe, reset) or garbage: wait for the next one
             finally:
+                srv.client_present.clear()
                 srv._communication_error_occurred()
 
     return Handler
@@ -183,6 +186,7 @@ class IgtlServer:
             self._server.host = host
             socketserver.TCPServer.allow_reuse_address = True
             socketserver.TCPServer.__init__(self._server, (host, port), _handler_class())
+            self._server.client_present = threading.Event()
         except OSError as exc:
             raise IgtlError(f"cannot listen for OpenIGTLink on {host}:{port} ({exc})") from None
         self._server.start()
@@ -195,6 +199,10 @@ class IgtlServer:
     def connected(self) -> bool:
         """Whether a client is connected now."""
         return bool(self._server.is_connected())
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        """Block until a client is connected (True) or ``timeout_s`` passes (False)."""
+        return bool(self._server.client_present.wait(timeout_s)) and self.connected
 
     def _send(self, msg: Any) -> bool:
         if not self.connected:

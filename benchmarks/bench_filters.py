@@ -1,15 +1,15 @@
-"""Pose filtering (:class:`registration.filters.PoseFilter`): jitter at rest, error when moving.
+"""Pose filtering (:class:`~registration.filters.PoseFilter`): jitter at rest, error when moving.
 
 Known truth, no images: the marker corners of a target are projected with the true pose
 ``T_CAMERA_TARGET(t)`` into a 1280x720 camera (f = 1000 px), Gaussian corner noise is added
 (``sigma`` px, as edge-refined corners of rendered frames), and the pose is re-measured per
-frame with the tracker's solver (:meth:`registration.bodies.RigidBody.estimate_pose`, previous
+frame with the tracker's solver (:meth:`~registration.bodies.RigidBody.estimate_pose`, previous
 pose as the flip prior). Raw and filtered poses are compared with the truth: translation (mm),
 rotation (deg) and the image error (px) at three "anatomy" points 100-150 mm from the target's
 origin (where an overlay is drawn). Motions: a static target; sinusoidal linear motion of
 0.5 and 1 m/s peak; a camera panning (rotation about the camera centre: the lever-arm case) of
 90 and 180 deg/s peak; the target turning about its own axis at 90 and 180 deg/s peak; and the
-synthetic overlay scene's camera path (:func:`overlay.synthetic.camera_path`, plate body).
+synthetic overlay scene's camera path (:func:`scrubin.overlay.synthetic.camera_path`, plate body).
 Frames at 30 Hz. Also printed: the former filter (separate 1€ filters on translation and on
 rotation, beta 0.05 per mm/s and 0.1 per deg/s) on the same measurements, for comparison.
 """
@@ -22,11 +22,11 @@ from collections.abc import Callable
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from registration.bodies import RigidBody
-from registration.camera import CameraModel
-from registration.filters import OneEuroFilter, OneEuroParams, PoseFilter, smoothing_factor
-from registration.frames import Transform
-from registration.markers import MarkerDetections
+from scrubin.registration.bodies import RigidBody
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.filters import OneEuroFilter, OneEuroParams, PoseFilter, smoothing_factor
+from scrubin.registration.frames import Transform
+from scrubin.registration.markers import MarkerDetections
 
 CAMERA = CameraModel(np.array([[1000.0, 0, 639.5], [0, 1000.0, 359.5], [0, 0, 1]]), np.zeros(5),
                      1280, 720)
@@ -152,7 +152,7 @@ def static() -> Callable[[float], Transform]:
 
 def scene_path() -> Callable[[float], Transform]:
     """``T_CAMERA_REF`` of the synthetic overlay scene (its camera path and plate)."""
-    from overlay.synthetic import camera_path, plate_pose
+    from scrubin.overlay.synthetic import camera_path, plate_pose
 
     t_ct_ref = plate_pose().inverse()
     look_at = np.array([0.0, -30.0, 65.0])  # about the scene's (head centre + its offset)

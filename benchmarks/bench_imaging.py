@@ -62,7 +62,7 @@ def _vtk_to_mesh(poly: object, affine: np.ndarray, spacing: np.ndarray) -> objec
     """VTK output (image frame: index x spacing, origin 0) -> Mesh in LPS mm."""
     from vtk.util import numpy_support
 
-    from imaging.mesh import Mesh
+    from scrubin.imaging.mesh import Mesh
 
     pts = numpy_support.vtk_to_numpy(poly.GetPoints().GetData()).astype(np.float64)
     pts = (pts / spacing) @ affine[:3, :3].T + affine[:3, 3]
@@ -73,14 +73,14 @@ def _vtk_to_mesh(poly: object, affine: np.ndarray, spacing: np.ndarray) -> objec
 def main() -> None:
     import SimpleITK as sitk  # noqa: N813
 
-    from imaging.decimate import decimate, surface_distance
-    from imaging.load import load_volume
-    from imaging.mesh_io import save_mesh
-    from imaging.segment import segment
-    from imaging.smooth import taubin_smooth
-    from imaging.surface import extract_surface
-    from imaging.volume import Volume
-    from samples.phantom import ensure_sample
+    from scrubin.imaging.decimate import decimate, surface_distance
+    from scrubin.imaging.load import load_volume
+    from scrubin.imaging.mesh_io import save_mesh
+    from scrubin.imaging.segment import segment
+    from scrubin.imaging.smooth import taubin_smooth
+    from scrubin.imaging.surface import extract_surface
+    from scrubin.imaging.volume import Volume
+    from scrubin.samples.phantom import ensure_sample
     from scrubin.workflows.model import auto_step
 
     vtk = _vtk_setup()

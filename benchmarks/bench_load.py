@@ -26,7 +26,7 @@ RUNS = 7
 def _folder() -> Path:
     if len(sys.argv) > 2 and Path(sys.argv[2]).is_dir():  # python -m benchmarks load DIR
         return Path(sys.argv[2])
-    from samples.phantom import ensure_sample
+    from scrubin.samples.phantom import ensure_sample
 
     return ensure_sample("full")
 
@@ -45,8 +45,8 @@ def _sitk_read(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _threads(folder: Path) -> None:
     """Pixel phase alone (direct reads + rescale) with 1 thread vs the default pool."""
-    from imaging.dicom_scan import scan_folder
-    from imaging.dicom_series import READ_THREADS, read_pixels, stack_geometry
+    from scrubin.imaging.dicom_scan import scan_folder
+    from scrubin.imaging.dicom_series import READ_THREADS, read_pixels, stack_geometry
 
     stack = scan_folder(folder).stacks[0]
     hs = stack.headers
@@ -60,7 +60,7 @@ def _threads(folder: Path) -> None:
 
 
 def main() -> None:
-    from imaging.load import list_series, load_volume
+    from scrubin.imaging.load import list_series, load_volume
 
     folder = _folder()
     t0 = time.perf_counter()

@@ -30,9 +30,9 @@ import cv2
 import numpy as np
 
 from benchmarks.common import interleaved, ratio_line
-from overlay.renderer import OverlayRenderer, Structure
-from registration.camera import CameraModel
-from registration.frames import Transform
+from scrubin.overlay.renderer import OverlayRenderer, Structure
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.frames import Transform
 
 W, H = 1280, 720
 K = np.array([[1000.0, 0.0, 641.3], [0.0, 1000.0, 358.9], [0.0, 0.0, 1.0]])
@@ -46,10 +46,10 @@ def head_mesh() -> tuple[np.ndarray, np.ndarray, str]:
     """The phantom skull (bone iso-surface decimated to 100k triangles), else a perturbed
     icosphere of 100k triangles."""
     try:
-        from imaging.decimate import decimate
-        from imaging.load import load_volume
-        from imaging.surface import extract_surface
-        from samples.phantom import ensure_sample
+        from scrubin.imaging.decimate import decimate
+        from scrubin.imaging.load import load_volume
+        from scrubin.imaging.surface import extract_surface
+        from scrubin.samples.phantom import ensure_sample
 
         vol = load_volume(ensure_sample("small"))
         mesh = extract_surface(vol, level=620.0, name="skull")
@@ -134,7 +134,7 @@ def moderngl_render(v: np.ndarray, f: np.ndarray, cam: CameraModel):
                       "void main(){ gl_Position = mvp * vec4(p, 1.0); s = abs(n.z); }",
         fragment_shader="#version 330\nin float s; out vec4 o;\n"
                         "void main(){ o = vec4(s, s, s, 1.0); }")
-    from overlay.renderer import vertex_normals
+    from scrubin.overlay.renderer import vertex_normals
 
     data = np.hstack([v, vertex_normals(v, f)]).astype(np.float32)
     vao = ctx.vertex_array(prog, [(ctx.buffer(data.tobytes()), "3f 3f", "p", "n")],
@@ -189,7 +189,7 @@ def disparity_error_px() -> float:
     """Max |disparity - f IPD / Z| (px) of spheres at 0.4..1.2 m in a 1280x720, 40 deg headset."""
     import trimesh
 
-    from overlay.stereo import DisplayCalibration, StereoRenderer
+    from scrubin.overlay.stereo import DisplayCalibration, StereoRenderer
 
     disp = DisplayCalibration.from_json(
         {"ipd_mm": 63.0, "eye": {"image_size": [W, H], "fov_deg": [40.0, 23.0]}})

@@ -29,15 +29,20 @@ import cv2
 import numpy as np
 
 from benchmarks.common import interleaved, ratio_line
-from overlay.distortion import clear_geometry_cache
-from overlay.pipeline import AccuracyProbe, OverlayPipeline, Registration, summarize
-from overlay.pointer import Landmark, PointerTracking
-from overlay.renderer import OverlayRenderer, Structure
-from overlay.sinks import VideoFileSink
-from overlay.sources import Frame, FrameSource
-from overlay.synthetic import POINTER_LANDMARK, SyntheticScene, default_camera, phantom_models
-from registration.frames import CAMERA, REF, Transform
-from registration.tracker import MarkerTracker
+from scrubin.overlay.distortion import clear_geometry_cache
+from scrubin.overlay.pipeline import AccuracyProbe, OverlayPipeline, Registration, summarize
+from scrubin.overlay.pointer import Landmark, PointerTracking
+from scrubin.overlay.renderer import OverlayRenderer, Structure
+from scrubin.overlay.sinks import VideoFileSink
+from scrubin.overlay.sources import Frame, FrameSource
+from scrubin.overlay.synthetic import (
+    POINTER_LANDMARK,
+    SyntheticScene,
+    default_camera,
+    phantom_models,
+)
+from scrubin.registration.frames import CAMERA, REF, Transform
+from scrubin.registration.tracker import MarkerTracker
 
 N_FRAMES = 60
 GAP = (25, 45)  # 0.67 s without the marker: STALE then LOST, then re-acquisition

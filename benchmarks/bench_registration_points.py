@@ -18,14 +18,14 @@ import time
 import numpy as np
 
 from benchmarks.common import interleaved, ratio_line
-from registration.tre import VALIDATION_LAYOUTS_MM as LAYOUTS
+from scrubin.registration.tre import VALIDATION_LAYOUTS_MM as LAYOUTS
 
 FLE_MM = 0.5
 TRIALS = 20000
 REPEAT = 200  # registrations per timed call
 
 def _tre_table() -> None:
-    from registration.tre import predicted_tre_mm, simulate_tre_mm, validation_targets_mm
+    from scrubin.registration.tre import predicted_tre_mm, simulate_tre_mm, validation_targets_mm
 
     rng = np.random.default_rng(0)
     print(f"TRE validation: FLE {FLE_MM} mm RMS (sigma {FLE_MM / np.sqrt(3):.3f} mm/axis), "
@@ -44,9 +44,9 @@ def _tre_table() -> None:
 
 
 def _localisation() -> None:
-    from imaging.load import load_volume
-    from registration.fiducials import find_fiducials
-    from samples.phantom import ensure_sample, load_truth
+    from scrubin.imaging.load import load_volume
+    from scrubin.registration.fiducials import find_fiducials
+    from scrubin.samples.phantom import ensure_sample, load_truth
 
     for name in ("small", "small-oblique", "full"):
         folder = ensure_sample(name)
@@ -70,8 +70,8 @@ def _speed() -> None:
     import open3d as o3d
     import SimpleITK
 
-    from registration.correspondence import match_points
-    from registration.points import fit_batch, register_points
+    from scrubin.registration.correspondence import match_points
+    from scrubin.registration.points import fit_batch, register_points
 
     rng = np.random.default_rng(1)
     ct = LAYOUTS["8 on a cube"]

@@ -31,16 +31,16 @@ import numpy as np
 import open3d as o3d
 
 from benchmarks.common import interleaved, ratio_line
-from registration.clouds import PointSet
-from registration.frames import Transform
-from registration.surface import PreparedModel, SurfaceRegistrationError, register_surface
-from registration.surface_sim import (
+from scrubin.registration.clouds import PointSet
+from scrubin.registration.frames import Transform
+from scrubin.registration.surface import PreparedModel, SurfaceRegistrationError, register_surface
+from scrubin.registration.surface_sim import (
     ct_skin_surface,
     partial_view,
     phantom_skin_mesh,
     random_pose,
 )
-from samples.phantom import ensure_sample, load_truth
+from scrubin.samples.phantom import ensure_sample, load_truth
 
 GATE_MM = 10.0
 N_TRIALS = 50

@@ -16,8 +16,8 @@ import numpy as np
 
 
 def _stages(name: str) -> dict[str, float]:
-    from samples import phantom
-    from samples.render import blur_and_noise, render_hu
+    from scrubin.samples import phantom
+    from scrubin.samples.render import blur_and_noise, render_hu
 
     truth = phantom.truth_dict(name)
     affine = np.asarray(truth["affine"])
@@ -36,7 +36,7 @@ def _stages(name: str) -> dict[str, float]:
 
 
 def main() -> None:
-    from samples import phantom
+    from scrubin.samples import phantom
 
     phantom.truth_dict("small")
     _stages("small")  # warm-up: numba cache load / compile

@@ -21,10 +21,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from benchmarks.common import interleaved, ratio_line
-from imaging.load import load_volume
-from imaging.segment import segment
-from imaging.volume import Volume
-from samples.phantom import ensure_sample
+from scrubin.imaging.load import load_volume
+from scrubin.imaging.segment import segment
+from scrubin.imaging.volume import Volume
+from scrubin.samples.phantom import ensure_sample
 
 RUNS = 5
 
@@ -111,7 +111,7 @@ def main() -> None:
     segment(vol, "skin", exclude_fiducials=True)
     print(f"segment skin --exclude-fiducials: {(time.perf_counter() - t1) * 1e3:.0f} ms")
 
-    from imaging.seg_dicom import write_seg
+    from scrubin.imaging.seg_dicom import write_seg
 
     segs = [segment(vol, "bone"), segment(vol, "skin")]
     with tempfile.TemporaryDirectory() as d:

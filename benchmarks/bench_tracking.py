@@ -21,10 +21,10 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from benchmarks.common import interleaved, ratio_line
-from registration.bodies import RigidBody
-from registration.camera import CameraModel
-from registration.frames import Transform
-from registration.markers import (
+from scrubin.registration.bodies import RigidBody
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.frames import Transform
+from scrubin.registration.markers import (
     detect_markers,
     detector_parameters,
     estimate_marker_pose,
@@ -32,8 +32,8 @@ from registration.markers import (
     make_detector,
     marker_object_points,
 )
-from registration.synth_images import look_at_pose, marker_plane, render
-from registration.tracker import MarkerTracker
+from scrubin.registration.synth_images import look_at_pose, marker_plane, render
+from scrubin.registration.tracker import MarkerTracker
 
 RATE_HZ = 60.0
 N_FRAMES = 360
@@ -209,8 +209,8 @@ def bench_refinement() -> None:
 
 def bench_calibration() -> None:
     """Intrinsics recovered from 10 rendered ChArUco views with a known distortion."""
-    from registration.calibration import calibrate_images, parse_board_spec
-    from registration.synth_images import charuco_plane
+    from scrubin.registration.calibration import calibrate_images, parse_board_spec
+    from scrubin.registration.synth_images import charuco_plane
 
     true = CameraModel(np.array([[560.0, 0, 322.0], [0, 550.0, 236.0], [0, 0, 1]]),
                        np.array([-0.2, 0.05, 0.0, 0.0, 0.0]), 640, 480)

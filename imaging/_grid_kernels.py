@@ -1,4 +1,4 @@
-"""Numba kernels of :mod:`imaging.surface` that work on the voxel grid around marching cubes:
+"""Numba kernels of :mod:`~imaging.surface` that work on the voxel grid around marching cubes:
 the mask's bounding box, block averaging for a coarser extraction grid (consistent with a
 mask), and the refinement of coarse-grid vertices onto the full-resolution level set."""
 
@@ -25,7 +25,7 @@ def clamp_average(
     averages fine voxels ``k0 + step·kk ...`` (a partial block at the far edge averages what it
     has). With ``use_mask``, voxels inside the mask count as at least ``level`` and voxels
     outside as at most ``below`` (just under the level), as in
-    :func:`imaging.segment.iso_field`: the coarse level set follows the intensity where it
+    :func:`scrubin.imaging.segment.iso_field`: the coarse level set follows the intensity where it
     agrees with the mask and the mask where cleaning changed it. ``level`` and ``below`` are
     already multiplied by ``sign``.
     """

@@ -1,4 +1,4 @@
-"""Numba kernels of :mod:`imaging.surface`: bit-packed, two-pass (count, then fill) marching cubes.
+"""Numba kernels of :mod:`~imaging.surface`: bit-packed, two-pass (count, then fill) marching cubes.
 
 Design (in the spirit of flying edges, Schroeder, Maynard & Geveci 2015, IEEE LDAV, but on bits):
 
@@ -28,7 +28,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from imaging._mc_table import EDGE_AXIS, EDGE_ORIGIN, NTRI, TRI_EDGES
+from scrubin.imaging._mc_table import EDGE_AXIS, EDGE_ORIGIN, NTRI, TRI_EDGES
 
 if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:  # skip the too-old TBB (and its warning)
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]

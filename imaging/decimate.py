@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from imaging.errors import MeshError
-from imaging.mesh import Mesh
+from scrubin.imaging.errors import MeshError
+from scrubin.imaging.mesh import Mesh
 
 
 def decimate(mesh: Mesh, max_triangles: int, aggressiveness: float = 7.0) -> Mesh:

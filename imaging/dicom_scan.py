@@ -1,10 +1,10 @@
 """Find DICOM image files in a folder and group them into slice stacks (candidate volumes).
 
 Only headers are read here: the few attributes the loader needs come from the fast reader in
-:mod:`imaging.dicom_header` (pydicom ``stop_before_pixels`` for anything it declines: no
+:mod:`scrubin.imaging.dicom_header` (pydicom ``stop_before_pixels`` for anything it declines: no
 preamble, big endian, deflate, malformed), and the full pydicom header is parsed only on
 demand (:attr:`SliceHeader.dataset`). The file offset of a native little-endian PixelData
-value is recorded so :mod:`imaging.dicom_series` can read the pixels straight into the
+value is recorded so :mod:`scrubin.imaging.dicom_series` can read the pixels straight into the
 output array.
 
 Grouping follows the issue's definition of a volume: slices with the same
@@ -13,7 +13,7 @@ SeriesInstanceUID (0020,000E), ImageOrientationPatient (0020,0037), matrix size
 are excluded. When one UID holds several stacks, the largest keeps the plain UID as its key
 and the others are listed as ``UID#2``, ``UID#3``, ...; a single slice whose orientation or
 size differs from a larger stack of its series is treated as a scout and skipped.
-Enhanced (multi-frame) files are listed one file per entry; :mod:`imaging.multiframe` splits
+Enhanced (multi-frame) files are listed one file per entry; :mod:`scrubin.imaging.multiframe` splits
 them into stacks.
 """
 
@@ -38,8 +38,8 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from imaging.dicom_header import FastHeader, FastHeaderUnsupportedError, read_fast_header
-from imaging.errors import DicomError, NoDicomError
+from scrubin.imaging.dicom_header import FastHeader, FastHeaderUnsupportedError, read_fast_header
+from scrubin.imaging.errors import DicomError, NoDicomError
 
 #: Transfer syntaxes whose PixelData can be read directly from the file (native, LE, not deflated).
 NATIVE_LE = {str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian)}
@@ -154,7 +154,7 @@ class HeaderDatasets(SequenceABC[Dataset]):
 
 
 class _DatasetValues:
-    """The :class:`~imaging.dicom_header.FastHeader` accessors over a pydicom Dataset."""
+    """The :class:`~scrubin.imaging.dicom_header.FastHeader` accessors over a pydicom Dataset."""
 
     def __init__(self, ds: Dataset, path: Path) -> None:
         self.ds = ds

@@ -1,4 +1,4 @@
-"""Single-frame DICOM slices → :class:`~imaging.volume.Volume` (sorted, checked, in HU).
+"""Single-frame DICOM slices → :class:`~scrubin.imaging.volume.Volume` (sorted, checked, in HU).
 
 Geometry (PS3.3 C.7.6.2.1.1)
 ----------------------------
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from imaging.dicom_scan import (
+from scrubin.imaging.dicom_scan import (
     HeaderDatasets,
     SliceHeader,
     Stack,
@@ -42,8 +42,8 @@ from imaging.dicom_scan import (
     quiet_pixel_array,
     uid_name,
 )
-from imaging.errors import DicomError, GeometryError
-from imaging.volume import Volume, affine_from_dicom
+from scrubin.imaging.errors import DicomError, GeometryError
+from scrubin.imaging.volume import Volume, affine_from_dicom
 
 #: Largest deviation of a slice from the regular grid: max(ABS mm, REL × typical step).
 STEP_TOLERANCE_ABS = 0.01

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from imaging.errors import ImagingError
-from imaging.fileio import write_atomic
-from imaging.volume import LPS_TO_RAS, Volume
+from scrubin.imaging.errors import ImagingError
+from scrubin.imaging.fileio import write_atomic
+from scrubin.imaging.volume import LPS_TO_RAS, Volume
 
 #: File name endings read by :func:`read_image_file` (lower case).
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")

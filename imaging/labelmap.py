@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imaging.errors import SegmentationError
-from imaging.segment import Segmentation
+from scrubin.imaging.errors import SegmentationError
+from scrubin.imaging.segment import Segmentation
 
 OVERLAP_MODES = ("overwrite", "refuse")
 

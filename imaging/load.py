@@ -12,14 +12,14 @@ several stacks (different orientation/matrix, or several stacks in one multi-fra
 plain UID names the largest stack. ``load_volume`` loads the only volume, or the one whose
 key is ``series_uid``; otherwise it raises :class:`SeriesSelectionError` listing the choices.
 
-Errors (all :class:`~imaging.errors.ImagingError`, one line naming the file or series):
-:class:`InputNotFoundError` (no such path), :class:`~imaging.errors.NoDicomError` (folder
-without DICOM images), :class:`~imaging.dicom_scan.CorruptDicomError`,
-:class:`~imaging.dicom_scan.NotAnImageError` (e.g. SR, RT objects),
-:class:`~imaging.dicom_scan.UnsupportedTransferSyntaxError`,
+Errors (all :class:`~scrubin.imaging.errors.ImagingError`, one line naming the file or series):
+:class:`InputNotFoundError` (no such path), :class:`~scrubin.imaging.errors.NoDicomError` (folder
+without DICOM images), :class:`~scrubin.imaging.dicom_scan.CorruptDicomError`,
+:class:`~scrubin.imaging.dicom_scan.NotAnImageError` (e.g. SR, RT objects),
+:class:`~scrubin.imaging.dicom_scan.UnsupportedTransferSyntaxError`,
 :class:`~imaging.errors.SeriesSelectionError`, :class:`~imaging.errors.GeometryError`
 (missing slices, non-uniform spacing, duplicates, no geometry),
-:class:`~imaging.image_files.ImageFileError`.
+:class:`~scrubin.imaging.image_files.ImageFileError`.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from pathlib import Path
 
 import numpy as np
 
-from imaging.dicom_scan import ScanResult, SliceHeader, Stack, read_header, scan_folder
-from imaging.dicom_series import load_stack, stack_geometry
-from imaging.errors import ImagingError, SeriesSelectionError
-from imaging.image_files import image_file_info, is_image_file, read_image_file
-from imaging.multiframe import FrameStack, frame_stacks, load_frame_stack
-from imaging.volume import Volume
+from scrubin.imaging.dicom_scan import ScanResult, SliceHeader, Stack, read_header, scan_folder
+from scrubin.imaging.dicom_series import load_stack, stack_geometry
+from scrubin.imaging.errors import ImagingError, SeriesSelectionError
+from scrubin.imaging.image_files import image_file_info, is_image_file, read_image_file
+from scrubin.imaging.multiframe import FrameStack, frame_stacks, load_frame_stack
+from scrubin.imaging.volume import Volume
 
 
 class InputNotFoundError(ImagingError):

@@ -19,7 +19,7 @@ from numba import njit
 if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:  # skip the too-old TBB (and its warning)
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
 
-from imaging.errors import MeshError
+from scrubin.imaging.errors import MeshError
 
 #: Default colour (RGBA, 0..1) of a structure without one: bone ivory, opaque.
 DEFAULT_COLOR: tuple[float, float, float, float] = (0.89, 0.85, 0.79, 1.0)

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from imaging.errors import MeshError
-from imaging.fileio import write_atomic
-from imaging.mesh import Mesh, concatenate
+from scrubin.imaging.errors import MeshError
+from scrubin.imaging.fileio import write_atomic
+from scrubin.imaging.mesh import Mesh, concatenate
 
 #: LPS millimetres -> glTF metres (+Y up = superior, +Z = anterior, +X = patient left).
 LPS_MM_TO_GLTF: np.ndarray = np.array(

@@ -11,7 +11,7 @@ Sequence (5200,9229):
 
 falling back to the same attributes at the top level of the data set. Frames are grouped into
 stacks by orientation and pixel spacing, then sorted and checked exactly like single-frame
-slices (:func:`imaging.dicom_series.stack_geometry`). A multi-frame image without per-frame
+slices (:func:`scrubin.imaging.dicom_series.stack_geometry`). A multi-frame image without per-frame
 positions (ultrasound cine, stripped enhanced MR) cannot be placed in patient space and is
 refused with :class:`GeometryError`.
 """
@@ -23,16 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 from pydicom.dataset import Dataset
 
-from imaging.dicom_scan import (
+from scrubin.imaging.dicom_scan import (
     IOP_TOLERANCE,
     SliceHeader,
     check_decodable,
     quiet_pixel_array,
     uid_name,
 )
-from imaging.dicom_series import header_meta, stack_geometry
-from imaging.errors import DicomError, GeometryError
-from imaging.volume import Volume
+from scrubin.imaging.dicom_series import header_meta, stack_geometry
+from scrubin.imaging.errors import DicomError, GeometryError
+from scrubin.imaging.volume import Volume
 
 
 @dataclass
@@ -150,7 +150,7 @@ def _frame_pixels(h: SliceHeader, frames: np.ndarray) -> np.ndarray:
                     raise DicomError(f"{h.path}: truncated file, frame {int(f) + 1} incomplete")
         stored = int(ds.get("BitsStored", 16) or 16)
         if stored < 16:
-            from imaging.dicom_series import _fix_bits
+            from scrubin.imaging.dicom_series import _fix_bits
 
             _fix_bits(out, stored, dtype.kind == "i")
         return out

@@ -1,7 +1,7 @@
 """Fast binary-region operations: run-based connected components, hole filling, box morphology.
 
 Everything works on masks and volumes indexed ``[k, j, i]`` (slice, row, column), like
-:attr:`imaging.volume.Volume.array`.
+:attr:`scrubin.imaging.volume.Volume.array`.
 
 Why runs
 --------
@@ -25,7 +25,7 @@ strict overlap with ``(k-1, j-1)``, ``(k-1, j+1)``; 26 (faces + edges + corners)
 diagonal test on all four rows. ``planar=True`` never joins different slices (2-D labelling
 per slice, 4- or 8-connected for connectivity 6 or 26).
 
-Hole filling, run set algebra and morphology live in :mod:`imaging.runops`.
+Hole filling, run set algebra and morphology live in :mod:`scrubin.imaging.runops`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from imaging.errors import SegmentationError
+from scrubin.imaging.errors import SegmentationError
 
 _CONNECTIVITIES = (6, 18, 26)
 #: Run the voxel kernels over slices in parallel (numba prange). Off: on the 2 shared cores

@@ -1,6 +1,6 @@
 """Operations on binary regions beyond labelling: hole filling, set algebra, morphology.
 
-Works with the run representation of :mod:`imaging.regions` (and dense boolean masks indexed
+Works with the run representation of :mod:`scrubin.imaging.regions` (and dense boolean masks indexed
 ``[k, j, i]``):
 
 * hole filling (3-D or per slice) on masks or directly on runs;
@@ -20,8 +20,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from imaging.errors import SegmentationError
-from imaging.regions import (
+from scrubin.imaging.errors import SegmentationError
+from scrubin.imaging.regions import (
     _PARALLEL,
     Runs,
     _check_mask,

@@ -40,10 +40,10 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 
-from imaging.errors import SegmentationError
-from imaging.fileio import write_atomic
-from imaging.segment import Segmentation
-from imaging.volume import Volume
+from scrubin.imaging.errors import SegmentationError
+from scrubin.imaging.fileio import write_atomic
+from scrubin.imaging.segment import Segmentation
+from scrubin.imaging.volume import Volume
 
 SEG_SOP_CLASS_UID = "1.2.840.10008.5.1.4.1.1.66.4"
 ALGORITHM_NAME = "scrubin"
@@ -129,7 +129,7 @@ def _description(number: int, seg: Segmentation) -> hd.seg.SegmentDescription:
 
 
 def _preset_range(preset: str) -> tuple[float | None, float | None]:
-    from imaging.segment import PRESETS
+    from scrubin.imaging.segment import PRESETS
 
     p = PRESETS.get(preset)
     return (p.lo, p.hi) if p else (None, None)

@@ -56,16 +56,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from imaging import regions as rg
-from imaging import runops as ro
-from imaging.errors import SegmentationError
-from imaging.segment_clean import (
+from scrubin.imaging import regions as rg
+from scrubin.imaging import runops as ro
+from scrubin.imaging.errors import SegmentationError
+from scrubin.imaging.segment_clean import (
     exclude_rims,
     fill_cavities,
     remove_fiducials,
     separate_thin_bridges,
 )
-from imaging.volume import Volume
+from scrubin.imaging.volume import Volume
 
 #: HU below which an unknown-modality volume is taken as CT (HU-like: has air).
 HU_LIKE_MIN: float = -200.0
@@ -93,7 +93,7 @@ class Preset:
     morphology
         ``("separate", radius_mm)``: cut bridges thinner than ~2 radius (a table touching
         the head) when the chosen component reaches the volume border, then restore thin
-        anatomy (:func:`imaging.segment_clean.separate_thin_bridges`); None: none.
+        anatomy (:func:`scrubin.imaging.segment_clean.separate_thin_bridges`); None: none.
     description
         One line for ``--help`` and reports.
     inside_body

@@ -1,16 +1,16 @@
-"""Cleaning steps of :func:`imaging.segment.segment`: cavity filling, bone-rim removal, table
-separation and fiducial-marker removal, on runs (:mod:`imaging.regions`) where possible.
+"""Cleaning steps of :func:`~imaging.segment.segment`: cavity filling, bone-rim removal, table
+separation and fiducial-marker removal, on runs (:mod:`scrubin.imaging.regions`) where possible.
 
-Reasons for each choice are in :mod:`imaging.segment`'s module docstring.
+Reasons for each choice are in :mod:`scrubin.imaging.segment`'s module docstring.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from imaging import regions as rg
-from imaging import runops as ro
-from imaging.volume import Volume
+from scrubin.imaging import regions as rg
+from scrubin.imaging import runops as ro
+from scrubin.imaging.volume import Volume
 
 #: Dense blobs at or above this HU are fiducial candidates (above cortical bone of the skull).
 FIDUCIAL_MIN_HU: float = 1800.0

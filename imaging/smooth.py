@@ -23,8 +23,8 @@ from numba import njit, prange
 if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:  # skip the too-old TBB (and its warning)
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
 
-from imaging.errors import MeshError
-from imaging.mesh import Mesh
+from scrubin.imaging.errors import MeshError
+from scrubin.imaging.mesh import Mesh
 
 LAMBDA = 0.5
 MU = -0.53

@@ -16,7 +16,7 @@ oriented outward (towards lower values); a left-handed voxel-to-LPS affine (det 
 flipped axis) is compensated. Vertices never coincide (crossings are kept 1e-3 voxel away from
 the voxel centres), so no triangle degenerates to an edge or a point.
 
-Speed comes from :mod:`imaging._mc_kernels` (bit-packed two-pass marching cubes in numba,
+Speed comes from :mod:`scrubin.imaging._mc_kernels` (bit-packed two-pass marching cubes in numba,
 parallel over slabs; first call compiles, later calls load the cache).
 """
 
@@ -25,11 +25,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from imaging import _grid_kernels as grid
-from imaging import _mc_kernels as kern
-from imaging.errors import MeshError
-from imaging.mesh import Mesh
-from imaging.volume import Volume
+from scrubin.imaging import _grid_kernels as grid
+from scrubin.imaging import _mc_kernels as kern
+from scrubin.imaging.errors import MeshError
+from scrubin.imaging.mesh import Mesh
+from scrubin.imaging.volume import Volume
 
 #: Dilation (voxels, 6-connected) of a restricting mask before it limits the iso-surface.
 MASK_MARGIN = 1
@@ -201,7 +201,7 @@ def extract_surface(
         With both ``mask`` and ``level``: ``"exact"`` - the mask is the inside; vertices sit at
         the interpolated ``level`` crossing where the intensity agrees with the mask, midway
         between voxel centres where it does not (cleaning filled a cavity, cut a bridge): the
-        same surface as marching :func:`imaging.segment.iso_field`. ``"region"`` - the
+        same surface as marching :func:`scrubin.imaging.segment.iso_field`. ``"region"`` - the
         iso-surface of the intensity inside the mask dilated by one voxel (voxels outside
         count as below the level): the mask only selects which surface.
     inside_below

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imaging.errors import ImagingError
+from scrubin.imaging.errors import ImagingError
 
 #: Diagonal flip between DICOM LPS and RAS (NIfTI, Slicer, OpenIGTLink); its own inverse.
 LPS_TO_RAS: np.ndarray = np.diag([-1.0, -1.0, 1.0, 1.0])

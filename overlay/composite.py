@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from overlay.errors import OverlayError
+from scrubin.overlay.errors import OverlayError
 
 KIND_OPAQUE = 0
 KIND_FILL = 1

@@ -34,8 +34,8 @@ import cv2
 import numpy as np
 from numba import njit
 
-from overlay.errors import OverlayError
-from registration.camera import CameraModel
+from scrubin.overlay.errors import OverlayError
+from scrubin.registration.camera import CameraModel
 
 _ROUND_TRIP_PX = 0.01
 _INVALID = np.float32(-1e6)

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from overlay.errors import OverlayError
-from overlay.renderer import OverlayRenderer
-from overlay.safety import TrackingState, TrackingStatus
-from registration.camera import CameraModel
-from registration.frames import Transform
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.renderer import OverlayRenderer
+from scrubin.overlay.safety import TrackingState, TrackingStatus
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.frames import Transform
 
 # BGR colours
 GREEN = (60, 200, 60)

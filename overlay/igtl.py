@@ -8,7 +8,7 @@ Messages (OpenIGTLink v2 header, version 1; http://openigtlink.org/protocols)
 * ``ReferenceToCamera`` tracking ``T_CAMERA_REF`` (only while tracking is LIVE)
 * ``CTToCamera``        the registered model pose ``T_CAMERA_CT = T_CAMERA_REF @ T_REF_CT``
 * ``<Tool>ToReference`` tool poses ``T_REF_TOOL``, when given; the overlay pipeline's pointer
-  (:mod:`overlay.pointer`) sends ``StylusToReference`` and ``StylusTipToReference``
+  (:mod:`scrubin.overlay.pointer`) sends ``StylusToReference`` and ``StylusTipToReference``
   (``T_REF_TIP``: the tool's axes moved to the pivot-calibrated tip) while REF and TOOL are LIVE
 
 ``STRING`` ``TrackingState`` (LIVE / STALE / LOST) each frame, and optionally ``POLYDATA``
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from overlay.errors import OverlayError
-from registration.frames import CAMERA, CT, REF, Transform
+from scrubin.overlay.errors import OverlayError
+from scrubin.registration.frames import CAMERA, CT, REF, Transform
 
 #: LPS <-> RAS (and the same axis flip for every other frame), see module docstring.
 F_LPS_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -12,9 +12,9 @@ its id and capture time to the sinks; stage times (ms) are measured with ``perf_
 ``capture`` (grab/decode; synthetic: scene render), ``track``, ``render`` (overlay render +
 composite), ``probe`` (accuracy instrumentation, excluded from the latency), ``hud``, ``sink``.
 Latency = output time - capture time on the pipeline's clock = ``perf_counter()`` after the
-sinks - ``Frame.t0`` (see :mod:`overlay.sources`), minus the probe time.
+sinks - ``Frame.t0`` (see :mod:`scrubin.overlay.sources`), minus the probe time.
 
-Pointer (optional, :mod:`overlay.pointer`): a second tracker follows the tool's marker body;
+Pointer (optional, :mod:`scrubin.overlay.pointer`): a second tracker follows the tool's marker body;
 while REF and TOOL are both LIVE and measured in the frame, the tip in CT
 (``inverse(T_CAMERA_CT) @ T_CAMERA_TOOL @ tip``) is checked against the planned landmarks,
 shown on the HUD (else "pointer not tracked"), reported per frame (stage ``tool``) and
@@ -41,19 +41,19 @@ from typing import Any
 
 import numpy as np
 
-from imaging.fileio import read_json
-from overlay import composite
-from overlay.errors import OverlayError
-from overlay.hud import FrameRate, HudInfo, draw_hud, draw_landmark
-from overlay.pointer import PointerTracking, summarize_pointer
-from overlay.renderer import OverlayRenderer, Structure
-from overlay.safety import SafetyConfig, TrackingGate, TrackingState
-from overlay.sinks import Sink, SinkItem
-from overlay.sources import Frame, FrameSource
-from registration.camera import CameraModel
-from registration.errors import RegistrationError
-from registration.frames import CAMERA, CT, REF, Transform
-from registration.tracker import MarkerTracker
+from scrubin.imaging.fileio import read_json
+from scrubin.overlay import composite
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.hud import FrameRate, HudInfo, draw_hud, draw_landmark
+from scrubin.overlay.pointer import PointerTracking, summarize_pointer
+from scrubin.overlay.renderer import OverlayRenderer, Structure
+from scrubin.overlay.safety import SafetyConfig, TrackingGate, TrackingState
+from scrubin.overlay.sinks import Sink, SinkItem
+from scrubin.overlay.sources import Frame, FrameSource
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.frames import CAMERA, CT, REF, Transform
+from scrubin.registration.tracker import MarkerTracker
 
 STAGES = ("capture", "track", "tool", "render", "probe", "hud", "stereo", "sink")
 
@@ -273,13 +273,13 @@ class OverlayPipeline:
     draw_probe
         Blend the probe spheres onto the output too (they are then visible in the video).
     igtl
-        An :class:`overlay.igtl.IgtlServer` to stream the poses to, or None.
+        An :class:`scrubin.overlay.igtl.IgtlServer` to stream the poses to, or None.
     stereo, stereo_sinks
-        An :class:`overlay.stereo.StereoRenderer` (its display calibration must hold
+        An :class:`scrubin.overlay.stereo.StereoRenderer` (its display calibration must hold
         ``T_DISPLAY_CAMERA``) and the sinks receiving both eyes side by side (black =
         see-through) per frame, or None.
     pointer
-        A :class:`overlay.pointer.PointerTracking` (tool tracker, tip, landmarks), or None.
+        A :class:`scrubin.overlay.pointer.PointerTracking` (tool tracker, tip, landmarks), or None.
     """
 
     def __init__(

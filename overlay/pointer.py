@@ -6,9 +6,9 @@ Per frame (all mm; ``tip_TOOL`` from a pivot calibration, ``registration.pivot``
     T_REF_TOOL    = inverse(T_CAMERA_REF) @ T_CAMERA_TOOL
     tip_CT        = inverse(T_CAMERA_CT) @ T_CAMERA_TOOL @ tip_TOOL = T_CT_REF @ T_REF_TOOL @ tip
 
-The check (:func:`overlay.hud.landmark_check`: distance to the selected landmark, or to the
+The check (:func:`scrubin.overlay.hud.landmark_check`: distance to the selected landmark, or to the
 nearest of the planned ones) is made only while both the reference and the tool are LIVE
-(each through its own :class:`overlay.safety.TrackingGate` on capture times) *and* both were
+(each through its own :class:`scrubin.overlay.safety.TrackingGate` on capture times) *and* both were
 measured in this very frame: a pose held over a missed frame is fine for drawing, but while
 the camera moves it shifts the tip relative to the patient (2.3 mm on the synthetic path with
 the reference pose held for two frames). Otherwise the HUD says "pointer not tracked".
@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from overlay.errors import OverlayError
-from overlay.hud import LandmarkCheck, landmark_check
-from overlay.safety import SafetyConfig, TrackingGate, TrackingState
-from registration.frames import CAMERA, REF, TOOL, Transform
-from registration.tracker import MarkerTracker
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.hud import LandmarkCheck, landmark_check
+from scrubin.overlay.safety import SafetyConfig, TrackingGate, TrackingState
+from scrubin.registration.frames import CAMERA, REF, TOOL, Transform
+from scrubin.registration.tracker import MarkerTracker
 
 #: OpenIGTLink device-name stem of the pointer ("StylusTipToReference" is 20 bytes, the limit)
 IGTL_TOOL = "Stylus"

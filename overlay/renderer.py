@@ -17,7 +17,7 @@ if it distorts (``overlay.distortion``, ``cv2.remap`` on fixed-point maps), and 
 box onto the frame; for one filled layer without warp ``draw`` resolves and blends in one pass.
 
 Frames and units: vertices in CT (DICOM LPS) mm; ``T_camera_ct`` a rigid
-:class:`registration.frames.Transform` from ``CT`` to ``CAMERA`` (OpenCV axes, mm). Pixel
+:class:`scrubin.registration.frames.Transform` from ``CT`` to ``CAMERA`` (OpenCV axes, mm). Pixel
 coordinates follow ``cv2.projectPoints``. Near-plane clipping at ``near_mm``.
 
 Look: Gouraud shading of a Lambert head-light (light at the camera, two-sided); opaque fills
@@ -41,11 +41,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from overlay import composite, raster
-from overlay.distortion import RenderGeometry, output_bbox, render_geometry
-from overlay.errors import OverlayError
-from registration.camera import CameraModel
-from registration.frames import CAMERA, CT, Transform
+from scrubin.overlay import composite, raster
+from scrubin.overlay.distortion import RenderGeometry, output_bbox, render_geometry
+from scrubin.overlay.errors import OverlayError
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.frames import CAMERA, CT, Transform
 
 MODES = ("fill", "outline")
 _BAND_H = 8

@@ -31,7 +31,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-from overlay.errors import OverlayError
+from scrubin.overlay.errors import OverlayError
 
 STALE_POLICIES = ("hide", "warn")
 

@@ -1,6 +1,6 @@
 """One GLB scene for headset apps: the models placed in the patient reference frame (REF).
 
-Conventions (those of :mod:`imaging.mesh_io`, glTF 2.0 section 3.4 "Coordinate System and
+Conventions (those of :mod:`scrubin.imaging.mesh_io`, glTF 2.0 section 3.4 "Coordinate System and
 Units"): mesh vertices are the CT (LPS mm) vertices converted with
 ``M = LPS_MM_TO_GLTF`` (glTF = 0.001 (L, S, -P), metres, +Y up), exactly as ``save_mesh`` writes
 them. The scene's world is the REF frame expressed through the same axis map ``M`` (glTF =
@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from imaging.mesh import Mesh
-from imaging.mesh_io import LPS_MM_TO_GLTF, save_mesh
-from overlay.errors import OverlayError
-from registration.frames import CAMERA, CT, REF, Transform
+from scrubin.imaging.mesh import Mesh
+from scrubin.imaging.mesh_io import LPS_MM_TO_GLTF, save_mesh
+from scrubin.overlay.errors import OverlayError
+from scrubin.registration.frames import CAMERA, CT, REF, Transform
 
 _GLB_MAGIC = 0x46546C67
 _CHUNK_JSON = 0x4E4F534A

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from overlay.errors import OverlayError
+from scrubin.overlay.errors import OverlayError
 
 
 class SinkError(OverlayError):

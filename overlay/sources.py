@@ -8,13 +8,13 @@ Every frame carries an id and a capture timestamp from the source to the sinks
 video file    (PyAV) capture time = presentation timestamp ``pts * time_base`` (s, the media
               timeline); ``t0`` = the moment decoding of the frame started, so the decode
               time is part of the latency.
-``synthetic`` (:mod:`overlay.synthetic`) capture time = ``index / fps`` (simulated timeline);
+``synthetic`` (:mod:`~overlay.synthetic`) capture time = ``index / fps`` (simulated timeline);
               the scene is rendered offline at its own pace and ``t0`` is the moment the
               rendered frame is handed over (the simulated camera's exposure): rendering the
               world is not pipeline work.
 
 Pipeline latency of a frame = output time - capture time on the pipeline's clock, measured as
-``perf_counter() at output - t0`` (module :mod:`overlay.pipeline`).
+``perf_counter() at output - t0`` (module :mod:`scrubin.overlay.pipeline`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from overlay.errors import OverlayError
-from overlay.synthetic import SceneFrame, SyntheticScene
-from registration.camera import CameraModel
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.synthetic import SceneFrame, SyntheticScene
+from scrubin.registration.camera import CameraModel
 
 
 class SourceError(OverlayError):
@@ -184,7 +184,7 @@ class CameraSource(FrameSource):
 
 
 class SyntheticSource(FrameSource):
-    """Frames of a :class:`~overlay.synthetic.SyntheticScene`, with their ground truth."""
+    """Frames of a :class:`~scrubin.overlay.synthetic.SyntheticScene`, with their ground truth."""
 
     def __init__(self, scene: SyntheticScene, max_frames: int | None = None) -> None:
         if not isinstance(scene, SyntheticScene):
@@ -218,7 +218,7 @@ def open_source(spec: str, *, max_frames: int | None = None, camera: CameraModel
     spec = spec.strip()
     if spec == "synthetic":
         if scene is None:
-            from overlay.synthetic import SyntheticScene as _Scene
+            from scrubin.overlay.synthetic import SyntheticScene as _Scene
 
             n = max_frames or 150
             scene = _Scene.from_phantom("small", n_frames=n,

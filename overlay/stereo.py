@@ -36,13 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from imaging.fileio import read_json
-from overlay.composite import premultiplied_to_rgba
-from overlay.errors import OverlayError
-from overlay.renderer import OverlayRenderer, Structure
-from registration.camera import CameraModel
-from registration.errors import RegistrationError
-from registration.frames import CAMERA, CT, DISPLAY, LEFT_EYE, RIGHT_EYE, Transform
+from scrubin.imaging.fileio import read_json
+from scrubin.overlay.composite import premultiplied_to_rgba
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.renderer import OverlayRenderer, Structure
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.frames import CAMERA, CT, DISPLAY, LEFT_EYE, RIGHT_EYE, Transform
 
 
 def _eye_camera(spec: Any, where: str) -> CameraModel:

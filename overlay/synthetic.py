@@ -15,11 +15,11 @@ Scene (CT = DICOM LPS mm of the phantom; REF = the marker plate)
 * the phantom's fiducials as 4 mm spheres;
 * a rigid plate carrying 2x2 ArUco markers (``DICT_4X4_50`` ids 0..3), fixed to the head
   (``T_REF_CT`` exact). REF frame: origin at the plate centre, x right / y up as the printed
-  markers are read, z out of the printed face (the body frame of :mod:`registration.bodies`);
+  markers are read, z out of the printed face (the body frame of :mod:`~registration.bodies`);
   texture sampled bilinearly at the hit point's plate coordinates;
 * an occluder (a gloved hand, a box 40 mm in front of the plate) in the frames of the
   occlusion gap, so tracking goes stale / lost and must re-acquire;
-* optionally a tracked pointer (:mod:`overlay.synthetic_pointer`: its own 2x2 marker plate, ids
+* optionally a tracked pointer (:mod:`~overlay.synthetic_pointer`: its own 2x2 marker plate, ids
   10..13, and a shaft) that moves in and rests its tip on one fiducial for a stretch of frames
   (``SceneFrame.extra``: true ``T_CAMERA_TOOL``, tip in CT, whether it touches).
 
@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from overlay.errors import OverlayError
-from overlay.synthetic_models import phantom_models, phantom_points
-from overlay.synthetic_pointer import (
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.synthetic_models import phantom_models, phantom_points
+from scrubin.overlay.synthetic_pointer import (
     TIP_TOOL_MM,
     TOOL_PLATE_MM,
     TOOL_TEX_PPMM,
@@ -49,7 +49,7 @@ from overlay.synthetic_pointer import (
     pointer_mesh,
     pointer_texture,
 )
-from overlay.synthetic_raycast import (
+from scrubin.overlay.synthetic_raycast import (
     _SKIN_BGR,
     _TEX_PPMM,
     GAP_MM,
@@ -59,9 +59,9 @@ from overlay.synthetic_raycast import (
     sample_directions,
     shade,
 )
-from registration.bodies import RigidBody
-from registration.camera import CameraModel
-from registration.frames import CAMERA, CT, REF, TOOL, Transform
+from scrubin.registration.bodies import RigidBody
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.frames import CAMERA, CT, REF, TOOL, Transform
 
 #: Marker plate: 2x2 markers of MARKER_MM with GAP_MM between them and a MARGIN_MM white rim.
 DICTIONARY = "DICT_4X4_50"
@@ -199,7 +199,7 @@ class SyntheticScene:
     seed
         Texture noise seed.
     pointer
-        The tracked pointer's motion (:class:`~overlay.synthetic_pointer.PointerPath`), or
+        The tracked pointer's motion (:class:`~scrubin.overlay.synthetic_pointer.PointerPath`), or
         None for no pointer.
     """
 
@@ -277,7 +277,7 @@ class SyntheticScene:
         self._skin_bgr = np.clip(_SKIN_BGR * tint * (1.0 + rng.normal(0, 0.02, (len(v), 3))),
                                  0, 255).astype(np.float32)
         self._skin_f = np.ascontiguousarray(f, np.int64)
-        from imaging.mesh import Mesh
+        from scrubin.imaging.mesh import Mesh
 
         self._skin_n = np.ascontiguousarray(Mesh(v, self._skin_f).vertex_normals(), np.float32)
 

@@ -14,19 +14,19 @@ def phantom_models(name: str = "small", max_triangles: int = 20000) -> list[Any]
     cubes -> Taubin smoothing -> decimation) and cached as one GLB next to the sample series
     (``<cache>/overlay-models-<name>-<spec hash>-<max_triangles>.glb``).
     """
-    from imaging.fileio import write_atomic
-    from imaging.load import load_volume
-    from imaging.mesh_io import load_meshes, save_mesh
-    from imaging.segment import segment
-    from imaging.smooth import taubin_smooth
-    from imaging.surface import extract_surface
-    from samples.phantom import default_cache_dir, ensure_sample, spec_hash
+    from scrubin.imaging.fileio import write_atomic
+    from scrubin.imaging.load import load_volume
+    from scrubin.imaging.mesh_io import load_meshes, save_mesh
+    from scrubin.imaging.segment import segment
+    from scrubin.imaging.smooth import taubin_smooth
+    from scrubin.imaging.surface import extract_surface
+    from scrubin.samples.phantom import default_cache_dir, ensure_sample, spec_hash
 
     folder = ensure_sample(name)
     path = default_cache_dir() / f"overlay-models-{name}-{spec_hash(name)}-{max_triangles}.glb"
     if path.is_file():
         return load_meshes(path)
-    from imaging.decimate import decimate
+    from scrubin.imaging.decimate import decimate
 
     vol = load_volume(folder)
     out = []
@@ -48,7 +48,7 @@ def phantom_points(name: str = "small") -> tuple[np.ndarray, list[str], np.ndarr
 
     Returns ``(points (K, 3), names, fiducial centres (N, 3))``: the fiducials then the target.
     """
-    from samples.phantom import ensure_sample, load_truth
+    from scrubin.samples.phantom import ensure_sample, load_truth
 
     truth = load_truth(ensure_sample(name))
     fid = np.array([f["center_lps"] for f in truth["fiducials"]], np.float64)

@@ -1,7 +1,7 @@
 """The tracked pointer of the synthetic scene: a stylus with its own ArUco plate, moving in and
 touching one fiducial with its tip for a stretch of frames (exact ground truth).
 
-Pointer (TOOL frame, mm; the body frame of :mod:`registration.bodies`)
+Pointer (TOOL frame, mm; the body frame of :mod:`scrubin.registration.bodies`)
 -----------------------------------------------------------------------
 * a square plate of 2x2 ``DICT_4X4_50`` markers (ids 10..13, distinct from the reference
   plate's 0..3), ``TOOL_PLATE_MM`` wide, centred on the origin in the plane z = 0, x right /
@@ -16,7 +16,7 @@ smoothly. The plate faces the camera side of the head (anterior, -y in LPS) and 
 towards the patient's left and up, so the pointer neither hides the reference plate (on the
 right cheek) nor leaves the image.
 
-The scene (:mod:`overlay.synthetic`) ray casts the pointer in its own frame: each camera ray
+The scene (:mod:`scrubin.overlay.synthetic`) ray casts the pointer in its own frame: each camera ray
 is also expressed in TOOL (``make_rays`` with ``T_TOOL_CAMERA``) and cast against this static
 mesh; rigid maps keep the ray parameter, so the nearer hit of the two casts wins per sample.
 """
@@ -28,9 +28,9 @@ import math
 import cv2
 import numpy as np
 
-from overlay.errors import OverlayError
-from registration.bodies import RigidBody
-from registration.frames import CT, TOOL, Transform
+from scrubin.overlay.errors import OverlayError
+from scrubin.registration.bodies import RigidBody
+from scrubin.registration.frames import CT, TOOL, Transform
 
 TOOL_MARKER_IDS = (10, 11, 12, 13)
 TOOL_MARKER_MM = 26.0

@@ -1,4 +1,4 @@
-"""Compiled (numba) pass of :mod:`registration.subpixel`'s edge refinement.
+"""Compiled (numba) pass of :mod:`scrubin.registration.subpixel`'s edge refinement.
 
 Same algorithm as ``subpixel._refine_all``, written as loops so that a pass over a few markers
 costs tens of microseconds instead of ~0.5 ms of NumPy call overhead. With ``undistort``, edge

@@ -18,7 +18,7 @@ bottom-left (clockwise when the marker is seen upright from the front). Markers 
 different planes (a cube, a tool). Ids must be unique.
 
 The body pose ``T_CAMERA_<name>`` is solved from all corners of the visible markers at once
-(:func:`registration.markers.solve_pose`: IPPE for coplanar, SQPnP otherwise, then LM).
+(:func:`scrubin.registration.markers.solve_pose`: IPPE for coplanar, SQPnP otherwise, then LM).
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from imaging.fileio import read_json, write_json_atomic
-from registration.camera import CameraModel
-from registration.errors import RegistrationError
-from registration.frames import Transform
-from registration.markers import (
+from scrubin.imaging.fileio import read_json, write_json_atomic
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.frames import Transform
+from scrubin.registration.markers import (
     MarkerDetections,
     MarkerError,
     PoseEstimate,
@@ -148,7 +148,7 @@ class RigidBody:
         """Pose from the body's markers among ``detections``; None if none is visible.
 
         ``prior`` (e.g. the previous frame's pose) resolves the planar flip ambiguity of
-        coplanar markers (:func:`registration.markers.solve_pose`).
+        coplanar markers (:func:`scrubin.registration.markers.solve_pose`).
         """
         obj, img, used = [], [], []
         for mid, corners in zip(detections.ids.tolist(), detections.corners_px, strict=True):

@@ -25,9 +25,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from registration.camera import CameraModel
-from registration.errors import RegistrationError
-from registration.markers import (
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.markers import (
     as_gray,
     charuco_object_points,
     detect_charuco,

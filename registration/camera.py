@@ -20,8 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from imaging.fileio import read_json, write_json_atomic
-from registration.errors import RegistrationError
+from scrubin.imaging.fileio import read_json, write_json_atomic
+from scrubin.registration.errors import RegistrationError
 
 _VALID_DIST_LENGTHS = (0, 4, 5, 8, 12, 14)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from registration.errors import RegistrationError
+from scrubin.registration.errors import RegistrationError
 
 UNIT_SCALE_TO_MM = {"mm": 1.0, "m": 1000.0, "cm": 10.0}
 _CLOUD_SUFFIXES = (".ply", ".pcd", ".csv", ".txt", ".xyz")
@@ -55,7 +55,7 @@ class PointSet:
     normals
         ``(N, 3)`` unit normals (outward for a surface), or None.
     frame
-        Frame name (see :mod:`registration.frames`), e.g. ``"CT"`` or ``"REF"``.
+        Frame name (see :mod:`scrubin.registration.frames`), e.g. ``"CT"`` or ``"REF"``.
     source
         Provenance, e.g. ``{"series_instance_uid": ...}``; carried into the transform.
     path
@@ -352,7 +352,7 @@ def read_surface(path: str | Path, frame: str = "CT", max_points: int = 200_000)
     Parameters
     ----------
     path
-        STL, PLY, OBJ or GLB mesh in LPS mm, read by :func:`imaging.mesh_io.load_mesh` (GLB
+        STL, PLY, OBJ or GLB mesh in LPS mm, read by :func:`scrubin.imaging.mesh_io.load_mesh` (GLB
         converted back from glTF metres); its provenance (source UIDs) is kept. A PLY without
         faces is read as a point cloud and its normals estimated.
     frame
@@ -367,8 +367,8 @@ def read_surface(path: str | Path, frame: str = "CT", max_points: int = 200_000)
         if nrm is None:
             nrm = estimate_normals(cloud.points, 3.0 * _spacing(cloud.points))
         return PointSet(cloud.points, orient_outward(cloud.points, nrm), frame=frame, path=p)
-    from imaging.errors import ImagingError
-    from imaging.mesh_io import load_mesh
+    from scrubin.imaging.errors import ImagingError
+    from scrubin.imaging.mesh_io import load_mesh
 
     try:
         mesh = load_mesh(p)

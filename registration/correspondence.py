@@ -28,8 +28,8 @@ from itertools import combinations, permutations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from registration.errors import RegistrationError
-from registration.points import as_points, check_configuration, fit_batch
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.points import as_points, check_configuration, fit_batch
 
 #: Most points per set accepted (hypothesis count grows as N³ · N³).
 MAX_POINTS = 20

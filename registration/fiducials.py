@@ -49,8 +49,8 @@ from scipy import ndimage
 from scipy.optimize import least_squares
 from scipy.special import erf, ndtr
 
-from imaging.volume import Volume
-from registration.errors import RegistrationError
+from scrubin.imaging.volume import Volume
+from scrubin.registration.errors import RegistrationError
 
 #: Default marker diameter range (mm) and lowest peak HU of a marker in the image.
 DEFAULT_DIAMETER_MM = (2.0, 4.0)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from registration.errors import RegistrationError
-from registration.frames import Transform
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.frames import Transform
 
 #: Noise samples (third differences) needed before :class:`PoseFilter` starts smoothing.
 MIN_NOISE_SAMPLES = 6

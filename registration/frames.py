@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from imaging.fileio import read_json
-from registration.errors import FrameMismatchError, RegistrationError
+from scrubin.imaging.fileio import read_json
+from scrubin.registration.errors import FrameMismatchError, RegistrationError
 
 CT = "CT"
 REF = "REF"

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from registration.clouds import estimate_normals, voxel_downsample
-from registration.errors import RegistrationError
+from scrubin.registration.clouds import estimate_normals, voxel_downsample
+from scrubin.registration.errors import RegistrationError
 
 
 @dataclass(frozen=True)

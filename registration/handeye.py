@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from registration.errors import RegistrationError
-from registration.frames import CAMERA, TOOL, Transform
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.frames import CAMERA, TOOL, Transform
 
 METHODS = ("park", "tsai", "daniilidis")
 

@@ -19,7 +19,7 @@ References: Chen & Medioni, Image Vis. Comput. 10(3) 1992; Low, UNC TR04-004, 20
 IJCV 13(2) 1994; Gelfand et al., 3DIM 2003; Rusinkiewicz & Levoy, 3DIM 2001.
 
 Direction: the cloud (fixed frame) is moved onto the model (moving frame): results are
-``T_model_cloud``; :mod:`registration.surface` inverts them into ``T_fixed_moving``.
+``T_model_cloud``; :mod:`scrubin.registration.surface` inverts them into ``T_fixed_moving``.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
-from registration.clouds import PointSet, as_points, extent
-from registration.errors import RegistrationError
-from registration.global_init import FeatureCloud, fpfh_cloud
-from registration.nn_grid import ClosestPointGrid
+from scrubin.registration.clouds import PointSet, as_points, extent
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.global_init import FeatureCloud, fpfh_cloud
+from scrubin.registration.nn_grid import ClosestPointGrid
 
 #: Margin (mm) of the optional closest-point grid around the model; the grid serves coarse
 #: ICP levels only while the correspondence gate is within it.
@@ -61,7 +61,7 @@ class PreparedModel:
     def build(cls, model: PointSet, coarse_grid: bool = False) -> PreparedModel:
         """Index ``model`` (must have normals).
 
-        ``coarse_grid`` also builds a closest-point map (:mod:`registration.nn_grid`, cells of
+        ``coarse_grid`` also builds a closest-point map (:mod:`~registration.nn_grid`, cells of
         extent/150, margin :data:`GRID_MARGIN_MM`) used on the coarse ICP levels: a few hundred
         ms once, worth it when the model is registered to many clouds (tracking, trials).
         """

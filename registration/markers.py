@@ -2,7 +2,7 @@
 
 Detection uses ``cv2.aruco.ArucoDetector`` / ``cv2.aruco.CharucoDetector`` (the free function
 ``cv2.aruco.detectMarkers`` is gone in OpenCV 5). Corner refinement ``"edge"`` (default) is
-this package's line-fit refinement (:mod:`registration.subpixel`); ``"subpix"``,
+this package's line-fit refinement (:mod:`scrubin.registration.subpixel`); ``"subpix"``,
 ``"contour"``, ``"apriltag"`` and ``"none"`` are OpenCV's ``CORNER_REFINE_*`` methods. Measured
 on rendered markers (50 mm at 0.5 m, 1280x720, noise sigma 2): corner error edge ~0.01 px,
 subpix ~0.1-0.2 px (biased inwards on the L-shaped marker corners), apriltag 0.4-0.9 px
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from registration.camera import CameraModel
-from registration.errors import RegistrationError
-from registration.frames import CAMERA, Transform
-from registration.subpixel import refine_corners_edges
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.frames import CAMERA, Transform
+from scrubin.registration.subpixel import refine_corners_edges
 
 REFINEMENTS = {
     "edge": cv2.aruco.CORNER_REFINE_SUBPIX,  # OpenCV subpix first, then edge lines

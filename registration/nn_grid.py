@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-from registration.errors import RegistrationError
+from scrubin.registration.errors import RegistrationError
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from registration.errors import RegistrationError
-from registration.frames import Transform
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.frames import Transform
 
 
 class PivotError(RegistrationError):

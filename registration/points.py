@@ -3,7 +3,7 @@
 Given paired points ``moving_mm[i]`` (frame ``src``, e.g. CT LPS mm) and ``fixed_mm[i]``
 (frame ``dst``, e.g. the reference marker REF, mm), find the rotation ``R``, translation ``t``
 and optionally an isotropic scale ``c`` minimising ``Σ |fixed_i − (c R moving_i + t)|²``.
-The result is a :class:`registration.frames.Transform` ``T_dst_src``; registering tracked
+The result is a :class:`scrubin.registration.frames.Transform` ``T_dst_src``; registering tracked
 fiducials (fixed, REF) to CT fiducials (moving, CT) gives ``T_REF_CT``.
 
 References
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from registration.errors import RegistrationError
-from registration.frames import CT, REF, Transform
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.frames import CT, REF, Transform
 
 #: Ratio of the 2nd to the 1st singular value of a centred configuration below which the
 #: points are treated as collinear (the rotation about that line is then undetermined).

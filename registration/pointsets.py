@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imaging import fileio
-from registration.errors import RegistrationError
+from scrubin.imaging import fileio
+from scrubin.registration.errors import RegistrationError
 
 
 class PointFileError(RegistrationError):

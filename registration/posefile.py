@@ -14,7 +14,7 @@ A pose is ``T_dst_src``: it maps points of the tracked object (``src``) to the r
 Rotations must be orthonormal to 1e-3 (re-orthonormalised by SVD), quaternions unit-norm to
 1e-3 (normalised). Errors name the file and the line.
 
-JSON: a list of transform objects (:meth:`registration.frames.Transform.to_json`), or the
+JSON: a list of transform objects (:meth:`scrubin.registration.frames.Transform.to_json`), or the
 output of ``scrubin track`` (``{"frames": [...]}``), of which the frames that detected the
 target are used (``raw_pose``, the unfiltered measurement, with its timestamp).
 """
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from imaging.fileio import write_text_atomic
-from registration.errors import RegistrationError
-from registration.pointsets import is_number
+from scrubin.imaging.fileio import write_text_atomic
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.pointsets import is_number
 
 _SPLIT = re.compile(r"[,;\s]+")
 _TOL = 1e-3
@@ -119,7 +119,7 @@ def parse_pose_text(text: str, name: str = "<text>") -> PoseSeries:
 
 
 def _from_json(data: object, name: str) -> PoseSeries:
-    from registration.frames import Transform
+    from scrubin.registration.frames import Transform
 
     items: list[tuple[dict, float | None]] = []
     if isinstance(data, dict) and isinstance(data.get("frames"), list):

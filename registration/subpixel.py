@@ -14,7 +14,7 @@ Geometry*, 2nd ed., §2.2.1). With a camera model, edge points are undistorted f
 corners re-distorted, so curved (distorted) edges stay exact.
 
 The passes without distortion run in a numba-compiled kernel
-(:mod:`registration._edge_kernel`, ~40 us for three markers; compiled once and cached on
+(:mod:`scrubin.registration._edge_kernel`, ~40 us for three markers; compiled once and cached on
 disk); :func:`_refine_all` is the NumPy reference (and the path with lens distortion).
 Measured on rendered markers (``benchmarks/bench_tracking.py``): median corner error
 0.014 px, against 0.2 px for ``CORNER_REFINE_SUBPIX``.
@@ -25,8 +25,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from registration.camera import CameraModel
-from registration.errors import RegistrationError
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.errors import RegistrationError
 
 
 def refine_corners_edges(
@@ -82,7 +82,7 @@ def refine_corners_edges(
     ok_all = np.ones(c.shape[0], dtype=bool)
     gray8 = img
     # imported here: numba's import costs ~0.3 s, not to be paid by every `scrubin` command
-    from registration._edge_kernel import refine_pass
+    from scrubin.registration._edge_kernel import refine_pass
     for half in half_width_px:
         if gray8.dtype == np.uint8:
             refined, ok = refine_pass(gray8, current, int(samples), float(half), 21, False,

@@ -2,7 +2,7 @@
 
 Pipeline (:func:`register_surface`)
 -----------------------------------
-1. Global initialisation when no start pose is given (:mod:`registration.global_init`:
+1. Global initialisation when no start pose is given (:mod:`scrubin.registration.global_init`:
    FPFH + RANSAC + verification), several distinct hypotheses kept.
 2. Multi-scale robust point-to-plane ICP (:func:`robust_icp`) by successive halving: every
    hypothesis runs 3 coarse iterations, the best 8 (by score: share of cloud points within a
@@ -18,7 +18,7 @@ References: Chen & Medioni, Image Vis. Comput. 10(3) 1992; Low, UNC TR04-004, 20
 IJCV 13(2) 1994; Gelfand, Ikemoto, Rusinkiewicz & Levoy, 3DIM 2003; Rusinkiewicz & Levoy,
 3DIM 2001 (coarse-to-fine, sampling variants).
 
-The ICP itself, the model index and the degeneracy analysis are in :mod:`registration.icp`.
+The ICP itself, the model index and the degeneracy analysis are in :mod:`scrubin.registration.icp`.
 
 Direction and convention: internally the cloud is moved onto the model (every cloud point has a
 counterpart on the complete model, not the other way round for a partial cloud), giving
@@ -33,10 +33,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from registration.clouds import PointSet
-from registration.frames import Transform, merge_source
-from registration.global_init import fpfh_cloud, pose_difference, ransac_hypotheses
-from registration.icp import (
+from scrubin.registration.clouds import PointSet
+from scrubin.registration.frames import Transform, merge_source
+from scrubin.registration.global_init import fpfh_cloud, pose_difference, ransac_hypotheses
+from scrubin.registration.icp import (
     GRID_MARGIN_MM,
     IcpResult,
     PreparedModel,

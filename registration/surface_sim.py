@@ -1,6 +1,6 @@
 """Simulated surfaces and partial depth-camera views for surface-registration trials.
 
-Used by the tests and the benchmark of :mod:`registration.surface` to measure accuracy against
+Used by the tests and the benchmark of :mod:`~registration.surface` to measure accuracy against
 exact ground truth (target registration error at a deep point, mean surface-point error) and
 success rates over many random partial-overlap trials. Nothing here is needed at run time.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from registration.errors import RegistrationError
+from scrubin.registration.errors import RegistrationError
 
 #: A deep target of the synthetic head (LPS mm, model frame): near the brain's centre.
 HEAD_DEEP_TARGET_LPS = np.array([0.0, 15.0, 25.0])
@@ -245,12 +245,12 @@ def phantom_skin_mesh(truth: dict, spacing: float = 3.0) -> SurfaceMesh:
     Parameters
     ----------
     truth
-        The phantom's ``truth.json`` dictionary (:func:`samples.phantom.load_truth`); its
+        The phantom's ``truth.json`` dictionary (:func:`scrubin.samples.phantom.load_truth`); its
         ``structures`` define the signed distances (LPS mm).
     spacing
         Grid step in mm.
     """
-    from samples.model import phantom_model
+    from scrubin.samples.model import phantom_model
 
     key = (str(truth.get("spec_hash", id(truth))), float(spacing))
     if key in _PHANTOM_CACHE:
@@ -273,16 +273,16 @@ def phantom_skin_mesh(truth: dict, spacing: float = 3.0) -> SurfaceMesh:
 def ct_skin_surface(folder: str | Path, truth: dict) -> tuple[np.ndarray, np.ndarray, dict]:
     """The skin as the imaging pipeline extracts it from the phantom's CT series.
 
-    Loads the DICOM series (:func:`imaging.load.load_volume`), keeps the head component of
+    Loads the DICOM series (:func:`scrubin.imaging.load.load_volume`), keeps the head component of
     ``HU >= skin half-max`` (not the table), extracts its iso-surface
-    (:func:`imaging.surface.extract_surface`) and returns ``(vertices_mm, outward unit
+    (:func:`scrubin.imaging.surface.extract_surface`) and returns ``(vertices_mm, outward unit
     normals, provenance)`` in LPS mm.
     """
-    from imaging.load import load_volume
-    from imaging.regions import component_at
-    from imaging.surface import extract_surface
-    from registration.clouds import vertex_normals
-    from samples.model import phantom_model
+    from scrubin.imaging.load import load_volume
+    from scrubin.imaging.regions import component_at
+    from scrubin.imaging.surface import extract_surface
+    from scrubin.registration.clouds import vertex_normals
+    from scrubin.samples.model import phantom_model
 
     vol = load_volume(folder)
     level = phantom_model(truth).half_max("skin")

@@ -27,9 +27,9 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from registration.camera import CameraModel
-from registration.errors import RegistrationError
-from registration.frames import Transform
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.frames import Transform
 
 _NEAR_MM = 1.0
 
@@ -73,7 +73,7 @@ def marker_plane(
     Parameters
     ----------
     dictionary
-        OpenCV ArUco dictionary (see :func:`registration.markers.get_dictionary`).
+        OpenCV ArUco dictionary (see :func:`scrubin.registration.markers.get_dictionary`).
     marker_id
         Id inside the dictionary.
     size_mm

@@ -21,7 +21,7 @@ Speed: markers are detected on an image reduced by 2x2 area averaging (once or t
 that the smallest expected marker (``min_marker_ratio`` of the image's larger side on a
 full-frame search, the predicted size while tracking) stays at least ``detect_side_px`` pixels
 wide; the corners are then re-measured at full resolution by
-:func:`registration.subpixel.refine_corners_edges`. (This is the idea of ArUco3,
+:func:`scrubin.registration.subpixel.refine_corners_edges`. (This is the idea of ArUco3,
 Romero-Ramirez et al. 2018; OpenCV 5.0.0's ``useAruco3Detection`` missed 10-60 % of the
 markers in our rendered 1080p scenes, hence the explicit reduction.) While tracking, only a
 region around the predicted target (the body's markers projected with the last pose, shifted
@@ -38,12 +38,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from registration.bodies import RigidBody
-from registration.camera import CameraModel
-from registration.errors import RegistrationError
-from registration.filters import PoseFilter
-from registration.frames import Transform
-from registration.markers import (
+from scrubin.registration.bodies import RigidBody
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.filters import PoseFilter
+from scrubin.registration.frames import Transform
+from scrubin.registration.markers import (
     REFINEMENTS,
     MarkerDetections,
     as_gray,
@@ -135,7 +135,7 @@ class MarkerTracker:
         motion, applied to ``pose``; ``raw_pose`` stays unfiltered), False/None (raw poses) or
         a :class:`PoseFilter`.
     refinement
-        Corner refinement (:data:`registration.markers.REFINEMENTS`), ``"edge"`` by default.
+        Corner refinement (:data:`scrubin.registration.markers.REFINEMENTS`), ``"edge"`` by default.
     roi_search
         Search around the predicted target first (full-frame fallback on a miss).
     min_marker_ratio

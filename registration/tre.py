@@ -30,8 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from registration.errors import RegistrationError
-from registration.points import as_points, check_configuration, check_pair, fit_batch
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.points import as_points, check_configuration, check_pair, fit_batch
 
 #: Default false-alarm probability per fiducial of the leave-one-out test.
 LOO_ALPHA = 1e-3

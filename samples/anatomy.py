@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from samples.model import HeadPhantom, part_bbox
+from scrubin.samples.model import HeadPhantom, part_bbox
 
 SKIN_HU = 40.0
 BRAIN_HU = 35.0

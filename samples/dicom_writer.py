@@ -16,7 +16,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from samples.render import RESCALE_INTERCEPT
+from scrubin.samples.render import RESCALE_INTERCEPT
 
 STUDY_DATE = "20260101"
 STUDY_TIME = "090000"

@@ -31,9 +31,9 @@ from typing import Any
 import numba
 import numpy as np
 
-from imaging.errors import ImagingError
+from scrubin.imaging.errors import ImagingError
 
-#: Primitive type codes shared with the voxeliser (:mod:`samples.render`).
+#: Primitive type codes shared with the voxeliser (:mod:`scrubin.samples.render`).
 PRIM_CODES: dict[str, int] = {"ellipsoid": 0, "halfspace": 1, "box": 2, "capsule": 3}
 
 AIR_HU: float = -1000.0
@@ -333,7 +333,7 @@ def part_bbox(part: Sequence[Mapping[str, Any]]) -> np.ndarray:
 
 # --------------------------------------------------------------------------- model
 class HeadPhantom:
-    """The analytic phantom described by ``truth["structures"]`` (see :mod:`samples.phantom`).
+    """The analytic phantom described by ``truth["structures"]`` (see :mod:`~samples.phantom`).
 
     Parameters
     ----------

@@ -13,14 +13,14 @@
 ---------------------------------------------------------------------------------
 ``name``, ``frame`` ("LPS"), ``unit`` ("mm"), ``study_instance_uid``, ``series_instance_uid``,
 ``frame_of_reference_uid`` (shared by all presets: same patient, same table position),
-``affine`` (4x4, voxel (i=column, j=row, k=slice, 1) -> LPS, as :mod:`imaging.volume`),
+``affine`` (4x4, voxel (i=column, j=row, k=slice, 1) -> LPS, as :mod:`scrubin.imaging.volume`),
 ``shape_ijk`` ([columns, rows, slices]), ``pixel_spacing`` ([row, column] mm, as DICOM),
 ``slice_spacing``, ``image_orientation`` (6 direction cosines, as DICOM), ``rescale_slope``,
 ``rescale_intercept`` (HU = stored - 1024), ``content_bbox_lps`` ([[min], [max]]),
 ``fiducials`` (list of ``{"name", "center_lps", "diameter_mm", "hu"}``), ``target_lps``,
 ``structures`` (name -> ``{"paint_order", "shape", "bbox_lps", "parts", "hu_inside",
-"hu_outside", "half_max_hu", "note"}``, see :mod:`samples.model` and
-:mod:`samples.anatomy`), ``psf_sigma_mm``, ``noise_hu``, ``supersample``, ``seed``,
+"hu_outside", "half_max_hu", "note"}``, see :mod:`scrubin.samples.model` and
+:mod:`scrubin.samples.anatomy`), ``psf_sigma_mm``, ``noise_hu``, ``supersample``, ``seed``,
 ``generator_version``, ``spec_hash``.
 
 ``half_max_hu = (hu_inside + hu_outside) / 2`` is the iso-level of a boundary in the
@@ -47,12 +47,12 @@ from typing import Any
 
 import numpy as np
 
-from imaging.fileio import read_json
-from samples import anatomy
-from samples.dicom_writer import deterministic_uid, write_series
-from samples.model import HeadPhantom, SampleError, phantom_model
-from samples.presets import PRESETS, Geometry, parse_geometry
-from samples.render import RESCALE_INTERCEPT, blur_and_noise, render_hu
+from scrubin.imaging.fileio import read_json
+from scrubin.samples import anatomy
+from scrubin.samples.dicom_writer import deterministic_uid, write_series
+from scrubin.samples.model import HeadPhantom, SampleError, phantom_model
+from scrubin.samples.presets import PRESETS, Geometry, parse_geometry
+from scrubin.samples.render import RESCALE_INTERCEPT, blur_and_noise, render_hu
 
 __all__ = [
     "PRESETS",

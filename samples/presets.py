@@ -2,7 +2,7 @@
 
 Each preset: rotation whose columns are the row cosine, column cosine and slice normal
 (LPS), PixelSpacing ``[row, column]`` mm, slice spacing mm, and a fixed shape ``(i, j, k)``
-or ``None`` for a field of view sized to the anatomy (see :func:`samples.phantom.grid`).
+or ``None`` for a field of view sized to the anatomy (see :func:`scrubin.samples.phantom.grid`).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import numba
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from samples.model import AIR_HU, box_sdf, capsule_sdf, encode_parts, part_bbox
+from scrubin.samples.model import AIR_HU, box_sdf, capsule_sdf, encode_parts, part_bbox
 
 #: Stored = HU - RESCALE_INTERCEPT.
 RESCALE_INTERCEPT = -1024.0

@@ -17,12 +17,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from imaging.errors import ImagingError
-from mentor.errors import MentorError
-from overlay.errors import OverlayError
-from registration.errors import RegistrationError
 from scrubin import commands
 from scrubin.commands._discover import register_all
+from scrubin.imaging.errors import ImagingError
+from scrubin.mentor.errors import MentorError
+from scrubin.overlay.errors import OverlayError
+from scrubin.registration.errors import RegistrationError
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ImagingError,

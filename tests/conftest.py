@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from samples.phantom import ensure_sample, load_truth
+from scrubin.samples.phantom import ensure_sample, load_truth
 
 
 @pytest.fixture(scope="session")

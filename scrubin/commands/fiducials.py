@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from registration.fiducials import DEFAULT_DIAMETER_MM, DEFAULT_MIN_HU
+from scrubin.registration.fiducials import DEFAULT_DIAMETER_MM, DEFAULT_MIN_HU
 from scrubin.workflows.fiducials import parse_diameter_range, run_fiducials
 
 

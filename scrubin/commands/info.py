@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 
-from imaging.load import Catalog, SeriesInfo, scan
+from scrubin.imaging.load import Catalog, SeriesInfo, scan
 
 
 def register(sub: argparse._SubParsersAction) -> None:

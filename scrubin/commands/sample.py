@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from samples.presets import CUSTOM_SYNTAX, PRESETS
+from scrubin.samples.presets import CUSTOM_SYNTAX, PRESETS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate (or copy from the cache) the series into ``args.out``."""
-    from samples.phantom import export_sample  # heavy (numba, scipy, pydicom): only when run
+    from scrubin.samples.phantom import (
+        export_sample,  # heavy (numba, scipy, pydicom): only when run
+    )
 
     out = export_sample(args.name, args.out)
     n = len(list(out.glob("*.dcm")))

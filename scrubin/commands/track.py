@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from registration.bodies import RigidBody
-from registration.camera import CameraModel
-from registration.tracker import MarkerTracker
+from scrubin.registration.bodies import RigidBody
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.tracker import MarkerTracker
 from scrubin.workflows.track import summary, track_video, write_track_json
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from samples.phantom import ensure_sample
+from scrubin.samples.phantom import ensure_sample
 from scrubin.workflows import fiducial_demo
 from scrubin.workflows.model import ModelRequest, run_model
 

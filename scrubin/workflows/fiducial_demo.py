@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from imaging.load import load_volume
-from registration.errors import RegistrationError
-from registration.frames import CT, REF
-from registration.points import fit_batch
-from registration.pointsets import write_text_atomic
-from samples.phantom import load_truth
+from scrubin.imaging.load import load_volume
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.frames import CT, REF
+from scrubin.registration.points import fit_batch
+from scrubin.registration.pointsets import write_text_atomic
+from scrubin.samples.phantom import load_truth
 from scrubin.workflows.fiducials import fiducials_report
 from scrubin.workflows.register_points import register_point_sets
 

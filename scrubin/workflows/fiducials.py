@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from imaging.load import load_volume
-from imaging.volume import Volume
-from registration.fiducials import (
+from scrubin.imaging.load import load_volume
+from scrubin.imaging.volume import Volume
+from scrubin.registration.fiducials import (
     DEFAULT_DIAMETER_MM,
     DEFAULT_MIN_CONFIDENCE,
     DEFAULT_MIN_HU,
@@ -18,8 +18,8 @@ from registration.fiducials import (
     default_seed_hu,
     find_fiducials,
 )
-from registration.frames import CT
-from registration.pointsets import write_points_csv, write_text_atomic
+from scrubin.registration.frames import CT
+from scrubin.registration.pointsets import write_points_csv, write_text_atomic
 
 #: Rejected candidates listed in the JSON (the rest are only counted).
 MAX_REJECTED_LISTED = 50

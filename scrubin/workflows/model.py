@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from imaging.errors import ImagingError, MeshError
-from imaging.fileio import temp_path
-from imaging.mesh import Mesh
-from imaging.mesh_io import mesh_format, save_mesh
+from scrubin.imaging.errors import ImagingError, MeshError
+from scrubin.imaging.fileio import temp_path
+from scrubin.imaging.mesh import Mesh
+from scrubin.imaging.mesh_io import mesh_format, save_mesh
 
 #: Extensions of single-file (non-DICOM) volumes: no DICOM SEG can reference them.
 NON_DICOM_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -169,15 +169,15 @@ class _Stages:
 
 def run_model(req: ModelRequest) -> dict[str, Any]:
     """Run the whole path and return the report (also written to ``req.json_path``)."""
-    from imaging.decimate import decimate, surface_distance
-    from imaging.load import load_volume
-    from imaging.segment import segment
-    from imaging.smooth import taubin_smooth
-    from imaging.surface import extract_surface
+    from scrubin.imaging.decimate import decimate, surface_distance
+    from scrubin.imaging.load import load_volume
+    from scrubin.imaging.segment import segment
+    from scrubin.imaging.smooth import taubin_smooth
+    from scrubin.imaging.surface import extract_surface
 
     validate(req)
     if req.seg_path is not None:
-        from imaging import seg_dicom  # noqa: F401  (fail before any work if it is missing)
+        from scrubin.imaging import seg_dicom  # noqa: F401  (fail before any work if it is missing)
     stages = _Stages(["read", "segment", "extract", "smooth", "decimate", "write"], req.progress)
     temps: list[tuple[Path, Path]] = []
     try:
@@ -206,7 +206,7 @@ def run_model(req: ModelRequest) -> dict[str, Any]:
             temps.append((tmp, req.out))
             save_mesh(final, tmp)
             if req.seg_path is not None:
-                from imaging.seg_dicom import write_seg
+                from scrubin.imaging.seg_dicom import write_seg
 
                 tmp_seg = temp_path(req.seg_path, req.seg_path.suffix)
                 temps.append((tmp_seg, req.seg_path))

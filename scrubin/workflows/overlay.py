@@ -1,6 +1,6 @@
 """Workflow of ``scrubin overlay``: a frame source through the AR overlay pipeline to an MP4.
 
-``--source synthetic`` needs nothing else: the synthetic scene (:mod:`overlay.synthetic`) brings
+``--source synthetic`` needs nothing else: the synthetic scene (:mod:`~overlay.synthetic`) brings
 its camera, its models (skin and skull of the small sample phantom, built by the imaging
 pipeline and cached), its marker plate body, the exact registration ``T_REF_CT``, the ground
 truth for the per-frame reprojection error, and a tracked pointer (its body, exact tip offset
@@ -8,9 +8,9 @@ and the fiducial it touches as the planned landmark) for the landmark check. Oth
 (``camera:N``, a video file) need ``--camera``, ``--registration``, at least one ``--model``
 and the tracked target (``--marker-size`` [``--dictionary``] or ``--body``).
 
-Pointer (:mod:`overlay.pointer`): ``--tool-body`` with ``--tool-tip`` (``X,Y,Z`` TOOL mm or a
+Pointer (:mod:`~overlay.pointer`): ``--tool-body`` with ``--tool-tip`` (``X,Y,Z`` TOOL mm or a
 pivot JSON) and ``--landmark NAME=X,Y,Z`` (CT LPS mm, repeatable). ``--scene OUT.glb`` writes the
-models in REF with the last live transforms (:mod:`overlay.scene_export`) at the end.
+models in REF with the last live transforms (:mod:`scrubin.overlay.scene_export`) at the end.
 
 Outputs are written to temporary names and renamed into place only when the whole run
 succeeded: a failure leaves no partial video or report.
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from overlay.errors import OverlayError
+from scrubin.overlay.errors import OverlayError
 
 
 class OverlayArgumentError(OverlayError):
@@ -61,7 +61,7 @@ class OverlayRequest:
 
 def validate(req: OverlayRequest) -> None:
     """Every check possible before any work (one-line errors naming the option)."""
-    from overlay.pointer import load_tip, parse_landmark
+    from scrubin.overlay.pointer import load_tip, parse_landmark
 
     if req.out.suffix.lower() != ".mp4":
         raise OverlayArgumentError(f"--out {req.out}: expected an .mp4 file name")
@@ -110,7 +110,7 @@ def validate(req: OverlayRequest) -> None:
 
 
 def _structures(meshes: list[Any]) -> list[Any]:
-    from overlay.renderer import Structure
+    from scrubin.overlay.renderer import Structure
 
     out, seen = [], set()
     for m in meshes:
@@ -152,20 +152,20 @@ def _publish(tmp: Path, dst: Path) -> None:
 
 def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
     """Run the pipeline (module docstring); return the report (also written to ``--json``)."""
-    from imaging.mesh_io import load_meshes
-    from overlay.pipeline import (
+    from scrubin.imaging.mesh_io import load_meshes
+    from scrubin.overlay.pipeline import (
         AccuracyProbe,
         OverlayPipeline,
         Registration,
         RunReport,
         load_registration,
     )
-    from overlay.sinks import VideoFileSink, WindowSink
-    from overlay.sources import open_source
-    from overlay.synthetic import SyntheticScene, phantom_models
-    from registration.bodies import RigidBody
-    from registration.camera import CameraModel
-    from registration.tracker import MarkerTracker
+    from scrubin.overlay.sinks import VideoFileSink, WindowSink
+    from scrubin.overlay.sources import open_source
+    from scrubin.overlay.synthetic import SyntheticScene, phantom_models
+    from scrubin.registration.bodies import RigidBody
+    from scrubin.registration.camera import CameraModel
+    from scrubin.registration.tracker import MarkerTracker
 
     validate(req)
     t_start = time.perf_counter()
@@ -178,7 +178,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
             registration = load_registration(req.registration)
             _check_frame_of_reference(meshes, registration)  # before the scene is built
         if scene is None:
-            from overlay.synthetic import default_camera
+            from scrubin.overlay.synthetic import default_camera
 
             n = req.frames or 150
             gap = (int(0.4 * n), int(0.4 * n) + max(3, n // 8)) if n >= 10 else None
@@ -207,7 +207,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
                                 marker_size_mm=req.marker_size, filter=req.filter)
     stereo = None
     if req.stereo is not None:
-        from overlay.stereo import DisplayCalibration, StereoRenderer
+        from scrubin.overlay.stereo import DisplayCalibration, StereoRenderer
 
         display = DisplayCalibration.load(req.stereo)
         if display.T_display_camera is None:
@@ -235,7 +235,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
             pipeline.stereo = stereo
             pipeline.stereo_sinks = [VideoFileSink(tmp_stereo, fps)]
         if req.igtl_port is not None:
-            from overlay.igtl import IgtlServer
+            from scrubin.overlay.igtl import IgtlServer
 
             igtl = IgtlServer(req.igtl_port, models=[(s.name, s.vertices_ct_mm, s.faces)
                                                      for s in structures])
@@ -266,7 +266,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
                 "igtl_transforms": ["StylusToReference", "StylusTipToReference"],
             }
         if req.scene is not None:
-            from overlay.scene_export import export_scene
+            from scrubin.overlay.scene_export import export_scene
 
             tmp_scene = _temp(req.scene)
             live = pipeline.last_live
@@ -301,10 +301,10 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
 
 def _pointer(req: OverlayRequest, camera: Any, scene: Any) -> Any:
     """The pointer tracking of the run: from the options, else the synthetic scene's pointer."""
-    from overlay.pointer import Landmark, PointerTracking, load_tip, parse_landmark
-    from overlay.synthetic import POINTER_LANDMARK
-    from registration.bodies import RigidBody
-    from registration.tracker import MarkerTracker
+    from scrubin.overlay.pointer import Landmark, PointerTracking, load_tip, parse_landmark
+    from scrubin.overlay.synthetic import POINTER_LANDMARK
+    from scrubin.registration.bodies import RigidBody
+    from scrubin.registration.tracker import MarkerTracker
 
     landmarks = [parse_landmark(t) for t in req.landmarks]
     if req.tool_body is not None:

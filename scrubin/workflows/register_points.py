@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from imaging.fileio import read_json
-from registration.correspondence import match_points
-from registration.errors import RegistrationError
-from registration.frames import CT, REF
-from registration.points import register_points
-from registration.pointsets import read_points_csv, write_text_atomic
-from registration.tre import (
+from scrubin.imaging.fileio import read_json
+from scrubin.registration.correspondence import match_points
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.frames import CT, REF
+from scrubin.registration.points import register_points
+from scrubin.registration.pointsets import read_points_csv, write_text_atomic
+from scrubin.registration.tre import (
     LOO_ALPHA,
     expected_fre_mm,
     leave_one_out,

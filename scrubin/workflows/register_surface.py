@@ -1,7 +1,7 @@
 """``scrubin register surface``: register a model surface (CT) to a measured point cloud (REF).
 
 Reads the model mesh (STL/PLY/OBJ/GLB, LPS mm) and the cloud (PLY/PCD/CSV/TXT/XYZ in the unit
-given by ``--cloud-unit``), refuses a unit mismatch, runs :func:`registration.surface.
+given by ``--cloud-unit``), refuses a unit mismatch, runs :func:`scrubin.registration.surface.
 register_surface` (global initialisation unless ``--init`` gives a start transform) and writes
 the result JSON atomically (a temporary file renamed into place).
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from imaging.fileio import write_json_atomic
-from registration.clouds import check_units, read_cloud, read_surface
-from registration.errors import RegistrationError
-from registration.frames import Transform
-from registration.surface import SurfaceRegistration, register_surface
+from scrubin.imaging.fileio import write_json_atomic
+from scrubin.registration.clouds import check_units, read_cloud, read_surface
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.frames import Transform
+from scrubin.registration.surface import SurfaceRegistration, register_surface
 
 
 def run_register_surface(

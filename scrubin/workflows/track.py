@@ -14,8 +14,8 @@ from typing import Any
 import av
 import numpy as np
 
-from imaging.fileio import write_json_atomic
-from registration.tracker import MarkerTracker, TrackingError, TrackResult
+from scrubin.imaging.fileio import write_json_atomic
+from scrubin.registration.tracker import MarkerTracker, TrackingError, TrackResult
 
 
 def video_frames(path: str | Path) -> Iterator[tuple[np.ndarray, float]]:

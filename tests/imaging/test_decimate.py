@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imaging.decimate import decimate, surface_distance
-from imaging.errors import MeshError
-from imaging.mesh import Mesh
-from imaging.surface import extract_surface
-from imaging.volume import Volume
+from scrubin.imaging.decimate import decimate, surface_distance
+from scrubin.imaging.errors import MeshError
+from scrubin.imaging.mesh import Mesh
+from scrubin.imaging.surface import extract_surface
+from scrubin.imaging.volume import Volume
 
 
 def _sphere(radius=20.0, n=48):

@@ -11,8 +11,8 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from imaging.dicom_header import FastHeaderUnsupportedError, read_fast_header
-from imaging.dicom_scan import (
+from scrubin.imaging.dicom_header import FastHeaderUnsupportedError, read_fast_header
+from scrubin.imaging.dicom_scan import (
     CorruptDicomError,
     NotAnImageError,
     _pydicom_header,
@@ -20,7 +20,7 @@ from imaging.dicom_scan import (
     read_header,
     scan_folder,
 )
-from imaging.errors import NoDicomError
+from scrubin.imaging.errors import NoDicomError
 
 sys.path.insert(0, str(Path(__file__).parent))
 import dicom_factory as fac
@@ -146,8 +146,8 @@ def test_folder_without_dicom_and_missing_folder(tmp_path):
 
 def test_mutated_files_load_or_raise_imaging_errors_only(tmp_path):
     # pydicom's fuzzing rule: a damaged file may only raise the documented errors
-    from imaging.errors import ImagingError
-    from imaging.load import load_volume
+    from scrubin.imaging.errors import ImagingError
+    from scrubin.imaging.load import load_volume
 
     sources = [
         fac.write_series(tmp_path / ts, slices=1, transfer_syntax=ts,

@@ -18,10 +18,10 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from imaging.dicom_scan import UnsupportedTransferSyntaxError, scan_folder
-from imaging.dicom_series import load_stack, stack_geometry
-from imaging.errors import DicomError, GeometryError
-from imaging.load import load_volume
+from scrubin.imaging.dicom_scan import UnsupportedTransferSyntaxError, scan_folder
+from scrubin.imaging.dicom_series import load_stack, stack_geometry
+from scrubin.imaging.errors import DicomError, GeometryError
+from scrubin.imaging.load import load_volume
 
 sys.path.insert(0, str(Path(__file__).parent))
 import dicom_factory as fac

@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from imaging.errors import ImagingError
-from imaging.fileio import read_json, temp_path, write_atomic, write_json_atomic, write_text_atomic
+from scrubin.imaging.errors import ImagingError
+from scrubin.imaging.fileio import (
+    read_json,
+    temp_path,
+    write_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def _umask() -> int:

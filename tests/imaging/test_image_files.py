@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk  # noqa: N813
 
-from imaging.image_files import ImageFileError, read_image_file, save_nifti
-from imaging.load import load_volume
-from imaging.volume import LPS_TO_RAS, Volume
+from scrubin.imaging.image_files import ImageFileError, read_image_file, save_nifti
+from scrubin.imaging.load import load_volume
+from scrubin.imaging.volume import LPS_TO_RAS, Volume
 
 sys.path.insert(0, str(Path(__file__).parent))
 import dicom_factory as fac

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imaging.errors import SegmentationError
-from imaging.labelmap import LabelMap
-from imaging.segment import Segmentation
+from scrubin.imaging.errors import SegmentationError
+from scrubin.imaging.labelmap import LabelMap
+from scrubin.imaging.segment import Segmentation
 
 
 def _seg(name: str, mask: np.ndarray, level: float | None = None, for_uid: str = "1.2.3",

@@ -10,9 +10,9 @@ import pydicom
 import pytest
 import SimpleITK as sitk  # noqa: N813
 
-from imaging.dicom_scan import CorruptDicomError, NotAnImageError
-from imaging.errors import ImagingError, NoDicomError, SeriesSelectionError
-from imaging.load import InputNotFoundError, list_series, load_volume, scan
+from scrubin.imaging.dicom_scan import CorruptDicomError, NotAnImageError
+from scrubin.imaging.errors import ImagingError, NoDicomError, SeriesSelectionError
+from scrubin.imaging.load import InputNotFoundError, list_series, load_volume, scan
 
 sys.path.insert(0, str(Path(__file__).parent))
 import dicom_factory as fac
@@ -118,7 +118,7 @@ def test_unusable_series_is_listed_with_its_problem(tmp_path):
 
 
 def test_image_files_go_through_the_facade(tmp_path, small_phantom):
-    from imaging.image_files import save_nifti
+    from scrubin.imaging.image_files import save_nifti
 
     vol = load_volume(small_phantom)
     out = save_nifti(vol, tmp_path / "v.nii.gz")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imaging.errors import MeshError
-from imaging.mesh import Mesh, concatenate
+from scrubin.imaging.errors import MeshError
+from scrubin.imaging.mesh import Mesh, concatenate
 
 # Unit cube [0, 1]^3, 12 triangles, counter-clockwise seen from outside.
 CUBE_V = np.array(

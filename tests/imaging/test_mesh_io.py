@@ -10,11 +10,11 @@ import open3d as o3d
 import pytest
 import trimesh
 
-from imaging.errors import MeshError
-from imaging.mesh import Mesh
-from imaging.mesh_io import LPS_MM_TO_GLTF, load_mesh, load_meshes, mesh_format, save_mesh
-from imaging.surface import extract_surface
-from imaging.volume import Volume
+from scrubin.imaging.errors import MeshError
+from scrubin.imaging.mesh import Mesh
+from scrubin.imaging.mesh_io import LPS_MM_TO_GLTF, load_mesh, load_meshes, mesh_format, save_mesh
+from scrubin.imaging.surface import extract_surface
+from scrubin.imaging.volume import Volume
 
 UIDS = {"series_instance_uid": "1.2.826.0.1.3", "frame_of_reference_uid": "1.2.826.0.1.4"}
 

@@ -14,8 +14,8 @@ import numpy as np
 import pydicom.data
 import pytest
 
-from imaging.errors import ImagingError
-from imaging.load import load_volume
+from scrubin.imaging.errors import ImagingError
+from scrubin.imaging.load import load_volume
 
 
 def _corpus() -> list[Path]:

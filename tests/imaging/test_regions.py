@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from imaging import regions as rg
-from imaging.errors import SegmentationError
+from scrubin.imaging import regions as rg
+from scrubin.imaging.errors import SegmentationError
 
 _STRUCT = {6: 1, 18: 2, 26: 3}
 

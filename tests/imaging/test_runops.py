@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from imaging import regions as rg
-from imaging import runops as ro
-from imaging.errors import SegmentationError
+from scrubin.imaging import regions as rg
+from scrubin.imaging import runops as ro
+from scrubin.imaging.errors import SegmentationError
 
 
 def _random_masks(n: int = 12, shape: tuple[int, int, int] = (7, 9, 11)) -> list[np.ndarray]:

@@ -10,11 +10,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from imaging.errors import SegmentationError
-from imaging.load import load_volume
-from imaging.seg_dicom import read_seg, write_seg
-from imaging.segment import Segmentation, segment
-from imaging.volume import Volume
+from scrubin.imaging.errors import SegmentationError
+from scrubin.imaging.load import load_volume
+from scrubin.imaging.seg_dicom import read_seg, write_seg
+from scrubin.imaging.segment import Segmentation, segment
+from scrubin.imaging.volume import Volume
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def _empty_seg(vol: Volume, name: str = "nothing") -> Segmentation:
 
 
 def test_write_rejections_leave_no_file(vol, segs, tmp_path):
-    from imaging.image_files import save_nifti
+    from scrubin.imaging.image_files import save_nifti
 
     nii = save_nifti(vol, tmp_path.parent / f"{tmp_path.name}-head.nii.gz")
     nifti = load_volume(nii)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from imaging.errors import SegmentationError
-from imaging.load import load_volume
-from imaging.segment import PRESETS, iso_field, segment
-from imaging.volume import Volume
-from samples.model import phantom_model
+from scrubin.imaging.errors import SegmentationError
+from scrubin.imaging.load import load_volume
+from scrubin.imaging.segment import PRESETS, iso_field, segment
+from scrubin.imaging.volume import Volume
+from scrubin.samples.model import phantom_model
 
 
 @pytest.fixture(scope="module")

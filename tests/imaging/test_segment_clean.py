@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from imaging import regions as rg
-from imaging.segment_clean import exclude_rims, fill_cavities, separate_thin_bridges
-from imaging.volume import Volume
+from scrubin.imaging import regions as rg
+from scrubin.imaging.segment_clean import exclude_rims, fill_cavities, separate_thin_bridges
+from scrubin.imaging.volume import Volume
 
 
 def _tube(axis: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imaging.errors import MeshError
-from imaging.smooth import taubin_smooth
-from imaging.surface import extract_surface
-from imaging.volume import Volume
+from scrubin.imaging.errors import MeshError
+from scrubin.imaging.smooth import taubin_smooth
+from scrubin.imaging.surface import extract_surface
+from scrubin.imaging.volume import Volume
 
 
 def _noisy_sphere(radius=10.0, noise=0.3):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from imaging.errors import MeshError
-from imaging.load import load_volume
-from imaging.surface import block_average, coarse_affine, extract_surface
-from imaging.volume import Volume
-from samples.phantom import phantom_model
+from scrubin.imaging.errors import MeshError
+from scrubin.imaging.load import load_volume
+from scrubin.imaging.surface import block_average, coarse_affine, extract_surface
+from scrubin.imaging.volume import Volume
+from scrubin.samples.phantom import phantom_model
 
 
 def _ball(shape=(40, 44, 48), centre_kji=(19.3, 21.7, 23.1), radius=12.0, affine=None):

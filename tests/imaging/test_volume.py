@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imaging.errors import ImagingError
-from imaging.volume import LPS_TO_RAS, Volume, affine_from_dicom
+from scrubin.imaging.errors import ImagingError
+from scrubin.imaging.volume import LPS_TO_RAS, Volume, affine_from_dicom
 
 
 def _oblique_affine() -> np.ndarray:

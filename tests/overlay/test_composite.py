@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from overlay.composite import blend_premultiplied, premultiplied_to_rgba
-from overlay.errors import OverlayError
-from overlay.renderer import OverlayRenderer, Structure
-from registration.camera import CameraModel
-from registration.frames import Transform
+from scrubin.overlay.composite import blend_premultiplied, premultiplied_to_rgba
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.renderer import OverlayRenderer, Structure
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.frames import Transform
 
 K = np.array([[600.0, 0.0, 319.5], [0.0, 600.0, 239.5], [0.0, 0.0, 1.0]])
 CAM = CameraModel(K, np.zeros(5), 640, 480)

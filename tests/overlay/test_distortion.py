@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from overlay.distortion import output_bbox, render_geometry
-from overlay.errors import OverlayError
-from overlay.renderer import OverlayRenderer, Structure
-from registration.camera import CameraModel
-from registration.frames import Transform
+from scrubin.overlay.distortion import output_bbox, render_geometry
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.renderer import OverlayRenderer, Structure
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.frames import Transform
 
 K = np.array([[610.0, 0.0, 331.7], [0.0, 604.0, 236.2], [0.0, 0.0, 1.0]])
 DIST = np.array([-0.28, 0.11, 0.0012, -0.0009, -0.02])
@@ -113,7 +113,7 @@ def test_render_geometry_rejects_bad_parameters(scale: float, fov: float) -> Non
 
 
 def test_draw_matches_render_then_blend() -> None:
-    from overlay.composite import blend_premultiplied
+    from scrubin.overlay.composite import blend_premultiplied
 
     cam = CameraModel(K, DIST, 640, 480)
     s = trimesh.creation.icosphere(subdivisions=3, radius=40)
@@ -128,7 +128,7 @@ def test_draw_matches_render_then_blend() -> None:
 
 
 def test_geometry_is_cached_per_camera_and_scale() -> None:
-    from overlay.distortion import clear_geometry_cache
+    from scrubin.overlay.distortion import clear_geometry_cache
 
     k = K * [[0.5], [0.5], [1.0]]
     cam = CameraModel(k, DIST, 320, 240)

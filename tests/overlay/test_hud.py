@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from overlay.errors import OverlayError
-from overlay.hud import (
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.hud import (
     FrameRate,
     HudInfo,
     draw_guarded,
@@ -15,10 +15,10 @@ from overlay.hud import (
     landmark_check,
     registration_text,
 )
-from overlay.renderer import OverlayRenderer, Structure
-from overlay.safety import SafetyConfig, TrackingGate
-from registration.camera import CameraModel
-from registration.frames import Transform
+from scrubin.overlay.renderer import OverlayRenderer, Structure
+from scrubin.overlay.safety import SafetyConfig, TrackingGate
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.frames import Transform
 
 
 def test_registration_text_is_labelled_registration_only() -> None:

@@ -11,8 +11,8 @@ import numpy as np
 import pyigtl
 import pytest
 
-from overlay.igtl import IgtlError, IgtlServer, decode_polydata, encode_polydata, to_ras
-from registration.frames import CAMERA, CT, REF, TOOL, Transform
+from scrubin.overlay.igtl import IgtlError, IgtlServer, decode_polydata, encode_polydata, to_ras
+from scrubin.registration.frames import CAMERA, CT, REF, TOOL, Transform
 
 F = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -162,7 +162,7 @@ def test_server_rejections() -> None:
 
 
 def test_pointer_tool_and_tip_transforms() -> None:
-    from overlay.pointer import PointerResult
+    from scrubin.overlay.pointer import PointerResult
 
     t_ref_tool = Transform.from_rt(_rot(2, 30), [5.0, -8.0, 40.0], TOOL, REF)
     tip = np.array([0.0, -104.0, 0.0])

@@ -7,20 +7,20 @@ import json
 import numpy as np
 import pytest
 
-from overlay.errors import OverlayError
-from overlay.pipeline import (
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.pipeline import (
     AccuracyProbe,
     OverlayPipeline,
     Registration,
     load_registration,
     summarize,
 )
-from overlay.renderer import Structure
-from overlay.sinks import StreamSink
-from overlay.sources import SyntheticSource
-from overlay.synthetic import SyntheticScene, default_camera, phantom_models
-from registration.frames import CAMERA, CT, REF, Transform
-from registration.tracker import MarkerTracker
+from scrubin.overlay.renderer import Structure
+from scrubin.overlay.sinks import StreamSink
+from scrubin.overlay.sources import SyntheticSource
+from scrubin.overlay.synthetic import SyntheticScene, default_camera, phantom_models
+from scrubin.registration.frames import CAMERA, CT, REF, Transform
+from scrubin.registration.tracker import MarkerTracker
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_frame_of_reference_mismatch_is_refused(scene, structures) -> None:
 def test_frame_size_mismatch(scene, structures) -> None:
     tracker = MarkerTracker(scene.camera, "DICT_4X4_50", body=scene.body)
     pipe = OverlayPipeline(scene.camera, structures, Registration(scene.T_ref_ct), tracker)
-    from overlay.sources import Frame
+    from scrubin.overlay.sources import Frame
 
     with pytest.raises(OverlayError, match="camera model is 1280x720"):
         pipe.process(Frame(0, 0.0, np.zeros((10, 10, 3), np.uint8), 0.0, 0.0))
@@ -166,9 +166,9 @@ def test_load_registration(tmp_path) -> None:
 def pointer_runs(structures):
     """The same 720p frames (pointer resting on a fiducial in frames 0..3) through a pipeline
     with the pointer check and one without."""
-    from overlay.pointer import Landmark, PointerTracking
-    from overlay.sources import Frame, FrameSource
-    from overlay.synthetic import POINTER_LANDMARK
+    from scrubin.overlay.pointer import Landmark, PointerTracking
+    from scrubin.overlay.sources import Frame, FrameSource
+    from scrubin.overlay.synthetic import POINTER_LANDMARK
 
     sc = SyntheticScene.from_phantom("small", default_camera(1280, 720), n_frames=6,
                                      pointer_touch=(0, 4))
@@ -245,8 +245,8 @@ def test_hud_shows_the_landmark_line(pointer_runs) -> None:
 
 
 def test_pointer_rejected_with_another_camera_size(scene, structures) -> None:
-    from overlay.pointer import PointerTracking
-    from overlay.synthetic_pointer import pointer_body
+    from scrubin.overlay.pointer import PointerTracking
+    from scrubin.overlay.synthetic_pointer import pointer_body
 
     tracker = MarkerTracker(scene.camera, "DICT_4X4_50", body=scene.body)
     small = MarkerTracker(default_camera(640, 360), "DICT_4X4_50", body=pointer_body())

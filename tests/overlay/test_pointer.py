@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from overlay.pointer import (
+from scrubin.overlay.pointer import (
     IGTL_TOOL,
     Landmark,
     NotTracked,
@@ -19,10 +19,10 @@ from overlay.pointer import (
     parse_landmark,
     parse_xyz,
 )
-from overlay.synthetic import default_camera
-from overlay.synthetic_pointer import pointer_body
-from registration.frames import CT, REF, TOOL, Transform
-from registration.tracker import MarkerTracker
+from scrubin.overlay.synthetic import default_camera
+from scrubin.overlay.synthetic_pointer import pointer_body
+from scrubin.registration.frames import CT, REF, TOOL, Transform
+from scrubin.registration.tracker import MarkerTracker
 
 
 def test_parse_known_answers(tmp_path) -> None:
@@ -123,7 +123,7 @@ def test_tracking_rejections() -> None:
 def test_check_only_when_the_reference_was_measured_in_the_frame() -> None:
     """Known answer on a synthetic frame (tip resting on the fiducial, true reference pose):
     a real check below 1 mm with a fresh reference, "not tracked" with a held one."""
-    from overlay.synthetic import POINTER_LANDMARK, SyntheticScene
+    from scrubin.overlay.synthetic import POINTER_LANDMARK, SyntheticScene
 
     sc = SyntheticScene.from_phantom("small", default_camera(640, 480), n_frames=2,
                                      pointer_touch=(0, 2))

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from imaging.mesh import Mesh
-from overlay.errors import OverlayError
-from overlay.renderer import OverlayRenderer, Structure, closed_orientation
-from registration.camera import CameraModel
-from registration.frames import Transform
+from scrubin.imaging.mesh import Mesh
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.renderer import OverlayRenderer, Structure, closed_orientation
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.frames import Transform
 
 K = np.array([[610.0, 0.0, 331.7], [0.0, 604.0, 236.2], [0.0, 0.0, 1.0]])
 CAM = CameraModel(K, np.zeros(5), 640, 480)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import trimesh
 
-from overlay.errors import OverlayError
-from overlay.hud import draw_guarded
-from overlay.renderer import OverlayRenderer, Structure
-from overlay.safety import SafetyConfig, TrackingGate, TrackingState
-from registration.camera import CameraModel
-from registration.frames import Transform
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.hud import draw_guarded
+from scrubin.overlay.renderer import OverlayRenderer, Structure
+from scrubin.overlay.safety import SafetyConfig, TrackingGate, TrackingState
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.frames import Transform
 
 CFG = SafetyConfig(max_pose_age_s=0.1, lost_after_s=0.5, max_future_s=0.02)
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import trimesh
 
-from imaging.mesh import Mesh
-from imaging.mesh_io import LPS_MM_TO_GLTF, load_meshes
-from overlay.errors import OverlayError
-from overlay.scene_export import export_scene
-from registration.frames import CAMERA, CT, REF, TOOL, Transform
+from scrubin.imaging.mesh import Mesh
+from scrubin.imaging.mesh_io import LPS_MM_TO_GLTF, load_meshes
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.scene_export import export_scene
+from scrubin.registration.frames import CAMERA, CT, REF, TOOL, Transform
 
 UID = "1.2.826.0.1.3680043.2.1125.1"
 

@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from overlay.sinks import SinkError, SinkItem, StreamSink, VideoFileSink, WindowSink
+from scrubin.overlay.sinks import SinkError, SinkItem, StreamSink, VideoFileSink, WindowSink
 
 
 def _item(i: int, w: int = 64, h: int = 48) -> SinkItem:

@@ -8,14 +8,14 @@ import av
 import numpy as np
 import pytest
 
-from overlay.sources import (
+from scrubin.overlay.sources import (
     CameraSource,
     SourceError,
     SyntheticSource,
     VideoFileSource,
     open_source,
 )
-from overlay.synthetic import SyntheticScene, default_camera
+from scrubin.overlay.synthetic import SyntheticScene, default_camera
 
 
 def _write_video(path, n: int, rate: int = 25, size: tuple[int, int] = (96, 64)) -> list:

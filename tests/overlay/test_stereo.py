@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import trimesh
 
-from overlay.errors import OverlayError
-from overlay.renderer import Structure
-from overlay.stereo import DisplayCalibration, StereoRenderer
-from registration.frames import LEFT_EYE, Transform
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.renderer import Structure
+from scrubin.overlay.stereo import DisplayCalibration, StereoRenderer
+from scrubin.registration.frames import LEFT_EYE, Transform
 
 DISPLAY = {"model": "stereo_display", "ipd_mm": 64.0,
            "eye": {"image_size": [640, 360], "fov_deg": [40.0, 23.0]}}

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from overlay.errors import OverlayError
-from overlay.synthetic import (
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.synthetic import (
     MARKER_IDS,
     SyntheticScene,
     default_camera,
@@ -16,7 +16,7 @@ from overlay.synthetic import (
     plate_body,
     plate_texture,
 )
-from registration.frames import CT, REF
+from scrubin.registration.frames import CT, REF
 
 
 @pytest.fixture(scope="module")

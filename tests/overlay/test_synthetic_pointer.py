@@ -7,9 +7,14 @@ import cv2
 import numpy as np
 import pytest
 
-from overlay.errors import OverlayError
-from overlay.synthetic import POINTER_LANDMARK, SyntheticScene, default_camera, phantom_points
-from overlay.synthetic_pointer import (
+from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.synthetic import (
+    POINTER_LANDMARK,
+    SyntheticScene,
+    default_camera,
+    phantom_points,
+)
+from scrubin.overlay.synthetic_pointer import (
     TIP_TOOL_MM,
     TOOL_MARKER_IDS,
     TOOL_PLATE_MM,
@@ -19,8 +24,8 @@ from overlay.synthetic_pointer import (
     pointer_mesh,
     pointer_texture,
 )
-from overlay.synthetic_raycast import PLATE_MM
-from registration.frames import CT, TOOL
+from scrubin.overlay.synthetic_raycast import PLATE_MM
+from scrubin.registration.frames import CT, TOOL
 
 DETECTOR = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_4X4_50))
 

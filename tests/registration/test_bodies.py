@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from registration.bodies import BodyError, RigidBody
-from registration.camera import CameraModel
-from registration.frames import Transform
-from registration.markers import detect_markers, get_dictionary, make_detector, marker_object_points
-from registration.synth_images import look_at_pose, marker_plane, render
+from scrubin.registration.bodies import BodyError, RigidBody
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.frames import Transform
+from scrubin.registration.markers import (
+    detect_markers,
+    get_dictionary,
+    make_detector,
+    marker_object_points,
+)
+from scrubin.registration.synth_images import look_at_pose, marker_plane, render
 
 CAM = CameraModel(np.array([[1000.0, 0, 639.5], [0, 1000.0, 359.5], [0, 0, 1]]), np.zeros(5),
                   1280, 720)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from registration.calibration import (
+from scrubin.registration.calibration import (
     BoardDetector,
     CalibrationError,
     calibrate_camera,
@@ -13,8 +13,8 @@ from registration.calibration import (
     parse_board_spec,
     read_gray,
 )
-from registration.camera import CameraModel
-from registration.synth_images import charuco_plane, chessboard_plane, look_at_pose, render
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.synth_images import charuco_plane, chessboard_plane, look_at_pose, render
 
 TRUE = CameraModel(np.array([[560.0, 0, 322.0], [0, 550.0, 236.0], [0, 0, 1]]),
                    np.array([-0.2, 0.05, 0.0, 0.0, 0.0]), 640, 480)

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from registration.camera import CameraModel
-from registration.errors import RegistrationError
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.errors import RegistrationError
 
 K = np.array([[900.0, 0, 640.2], [0, 905.0, 359.7], [0, 0, 1]])
 D = np.array([-0.12, 0.05, 0.001, -0.0005, 0.0])

@@ -6,9 +6,9 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from imaging.mesh import Mesh
-from imaging.mesh_io import save_mesh
-from registration.clouds import (
+from scrubin.imaging.mesh import Mesh
+from scrubin.imaging.mesh_io import save_mesh
+from scrubin.registration.clouds import (
     CloudError,
     PointSet,
     UnitMismatchError,
@@ -21,8 +21,8 @@ from registration.clouds import (
     vertex_normals,
     voxel_downsample,
 )
-from registration.errors import RegistrationError
-from registration.surface_sim import ellipsoid_mesh
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.surface_sim import ellipsoid_mesh
 
 
 def _sphere_cap(n: int = 800, radius: float = 50.0, seed: int = 0) -> np.ndarray:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from registration.correspondence import (
+from scrubin.registration.correspondence import (
     AmbiguousCorrespondenceError,
     CorrespondenceError,
     match_points,
 )
-from registration.points import PointSetError, register_points
+from scrubin.registration.points import PointSetError, register_points
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:

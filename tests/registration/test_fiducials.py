@@ -7,9 +7,9 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from scipy.special import erf
 
-from imaging.load import load_volume
-from imaging.volume import Volume
-from registration.fiducials import FiducialError, blurred_sphere, find_fiducials
+from scrubin.imaging.load import load_volume
+from scrubin.imaging.volume import Volume
+from scrubin.registration.fiducials import FiducialError, blurred_sphere, find_fiducials
 
 PSF_MM = 0.6
 

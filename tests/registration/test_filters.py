@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from registration.bodies import RigidBody
-from registration.camera import CameraModel
-from registration.errors import RegistrationError
-from registration.filters import OneEuroFilter, OneEuroParams, PoseFilter, smoothing_factor
-from registration.frames import Transform
-from registration.markers import MarkerDetections
+from scrubin.registration.bodies import RigidBody
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.filters import OneEuroFilter, OneEuroParams, PoseFilter, smoothing_factor
+from scrubin.registration.frames import Transform
+from scrubin.registration.markers import MarkerDetections
 
 RATE = 60.0
 

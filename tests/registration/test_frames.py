@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from registration.errors import FrameMismatchError, RegistrationError
-from registration.frames import CAMERA, CT, REF, Transform
+from scrubin.registration.errors import FrameMismatchError, RegistrationError
+from scrubin.registration.frames import CAMERA, CT, REF, Transform
 
 
 def _rot(axis: np.ndarray, deg: float) -> np.ndarray:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from registration.errors import RegistrationError
-from registration.global_init import (
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.global_init import (
     Hypothesis,
     _batch_kabsch,
     distinct,
@@ -17,7 +17,7 @@ from registration.global_init import (
     ransac_hypotheses,
     verify,
 )
-from registration.surface_sim import partial_view, random_pose, synthetic_head_mesh
+from scrubin.registration.surface_sim import partial_view, random_pose, synthetic_head_mesh
 
 
 def test_batch_kabsch_recovers_exact_poses():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from registration.frames import Transform
-from registration.handeye import HandEyeError, calibrate_hand_eye
+from scrubin.registration.frames import Transform
+from scrubin.registration.handeye import HandEyeError, calibrate_hand_eye
 
 
 def _t(r: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -5,9 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from registration.clouds import PointSet
-from registration.icp import PreparedModel, SurfaceRegistrationError, robust_icp, sliding_directions
-from registration.surface_sim import phantom_skin_mesh, random_pose
+from scrubin.registration.clouds import PointSet
+from scrubin.registration.icp import (
+    PreparedModel,
+    SurfaceRegistrationError,
+    robust_icp,
+    sliding_directions,
+)
+from scrubin.registration.surface_sim import phantom_skin_mesh, random_pose
 
 
 @pytest.fixture(scope="module")

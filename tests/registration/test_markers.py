@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from registration.camera import CameraModel
-from registration.errors import RegistrationError
-from registration.frames import Transform
-from registration.markers import (
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.frames import Transform
+from scrubin.registration.markers import (
     MarkerError,
     as_gray,
     charuco_object_points,
@@ -27,7 +27,7 @@ from registration.markers import (
     reprojection_rms,
     solve_pose,
 )
-from registration.synth_images import charuco_plane, look_at_pose, marker_plane, render
+from scrubin.registration.synth_images import charuco_plane, look_at_pose, marker_plane, render
 
 CAM = CameraModel(np.array([[1000.0, 0, 639.5], [0, 1000.0, 359.5], [0, 0, 1]]), np.zeros(5),
                   1280, 720)
@@ -171,8 +171,8 @@ def test_rejections():
 
 
 def test_compiled_edge_pass_matches_numpy_reference():
-    from registration._edge_kernel import refine_pass
-    from registration.subpixel import _refine_all
+    from scrubin.registration._edge_kernel import refine_pass
+    from scrubin.registration.subpixel import _refine_all
 
     d = get_dictionary("DICT_4X4_50")
     planes = [marker_plane(d, m, 50, look_at_pose([x, 0, 500], [20, 10, 30 * m], "M"))
@@ -187,7 +187,7 @@ def test_compiled_edge_pass_matches_numpy_reference():
 
 
 def test_reduced_scale_detection_and_edge_rejections():
-    from registration.subpixel import refine_corners_edges
+    from scrubin.registration.subpixel import refine_corners_edges
 
     d = get_dictionary("DICT_4X4_50")
     truth = look_at_pose([40, 30, 350], [20, -20, 15], "MARKER")

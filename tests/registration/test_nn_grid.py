@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from registration.errors import RegistrationError
-from registration.nn_grid import ClosestPointGrid
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.nn_grid import ClosestPointGrid
 
 
 def test_grid_matches_kdtree_within_a_cell():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from registration.frames import Transform
-from registration.pivot import PivotError, pivot_calibration
+from scrubin.registration.frames import Transform
+from scrubin.registration.pivot import PivotError, pivot_calibration
 
 TIP = np.array([5.0, -3.0, 150.0])  # TOOL frame, mm
 PIVOT = np.array([100.0, 50.0, -900.0])  # TRACKER frame, mm

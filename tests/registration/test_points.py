@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from registration.frames import CT, REF, Transform
-from registration.points import PointSetError, fit_batch, register_points
+from scrubin.registration.frames import CT, REF, Transform
+from scrubin.registration.points import PointSetError, fit_batch, register_points
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from registration.pointsets import PointFileError, is_number, read_points_csv, write_points_csv
+from scrubin.registration.pointsets import (
+    PointFileError,
+    is_number,
+    read_points_csv,
+    write_points_csv,
+)
 
 
 def test_roundtrip(tmp_path):

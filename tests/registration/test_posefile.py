@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from registration.frames import Transform
-from registration.posefile import (
+from scrubin.registration.frames import Transform
+from scrubin.registration.posefile import (
     PoseFileError,
     PoseSeries,
     format_poses,

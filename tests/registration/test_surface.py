@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from registration.clouds import PointSet
-from registration.frames import Transform
-from registration.surface import (
+from scrubin.registration.clouds import PointSet
+from scrubin.registration.frames import Transform
+from scrubin.registration.surface import (
     PreparedModel,
     SurfaceRegistrationError,
     register_surface,
 )
-from registration.surface_sim import (
+from scrubin.registration.surface_sim import (
     ct_skin_surface,
     ellipsoid_mesh,
     partial_view,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from registration.errors import RegistrationError
-from registration.surface_sim import (
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.surface_sim import (
     ellipsoid_mesh,
     head_sdf,
     partial_view,

@@ -6,12 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from registration.camera import CameraModel
-from registration.errors import RegistrationError
-from registration.frames import Transform
-from registration.markers import get_dictionary, marker_object_points
-from registration.subpixel import refine_corners_edges
-from registration.synth_images import (
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.frames import Transform
+from scrubin.registration.markers import get_dictionary, marker_object_points
+from scrubin.registration.subpixel import refine_corners_edges
+from scrubin.registration.synth_images import (
     chessboard_plane,
     look_at_pose,
     marker_plane,

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from registration.bodies import RigidBody
-from registration.camera import CameraModel
-from registration.frames import Transform
-from registration.markers import get_dictionary, marker_object_points
-from registration.synth_images import look_at_pose, marker_plane, render
-from registration.tracker import LIVE, LOST, STALE, MarkerTracker, TrackingError
+from scrubin.registration.bodies import RigidBody
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.frames import Transform
+from scrubin.registration.markers import get_dictionary, marker_object_points
+from scrubin.registration.synth_images import look_at_pose, marker_plane, render
+from scrubin.registration.tracker import LIVE, LOST, STALE, MarkerTracker, TrackingError
 
 CAM = CameraModel(np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]]), np.zeros(5),
                   640, 480)
@@ -124,7 +124,7 @@ def test_rejections():
         MarkerTracker(None, "DICT_4X4_50", marker_size_mm=40)  # type: ignore[arg-type]
     with pytest.raises(TrackingError, match="refinement"):
         MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, refinement="x")
-    from registration.markers import MarkerError
+    from scrubin.registration.markers import MarkerError
 
     with pytest.raises(MarkerError, match="unknown ArUco dictionary"):
         MarkerTracker(CAM, "DICT_1X1", marker_size_mm=40)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from registration.errors import RegistrationError
-from registration.points import PointSetError, register_points
-from registration.tre import VALIDATION_LAYOUTS_MM as LAYOUTS
-from registration.tre import (
+from scrubin.registration.errors import RegistrationError
+from scrubin.registration.points import PointSetError, register_points
+from scrubin.registration.tre import VALIDATION_LAYOUTS_MM as LAYOUTS
+from scrubin.registration.tre import (
     expected_fre_mm,
     fre_mm,
     leave_one_out,
@@ -16,7 +16,7 @@ from registration.tre import (
     residuals_mm,
     simulate_tre_mm,
 )
-from registration.tre import validation_targets_mm as targets_for
+from scrubin.registration.tre import validation_targets_mm as targets_for
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:

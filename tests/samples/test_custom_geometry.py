@@ -6,8 +6,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from samples.phantom import SampleError, ensure_sample, load_truth
-from samples.presets import parse_geometry
+from scrubin.samples.phantom import SampleError, ensure_sample, load_truth
+from scrubin.samples.presets import parse_geometry
 
 
 def test_parse_geometry_presets_and_custom():

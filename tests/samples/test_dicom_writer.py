@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from samples.dicom_writer import _ds, deterministic_uid, write_series
+from scrubin.samples.dicom_writer import _ds, deterministic_uid, write_series
 
 
 @pytest.mark.parametrize("which", ["small_phantom", "oblique_phantom"])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imaging.errors import ImagingError
-from samples import anatomy
-from samples.model import HeadPhantom, SampleError, phantom_model, primitive_sdf
+from scrubin.imaging.errors import ImagingError
+from scrubin.samples import anatomy
+from scrubin.samples.model import HeadPhantom, SampleError, phantom_model, primitive_sdf
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_rejections(model: HeadPhantom) -> None:
 
 
 def test_part_bbox_clips_with_axis_aligned_halfspaces() -> None:
-    from samples.model import part_bbox
+    from scrubin.samples.model import part_bbox
 
     ell = {"type": "ellipsoid", "center": [0.0, 0.0, 0.0], "semi_axes": [1.0, 2.0, 3.0]}
     cut = {"type": "halfspace", "normal": [0.0, 0.0, -1.0], "offset": 1.0}  # z >= -1
@@ -146,7 +146,7 @@ def test_part_bbox_clips_with_axis_aligned_halfspaces() -> None:
 
 
 def test_malformed_primitives_rejected() -> None:
-    from samples.model import encode_primitive
+    from scrubin.samples.model import encode_primitive
 
     with pytest.raises(SampleError, match="unknown primitive type"):
         encode_primitive({"center": [0, 0, 0]})

@@ -9,9 +9,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from imaging.volume import affine_from_dicom
-from samples import phantom
-from samples.model import SampleError, phantom_model
+from scrubin.imaging.volume import affine_from_dicom
+from scrubin.samples import phantom
+from scrubin.samples.model import SampleError, phantom_model
 
 
 def _load(folder: Path) -> tuple[np.ndarray, np.ndarray, list[pydicom.Dataset], list[Path]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from samples.render import blur_and_noise, render_hu
+from scrubin.samples.render import blur_and_noise, render_hu
 
 
 def _structs(prim: dict, hu: float) -> dict:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from samples.phantom import SampleError, _umask, export_sample
 from scrubin.cli import main
+from scrubin.samples.phantom import SampleError, _umask, export_sample
 
 
 def test_cli_writes_a_copy(small_phantom: Path, tmp_path: Path,

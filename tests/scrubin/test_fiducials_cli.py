@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from registration.frames import Transform
-from registration.pointsets import read_points_csv
 from scrubin.cli import main
+from scrubin.registration.frames import Transform
+from scrubin.registration.pointsets import read_points_csv
 from scrubin.workflows import fiducial_demo
 from scrubin.workflows.fiducials import parse_diameter_range
 

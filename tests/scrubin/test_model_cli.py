@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from imaging.mesh_io import load_mesh
 from scrubin.cli import main
+from scrubin.imaging.mesh_io import load_mesh
 from scrubin.workflows.model import ModelArgumentError, auto_step, parse_seed, parse_threshold
 
 
@@ -148,7 +148,7 @@ def test_missing_input(tmp_path, capsys):
 
 
 def test_seg_output_written_with_mesh(small_phantom, tmp_path, capsys):
-    pytest.importorskip("imaging.seg_dicom")
+    pytest.importorskip("scrubin.imaging.seg_dicom")
     out, seg = tmp_path / "skull.ply", tmp_path / "skull_seg.dcm"
     rc, _, err = _run(capsys, "model", small_phantom, "--preset", "bone", "--out", out,
                       "--seg", seg, "--max-triangles", "5000")

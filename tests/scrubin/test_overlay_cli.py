@@ -9,11 +9,11 @@ import av
 import numpy as np
 import pytest
 
-from imaging.mesh_io import save_mesh
-from overlay.sinks import SinkItem, VideoFileSink
-from overlay.synthetic import SyntheticScene, default_camera, phantom_models
-from registration.frames import CT, REF, Transform
 from scrubin.cli import main
+from scrubin.imaging.mesh_io import save_mesh
+from scrubin.overlay.sinks import SinkItem, VideoFileSink
+from scrubin.overlay.synthetic import SyntheticScene, default_camera, phantom_models
+from scrubin.registration.frames import CT, REF, Transform
 
 
 def overlay(*argv: str) -> int:
@@ -137,8 +137,8 @@ def test_synthetic_pointer_landmark_and_scene_glb(tmp_path, capsys) -> None:
     models in REF and the last live transforms."""
     import trimesh
 
-    from imaging.mesh_io import LPS_MM_TO_GLTF
-    from overlay.synthetic import POINTER_LANDMARK
+    from scrubin.imaging.mesh_io import LPS_MM_TO_GLTF
+    from scrubin.overlay.synthetic import POINTER_LANDMARK
 
     out, rep, glb = tmp_path / "o.mp4", tmp_path / "r.json", tmp_path / "scene.glb"
     assert overlay("--source", "synthetic", "--frames", "3", "--out", str(out), "--json",

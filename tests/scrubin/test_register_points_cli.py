@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from registration.frames import Transform
-from registration.pointsets import write_points_csv
-from registration.tre import predicted_tre_mm
 from scrubin.cli import main
+from scrubin.registration.frames import Transform
+from scrubin.registration.pointsets import write_points_csv
+from scrubin.registration.tre import predicted_tre_mm
 
 CT_FIDUCIALS = np.array(
     [[70, 10, 20], [-70, 5, 25], [0, 90, 30], [5, -90, 20], [20, 30, 95], [-25, -20, -40]],

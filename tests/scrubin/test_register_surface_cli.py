@@ -8,11 +8,11 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from imaging.mesh import Mesh
-from imaging.mesh_io import save_mesh
-from registration.frames import Transform
-from registration.surface_sim import partial_view, phantom_skin_mesh, random_pose
 from scrubin.cli import main
+from scrubin.imaging.mesh import Mesh
+from scrubin.imaging.mesh_io import save_mesh
+from scrubin.registration.frames import Transform
+from scrubin.registration.surface_sim import partial_view, phantom_skin_mesh, random_pose
 
 
 @pytest.fixture(scope="module")

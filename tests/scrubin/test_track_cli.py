@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from registration.bodies import RigidBody
-from registration.camera import CameraModel
-from registration.frames import Transform
-from registration.markers import get_dictionary, marker_object_points
-from registration.synth_images import look_at_pose, marker_plane, render
 from scrubin.cli import main
+from scrubin.registration.bodies import RigidBody
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.frames import Transform
+from scrubin.registration.markers import get_dictionary, marker_object_points
+from scrubin.registration.synth_images import look_at_pose, marker_plane, render
 
 CAM = CameraModel(np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]]), np.zeros(5),
                   640, 480)

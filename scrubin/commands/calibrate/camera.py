@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from registration.calibration import calibrate_images, parse_board_spec, read_gray
+from scrubin.registration.calibration import calibrate_images, parse_board_spec, read_gray
 
 
 def register(sub: argparse._SubParsersAction) -> None:

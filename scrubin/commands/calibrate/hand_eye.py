@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imaging.fileio import write_json_atomic
-from registration.handeye import METHODS, calibrate_hand_eye
-from registration.posefile import pair_poses, read_pose_file
+from scrubin.imaging.fileio import write_json_atomic
+from scrubin.registration.handeye import METHODS, calibrate_hand_eye
+from scrubin.registration.posefile import pair_poses, read_pose_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:

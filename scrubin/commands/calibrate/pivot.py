@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imaging.fileio import write_json_atomic
-from registration.pivot import pivot_calibration
-from registration.posefile import read_pose_file
+from scrubin.imaging.fileio import write_json_atomic
+from scrubin.registration.pivot import pivot_calibration
+from scrubin.registration.posefile import read_pose_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:

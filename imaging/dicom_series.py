@@ -50,6 +50,9 @@ STEP_TOLERANCE_ABS = 0.01
 STEP_TOLERANCE_REL = 0.02
 #: Steps above this multiple of the typical step are reported as missing slices.
 GAP_FACTOR = 1.5
+#: Largest deviation of ImageOrientationPatient from unit length / orthogonality that is
+#: normalised away (rounding of the DS values); anything larger is refused.
+IOP_TOLERANCE = 1e-3
 #: Threads reading slices (file reads and numpy loops release the GIL).
 READ_THREADS = min(4, os.cpu_count() or 1)
 
@@ -66,6 +69,45 @@ class StackGeometry:
 
 def _fmt(p: np.ndarray) -> str:
     return "(" + ", ".join(f"{v:.3f}" for v in p) + ")"
+
+
+def unit_orientation(iop: np.ndarray, where: str) -> np.ndarray:
+    """ImageOrientationPatient with unit, orthogonal cosines (PS3.3 C.7.6.2.1.1).
+
+    The standard requires the row and column direction cosines to be unit vectors at right
+    angles. Values written with a few decimals miss that by rounding; such deviations up to
+    :data:`IOP_TOLERANCE` (length error and cosine of the angle) are removed by normalising
+    both vectors and splitting the remaining dot product symmetrically between them (the
+    first-order orthogonalisation, so neither axis is privileged). Larger deviations would
+    scale or shear the affine (cosines of length 1.08 give voxels 8 % too large) and raise
+    :class:`GeometryError` naming ``where`` and the values.
+
+    Parameters
+    ----------
+    iop
+        6 floats: row direction cosine then column direction cosine (LPS, unitless).
+    where
+        Series/file named in the error message.
+    """
+    iop = np.asarray(iop, dtype=np.float64).reshape(6)
+    row, col = iop[:3], iop[3:]
+    len_r, len_c = float(np.linalg.norm(row)), float(np.linalg.norm(col))
+    values = "[" + ", ".join(f"{v:.6g}" for v in iop) + "]"
+    if not (abs(len_r - 1.0) <= IOP_TOLERANCE and abs(len_c - 1.0) <= IOP_TOLERANCE):
+        raise GeometryError(
+            f"{where}: ImageOrientationPatient {values} has cosines of length {len_r:.6g} and "
+            f"{len_c:.6g}, expected unit vectors (within {IOP_TOLERANCE:g})"
+        )
+    row, col = row / len_r, col / len_c
+    dot = float(row @ col)
+    if abs(dot) > IOP_TOLERANCE:
+        angle = float(np.degrees(np.arccos(np.clip(dot, -1.0, 1.0))))
+        raise GeometryError(
+            f"{where}: ImageOrientationPatient {values} has row and column cosines at "
+            f"{angle:.4g} deg, expected orthogonal (|cos| within {IOP_TOLERANCE:g})"
+        )
+    row, col = row - 0.5 * dot * col, col - 0.5 * dot * row
+    return np.concatenate([row / np.linalg.norm(row), col / np.linalg.norm(col)])
 
 
 def stack_geometry(
@@ -91,13 +133,8 @@ def stack_geometry(
     single_spacing
         Slice spacing (mm) to use when there is only one slice.
     """
-    iop = np.asarray(iop, dtype=np.float64)
-    row, col = iop[:3], iop[3:]
-    normal = np.cross(row, col)
-    norm = np.linalg.norm(normal)
-    if norm < 1e-6 or not (0.9 < np.linalg.norm(row) < 1.1 and 0.9 < np.linalg.norm(col) < 1.1):
-        raise GeometryError(f"{label}: invalid ImageOrientationPatient {list(iop)}")
-    normal /= norm
+    iop = unit_orientation(iop, f"{label}: {names[0]}")
+    normal = np.cross(iop[:3], iop[3:])
     pos = np.asarray(positions_lps, dtype=np.float64).reshape(-1, 3)
     n = len(pos)
     if n == 1:

@@ -120,9 +120,46 @@ def test_gantry_tilt_gives_exact_sheared_affine(tmp_path):
 
 
 def test_stack_geometry_rejects_bad_orientation():
-    with pytest.raises(GeometryError, match="invalid ImageOrientationPatient"):
+    with pytest.raises(GeometryError, match="ImageOrientationPatient.*expected orthogonal"):
         stack_geometry("s", np.array([1, 0, 0, 1, 0, 0.0]), np.array([1, 1.0]),
                        np.zeros((2, 3)), ["a", "b"])
+
+
+def test_orientation_cosines_too_long_are_refused_naming_file_and_values(tmp_path):
+    # |row| = |col| = 1.08: used as written, every voxel would be 8 % too large
+    files = fac.write_series(tmp_path, iop=(1.08, 0, 0, 0, 1.08, 0), shuffle_names=False)
+    with pytest.raises(GeometryError) as info:
+        load_volume(tmp_path)
+    msg = str(info.value)
+    assert "\n" not in msg and files[0].name in msg
+    assert "[1.08, 0, 0, 0, 1.08, 0]" in msg and "length 1.08" in msg and "unit" in msg
+
+
+def test_non_orthogonal_orientation_is_refused(tmp_path):
+    # column cosine 3 deg away from perpendicular: the affine would be sheared
+    c = np.radians(3.0)
+    files = fac.write_series(tmp_path, iop=(1, 0, 0, np.sin(c), np.cos(c), 0),
+                             shuffle_names=False)
+    with pytest.raises(GeometryError, match=r"at 87 deg, expected orthogonal") as info:
+        load_volume(tmp_path)
+    assert files[0].name in str(info.value)
+
+
+def test_rounding_errors_in_orientation_are_normalised(tmp_path):
+    # cosines written to 4 decimals of a 10 deg rotation about z: length and angle are off by
+    # ~1e-4; the affine must still have unit, orthogonal directions times the pixel spacing
+    a = np.radians(10.0)
+    iop = tuple(round(v, 4) for v in (np.cos(a), np.sin(a), 0, -np.sin(a), np.cos(a), 0))
+    iop = (iop[0] * 1.0004, *iop[1:3], *iop[3:])
+    assert abs(np.linalg.norm(iop[:3]) - 1) > 2e-4
+    fac.write_series(tmp_path, iop=iop, pixel_spacing=(0.8, 0.6))
+    vol = load_volume(tmp_path)
+    d = vol.affine[:3, :3]
+    np.testing.assert_allclose(np.linalg.norm(d[:, :2], axis=0), [0.6, 0.8], rtol=1e-12)
+    assert abs(d[:, 0] @ d[:, 1]) < 1e-12
+    # the corrected directions stay within the rounding of the written values
+    np.testing.assert_allclose(d[:, 0] / 0.6, [np.cos(a), np.sin(a), 0], atol=1e-4)
+    np.testing.assert_allclose(vol.spacing[2], 2.0, rtol=1e-3)
 
 
 def test_single_slice_uses_slice_thickness(tmp_path):

@@ -261,9 +261,30 @@ def robust_icp(
     return IcpResult(m, rms, inlier_fraction, total, a_norm, w_sum, c)
 
 
+@dataclass(frozen=True)
+class SlidingDirection:
+    """One pose direction that the surface does not constrain (Gelfand et al. 2003).
+
+    ``kind`` is ``"rotation"`` (about ``axis``) or ``"translation"`` (along ``axis``);
+    ``axis`` is a unit vector in the frame of the registered cloud, its sign chosen so that
+    its largest-magnitude component is positive; ``sd_mm`` the pose's standard deviation
+    along it (mm at the cloud's RMS radius).
+    """
+
+    kind: str
+    axis: np.ndarray
+    sd_mm: float
+
+    def __str__(self) -> str:
+        ax = np.round(self.axis, 2) + 0.0  # no "-0.00" in messages
+        what = "rotation about axis" if self.kind == "rotation" else "translation along"
+        return (f"{what} ({ax[0]:+.2f}, {ax[1]:+.2f}, {ax[2]:+.2f}), "
+                f"sd {min(self.sd_mm, 1e6):.3g} mm")
+
+
 def sliding_directions(
     normal_matrix: np.ndarray, weight_sum: float, rms_mm: float, tolerance_mm: float = 0.5
-) -> tuple[float, float, list[str]]:
+) -> tuple[float, float, list[SlidingDirection]]:
     """Eigen-analysis of the normalised point-to-plane normal matrix (Gelfand et al. 2003).
 
     The normal matrix ``A / sum(w)`` (rotation rows scaled by the cloud's RMS radius, so every
@@ -271,29 +292,32 @@ def sliding_directions(
     eigen-direction ``k`` has standard deviation ``rms / sqrt(sum(w) lambda_k)`` (the inverse
     of the Gauss-Newton Hessian as covariance). A direction whose standard deviation exceeds
     ``tolerance_mm`` (or whose eigenvalue is below 1e-4 of the largest) lets the cloud slide
-    along the surface: rotation about an axis, translation along one, or a screw.
+    along the surface: rotation about an axis, translation along one, or a screw (reported
+    by its dominant part).
 
     Returns
     -------
-    ratio, worst_sd_mm, descriptions
+    ratio, worst_sd_mm, directions
         Smallest / largest eigenvalue, the largest standard deviation (mm at the cloud's
-        radius), and one description per sliding direction.
+        radius), and one :class:`SlidingDirection` per sliding direction (``str()`` of each
+        is the user-facing description).
     """
     evals, evecs = np.linalg.eigh(normal_matrix)
     if evals[-1] <= 0:
-        return 0.0, float("inf"), ["no constraint at all"]
+        return 0.0, float("inf"), [
+            SlidingDirection(k, np.eye(3)[i], float("inf"))
+            for k in ("rotation", "translation") for i in range(3)
+        ]
     lam = np.maximum(evals, 1e-300)
     ratio = float(max(evals[0], 0.0) / evals[-1])
     sd = max(rms_mm, 0.05) / np.sqrt(max(weight_sum, 1.0) * lam)
-    out = []
+    out: list[SlidingDirection] = []
     for k, v in enumerate(evecs.T):
         if sd[k] > tolerance_mm or evals[k] < 1e-4 * evals[-1]:
             rot, tr = v[:3], v[3:]
-            if np.linalg.norm(rot) >= np.linalg.norm(tr):
-                ax = rot / np.linalg.norm(rot)
-                kind = f"rotation about axis ({ax[0]:+.2f}, {ax[1]:+.2f}, {ax[2]:+.2f})"
-            else:
-                ax = tr / np.linalg.norm(tr)
-                kind = f"translation along ({ax[0]:+.2f}, {ax[1]:+.2f}, {ax[2]:+.2f})"
-            out.append(f"{kind}, sd {min(sd[k], 1e6):.3g} mm")
+            kind, part = ("rotation", rot) if np.linalg.norm(rot) >= np.linalg.norm(tr) else (
+                "translation", tr)
+            ax = part / np.linalg.norm(part)
+            ax = ax if ax[np.argmax(np.abs(ax))] > 0 else -ax
+            out.append(SlidingDirection(kind, ax, float(sd[k])))
     return ratio, float(sd[0]), out

@@ -320,7 +320,7 @@ def register_surface(
         ambiguous = True
         warnings.append(
             "degenerate geometry: the cloud can slide along the surface ("
-            + "; ".join(slides)
+            + "; ".join(str(d) for d in slides)
             + f"; eigenvalue ratio {ratio:.3g})"
         )
     if final.inlier_fraction < 0.5:

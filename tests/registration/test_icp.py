@@ -100,5 +100,12 @@ def test_sliding_directions_of_a_plane_known_answer():
     J = np.c_[np.cross(p - p.mean(0), n) / 30.0, n]
     ratio, sd, slides = sliding_directions(J.T @ J / 500, 500.0, 0.5)
     assert ratio < 1e-9 and sd > 1e3 and len(slides) == 3
-    assert sum(s.startswith("translation") for s in slides) == 2
-    assert any(s.startswith("rotation about axis (+0.00, +0.00, ") for s in slides)
+    rotations = [d for d in slides if d.kind == "rotation"]
+    translations = [d for d in slides if d.kind == "translation"]
+    assert len(rotations) == 1 and len(translations) == 2
+    np.testing.assert_allclose(rotations[0].axis, [0.0, 0.0, 1.0], atol=1e-9)
+    # the two translations span the plane's x-y directions and nothing along its normal
+    span = np.array([d.axis for d in translations])
+    np.testing.assert_allclose(span[:, 2], 0.0, atol=1e-9)
+    np.testing.assert_allclose(np.abs(np.linalg.det(np.c_[span.T, [0, 0, 1]])), 1.0, atol=1e-9)
+    assert "rotation about axis (+0.00, +0.00, +1.00)" in str(rotations[0])

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEB_PACKAGES := libusb-1.0-0 dicom3tools dcmtk libegl1 libgl1-mesa-dri libgl1
+DEB_PACKAGES := libusb-1.0-0 dicom3tools dcmtk libegl1 libgl1-mesa-dri libgl1 chromium
 
 .PHONY: install demo test bench lint clean-cache deb
 

@@ -3,20 +3,25 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Exact versions of every Python package (runtime, test, build): `make install` uses them so
+# the same commit installs the same stack next month. `make lock` refreshes them from the
+# newest releases; `make test-latest` runs the suite on the newest releases without touching
+# the lock (see README "Reproducible installs").
+LOCK   := constraints.txt
 DEB_PACKAGES := libusb-1.0-0 dicom3tools dcmtk libegl1 libgl1-mesa-dri libgl1 chromium
 
-.PHONY: install demo test bench lint clean-cache deb
+.PHONY: install demo test bench lint clean-cache deb lock test-latest
 
 install: $(STAMP)
 
 deb:
 	@sh .ci/deb-packages.sh $(DEB_PACKAGES)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@$(MAKE) --no-print-directory deb
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	PIP_CONSTRAINT=$(CURDIR)/$(LOCK) $(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	PIP_CONSTRAINT=$(CURDIR)/$(LOCK) $(BIN)/python -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
 demo: install
@@ -31,6 +36,22 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
+
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --upgrade pip setuptools wheel
+	.venv-lock/bin/python -m pip install -q '.[test]'
+	.venv-lock/bin/python -m pip freeze --all --exclude scrubin | LC_ALL=C sort > $(LOCK).new
+	mv $(LOCK).new $(LOCK) && rm -rf .venv-lock
+	@echo "$(LOCK) refreshed: review 'git diff $(LOCK)', run 'make test', commit"
+
+test-latest:
+	@$(MAKE) --no-print-directory deb
+	rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q --upgrade pip setuptools wheel
+	.venv-latest/bin/python -m pip install -q -e '.[test]'
+	.venv-latest/bin/ruff check .
+	.venv-latest/bin/python -m pytest -q
 
 clean-cache:
 	rm -rf samples/cache

@@ -18,6 +18,18 @@ JSON form (see :meth:`Transform.to_json`)::
 
     {"from": "CT", "to": "REF", "unit": "mm", "matrix": [[...4 rows of 4...]],
      "timestamp": 12.345, "source": {"series_instance_uid": ..., "frame_of_reference_uid": ...}}
+
+plus ``"clock"`` when the timestamp's clock is named (e.g. ``"capture"``: a frame source's
+capture clock; ``"unix"``: seconds since 1970-01-01 UTC).
+
+Timestamps and clocks
+---------------------
+A transform's ``timestamp`` is the capture time of the data that produced it, on the clock
+named by ``clock`` (None: unnamed). A composition keeps the older timestamp when both inputs
+are on one clock (the result is only as recent as its oldest input); when the inputs are on
+different clocks their times cannot be compared, so the result gets *no* timestamp rather
+than one input's time passed off as the other's. A static transform (a registration) that
+should not bound the time of a tracked chain carries no timestamp.
 """
 
 from __future__ import annotations
@@ -85,6 +97,9 @@ class Transform:
         Provenance, e.g. ``{"series_instance_uid": ..., "frame_of_reference_uid": ...}``.
     allow_scale
         Accept an isotropic scale (e.g. Umeyama with scaling); rigid by default.
+    clock
+        Name of the clock ``timestamp`` is on (e.g. ``"capture"``, ``"unix"``), or None
+        (unnamed; see the module docstring for composition).
     """
 
     matrix: np.ndarray
@@ -93,6 +108,7 @@ class Transform:
     timestamp: float | None = None
     source: dict[str, str] = field(default_factory=dict)
     allow_scale: bool = False
+    clock: str | None = None
 
     def __post_init__(self) -> None:
         if not self.src or not self.dst:
@@ -138,14 +154,15 @@ class Transform:
                 f"frame {self.src!r} != {other.dst!r}"
             )
         source = merge_source(self.source, other.source)
-        stamps = [t for t in (self.timestamp, other.timestamp) if t is not None]
+        stamp, clock = compose_time(self, other)
         return Transform(
             self.matrix @ other.matrix,
             other.src,
             self.dst,
-            timestamp=min(stamps) if stamps else None,
+            timestamp=stamp,
             source=source,
             allow_scale=self.allow_scale or other.allow_scale,
+            clock=clock,
         )
 
     def inverse(self) -> Transform:
@@ -157,6 +174,7 @@ class Transform:
             timestamp=self.timestamp,
             source=dict(self.source),
             allow_scale=self.allow_scale,
+            clock=self.clock,
         )
 
     def apply(self, points: np.ndarray, frame: str | None = None) -> np.ndarray:
@@ -182,7 +200,7 @@ class Transform:
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> dict[str, Any]:
         """The project's JSON form: from, to, unit, matrix (row-major 4x4), timestamp, source."""
-        return {
+        d: dict[str, Any] = {
             "from": self.src,
             "to": self.dst,
             "unit": "mm",
@@ -190,6 +208,9 @@ class Transform:
             "timestamp": self.timestamp,
             "source": dict(self.source),
         }
+        if self.clock is not None:
+            d["clock"] = self.clock
+        return d
 
     @classmethod
     def from_json(cls, data: dict[str, Any], allow_scale: bool = False) -> Transform:
@@ -210,6 +231,7 @@ class Transform:
             timestamp=data.get("timestamp"),
             source={str(k): str(v) for k, v in (data.get("source") or {}).items()},
             allow_scale=allow_scale,
+            clock=None if data.get("clock") is None else str(data["clock"]),
         )
 
     def save(self, path: str | Path) -> None:
@@ -227,6 +249,24 @@ class Transform:
             return cls.from_json(data)
         except RegistrationError as exc:
             raise RegistrationError(f"{p}: {exc}") from None
+
+
+def compose_time(a: Transform, b: Transform) -> tuple[float | None, str | None]:
+    """Timestamp and clock of ``a @ b`` (module docstring, "Timestamps and clocks").
+
+    One input stamped: its time and clock. Both stamped on the same clock: the older time.
+    Both stamped on different clocks (a named clock differs from another or from an unnamed
+    one): no timestamp, since neither time is a time on the other's clock.
+    """
+    if a.timestamp is None and b.timestamp is None:
+        return None, None
+    if a.timestamp is None:
+        return b.timestamp, b.clock
+    if b.timestamp is None:
+        return a.timestamp, a.clock
+    if a.clock != b.clock:
+        return None, None
+    return min(a.timestamp, b.timestamp), a.clock
 
 
 def merge_source(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:

@@ -84,3 +84,25 @@ def test_json_errors(tmp_path):
     bad.write_text('{"from": "CT"}')
     with pytest.raises(RegistrationError, match="matrix"):
         Transform.load(bad)
+
+
+def test_composition_never_stamps_one_clock_with_the_others_time():
+    """A tracked pose (capture clock) composed with a registration stamped on another clock."""
+    t_cam_ref = Transform.from_rt(_rot([1, 0, 0], 10), [0, 0, 500], REF, CAMERA,
+                                  timestamp=12.5, clock="capture")
+    t_ref_ct = Transform.from_rt(_rot([0, 0, 1], 30), [5, 0, 0], CT, REF,
+                                 timestamp=1.7e9, clock="unix")
+    mixed = t_cam_ref @ t_ref_ct
+    assert mixed.timestamp is None and mixed.clock is None  # not 12.5 presented as unix time
+    unnamed = Transform.from_rt(np.eye(3), [1, 2, 3], CT, REF, timestamp=3.0)
+    assert (t_cam_ref @ unnamed).timestamp is None  # an unnamed clock is not "capture"
+    same = Transform.from_rt(np.eye(3), [1, 2, 3], CT, REF, timestamp=11.0, clock="capture")
+    both = t_cam_ref @ same
+    assert (both.timestamp, both.clock) == (11.0, "capture")  # the older input bounds it
+    static = Transform.from_rt(np.eye(3), [1, 2, 3], CT, REF)
+    one = t_cam_ref @ static
+    assert (one.timestamp, one.clock) == (12.5, "capture")
+    assert one.inverse().clock == "capture"
+    back = Transform.from_json(json.loads(json.dumps(one.to_json())))
+    assert back.clock == "capture" and back.timestamp == 12.5
+    assert "clock" not in static.to_json()

@@ -140,11 +140,19 @@ def test_draw_composites_onto_the_frame_and_leaves_the_rest() -> None:
 
 
 def test_warm_up_leaves_no_trace() -> None:
-    r = OverlayRenderer(CAM, [sphere("s", [0, 0, 0], 50)])
-    r.warm_up()
-    frame = np.zeros((480, 640, 3), np.uint8)
-    r.draw(frame, Transform.from_rt(np.eye(3), [0, 0, -500.0], "CT", "CAMERA"))
-    assert not frame.any()
+    # the same pose, in front of the camera, drawn by a warmed-up and by a fresh renderer:
+    # pixel-identical frames (no depth, colour or warp-box state left by the warm-up renders)
+    T = Transform.from_rt(np.eye(3), [20.0, -10.0, 400.0], "CT", "CAMERA")
+    frames = []
+    for warm in (True, False):
+        r = OverlayRenderer(CAM, [sphere("s", [0, 0, 0], 50)])
+        if warm:
+            r.warm_up()
+        frame = np.zeros((480, 640, 3), np.uint8)
+        r.draw(frame, T)
+        frames.append(frame)
+    assert (frames[1].max(axis=2) > 0).sum() > 3000  # the sphere covers ~ pi * 76^2 pixels
+    np.testing.assert_array_equal(frames[0], frames[1])
 
 
 def test_structure_behind_camera_draws_nothing() -> None:

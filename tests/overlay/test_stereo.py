@@ -84,10 +84,11 @@ def test_display_camera_transform_and_explicit_eyes(tmp_path) -> None:
     r = StereoRenderer(disp, [Structure("p", s.vertices + [0, 20.0, 500], s.faces)])
     T_cam_ct = Transform(np.eye(4), "CT", "CAMERA")
     via_cam = r.render_from_camera(T_cam_ct)
-    direct = r.render(disp.T_display_camera @ T_cam_ct)
-    assert np.array_equal(via_cam.left, direct.left)
-    # camera y = 20 mm maps to display y = 0: the point is on the eyes' horizon
-    assert abs(blobs(via_cam.left[..., 3])[0, 1] - 179.5) < 0.2
+    # by hand: camera (0, 20, 500) mm -> display (0, 0, 500) (T_DISPLAY_CAMERA shifts y by -20)
+    # -> left eye (30, 0, 500), right eye (-32, 0, 500) -> u = 319.5 + 500 * x / 500, v = 179.5
+    left, right = blobs(via_cam.left[..., 3]), blobs(via_cam.right[..., 3])
+    np.testing.assert_allclose(left[0], [319.5 + 30.0, 179.5], atol=0.2)
+    np.testing.assert_allclose(right[0], [319.5 - 32.0, 179.5], atol=0.2)
     with pytest.raises(OverlayError, match="CT to DISPLAY"):
         r.render(T_cam_ct)
 

@@ -77,14 +77,36 @@ def test_expected_fre_matches_simulation():
     assert np.sqrt(np.mean(fre2)) == pytest.approx(expected_fre_mm(fle, 6), rel=0.03)
 
 
-def test_fre_and_residuals():
+def test_residuals_of_a_known_offset():
+    # a pure (1, 2, 2) mm translation moves every point by that vector, 3 mm long
     rng = np.random.default_rng(3)
     ct = rng.uniform(-50, 50, (5, 3))
-    ref = ct + rng.normal(0, 1, ct.shape)
+    offset = np.eye(4)
+    offset[:3, 3] = [1.0, 2.0, 2.0]
+    res = residuals_mm(ct, ct, offset)
+    np.testing.assert_allclose(res, np.tile([1.0, 2.0, 2.0], (5, 1)), atol=1e-12)
+    assert fre_mm(res) == pytest.approx(3.0, rel=1e-12)
+    # RMS of distances 3, 4, 0, 5 mm: sqrt(50 / 4)
+    vectors = np.array([[3.0, 0, 0], [0, 4.0, 0], [0, 0, 0], [0, 3.0, 4.0]])
+    assert fre_mm(vectors) == pytest.approx(np.sqrt(50 / 4), rel=1e-12)
+
+
+def test_fre_of_a_symmetric_expansion_is_the_expansion():
+    """Octahedron ±a on each axis, every fiducial pushed δ outwards: by symmetry the best rigid
+    fit is the true motion (no rotation or translation absorbs a uniform expansion), so every
+    residual and the FRE are exactly δ."""
+    rng = np.random.default_rng(6)
+    a, delta = 50.0, 0.8
+    ct = np.vstack([np.eye(3) * a, -np.eye(3) * a])
+    rot, t = random_rotation(rng), rng.uniform(-100, 100, 3)
+    ref = (ct * (a + delta) / a) @ rot.T + t
     reg = register_points(ref, ct)
+    np.testing.assert_allclose(reg.transform.matrix[:3, :3], rot, atol=1e-12)
+    np.testing.assert_allclose(reg.transform.matrix[:3, 3], t, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(reg.residuals_mm, axis=1), delta, rtol=1e-9)
     res = residuals_mm(ref, ct, reg.transform.matrix)
-    np.testing.assert_allclose(res, reg.residuals_mm, atol=1e-12)
-    assert fre_mm(res) == pytest.approx(reg.fre_mm)
+    np.testing.assert_allclose(np.linalg.norm(res, axis=1), delta, rtol=1e-9)
+    assert reg.fre_mm == pytest.approx(delta, rel=1e-9)
 
 
 def test_leave_one_out_flags_the_displaced_fiducial():

@@ -7,8 +7,13 @@ command means adding one file; a command group (``scrubin register points|surfac
 sub-package whose modules are discovered the same way.
 
 User mistakes (bad paths, corrupt files, impossible requests) raise a stage's error class;
-they are printed as one line ``scrubin: error: ...`` and exit with status 2. Anything else is
-a bug and keeps its traceback.
+they are printed as one line ``scrubin: error: ...`` and exit with status 2, as is an
+``OSError`` (a missing output folder, a full disk, a permission refused). Anything else is a
+bug and keeps its traceback.
+
+Command modules import heavy libraries (open3d, cv2, SimpleITK, pydicom, numba kernels,
+scipy, ...) only inside their ``func``: building the parser, hence ``scrubin --help``, stays
+light (tests/scrubin/test_cli.py checks the imported modules).
 """
 
 from __future__ import annotations
@@ -30,10 +35,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     OverlayError,
     MentorError,
 )
-
-
-class CliError(Exception):
-    """A command-line usage error found after parsing (e.g. an option's value is malformed)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,6 +76,13 @@ def _preprocess(argv: list[str]) -> list[str]:
     return out
 
 
+def os_error_text(exc: OSError) -> str:
+    """One line for an ``OSError``: ``FILE: reason`` (e.g. ``out.glb: No space left on device``)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    where = f"{exc.filename}: " if exc.filename else ""
+    return " ".join(f"{where}{reason}".split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``scrubin`` and ``python -m scrubin``; returns the exit status."""
     args_list = _preprocess(list(sys.argv[1:] if argv is None else argv))
@@ -82,9 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     try:
         status = args.func(args)
-    except (*USER_ERRORS, CliError) as exc:
+    except USER_ERRORS as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"scrubin: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"scrubin: error: {os_error_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("scrubin: interrupted", file=sys.stderr)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scrubin.workflows.demo import run as run_demo
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` command."""
@@ -20,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo."""
+    from scrubin.workflows.demo import run as run_demo
+
     run_demo(args.out, args.sample, overlay=not args.no_overlay)
     print(f"\ndemo outputs are in {args.out.resolve()}")
     return 0

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from scrubin.registration.fiducials import DEFAULT_DIAMETER_MM, DEFAULT_MIN_HU
-from scrubin.workflows.fiducials import parse_diameter_range, run_fiducials
+from scrubin.commands._common import require_output_folders, warn
+
+#: Defaults shown in --help; equal to scrubin.registration.fiducials.DEFAULT_DIAMETER_MM and
+#: DEFAULT_MIN_HU (kept here so that --help does not import scipy; a test checks they agree).
+DEFAULT_DIAMETER_MM = (2.0, 4.0)
+DEFAULT_MIN_HU = 2000.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Detect and print one line per marker."""
+    require_output_folders(("--json", args.json), ("--csv", args.csv))
+    from scrubin.workflows.fiducials import parse_diameter_range, run_fiducials
+
     rep = run_fiducials(
         args.path, args.json, out_csv=args.csv, diameter_mm=parse_diameter_range(args.diameter),
         min_hu=args.min_hu, series_uid=args.series,
@@ -44,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  #{f['index']}: ({x:9.3f}, {y:9.3f}, {z:9.3f})  diameter {f['diameter_mm']:.2f} "
               f"mm  confidence {f['confidence']:.2f}  voxels {f['voxel_count']}")
     if rep["count"] < 3:
-        print("scrubin: warning: fewer than 3 fiducials found; point registration needs 3 or "
-              "more", file=sys.stderr)
+        warn("fewer than 3 fiducials found; point registration needs 3 or more")
     print(f"wrote {args.json}" + (f" and {args.csv}" if args.csv else ""))
     return 0

@@ -1,12 +1,18 @@
-"""``scrubin info DIR|FILE [--json]``: list the volumes found (DICOM, multi-frame, NIfTI...)."""
+"""``scrubin info DIR|FILE [--json FILE]``: list the volumes found (DICOM, multi-frame, NIfTI)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from scrubin.imaging.load import Catalog, SeriesInfo, scan
+from scrubin.commands._common import require_output_folders
+
+if TYPE_CHECKING:  # the loader pulls in pydicom: imported in run() only
+    from scrubin.imaging.load import Catalog, SeriesInfo
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "skipped as non-DICOM or unusable.",
     )
     parser.add_argument("path", metavar="DIR|FILE", help="DICOM folder or image file")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="also write the listing as JSON to FILE ('-': print JSON to "
+                        "stdout instead of the table)")
     parser.add_argument(
         "--skipped", action="store_true", help="also list each skipped file and why"
     )
@@ -81,13 +89,23 @@ def format_table(catalog: Catalog) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the table (or JSON) for ``args.path``."""
+    """Print the table for ``args.path``; with ``--json FILE`` also write it as JSON."""
+    to_stdout = args.json is not None and str(args.json) == "-"
+    require_output_folders(("--json", None if to_stdout else args.json))
+    from scrubin.imaging.errors import ImagingError
+    from scrubin.imaging.fileio import write_json_atomic
+    from scrubin.imaging.load import scan
+
     catalog = scan(args.path)
-    if args.json:
-        print(json.dumps(as_dict(catalog), indent=2))
+    if to_stdout:
+        json.dump(as_dict(catalog), sys.stdout, indent=2)
+        print()
         return 0
     print(format_table(catalog))
     if args.skipped:
         for path, why in catalog.skipped:
             print(f"skipped {path}: {why}")
+    if args.json is not None:
+        write_json_atomic(args.json, as_dict(catalog), error=ImagingError)
+        print(f"wrote {args.json}")
     return 0

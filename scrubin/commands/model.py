@@ -6,11 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from scrubin.workflows.model import ModelRequest, parse_seed, parse_threshold, run_model
+from scrubin.commands._common import DeprecatedAlias, require_output_folders
 
 USAGE = (
     "scrubin model DIR|IMAGE_FILE (--preset NAME | --threshold LO[:HI]) --out FILE.glb|.stl|.ply"
-    "|.obj [--seg SEG.dcm] [--seed X,Y,Z] [--smooth N] [--max-triangles N] [--series UID] "
+    "|.obj [--seg SEG.dcm] [--seed-point X,Y,Z] [--smooth N] [--max-triangles N] [--series UID] "
     "[--json REPORT.json] [--exclude-fiducials] [--step N]"
 )
 
@@ -31,8 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", metavar="NAME", help="bone, skin, soft-tissue, vessels or air")
     p.add_argument("--threshold", metavar="LO[:HI]",
                    help="HU range LO[:HI], e.g. 300, -1000:-400, :200")
-    p.add_argument("--seed", metavar="X,Y,Z",
+    p.add_argument("--seed-point", metavar="X,Y,Z",
                    help="keep the region holding this LPS mm point: X,Y,Z")
+    p.add_argument("--seed", dest="seed_point", metavar="X,Y,Z", action=DeprecatedAlias,
+                   new="--seed-point", help=argparse.SUPPRESS)
     p.add_argument("--smooth", type=int, default=10, metavar="N",
                    help="Taubin iterations (default 10)")
     p.add_argument("--max-triangles", type=int, default=100_000, metavar="N",
@@ -51,12 +53,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``scrubin model``; prints a one-line summary."""
+    require_output_folders(("--out", args.out), ("--seg", args.seg), ("--json", args.json))
+    from scrubin.workflows.model import ModelRequest, parse_seed, parse_threshold, run_model
+
     req = ModelRequest(
         input=args.input,
         out=args.out,
         preset=args.preset,
         threshold=None if args.threshold is None else parse_threshold(args.threshold),
-        seed_lps=None if args.seed is None else parse_seed(args.seed),
+        seed_lps=None if args.seed_point is None else parse_seed(args.seed_point),
         smooth=args.smooth,
         max_triangles=args.max_triangles,
         series_uid=args.series,

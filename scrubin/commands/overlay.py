@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scrubin.workflows.overlay import OverlayRequest, run_overlay, summary_line
+from scrubin.commands._common import require_output_folders
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,6 +69,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the overlay and print one summary line."""
+    require_output_folders(("--out", args.out), ("--json", args.json_path),
+                           ("--scene", args.scene))
+    from scrubin.workflows.overlay import OverlayRequest, run_overlay, summary_line
+
     req = OverlayRequest(
         source=args.source, out=args.out, camera=args.camera, models=list(args.models),
         registration=args.registration, stereo=args.stereo, igtl_port=args.igtl_port,

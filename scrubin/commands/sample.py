@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from scrubin.commands._common import require_output_folders
 from scrubin.samples.presets import CUSTOM_SYNTAX, PRESETS
 
 
@@ -31,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate (or copy from the cache) the series into ``args.out``."""
+    require_output_folders(("--out", args.out))
     from scrubin.samples.phantom import (
         export_sample,  # heavy (numba, scipy, pydicom): only when run
     )

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scrubin.registration.bodies import RigidBody
-from scrubin.registration.camera import CameraModel
-from scrubin.registration.tracker import MarkerTracker
-from scrubin.workflows.track import summary, track_video, write_track_json
+from scrubin.commands._common import require_output_folders
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,6 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Track and write the JSON."""
+    require_output_folders(("--json", args.json))
+    from scrubin.registration.bodies import RigidBody
+    from scrubin.registration.camera import CameraModel
+    from scrubin.registration.tracker import MarkerTracker
+    from scrubin.workflows.track import summary, track_video, write_track_json
+
     camera = CameraModel.load(args.camera)
     body = RigidBody.load(args.body) if args.body is not None else None
     dictionary = args.dictionary or (body.dictionary if body is not None else None)

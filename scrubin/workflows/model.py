@@ -80,9 +80,11 @@ def parse_seed(text: str) -> np.ndarray:
     try:
         seed = np.array([float(p) for p in parts], dtype=np.float64)
     except ValueError:
-        raise ModelArgumentError(f"--seed {text!r}: expected X,Y,Z in LPS mm") from None
+        raise ModelArgumentError(f"--seed-point {text!r}: expected X,Y,Z in LPS mm") from None
     if seed.shape != (3,) or not np.all(np.isfinite(seed)):
-        raise ModelArgumentError(f"--seed {text!r}: expected three finite numbers X,Y,Z (LPS mm)")
+        raise ModelArgumentError(
+            f"--seed-point {text!r}: expected three finite numbers X,Y,Z (LPS mm)"
+        )
     return seed
 
 

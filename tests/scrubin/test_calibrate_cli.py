@@ -41,10 +41,12 @@ def test_calibrate_camera_charuco(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "blank.png"), np.full((480, 640), 128, np.uint8))
     out = tmp_path / "camera.json"
     rc = main(["calibrate", "camera", *map(str, paths), str(tmp_path / "blank.png"),
-               "--board", "charuco:7x5:30:22:DICT_4X4_50", "--out", str(out)])
+               "--board", "charuco:7x5:30:22:DICT_4X4_50", "--json", str(out)])
     assert rc == 0
-    printed = capsys.readouterr().out
-    assert "rejected" in printed and "blank.png: board not found" in printed
+    captured = capsys.readouterr()
+    # a rejected view is a warning: stderr, one line, not on stdout
+    assert "scrubin: warning: rejected " in captured.err
+    assert "blank.png: board not found" in captured.err and "rejected" not in captured.out
     cam = CameraModel.load(out)
     assert abs(cam.matrix[0, 0] / 560 - 1) < 0.01 and abs(cam.matrix[1, 1] / 550 - 1) < 0.01
     assert abs(cam.matrix[0, 2] - 322) < 3 and abs(cam.matrix[1, 2] - 236) < 3
@@ -54,10 +56,10 @@ def test_calibrate_camera_charuco(tmp_path, capsys):
 def test_calibrate_camera_errors(tmp_path, capsys):
     out = tmp_path / "camera.json"
     assert main(["calibrate", "camera", str(tmp_path / "x.png"), "--board",
-                 "chessboard:9x6", "--out", str(out)]) == 2
+                 "chessboard:9x6", "--json", str(out)]) == 2
     assert "expected chessboard:COLSxROWS:SQUARE_MM" in capsys.readouterr().err
     assert main(["calibrate", "camera", str(tmp_path / "x.png"), "--board",
-                 "chessboard:9x6:25", "--out", str(out)]) == 2
+                 "chessboard:9x6:25", "--json", str(out)]) == 2
     assert "x.png: image not found" in capsys.readouterr().err
     assert not out.exists()
 
@@ -77,14 +79,14 @@ def test_calibrate_hand_eye_and_pivot(tmp_path, capsys):
     write_pose_file(tmp_path / "b.csv", np.array(cams), ts + 0.001, quaternion=True)
     out = tmp_path / "x.json"
     assert main(["calibrate", "hand-eye", "--tracker-poses", str(tmp_path / "a.csv"),
-                 "--camera-poses", str(tmp_path / "b.csv"), "--out", str(out)]) == 0
+                 "--camera-poses", str(tmp_path / "b.csv"), "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["transform"]["from"] == "CAMERA" and res["transform"]["to"] == "TOOL"
     np.testing.assert_allclose(res["transform"]["matrix"], x, atol=1e-5)
     assert res["n_views"] == 10
     write_pose_file(tmp_path / "short.csv", np.array(cams[:4]))
     assert main(["calibrate", "hand-eye", "--tracker-poses", str(tmp_path / "a.csv"),
-                 "--camera-poses", str(tmp_path / "short.csv"), "--out",
+                 "--camera-poses", str(tmp_path / "short.csv"), "--json",
                  str(tmp_path / "y.json")]) == 2
     assert "rows must pair one to one" in capsys.readouterr().err
     assert not (tmp_path / "y.json").exists()

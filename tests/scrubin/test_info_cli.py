@@ -29,7 +29,7 @@ def test_info_table_lists_volumes_and_skipped_files(tmp_path, capsys):
 def test_info_json(tmp_path, capsys):
     fac.write_series(tmp_path, slices=2, series_uid="1.2.3.1")
     (tmp_path / "junk.bin").write_bytes(b"\x00" * 10)
-    assert main(["info", str(tmp_path), "--json"]) == 0
+    assert main(["info", str(tmp_path), "--json", "-"]) == 0
     data = json.loads(capsys.readouterr().out)
     (vol,) = data["volumes"]
     assert vol["series_instance_uid"] == "1.2.3.1" and vol["size"] == [8, 6, 2]

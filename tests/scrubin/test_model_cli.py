@@ -82,7 +82,7 @@ def test_model_glb_with_report(small_phantom, small_truth, tmp_path, capsys):
 def test_model_threshold_seed_stl(small_phantom, tmp_path, capsys):
     out = tmp_path / "skin.stl"
     # a negative threshold and a negative seed coordinate (pre-joined by the CLI)
-    rc, _, err = _run(capsys, "model", small_phantom, "--threshold", "-480", "--seed",
+    rc, _, err = _run(capsys, "model", small_phantom, "--threshold", "-480", "--seed-point",
                       "-1.5,0,0", "--out", out, "--smooth", "0", "--max-triangles", "0")
     assert rc == 0, err
     m = load_mesh(out)
@@ -103,7 +103,7 @@ def test_bad_extension_one_line_error_before_work(small_phantom, tmp_path, capsy
     "extra, match",
     [
         (["--threshold", "a:b"], "--threshold"),
-        (["--seed", "1,2"], "--seed"),
+        (["--seed-point", "1,2"], "--seed-point"),
         (["--smooth", "-1"], "--smooth"),
         (["--max-triangles", "2"], "--max-triangles"),
         (["--step", "-1"], "--step"),
@@ -135,7 +135,7 @@ def test_seg_with_nifti_input_refused_before_work(tmp_path, capsys):
 
 def test_failure_after_work_leaves_no_outputs(small_phantom, tmp_path, capsys):
     # a seed in the air: the segmentation fails after the volume was read
-    rc, _, err = _run(capsys, "model", small_phantom, "--preset", "bone", "--seed",
+    rc, _, err = _run(capsys, "model", small_phantom, "--preset", "bone", "--seed-point",
                       "0,0,0", "--out", tmp_path / "m.glb", "--json", tmp_path / "r.json")
     assert rc == 2 and err.count("\n") == 1
     assert not list(tmp_path.iterdir())

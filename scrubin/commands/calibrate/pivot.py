@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from scrubin.imaging.fileio import write_json_atomic
-from scrubin.registration.pivot import pivot_calibration
-from scrubin.registration.posefile import read_pose_file
+from scrubin.commands._common import require_output_folders
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Calibrate, print and optionally write JSON."""
+    require_output_folders(("--json", args.json))
+    from scrubin.imaging.fileio import write_json_atomic
+    from scrubin.registration.pivot import pivot_calibration
+    from scrubin.registration.posefile import read_pose_file
+
     series = read_pose_file(args.poses)
     res = pivot_calibration(series.matrices)
     tip, piv = res.tip_tool_mm, res.pivot_tracker_mm

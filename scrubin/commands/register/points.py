@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from scrubin.workflows.register_points import run_register_points
+from scrubin.commands._common import require_output_folders, warn
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the registration and print a labelled summary."""
+    require_output_folders(("--json", args.json))
+    from scrubin.workflows.register_points import run_register_points
+
     rep = run_register_points(
         args.fixed, args.moving, args.json, targets_csv=args.targets, fle_mm=args.fle,
         unpaired=args.unpaired, scale=args.scale, fixed_frame=args.fixed_frame,
@@ -60,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     if "skipped" in loo:
         print(f"leave-one-out: skipped ({loo['skipped']})")
     elif loo["flagged_points"]:
-        print(f"scrubin: warning: leave-one-out flags moving point(s) {loo['flagged_points']} "
-              "as inconsistent with the others; check or drop them", file=sys.stderr)
+        warn(f"leave-one-out flags moving point(s) {loo['flagged_points']} as inconsistent "
+             "with the others; check or drop them")
     else:
         print("leave-one-out: no fiducial stands out")
     for tgt in rep.get("targets", []):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from scrubin.workflows.register_surface import run_register_surface
+from scrubin.commands._common import require_output_folders, warn
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the registration and print a summary."""
+    require_output_folders(("--json", args.json))
+    from scrubin.workflows.register_surface import run_register_surface
+
     res, _ = run_register_surface(
         args.fixed, args.moving, args.json, init=args.init, cloud_unit=args.cloud_unit,
         max_distance_mm=args.max_distance, fixed_frame=args.fixed_frame, seed=args.seed,
@@ -47,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"RMS residual {res.rms_mm:.3f} mm, inliers {res.inlier_fraction:.1%} "
           "(fit only: not an accuracy measure)")
     for w in res.warnings:
-        print(f"scrubin: warning: {w}", file=sys.stderr)
+        warn(w)
     print(f"wrote {args.json}")
     return 0

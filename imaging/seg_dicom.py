@@ -34,6 +34,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -189,8 +190,7 @@ def write_seg(
     descriptions = [_description(n, s) for n, s in enumerate(segs, start=1)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # highdicom notes on optional attributes
-        seg = hd.seg.Segmentation(
-            source_images=datasets,
+        seg = _segmentation(path, volume, datasets, dict(
             pixel_array=pixels,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
@@ -206,7 +206,7 @@ def write_seg(
             content_label="SCRUBIN",
             content_description="Threshold segmentation"[:64],
             omit_empty_frames=True,
-        )
+        ))
     out = Path(path)
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
@@ -215,6 +215,19 @@ def write_seg(
         write_atomic(out, lambda tmp: seg.save_as(tmp, enforce_file_format=True))
     except OSError as exc:
         raise SegWriteError(f"cannot write {out}: {exc.strerror or exc}") from None
+
+
+def _segmentation(path: str | Path, volume: Volume, datasets: Sequence[pydicom.Dataset],
+                  kwargs: dict[str, Any]) -> hd.seg.Segmentation:
+    """``hd.seg.Segmentation`` of ``datasets``; its refusal of the source headers (a required
+    attribute missing or malformed, PS3.3 C.8.20) becomes one :class:`SegWriteError` line."""
+    try:
+        return hd.seg.Segmentation(source_images=datasets, **kwargs)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        source = volume.source_files[0] if volume.source_files else "the source series"
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise SegWriteError(f"DICOM SEG: the source images ({source}) do not make a "
+                            f"valid DICOM SEG: {reason}") from None
 
 
 def read_seg(path: str | Path, volume: Volume | None = None) -> dict[str, np.ndarray]:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scrubin.cli import main
 from scrubin.imaging.mesh_io import load_mesh
+from scrubin.imaging.seg_dicom import read_seg
 from scrubin.workflows.model import ModelArgumentError, auto_step, parse_seed, parse_threshold
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "imaging"))
+import dicom_factory as fac
 
 
 @pytest.mark.parametrize(
@@ -134,11 +140,37 @@ def test_seg_with_nifti_input_refused_before_work(tmp_path, capsys):
 
 
 def test_failure_after_work_leaves_no_outputs(small_phantom, tmp_path, capsys):
-    # a seed in the air: the segmentation fails after the volume was read
+    # a seed in the brain: the segmentation fails after the volume was read
     rc, _, err = _run(capsys, "model", small_phantom, "--preset", "bone", "--seed-point",
                       "0,0,0", "--out", tmp_path / "m.glb", "--json", tmp_path / "r.json")
     assert rc == 2 and err.count("\n") == 1
+    assert err.startswith("scrubin: error: seed (0, 0, 0)") and "[300, +inf] HU" in err
     assert not list(tmp_path.iterdir())
+
+
+def test_seg_failure_after_the_mesh_leaves_no_outputs(tmp_path, capsys):
+    # a real DICOM cube without StudyInstanceUID (Type 1 in the General Study module, PS3.3
+    # C.7.2.1): it loads and meshes, then the SEG (which must copy the study) cannot be
+    # built, after the mesh was written to its temporary file
+    def cube(i, j, k):
+        return np.where((abs(i - 8) < 5) & (abs(j - 8) < 5) & (abs(k - 5) < 4), 1000, -1000)
+
+    def no_study(ds, k):
+        del ds.StudyInstanceUID
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    out.mkdir()
+    fac.write_series(src, rows=16, cols=16, slices=10, hu_of=cube, extra=no_study)
+    rc, stdout, err = _run(capsys, "model", src, "--threshold", "0", "--out", out / "m.ply",
+                           "--seg", out / "s.dcm", "--json", out / "r.json")
+    assert rc == 2 and err.count("\n") == 1 and stdout == ""
+    assert err.startswith("scrubin: error: DICOM SEG: ") and "StudyInstanceUID" in err
+    assert str(src) in err
+    assert not list(out.iterdir())
+    # the same input without --seg meshes: the failure above came after the mesh
+    rc, _, err = _run(capsys, "model", src, "--threshold", "0", "--out", out / "m.ply")
+    assert rc == 0, err
+    assert load_mesh(out / "m.ply").n_faces > 0
 
 
 def test_missing_input(tmp_path, capsys):
@@ -148,10 +180,18 @@ def test_missing_input(tmp_path, capsys):
 
 
 def test_seg_output_written_with_mesh(small_phantom, tmp_path, capsys):
-    pytest.importorskip("scrubin.imaging.seg_dicom")
     out, seg = tmp_path / "skull.ply", tmp_path / "skull_seg.dcm"
     rc, _, err = _run(capsys, "model", small_phantom, "--preset", "bone", "--out", out,
                       "--seg", seg, "--max-triangles", "5000")
     assert rc == 0, err
     assert out.is_file() and seg.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["skull.ply", "skull_seg.dcm"]
+    # the SEG reads back onto the source volume: one segment, all of it bone-bright CT
+    from scrubin.imaging.load import load_volume
+
+    vol = load_volume(small_phantom)
+    masks = read_seg(seg, vol)
+    assert len(masks) == 1
+    mask = next(iter(masks.values()))
+    assert mask.shape == vol.array.shape and mask.sum() > 1000
+    assert np.mean(vol.array[mask] >= 300) > 0.95

@@ -1,0 +1,112 @@
+"""Real headless Chromium for the mentor-page tests (Debian ``chromium`` driven by Playwright).
+
+Nothing downloads a browser: Playwright launches ``/usr/bin/chromium`` (installed by
+``make install``) through ``executable_path``. Fake media devices stand in for the mentor's
+microphone; loopback ICE candidates are allowed so WebRTC runs on 127.0.0.1 only.
+
+Fixtures (made available to tests/mentor by its conftest.py):
+``chromium`` (one browser per test module), ``static_origin`` (a 127.0.0.1 HTTP server serving
+mentor/static/ under /static/, for the tests of the page's pure modules).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+
+CHROMIUM = Path("/usr/bin/chromium")
+STATIC_DIR = Path(__file__).resolve().parents[2] / "mentor" / "static"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+    "--ignore-certificate-errors",
+]
+
+
+def launch_chromium(playwright, extra_args: tuple[str, ...] = ()) -> Browser:
+    """Launch the system Chromium headless with the WebRTC-on-loopback flags."""
+    if not CHROMIUM.exists():
+        raise FileNotFoundError(f"{CHROMIUM}: not found; run `make install` (Debian chromium)")
+    return playwright.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_ARGS, *extra_args])
+
+
+def new_page(browser: Browser, *, width: int = 1280, height: int = 900) -> Page:
+    """A page in a fresh context whose console errors and uncaught exceptions are collected.
+
+    ``page.errors`` (list of str) holds them; tests assert it stays empty.
+    """
+    context = browser.new_context(viewport={"width": width, "height": height},
+                                  ignore_https_errors=True)
+    page = context.new_page()
+    errors: list[str] = []
+
+    def on_console(msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            errors.append(f"console: {msg.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.errors = errors  # type: ignore[attr-defined]
+    return page
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    """One headless Chromium per test module."""
+    with sync_playwright() as pw:
+        browser = launch_chromium(pw)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class _StaticHandler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+                      ".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+
+    def translate_path(self, path: str) -> str:
+        path = path.split("?", 1)[0].split("#", 1)[0]
+        if path.startswith("/static/"):
+            return str(STATIC_DIR / path.removeprefix("/static/"))
+        return str(STATIC_DIR / "__none__")
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path in ("/", "/blank"):
+            body = b"<!doctype html><html><body><canvas id='c'></canvas></body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture(scope="module")
+def static_origin() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` serving mentor/static/ under /static/ and a blank page at /."""
+    handler = functools.partial(_StaticHandler, directory=str(STATIC_DIR))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -55,17 +55,19 @@ def test_prediction_is_invariant_to_rigid_motion():
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
-def test_simulated_tre_matches_eq46_within_10_percent(name):
-    """Isotropic Gaussian FLE (σ = FLE/√3 per axis), 4000 vectorised trials (SE ≲ 1.2 %)."""
+def test_simulated_tre_matches_eq46_as_the_readme_claims(name):
+    """README: eq. 46 within 0.6 % of simulation. Isotropic Gaussian FLE (σ = FLE/√3 per axis),
+    20000 vectorised trials: the RMS of a ~χ²₃ error has relative SE ≈ 0.41/√20000 = 0.3 %,
+    so the bound is the claimed 0.6 % plus two SE (1.2 %); over seeds the worst seen is 0.84 %."""
     fid = LAYOUTS[name]
     targets = targets_for(fid)
     pts = np.array(list(targets.values()))
     rng = np.random.default_rng(list(LAYOUTS).index(name) + 100)
     fle = 0.5
     predicted = predicted_tre_mm(fid, pts, fle)
-    simulated = simulate_tre_mm(fid, pts, fle, trials=4000, rng=rng)
+    simulated = simulate_tre_mm(fid, pts, fle, trials=20000, rng=rng)
     for label, p, s in zip(targets, predicted, simulated, strict=True):
-        assert s / p == pytest.approx(1.0, abs=0.10), f"{name}, {label}: {s:.3f} vs {p:.3f}"
+        assert s / p == pytest.approx(1.0, abs=0.012), f"{name}, {label}: {s:.3f} vs {p:.3f}"
 
 
 def test_expected_fre_matches_simulation():

@@ -1,0 +1,212 @@
+"""The surgeon station as media server: one peer connection per viewer, one encoder for all.
+
+Media flow (mentor/DESIGN.md "Who runs what"): the frame loop (its own thread) hands each
+composited 1280x720 view and its :class:`~scrubin.mentor.station_meta.FrameMeta` to
+:meth:`SurgeonStation.publish`, which appends the frame-id strip (:mod:`scrubin.mentor.strip`),
+encodes once (:class:`~scrubin.mentor.media.VideoFanout`) and queues the packet and the
+``meta`` JSON to every viewer. Signalling is not ours: the server forwards each page's offer
+(``Signal`` stream) and :meth:`SurgeonStation.answer` returns the answer SDP (aiortc gathers
+all candidates before answering: no trickle ICE).
+
+Per viewer: video H.264 only (the answer keeps the offer's H.264 codecs, packetization-mode 1
+first; RFC 6184 section 8.1), its PLI/FIR routed to the shared encoder; audio Opus both ways
+(:mod:`scrubin.mentor.media_audio`); the ``meta`` data channel made by the page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from scrubin.mentor.errors import MentorError
+from scrubin.mentor.ice import ice_configuration
+from scrubin.mentor.media import VideoFanout, hook_keyframe_requests
+from scrubin.mentor.media_audio import AudioSink, AudioSource
+from scrubin.mentor.station_meta import FrameMeta, MetaHistory
+from scrubin.mentor.strip import with_strip
+
+log = logging.getLogger(__name__)
+
+
+class SignalError(MentorError):
+    """An offer the station cannot answer."""
+
+
+@dataclass
+class Peer:
+    """One viewer's connection."""
+
+    peer_id: str
+    role: str
+    author: str
+    pc: Any
+    video: Any
+    meta: Any = None
+    audio_in: AudioSink | None = None
+    created: float = field(default_factory=time.time)
+
+
+def _h264_only(transceiver: Any) -> None:
+    """Keep the H.264 codecs (mode 1 first) and their RTX of an answering video transceiver.
+
+    aiortc applies ``setCodecPreferences`` while *making* a transceiver, which the offer does
+    here, so the negotiated list (``_codecs``) is filtered after ``setRemoteDescription``.
+    """
+    codecs = list(transceiver._codecs)
+    h264 = [c for c in codecs if c.mimeType.lower() == "video/h264"]
+    if not h264:
+        raise SignalError("the viewer's offer has no H.264 video (the station sends H.264 only)")
+    h264.sort(key=lambda c: (str(c.parameters.get("packetization-mode", "0")) != "1",
+                             str(c.parameters.get("profile-level-id", "")).lower()
+                             != "42e01f"))
+    pts = {c.payloadType for c in h264}
+    rtx = [c for c in codecs if c.mimeType.lower() == "video/rtx"
+           and int(c.parameters.get("apt", -1)) in pts]
+    transceiver._codecs = h264 + rtx
+
+
+class SurgeonStation:
+    """Peers, the shared encoder and the per-frame metadata of a surgeon station.
+
+    Parameters
+    ----------
+    fanout
+        The shared encoder and its tracks (size = view + strip).
+    audio
+        The outgoing voice (None: no audio sent; received audio is still taken).
+    ice_servers
+        STUN/TURN URLs (possibly none; never a default public server).
+    record_audio
+        ``peer_id -> path`` for recording a viewer's voice, or None.
+    on_peer
+        Called with ``("open" | "closed", Peer)``.
+    """
+
+    def __init__(self, fanout: VideoFanout, audio: AudioSource | None = None,
+                 ice_servers: Sequence[str] = (),
+                 record_audio: Callable[[str], str | None] | None = None,
+                 on_peer: Callable[[str, Peer], None] | None = None) -> None:
+        self.fanout = fanout
+        self.audio = audio
+        self.ice_servers = list(ice_servers)
+        self.record_audio = record_audio
+        self.on_peer = on_peer
+        self.history = MetaHistory(3.0)
+        self.peers: dict[str, Peer] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._buf: np.ndarray | None = None
+        self.sent_frames = 0
+
+    # ------------------------------------------------------------------ signalling
+    async def answer(self, peer_id: str, offer_sdp: str, role: str = "mentor",
+                     author: str = "") -> str:
+        """Answer a viewer's offer (SDP text); returns the answer SDP with every candidate."""
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        self.loop = asyncio.get_running_loop()
+        if peer_id in self.peers:
+            await self.close_peer(peer_id)
+        if not isinstance(offer_sdp, str) or "m=video" not in offer_sdp:
+            raise SignalError(f"peer {peer_id}: offer has no video section")
+        pc = RTCPeerConnection(ice_configuration(self.ice_servers))
+        peer = Peer(peer_id, role, author, pc, None)
+
+        @pc.on("datachannel")
+        def _on_dc(channel: Any) -> None:
+            if channel.label == "meta":
+                peer.meta = channel
+
+        @pc.on("track")
+        def _on_track(track: Any) -> None:
+            if track.kind == "audio":
+                path = self.record_audio(peer_id) if self.record_audio else None
+                peer.audio_in = AudioSink(track, path)
+                asyncio.ensure_future(peer.audio_in.start())
+
+        @pc.on("connectionstatechange")
+        async def _on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                await self.close_peer(peer_id)
+
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        except ValueError as exc:
+            await pc.close()
+            raise SignalError(f"peer {peer_id}: malformed offer ({exc})") from None
+        try:
+            for tr in pc.getTransceivers():
+                if tr.kind == "video":
+                    _h264_only(tr)
+        except SignalError:
+            await pc.close()
+            raise
+        peer.video = self.fanout.add_viewer(peer_id)
+        sender = pc.addTrack(peer.video)
+        hook_keyframe_requests(sender, self.fanout.encoder.request_keyframe)
+        if self.audio is not None:
+            at = self.audio.track()
+            if at is not None:
+                pc.addTrack(at)
+        await pc.setLocalDescription(await pc.createAnswer())
+        self.peers[peer_id] = peer
+        if self.on_peer:
+            self.on_peer("open", peer)
+        return pc.localDescription.sdp
+
+    async def close_peer(self, peer_id: str) -> None:
+        """Close one viewer's connection (idempotent)."""
+        peer = self.peers.pop(peer_id, None)
+        if peer is None:
+            return
+        if peer.video is not None:
+            peer.video.stop()
+        if peer.audio_in is not None:
+            await peer.audio_in.stop()
+        await peer.pc.close()
+        if self.on_peer:
+            self.on_peer("closed", peer)
+
+    async def close(self) -> None:
+        """Close every viewer and the audio input."""
+        for pid in list(self.peers):
+            await self.close_peer(pid)
+        if self.audio is not None:
+            self.audio.close()
+
+    # ------------------------------------------------------------------ frames
+    def publish(self, view_bgr: np.ndarray, meta: FrameMeta) -> float:
+        """Strip + encode once + queue to every viewer (frame-loop thread); encode time (ms).
+
+        ``meta.stages_ms["encode"]`` is filled in before the JSON is sent.
+        """
+        t = time.perf_counter()
+        self._buf = with_strip(view_bgr, meta.frame_id, self._buf)
+        self.fanout.publish(self._buf, meta.capture_time)
+        enc_ms = (time.perf_counter() - t) * 1e3
+        meta.stages_ms["encode"] = enc_ms
+        self.history.add(meta)
+        self.sent_frames += 1
+        msg = json.dumps(meta.to_json(), separators=(",", ":"))
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._send_meta, msg)
+            except RuntimeError:
+                pass
+        return enc_ms
+
+    def _send_meta(self, msg: str) -> None:
+        for peer in list(self.peers.values()):
+            ch = peer.meta
+            if ch is not None and ch.readyState == "open":
+                try:
+                    ch.send(msg)
+                except Exception as exc:
+                    log.debug("meta to %s: %s", peer.peer_id, exc)

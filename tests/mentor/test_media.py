@@ -1,0 +1,212 @@
+"""Encode once, fan out: one station, two real aiortc receivers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from scrubin.mentor.ice import ice_configuration, restrict_host_addresses, sdp_candidate_addresses
+from scrubin.mentor.media import MediaError, StreamEncoder, VideoFanout
+from scrubin.mentor.media_audio import AudioSource, ToneTrack
+from scrubin.mentor.station import SignalError, SurgeonStation
+from scrubin.mentor.station_meta import FrameMeta
+from scrubin.mentor.strip import read_strip
+
+W, H = 640, 360  # view; the stream is 640x376 with the strip
+
+
+class Receiver:
+    """A viewer like the page: offers recvonly video, sendrecv audio, the 'meta' channel."""
+
+    def __init__(self, voice_hz: float) -> None:
+        self.pc = RTCPeerConnection(ice_configuration())
+        self.ids: list[int] = []
+        self.bad_strips = 0
+        self.meta: dict[int, dict] = {}
+        self.audio: list[np.ndarray] = []
+        self.video_receiver = self.pc.addTransceiver("video", direction="recvonly").receiver
+        self.pc.addTransceiver(ToneTrack(voice_hz), direction="sendrecv")
+        self.dc = self.pc.createDataChannel("meta")
+        self.dc.on("message", lambda m: self.meta.__setitem__(json.loads(m)["frame_id"],
+                                                              json.loads(m)))
+        self.tasks: list[asyncio.Task] = []
+        self.pc.on("track", self._on_track)
+
+    def _on_track(self, track) -> None:
+        self.tasks.append(asyncio.ensure_future(self._consume(track)))
+
+    async def _consume(self, track) -> None:
+        try:
+            while True:
+                f = await track.recv()
+                if track.kind == "video":
+                    fid = read_strip(f.to_ndarray(format="gray"))
+                    if fid is None:
+                        self.bad_strips += 1
+                    else:
+                        self.ids.append(fid)
+                else:
+                    self.audio.append(f.to_ndarray().reshape(-1, len(f.layout.channels))[:, 0])
+        except Exception:
+            pass
+
+    async def offer(self) -> str:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self.pc.localDescription.sdp
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await self.pc.close()
+
+
+def _meta(fid: int, t: float) -> FrameMeta:
+    return FrameMeta(fid, t, W, H, (500.0, 500.0, 319.5, 179.5), (0, 0, 0, 0, 0),
+                     np.eye(4), np.eye(4), "LIVE")
+
+
+def _dominant_hz(chunks: list[np.ndarray], rate: int = 48000) -> float:
+    a = np.concatenate(chunks[-50:]).astype(np.float64)
+    spec = np.abs(np.fft.rfft(a * np.hanning(len(a))))
+    return float(np.fft.rfftfreq(len(a), 1 / rate)[np.argmax(spec)])
+
+
+async def _scenario() -> dict:
+    restrict_host_addresses(["127.0.0.1"])
+    enc = StreamEncoder(W, H + 16, 30.0, 1_000_000, keyframe_interval_s=30.0)
+    fan = VideoFanout(enc)
+    station = SurgeonStation(fan, AudioSource("tone:440"))
+    plis: list[int] = []
+    rx = [Receiver(660.0), Receiver(880.0)]
+    for i, r in enumerate(rx):
+        ans = await station.answer(f"p{i}", await r.offer(), "mentor", f"dr{i}")
+        assert sdp_candidate_addresses(ans) == {"127.0.0.1"}
+        await r.pc.setRemoteDescription(RTCSessionDescription(ans, "answer"))
+    # count PLIs reaching the sender hook of viewer 0, and which encode follows each
+    sender0 = [s for s in station.peers["p0"].pc.getSenders() if s.track is not None
+               and s.track.kind == "video"][0]
+    hooked = sender0._send_keyframe
+
+    def on_pli() -> None:
+        plis.append(enc.frames)  # index of the next picture to be encoded
+        hooked()
+    sender0._send_keyframe = on_pli
+
+    published: list[int] = []
+    keyflags: list[bool] = []
+    stop = threading.Event()
+
+    def frame_loop() -> None:
+        rng = np.random.default_rng(0)
+        base = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        fid = 5000
+        while not stop.is_set():
+            view = np.roll(base, fid, axis=1)
+            station.publish(view, _meta(fid, time.time()))
+            keyflags.append(any(p.is_keyframe for p in station.fanout.encoder._last))
+            published.append(fid)
+            fid += 3  # ids need not be consecutive
+            time.sleep(1 / 30)
+
+    orig = enc.encode
+
+    def enc_keep(img, pts):  # keep the last packets for the key-frame check
+        enc._last = orig(img, pts)
+        return enc._last
+    enc.encode = enc_keep
+    th = threading.Thread(target=frame_loop, daemon=True)
+    th.start()
+    t_end = time.time() + 20
+    while time.time() < t_end and not all(len(r.ids) >= 30 and len(r.meta) >= 30 for r in rx):
+        await asyncio.sleep(0.1)
+    # a real RTCP PLI from receiver 0
+    ssrc = rx[0].video_receiver.getSynchronizationSources()[0].source
+    n_before = len(plis)
+    await rx[0].video_receiver._send_rtcp_pli(ssrc)
+    t_end = time.time() + 5
+    while time.time() < t_end and len(plis) == n_before:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    stop.set()
+    th.join()
+    out = {"published": published, "keyflags": keyflags, "plis": plis, "n_before": n_before,
+           "ids": [r.ids for r in rx], "bad": [r.bad_strips for r in rx],
+           "meta": [r.meta for r in rx], "encodes": enc.frames,
+           "audio_hz": [_dominant_hz(r.audio) if r.audio else None for r in rx],
+           "station_audio": {p.peer_id: (p.audio_in.frames if p.audio_in else 0)
+                             for p in station.peers.values()}}
+    for r in rx:
+        await r.close()
+    await station.close()
+    restrict_host_addresses(None)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run() -> dict:
+    return asyncio.run(_scenario())
+
+
+def test_one_encoder_feeds_both_viewers(run: dict) -> None:
+    assert run["encodes"] == len(run["published"])  # one encode per frame, not per viewer
+    pub = set(run["published"])
+    for ids, bad in zip(run["ids"], run["bad"], strict=True):
+        assert len(ids) >= 30
+        assert set(ids) <= pub and ids == sorted(ids)
+        assert bad == 0
+
+
+def test_meta_channel_keyed_by_strip_ids(run: dict) -> None:
+    for ids, meta in zip(run["ids"], run["meta"], strict=True):
+        shown = [i for i in ids if i in meta]
+        assert len(shown) >= 0.8 * len(ids)
+        m = meta[shown[-1]]
+        assert m["type"] == "frame" and m["width"] == W and m["tracking"] == "LIVE"
+        assert len(m["T_camera_ref"]) == 16 and "encode" in m["stages_ms"]
+
+
+def test_pli_yields_keyframe(run: dict) -> None:
+    assert len(run["plis"]) > run["n_before"]
+    nxt = run["plis"][run["n_before"]]
+    assert nxt + 1 < len(run["keyflags"])
+    # the picture encoded after the PLI is an IDR (the next but one if an encode was under way)
+    assert run["keyflags"][nxt] or run["keyflags"][nxt + 1]
+
+
+def test_voice_both_ways(run: dict) -> None:
+    assert run["audio_hz"][0] == pytest.approx(440, abs=5)  # the station's tone, Opus-decoded
+    assert run["audio_hz"][1] == pytest.approx(440, abs=5)
+    assert all(n > 10 for n in run["station_audio"].values())  # the viewers' voices arrive
+
+
+def test_offer_without_h264_refused() -> None:
+    async def go() -> None:
+        from aiortc import RTCRtpSender
+
+        pc = RTCPeerConnection(ice_configuration())
+        tr = pc.addTransceiver("video", direction="recvonly")
+        tr.setCodecPreferences([c for c in RTCRtpSender.getCapabilities("video").codecs
+                                if c.mimeType == "video/VP8"])
+        await pc.setLocalDescription(await pc.createOffer())
+        st = SurgeonStation(VideoFanout(StreamEncoder(64, 48)))
+        try:
+            with pytest.raises(SignalError, match="no H.264"):
+                await st.answer("x", pc.localDescription.sdp)
+        finally:
+            await pc.close()
+            await st.close()
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("kw, msg", [({"width": 641}, "width"), ({"bitrate": 10}, "bitrate"),
+                                     ({"preset": "placebo"}, "preset")])
+def test_encoder_rejects_bad_settings(kw: dict, msg: str) -> None:
+    args = {"width": 640, "height": 376} | kw
+    with pytest.raises(MediaError, match=msg):
+        StreamEncoder(**args)

@@ -3,8 +3,10 @@
 A :class:`Mesh` is what every later stage consumes: registration samples its vertices,
 the overlay renders it, exports write it. Vertices are LPS mm (PS3.3 C.7.6.2.1.1); faces are
 counter-clockwise seen from outside, so right-hand face normals point outward (out of the
-tissue). Provenance (SeriesInstanceUID, FrameOfReferenceUID) travels with the mesh so a later
-stage can refuse a model from another scan.
+tissue). Provenance (SeriesInstanceUID, FrameOfReferenceUID) and the name of the frame the
+vertices are in (``"CT"``: the scan's patient space; ``"REF"``: placed by a registration;
+``""``: unknown, e.g. a file from other software) travel with the mesh so a later stage can
+refuse a model from another scan or one already moved into another frame.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ if "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:  # skip the too-old TBB (
     numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
 
 from scrubin.imaging.errors import MeshError
+
+#: Frame name of a mesh built from a scan: the scan's patient space, DICOM LPS mm
+#: (``registration.frames.CT``; repeated here, imaging does not import registration).
+CT_FRAME = "CT"
+#: Frame name of a mesh whose frame is not known (a file that does not say).
+UNKNOWN_FRAME = ""
 
 #: Default colour (RGBA, 0..1) of a structure without one: bone ivory, opaque.
 DEFAULT_COLOR: tuple[float, float, float, float] = (0.89, 0.85, 0.79, 1.0)
@@ -75,6 +83,10 @@ class Mesh:
         ``{"series_instance_uid": ..., "frame_of_reference_uid": ...}`` of the source scan.
     normals
         Optional ``(N, 3)`` unit vertex normals (LPS); computed from the faces when omitted.
+    frame
+        Name of the frame the vertices are in (LPS axes, mm): :data:`CT_FRAME` for a model of
+        the scan (default), ``"REF"`` after placing it with ``T_REF_CT``, :data:`UNKNOWN_FRAME`
+        when a file did not say. Mesh files record it (:mod:`scrubin.imaging.mesh_io`).
     """
 
     vertices: np.ndarray
@@ -83,6 +95,7 @@ class Mesh:
     color: tuple[float, float, float, float] = DEFAULT_COLOR
     provenance: dict[str, str] = field(default_factory=_empty_provenance)
     normals: np.ndarray | None = None
+    frame: str = CT_FRAME
 
     def __post_init__(self) -> None:
         v = np.asarray(self.vertices)
@@ -115,6 +128,8 @@ class Mesh:
             self.normals = n
         self.vertices, self.faces, self.color = v, f, color  # type: ignore[assignment]
         self.provenance = {**_empty_provenance(), **dict(self.provenance)}
+        if not isinstance(self.frame, str):
+            raise MeshError(f"mesh frame must be a frame name (str), got {self.frame!r}")
 
     # ------------------------------------------------------------------ measures
     @property
@@ -274,14 +289,21 @@ class Mesh:
             "volume_mm3": vol if watertight else None,
             "volume_ml": vol / 1000.0 if watertight else None,
             "watertight": watertight,
+            "frame": self.frame,
             **self.provenance,
         }
 
 
 def concatenate(meshes: list[Mesh], name: str = "") -> Mesh:
-    """One mesh holding all faces of ``meshes`` (first mesh's colour and provenance)."""
+    """One mesh holding all faces of ``meshes`` (first mesh's colour and provenance).
+
+    Refuses meshes in different frames (their vertices cannot share one coordinate system).
+    """
     if not meshes:
         raise MeshError("cannot concatenate an empty list of meshes")
+    frames = sorted({m.frame for m in meshes})
+    if len(frames) > 1:
+        raise MeshError(f"cannot merge meshes in different frames {frames}")
     offsets = np.cumsum([0] + [m.n_vertices for m in meshes[:-1]])
     verts = np.concatenate([m.vertices for m in meshes])
     pairs = zip(meshes, offsets, strict=True)
@@ -290,4 +312,5 @@ def concatenate(meshes: list[Mesh], name: str = "") -> Mesh:
     if all(m.normals is not None for m in meshes):
         normals = np.concatenate([m.normals for m in meshes])  # type: ignore[misc]
     first = meshes[0]
-    return Mesh(verts, faces, name or first.name, first.color, dict(first.provenance), normals)
+    return Mesh(verts, faces, name or first.name, first.color, dict(first.provenance), normals,
+                first.frame)

@@ -11,6 +11,13 @@ lying supine therefore stands upright in a viewer, facing +Z, with the patient's
 The 4x4 matrix (:data:`LPS_MM_TO_GLTF`) and the source UIDs are stored in ``asset.extras``
 (and in each mesh's ``extras``), so :func:`load_mesh` converts a GLB back to LPS mm exactly.
 
+Frame and axis tags (:mod:`scrubin.imaging.mesh_tags`): every file says which frame its
+coordinates are in (``FRAME=CT`` in the STL header, ``frame CT`` comments in PLY/OBJ,
+``frame`` in GLB extras) and carries 3D Slicer's ``SPACE=LPS`` tag; files tagged
+``SPACE=RAS`` (Slicer's RAS export) are read with x and y negated into LPS.
+:func:`load_meshes` with ``expected_frame`` refuses a file in another frame (a scene GLB
+already placed in REF is not a CT model) and, unless allowed, a file that does not say.
+
 Every writer writes to a temporary file in the target folder and renames it into place: a
 failed write leaves no partial file.
 """
@@ -26,7 +33,16 @@ import numpy as np
 
 from scrubin.imaging.errors import MeshError
 from scrubin.imaging.fileio import write_atomic
-from scrubin.imaging.mesh import Mesh, concatenate
+from scrubin.imaging.mesh import UNKNOWN_FRAME, Mesh, concatenate
+from scrubin.imaging.mesh_tags import (
+    apply_comments,
+    check_frames,
+    comment_lines,
+    glb_frame,
+    parse_stl_header,
+    stl_header,
+    to_lps,
+)
 
 #: LPS millimetres -> glTF metres (+Y up = superior, +Z = anterior, +X = patient left).
 LPS_MM_TO_GLTF: np.ndarray = np.array(
@@ -87,21 +103,11 @@ def _write_stl(mesh: Mesh, path: Path) -> None:
     cross = mesh.face_cross()
     rec["n"] = cross / np.maximum(np.linalg.norm(cross, axis=1, keepdims=True), 1e-300)
     rec["v"] = mesh.vertices[mesh.faces]
-    header = f"scrubin {mesh.name} LPS mm".encode("ascii", "replace")[:80].ljust(80, b" ")
+    header = stl_header(mesh)
     with open(path, "wb") as fh:
         fh.write(header)
         fh.write(struct.pack("<I", mesh.n_faces))
         fh.write(rec.tobytes())
-
-
-def _comments(mesh: Mesh) -> list[str]:
-    return [
-        "frame LPS unit mm",
-        f"name {mesh.name}",
-        f"SeriesInstanceUID {mesh.provenance.get('series_instance_uid', '')}",
-        f"FrameOfReferenceUID {mesh.provenance.get('frame_of_reference_uid', '')}",
-        "color " + " ".join(f"{c:.6g}" for c in mesh.color),
-    ]
 
 
 def _write_ply(mesh: Mesh, path: Path) -> None:
@@ -115,7 +121,7 @@ def _write_ply(mesh: Mesh, path: Path) -> None:
     face = np.empty(mesh.n_faces, dtype=fdt)
     face["k"], face["f"] = 3, mesh.faces
     header = ["ply", "format binary_little_endian 1.0"]
-    header += [f"comment {c}" for c in _comments(mesh)]
+    header += [f"comment {c}" for c in comment_lines(mesh)]
     header += [f"element vertex {mesh.n_vertices}"]
     header += [f"property double {a}" for a in "xyz"]
     header += [f"property float n{a}" for a in "xyz"]
@@ -131,7 +137,7 @@ def _write_ply(mesh: Mesh, path: Path) -> None:
 def _write_obj(mesh: Mesh, path: Path) -> None:
     """Wavefront OBJ text: ``v`` (LPS mm, 6 decimals), ``vn``, ``f a//a b//b c//c``."""
     n = mesh.vertex_normals()
-    lines = [f"# {c}" for c in _comments(mesh)]
+    lines = [f"# {c}" for c in comment_lines(mesh)]
     lines.append(f"o {mesh.name or 'mesh'}")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
@@ -152,6 +158,7 @@ def _gltf_extras(mesh: Mesh) -> dict[str, object]:
         "series_instance_uid": mesh.provenance.get("series_instance_uid", ""),
         "frame_of_reference_uid": mesh.provenance.get("frame_of_reference_uid", ""),
         "source_frame": "DICOM LPS mm",
+        "frame": mesh.frame,
     }
 
 
@@ -230,13 +237,33 @@ def _write_glb(meshes: list[Mesh], path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- readers
-def load_meshes(path: str | Path) -> list[Mesh]:
+def load_meshes(
+    path: str | Path, expected_frame: str | None = None, allow_unknown_frame: bool = False
+) -> list[Mesh]:
     """Read every structure of a mesh file as LPS-mm :class:`Mesh` objects.
 
     GLB: each mesh primitive becomes one Mesh, converted back to LPS mm with the inverse of
     the matrix stored in ``asset.extras`` (a GLB without it is assumed to follow
-    :data:`LPS_MM_TO_GLTF`); node transforms are applied. STL/PLY/OBJ: one Mesh, coordinates
-    taken as LPS mm; STL's unshared facet corners are welded.
+    :data:`LPS_MM_TO_GLTF`); node transforms are applied. STL/PLY/OBJ: one Mesh in LPS mm
+    (a ``SPACE=RAS`` tag, 3D Slicer's convention, converts RAS to LPS; no tag means LPS, as
+    in Slicer); STL's unshared facet corners are welded. Each Mesh's ``frame`` is the frame
+    the file declares (:mod:`scrubin.imaging.mesh_tags`), ``""`` when it does not say.
+
+    Parameters
+    ----------
+    path
+        The mesh file.
+    expected_frame
+        Frame the caller needs (e.g. ``"CT"``); None reads any frame.
+    allow_unknown_frame
+        With ``expected_frame``: accept a file that does not say its frame (the meshes keep
+        ``frame == ""`` so the caller can warn).
+
+    Raises
+    ------
+    MeshError
+        Unreadable file; a frame other than ``expected_frame`` (message names the file, the
+        frame found and the frame expected); an undeclared frame unless allowed.
     """
     path = Path(path)
     fmt = mesh_format(path)
@@ -245,18 +272,24 @@ def load_meshes(path: str | Path) -> list[Mesh]:
     data = path.read_bytes()
     try:
         if fmt == ".glb":
-            return _read_glb(data, path)
-        reader = {".stl": _read_stl, ".ply": _read_ply, ".obj": _read_obj}[fmt]
-        return [reader(data, path)]
+            meshes = _read_glb(data, path)
+        else:
+            reader = {".stl": _read_stl, ".ply": _read_ply, ".obj": _read_obj}[fmt]
+            meshes = [reader(data, path)]
     except MeshError:
         raise
     except (ValueError, KeyError, IndexError, TypeError, struct.error, UnicodeDecodeError) as exc:
         raise MeshError(f"cannot read {fmt[1:].upper()} file {str(path)!r}: {exc}") from None
+    check_frames(meshes, path, expected_frame, allow_unknown_frame)
+    return meshes
 
 
-def load_mesh(path: str | Path) -> Mesh:
-    """Read a mesh file (GLB, STL, PLY, OBJ) as one LPS-mm Mesh (GLB structures merged)."""
-    meshes = load_meshes(path)
+def load_mesh(
+    path: str | Path, expected_frame: str | None = None, allow_unknown_frame: bool = False
+) -> Mesh:
+    """Read a mesh file (GLB, STL, PLY, OBJ) as one LPS-mm Mesh (GLB structures merged);
+    ``expected_frame`` and ``allow_unknown_frame`` as in :func:`load_meshes`."""
+    meshes = load_meshes(path, expected_frame, allow_unknown_frame)
     return meshes[0] if len(meshes) == 1 else concatenate(meshes)
 
 
@@ -273,32 +306,18 @@ def _read_stl(data: bytes, path: Path) -> Mesh:
             dtype = np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])
             rec = np.frombuffer(data, dtype=dtype, count=n, offset=84)
             verts, faces = _weld(rec["v"].astype(np.float64))
-            name = data[:80].decode("ascii", "replace").removeprefix("scrubin ").strip()
-            return Mesh(verts, faces, name.removesuffix("LPS mm").strip())
+            name, frame, space = parse_stl_header(data[:80].decode("ascii", "replace"))
+            return to_lps(Mesh(verts, faces, name, frame=frame), space)
     text = data.decode("ascii")
     if not text.lstrip().startswith("solid"):
         raise MeshError(f"{str(path)!r} is neither binary nor ASCII STL")
+    name, frame, space = parse_stl_header(text.lstrip().splitlines()[0][5:])
     coords = [line.split()[1:4] for line in text.splitlines() if line.strip().startswith("vertex")]
     arr = np.asarray(coords, dtype=np.float64)
     if len(arr) == 0 or len(arr) % 3:
         raise MeshError(f"ASCII STL {str(path)!r} has no complete facets")
     verts, faces = _weld(arr.reshape(-1, 3, 3))
-    return Mesh(verts, faces)
-
-
-def _apply_comments(mesh: Mesh, comments: list[str]) -> Mesh:
-    for c in comments:
-        key, _, value = c.strip().partition(" ")
-        if key == "name":
-            mesh.name = value.strip()
-        elif key == "SeriesInstanceUID":
-            mesh.provenance["series_instance_uid"] = value.strip()
-        elif key == "FrameOfReferenceUID":
-            mesh.provenance["frame_of_reference_uid"] = value.strip()
-        elif key == "color":
-            rgba = [float(x) for x in value.split()]
-            mesh.color = tuple(rgba)  # type: ignore[assignment]
-    return mesh
+    return to_lps(Mesh(verts, faces, name, frame=frame), space)
 
 
 _PLY_TYPES = {
@@ -367,7 +386,7 @@ def _read_ply(data: bytes, path: Path) -> Mesh:
         raise MeshError(f"PLY {str(path)!r}: format {fmt!r} not supported (ascii, binary LE)")
     if verts is None or faces is None:
         raise MeshError(f"PLY {str(path)!r} lacks a vertex or face element")
-    return _apply_comments(Mesh(verts, faces), comments)
+    return apply_comments(Mesh(verts, faces, frame=UNKNOWN_FRAME), comments)
 
 
 def _fan(polygons: list[list[int]]) -> np.ndarray:
@@ -385,11 +404,11 @@ def _read_obj(data: bytes, path: Path) -> Mesh:
         elif line.startswith("f "):
             idx = [int(tok.split("/")[0]) for tok in line.split()[1:]]
             polys.append([i - 1 if i > 0 else len(verts) + i for i in idx])
-        elif line.startswith("# "):
-            comments.append(line[2:])
+        elif line.startswith("#"):
+            comments.append(line[1:].strip())
     if not verts or not polys:
         raise MeshError(f"OBJ {str(path)!r} has no vertices or faces")
-    return _apply_comments(Mesh(np.asarray(verts), _fan(polys)), comments)
+    return apply_comments(Mesh(np.asarray(verts), _fan(polys), frame=UNKNOWN_FRAME), comments)
 
 
 def _node_matrix(node: dict) -> np.ndarray:
@@ -463,7 +482,7 @@ def _read_glb(data: bytes, path: Path) -> list[Mesh]:
                                               extras.get("series_instance_uid", "")),
                 "frame_of_reference_uid": mx.get("frame_of_reference_uid",
                                                  extras.get("frame_of_reference_uid", "")),
-            })
+            }, frame=glb_frame(doc, mx, node))
             out.append(mesh.transformed(to_lps))
     if not out:
         raise MeshError(f"GLB {str(path)!r} holds no triangle mesh")

@@ -12,7 +12,11 @@ one per tool (``M @ T_REF_TOOL @ M^-1``) carry the current tracking transforms.
 ``scene.extras`` holds the frames and UIDs: ``world_frame`` ("REF"), ``mesh_frame`` ("CT"),
 ``lps_mm_to_gltf``, ``T_REF_CT`` (project JSON form, mm), ``T_CAMERA_REF`` when given, tool
 poses, ``frame_of_reference_uid`` and ``series_instance_uid``. ``imaging.mesh_io.load_meshes``
-reads the file back in REF mm (it applies the node matrices then ``M^-1``).
+reads the file back in REF mm (it applies the node matrices then ``M^-1``), and so
+``asset.extras.frame`` and every mesh's ``extras.frame`` say ``"REF"``
+(:mod:`scrubin.imaging.mesh_tags`): loading the scene where a CT model is expected
+(``load_meshes(..., expected_frame="CT")``, ``overlay --model``) is refused instead of
+applying ``T_REF_CT`` a second time.
 """
 
 from __future__ import annotations
@@ -83,6 +87,9 @@ def export_scene(
         raise OverlayError("T_ref_ct must be a Transform from CT to REF")
     reg_uid = T_ref_ct.source.get("frame_of_reference_uid", "")
     for m in items:
+        if m.frame and m.frame != CT:
+            raise OverlayError(f"model {m.name!r} is in frame {m.frame!r}, expected CT: "
+                               "export_scene places CT models with T_REF_CT")
         uid = m.provenance.get("frame_of_reference_uid", "")
         if reg_uid and uid and uid != reg_uid:
             raise OverlayError(f"model {m.name!r} has FrameOfReferenceUID {uid}, the "
@@ -98,6 +105,10 @@ def export_scene(
     try:
         save_mesh(items, tmp)
         doc, rest = _read_glb(tmp.read_bytes())
+        # what load_meshes returns (node matrices applied) is in REF, not CT
+        doc["asset"].setdefault("extras", {})["frame"] = REF
+        for gm in doc["meshes"]:
+            gm.setdefault("extras", {})["frame"] = REF
         node_m = gltf_matrix(T_ref_ct)
         for node in doc["nodes"]:
             node["matrix"] = node_m

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import trimesh
 
+from scrubin.imaging.errors import MeshError
 from scrubin.imaging.mesh import Mesh
 from scrubin.imaging.mesh_io import LPS_MM_TO_GLTF, load_meshes
 from scrubin.overlay.errors import OverlayError
@@ -92,4 +93,43 @@ def test_rejections_leave_no_file(tmp_path) -> None:
         export_scene(tmp_path / "s.glb", m, _reg(), Transform.identity(CAMERA, REF))
     with pytest.raises(OverlayError, match="tool"):
         export_scene(tmp_path / "s.glb", m, _reg(), tools={"P": Transform.identity(REF, TOOL)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_scene_loads_back_in_ref_and_is_refused_as_a_ct_model(tmp_path) -> None:
+    """Issue 7: a scene GLB (models already moved by T_REF_CT) loaded where a CT model is
+    expected would get T_REF_CT applied twice; it must say REF and be refused as CT."""
+    m = _tetra("skull", 0.0)
+    out = export_scene(tmp_path / "s.glb", [m], _reg())
+    back = load_meshes(out)
+    assert [b.frame for b in back] == [REF]
+    np.testing.assert_allclose(back[0].vertices, _reg().apply(m.vertices), atol=1e-4)
+    assert back[0].provenance["frame_of_reference_uid"] == UID  # same scan, other frame
+    with pytest.raises(MeshError) as err:
+        load_meshes(out, expected_frame=CT)
+    msg = str(err.value)
+    assert "s.glb" in msg and "'REF'" in msg and "expected frame 'CT'" in msg and "\n" not in msg
+    # a scene written before the frame tag existed is recognised by scenes[].extras.world_frame
+    data = out.read_bytes()
+    jlen = struct.unpack_from("<I", data, 12)[0]
+    doc = json.loads(data[20:20 + jlen])
+    del doc["asset"]["extras"]["frame"]
+    for gm in doc["meshes"]:
+        del gm["extras"]["frame"]
+    js = json.dumps(doc).encode()
+    js += b" " * ((4 - len(js) % 4) % 4)
+    rest = data[20 + jlen:]
+    old = tmp_path / "old.glb"
+    old.write_bytes(struct.pack("<III", 0x46546C67, 2, 20 + len(js) + len(rest))
+                    + struct.pack("<II", len(js), 0x4E4F534A) + js + rest)
+    assert [b.frame for b in load_meshes(old)] == [REF]
+    with pytest.raises(MeshError, match="expected frame 'CT'"):
+        load_meshes(old, expected_frame=CT)
+
+
+def test_a_ref_model_is_not_placed_again(tmp_path) -> None:
+    ref_model = Mesh(_tetra("skull", 0.0).vertices, _tetra("skull", 0.0).faces, "skull",
+                     frame=REF)
+    with pytest.raises(OverlayError, match="frame 'REF', expected CT"):
+        export_scene(tmp_path / "s.glb", [ref_model], _reg())
     assert list(tmp_path.iterdir()) == []

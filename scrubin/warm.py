@@ -1,0 +1,196 @@
+"""Compile every numba kernel once, so that no command pays for compilation.
+
+``python -m scrubin.warm`` (also ``scrubin warm``; run by ``make install`` after pip) runs the
+real pipelines on tiny inputs, with the argument types the commands use:
+
+``samples``  a 6 mm custom head phantom written as a DICOM series (phantom kernels);
+``model``    ``scrubin model`` on it: bone with ``--exclude-fiducials`` and a DICOM SEG, skin,
+             a seeded threshold, and a 2x-coarser extraction snapped back (``step 2``, what
+             large fine volumes such as the full phantom use);
+``overlay``  three frames of the synthetic surgical scene through tracking, the overlay
+             renderer, the lens model and the compositor (creates the small phantom and its
+             models in the sample cache when absent).
+
+Every kernel is declared ``cache=True``: numba stores the machine code in ``__pycache__``
+beside the source (or under ``$NUMBA_CACHE_DIR``), indexed by the source file's modification
+time and size and by the CPU, so later processes load it instead of compiling (numba
+documentation, "Cache Sharing" / "Cache Invalidation"). Warming after an install therefore
+serves every later process on this machine until the sources change. Afterwards each kernel
+of the loaded ``scrubin`` modules is listed with how its signatures were obtained
+(compiled now, or loaded from the cache); kernels declared ``inline="always"`` are compiled
+into their callers and have no code of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Modules that define numba kernels (imported by :func:`kernel_table` so none is missed).
+KERNEL_MODULES = (
+    "scrubin.imaging.regions",
+    "scrubin.imaging.runops",
+    "scrubin.imaging._grid_kernels",
+    "scrubin.imaging._mc_kernels",
+    "scrubin.imaging.mesh",
+    "scrubin.imaging.smooth",
+    "scrubin.registration._edge_kernel",
+    "scrubin.overlay.raster",
+    "scrubin.samples.synthetic_raycast",
+    "scrubin.overlay.distortion",
+    "scrubin.overlay.composite",
+    "scrubin.samples.model",
+    "scrubin.samples.render",
+)
+#: A coarse custom phantom (6 mm voxels): every phantom/imaging kernel, in seconds.
+WARM_SAMPLE = "custom:6,6,6"
+STEPS = ("samples", "model", "overlay")
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """One numba kernel after warming: its signatures and where they came from."""
+
+    name: str
+    signatures: int
+    compiled: int
+    from_cache: int
+    inline: bool
+
+
+@dataclass
+class WarmReport:
+    """Seconds per step, the state of every kernel, and the steps that stopped early."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    kernels: list[KernelState] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def unwarmed(self) -> list[str]:
+        """Kernels (not inlined) that no step compiled or loaded."""
+        return [k.name for k in self.kernels if not k.inline and k.signatures == 0]
+
+
+def kernel_table() -> list[KernelState]:
+    """Every numba dispatcher defined in :data:`KERNEL_MODULES`, with its cache statistics."""
+    from numba.core.dispatcher import Dispatcher
+
+    out: list[KernelState] = []
+    for modname in KERNEL_MODULES:
+        mod = importlib.import_module(modname)
+        for attr, obj in sorted(vars(mod).items()):
+            if not isinstance(obj, Dispatcher) or obj.py_func.__module__ != modname:
+                continue
+            stats = obj.stats
+            out.append(KernelState(
+                name=f"{modname}.{attr}",
+                signatures=len(obj.signatures),
+                compiled=sum(stats.cache_misses.values()),
+                from_cache=sum(stats.cache_hits.values()),
+                inline=obj.targetoptions.get("inline") == "always",
+            ))
+    return out
+
+
+def _warm_samples(tmp: Path) -> Path:
+    from scrubin.samples.phantom import generate_sample
+
+    folder = tmp / "ct"
+    folder.mkdir()
+    return generate_sample(WARM_SAMPLE, folder)
+
+
+def _warm_model(tmp: Path, series: Path) -> None:
+    import numpy as np
+
+    from scrubin.workflows.model import ModelRequest, run_model
+
+    jobs = [
+        dict(preset="bone", exclude_fiducials=True, seg_path=tmp / "bone-seg.dcm",
+             json_path=tmp / "bone.json"),
+        dict(preset="skin", max_triangles=2000),
+        dict(threshold=(0.0, 80.0), seed_lps=np.zeros(3), max_triangles=0),  # brain
+        dict(preset="bone", step=2, smooth=2),
+    ]
+    for k, job in enumerate(jobs):
+        try:
+            run_model(ModelRequest(input=series, out=tmp / f"m{k}.glb", **job))
+        except Exception as exc:  # a refused job still compiled what it reached
+            print(f"warm: model job {k} stopped early ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)
+
+
+def _warm_overlay(tmp: Path) -> None:
+    from scrubin.workflows.overlay import OverlayRequest, run_overlay
+
+    run_overlay(OverlayRequest("synthetic", tmp / "overlay.mp4", json_path=tmp / "o.json",
+                               frames=3))
+
+
+def warm(steps: Sequence[str] = STEPS, log: Callable[[str], None] | None = None) -> WarmReport:
+    """Run the warm-up ``steps`` (see the module docstring) and return the report."""
+    unknown = sorted(set(steps) - set(STEPS))
+    if unknown:
+        raise ValueError(f"unknown warm-up step(s) {unknown}; expected some of {STEPS}")
+    report = WarmReport()
+    with tempfile.TemporaryDirectory(prefix="scrubin-warm-") as tmp_name:
+        tmp = Path(tmp_name)
+        series: Path | None = None
+        for step in STEPS:
+            if step not in steps and not (step == "samples" and "model" in steps):
+                continue
+            t0 = time.perf_counter()
+            try:
+                if step == "samples":
+                    series = _warm_samples(tmp)
+                elif step == "model" and series is not None:
+                    _warm_model(tmp, series)
+                elif step == "overlay":
+                    _warm_overlay(tmp)
+            except Exception as exc:  # warming is best effort (see stderr)
+                report.failed[step] = f"{type(exc).__name__}: {exc}"
+                print(f"warm: {step} stopped early ({report.failed[step]})", file=sys.stderr)
+            report.seconds[step] = time.perf_counter() - t0
+            if log is not None:
+                log(f"warm: {step} {report.seconds[step]:.1f} s")
+    report.kernels = kernel_table()
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m scrubin.warm [--steps samples,model,overlay]``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m scrubin.warm", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--steps", default=",".join(STEPS),
+                        help=f"comma-separated subset of {','.join(STEPS)} (default: all)")
+    parser.add_argument("--verbose", action="store_true", help="list every kernel")
+    args = parser.parse_args(argv)
+    steps = [s for s in args.steps.split(",") if s]
+    if set(steps) - set(STEPS):
+        parser.error(f"--steps {args.steps!r}: expected a subset of {','.join(STEPS)}")
+    report = warm(steps, log=print)
+    own = [k for k in report.kernels if not k.inline]
+    compiled = sum(k.compiled for k in own)
+    cached = sum(k.from_cache for k in own)
+    print(f"warm: {len(own) - len(report.unwarmed)}/{len(own)} kernels ready "
+          f"({compiled} signatures compiled now, {cached} loaded from the cache) in "
+          f"{sum(report.seconds.values()):.1f} s")
+    if args.verbose:
+        for k in report.kernels:
+            print(f"  {k.name}: {'inline' if k.inline else k.signatures} "
+                  f"(compiled {k.compiled}, cached {k.from_cache})")
+    if report.unwarmed:
+        print(f"warm: not reached by these steps (compiled on first use): "
+              f"{', '.join(report.unwarmed)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -83,9 +83,10 @@ class _StaticHandler(http.server.SimpleHTTPRequestHandler):
             return str(STATIC_DIR / path.removeprefix("/static/"))
         return str(STATIC_DIR / "__none__")
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         if self.path in ("/", "/blank"):
-            body = b"<!doctype html><html><body><canvas id='c'></canvas></body></html>"
+            body = (b"<!doctype html><html><head><link rel='icon' href='data:,'></head>"
+                    b"<body><canvas id='c'></canvas></body></html>")
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
             self.send_header("Content-Length", str(len(body)))
@@ -94,7 +95,7 @@ class _StaticHandler(http.server.SimpleHTTPRequestHandler):
             return
         super().do_GET()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

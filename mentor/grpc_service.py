@@ -1,0 +1,217 @@
+"""The gRPC service ``scrubin.mentor.v1.Mentor`` on grpc.aio (protos/scrubin/mentor/v1).
+
+Every call is authenticated from its metadata ``authorization: Bearer <token>``: unknown or
+ended tokens end the call with UNAUTHENTICATED, a role that may not make it with
+PERMISSION_DENIED (both audited). Health checking (``grpc.health.v1``) and reflection are
+registered next to it by :class:`scrubin.mentor.server.MentorServer` and need no token.
+
+``Annotations``: the client sends ``hello{after_seq}`` to receive the replay of every event
+with seq > after_seq and then live events; each ``event`` it sends is answered by an
+``ack{event_id, seq, duplicate}`` or an ``error``. When the client half-closes, the server
+finishes the replay, sends what is queued and ends the call (a listen-once client such as
+``grpcurl`` gets the history and an end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from scrubin.mentor.errors import MentorError
+from scrubin.mentor.events import PB_TO_ROLE, event_from_pb, event_to_pb
+from scrubin.mentor.hub import AuthError, FeedOverflowError, Hub
+from scrubin.mentor.store import Identity
+from scrubin.mentor.telemetry import check_frame
+from scrubin.protos import mentor_pb2 as pb
+from scrubin.protos import mentor_pb2_grpc as pb_grpc
+
+_END = object()
+
+
+def author_name(role: str, client_name: str) -> str:
+    """The author string of a participant: ``role`` or ``role:client_name``."""
+    name = " ".join(client_name.split())[:64]
+    return f"{role}:{name}" if name else role
+
+
+class MentorService(pb_grpc.MentorServicer):
+    """Implementation of ``scrubin.mentor.v1.Mentor`` over a :class:`Hub`."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def _identify(self, context: grpc.aio.ServicerContext, action: str,
+                        roles: tuple[str, ...] = ("surgeon", "mentor", "observer")
+                        ) -> tuple[Identity, str]:
+        meta = {m.key: m.value for m in context.invocation_metadata() or ()}
+        auth = str(meta.get("authorization", ""))
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        try:
+            ident = await self.hub.identify(token, "token", action, context.peer(), roles)
+        except AuthError as exc:
+            code = (grpc.StatusCode.UNAUTHENTICATED if exc.code == "unauthenticated"
+                    else grpc.StatusCode.PERMISSION_DENIED)
+            await context.abort(code, str(exc))
+            raise  # pragma: no cover  (abort raises)
+        author = author_name(ident.role, str(meta.get("x-scrubin-client-name", "")))
+        return ident, author
+
+    async def Join(self, request: pb.JoinRequest,
+                   context: grpc.aio.ServicerContext) -> pb.JoinReply:
+        """Check the token; audit the join; return the session's facts."""
+        ident, _ = await self._identify(context, "Join")
+        if request.role != pb.ROLE_UNSPECIFIED and PB_TO_ROLE.get(request.role) != ident.role:
+            await self.hub.db(self.hub.store.audit, ident.session_id, ident.role, None, "refused",
+                              f"Join: asked for role {pb.Role.Name(request.role)}",
+                              context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"Join: the token is a {ident.role} token, not "
+                                f"{pb.Role.Name(request.role)}")
+        author = author_name(ident.role, request.client_name)
+        await self.hub.db(self.hub.store.audit, ident.session_id, ident.role, author, "join",
+                          "grpc", context.peer())
+        w = await self.hub.welcome(ident, author)
+        return pb.JoinReply(
+            session_id=w["session_id"], role=pb.Role.Value(f"ROLE_{ident.role.upper()}"),
+            author=author, recording=w["recording"], last_seq=w["last_seq"],
+            ice_servers=[pb.IceServer(urls=s["urls"]) for s in w["ice_servers"]],
+            surgeon_online=w["surgeon_online"], ice_hosts=w["ice_hosts"],
+        )
+
+    async def Annotations(self, request_iterator: AsyncIterator[pb.AnnotationClientMessage],
+                          context: grpc.aio.ServicerContext
+                          ) -> AsyncIterator[pb.AnnotationServerMessage]:
+        """Bidirectional annotation stream (see the module docstring)."""
+        ident, author = await self._identify(context, "Annotations")
+        outbox: asyncio.Queue[Any] = asyncio.Queue()
+        feed = self.hub.open_feed(ident.session_id)
+        follower: asyncio.Task[None] | None = None
+        peer = context.peer()
+
+        async def emit(seq: int, event: dict[str, Any]) -> None:
+            await outbox.put(pb.AnnotationServerMessage(
+                event=pb.SequencedEvent(seq=seq, event=event_to_pb(event))))
+
+        async def follow(after_seq: int) -> None:
+            try:
+                await feed.run(after_seq, emit)
+            except FeedOverflowError as exc:
+                await outbox.put(pb.AnnotationServerMessage(error=pb.Error(message=str(exc))))
+                await outbox.put(_END)
+
+        async def read() -> None:
+            nonlocal follower
+            async for msg in request_iterator:
+                which = msg.WhichOneof("msg")
+                if which == "hello":
+                    if follower is None:
+                        follower = asyncio.create_task(follow(msg.hello.after_seq))
+                elif which == "event":
+                    raw = event_from_pb(msg.event)
+                    try:
+                        done = await self.hub.submit(ident, author, raw, peer)
+                    except MentorError as exc:
+                        await outbox.put(pb.AnnotationServerMessage(
+                            error=pb.Error(message=str(exc), event_id=msg.event.event_id)))
+                        continue
+                    await outbox.put(pb.AnnotationServerMessage(ack=pb.Ack(
+                        event_id=msg.event.event_id, seq=done.seq, duplicate=done.duplicate)))
+            if follower is not None:  # half-closed: finish the replay, then end
+                await feed.replayed.wait()
+            await outbox.put(_END)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                item = await outbox.get()
+                if item is _END:
+                    break
+                yield item
+            if reader.done() and reader.exception() is not None:
+                raise reader.exception()  # type: ignore[misc]
+        finally:
+            feed.close()
+            for task in (reader, follower):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+
+    async def PublishTelemetry(self, request_iterator: AsyncIterator[pb.TelemetryFrame],
+                               context: grpc.aio.ServicerContext) -> pb.TelemetrySummary:
+        """The station's frames become the session's latest telemetry (surgeon only)."""
+        ident, _ = await self._identify(context, "PublishTelemetry", ("surgeon",))
+        frames, last = 0, 0
+        async for frame in request_iterator:
+            try:
+                check_frame(frame)
+            except MentorError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            self.hub.publish_telemetry(ident.session_id, frame)
+            frames += 1
+            last = frame.frame_id
+        return pb.TelemetrySummary(frames=frames, last_frame_id=last)
+
+    async def WatchTelemetry(self, request: pb.WatchRequest,
+                             context: grpc.aio.ServicerContext
+                             ) -> AsyncIterator[pb.TelemetryFrame]:
+        """The session's telemetry frames as they arrive (a slow reader skips frames)."""
+        ident, _ = await self._identify(context, "WatchTelemetry")
+        watcher = self.hub.watch(ident.session_id)
+        try:
+            while True:
+                yield await watcher.queue.get()
+        finally:
+            self.hub.unwatch(ident.session_id, watcher)
+
+    async def Signal(self, request_iterator: AsyncIterator[pb.SignalMessage],
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SignalMessage]:
+        """WebRTC signalling: the surgeon station's call, or a native viewer's."""
+        ident, author = await self._identify(context, "Signal")
+        sid = ident.session_id
+        if ident.role == "surgeon":
+            queue = self.hub.attach_station(sid)
+            await self.hub.db(self.hub.store.audit, sid, ident.role, author, "station_online",
+                              "", context.peer())
+
+            async def read() -> None:
+                async for msg in request_iterator:
+                    if msg.sdp_type == "answer":
+                        self.hub.signal_to_viewer(sid, msg)
+        else:
+            peer_id, queue = self.hub.add_viewer(sid)
+
+            async def read() -> None:
+                async for msg in request_iterator:
+                    try:
+                        self.hub.signal_to_station(ident, author, peer_id, msg.sdp_type or
+                                                   "offer", msg.sdp)
+                    except MentorError as exc:
+                        await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+
+        await context.send_initial_metadata(())  # the caller knows it is attached
+        reader = asyncio.create_task(read())
+        getter: asyncio.Task[pb.SignalMessage] | None = None
+        try:
+            while True:
+                getter = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait({getter, reader},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                    continue
+                reader.result()  # re-raise an abort from the reader
+                break
+        finally:
+            if getter is not None and not getter.done():
+                getter.cancel()
+            if not reader.done():
+                reader.cancel()
+            if ident.role == "surgeon":
+                self.hub.detach_station(sid, queue)
+            else:
+                self.hub.remove_viewer(sid, peer_id)

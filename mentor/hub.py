@@ -1,0 +1,336 @@
+"""The server's live state: who is connected to which session, and routing between them.
+
+One :class:`Hub` per server, used from the event loop only. It is the single path from a
+connection (gRPC stream or WebSocket) to the store: every store call runs on one worker
+thread (:meth:`Hub.db`), so SQLite's fsyncs (``synchronous=FULL``) never block the loop.
+
+* Annotations: :meth:`Hub.submit` validates, checks the role, appends the event (seq assigned
+  in the store's transaction, a resent ``event_id`` returns the original seq) and broadcasts
+  it to every :class:`Feed` of the session, under a per-session lock so broadcasts go out in
+  seq order. A :class:`Feed` registers for live events *before* reading the replay from the
+  store and then drops live events with seq <= the last replayed one, so a resuming client
+  sees every event exactly once and in order.
+* Telemetry: the station's latest frame is fanned out to watchers; each watcher holds one
+  frame at most (a slow watcher skips frames, never delays the station).
+* Signalling: the surgeon station's open ``Signal`` call receives each viewer's offer with a
+  server-made ``peer_id``; its answers are routed back by that id. No media passes here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from scrubin.mentor.errors import MentorError
+from scrubin.mentor.events import validate_event
+from scrubin.mentor.store import ROLES, Appended, Identity, Store
+from scrubin.protos import mentor_pb2 as pb
+
+T = TypeVar("T")
+
+# Live events a feed may lag behind before it is closed (the client resumes from its seq).
+FEED_BACKLOG = 10000
+
+
+class AuthError(MentorError):
+    """A refused token, cookie or role. ``code`` is "unauthenticated" or "permission"."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class FeedOverflowError(MentorError):
+    """A feed fell more than :data:`FEED_BACKLOG` events behind."""
+
+
+@dataclass
+class Watcher:
+    """A telemetry subscriber: holds the latest frame only; at most one per ``min_interval`` s."""
+
+    min_interval: float = 0.0
+    last_put: float = 0.0
+    queue: asyncio.Queue[pb.TelemetryFrame] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=1))
+
+    def offer(self, frame: pb.TelemetryFrame, now: float) -> None:
+        if now - self.last_put < self.min_interval:
+            return
+        if self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(frame)
+        self.last_put = now
+
+
+@dataclass
+class _Session:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    feeds: set[Feed] = field(default_factory=set)
+    watchers: set[Watcher] = field(default_factory=set)
+    latest: pb.TelemetryFrame | None = None
+    frames: int = 0
+    station: asyncio.Queue[pb.SignalMessage] | None = None
+    viewers: dict[str, asyncio.Queue[pb.SignalMessage]] = field(default_factory=dict)
+    presence: set[asyncio.Queue[bool]] = field(default_factory=set)
+
+
+class Hub:
+    """Live routing plus the store (on one worker thread).
+
+    Parameters
+    ----------
+    store
+        The server's :class:`Store`; the hub closes it in :meth:`close`.
+    ice_servers
+        STUN/TURN URLs handed to clients (empty: host candidates only).
+    ice_hosts
+        Addresses host candidates are limited to (advisory, handed to clients).
+    """
+
+    def __init__(self, store: Store, ice_servers: list[str] | None = None,
+                 ice_hosts: list[str] | None = None) -> None:
+        self.store = store
+        self.ice_servers = list(ice_servers or [])
+        self.ice_hosts = list(ice_hosts or [])
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrubin-store")
+        self._sessions: dict[str, _Session] = {}
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a store call on the store thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        """Stop the store thread (after its pending calls) and close the store."""
+        self._executor.submit(self.store.close).result()
+        self._executor.shutdown(wait=True)
+
+    def _state(self, session_id: str) -> _Session:
+        state = self._sessions.get(session_id)
+        if state is None:
+            state = self._sessions[session_id] = _Session()
+        return state
+
+    # -- identity ------------------------------------------------------------------------
+    async def identify(self, secret: str, kind: str, action: str, peer: str,
+                       roles: tuple[str, ...] = ROLES) -> Identity:
+        """Check a token (``kind`` "token") or browser cookie (``kind`` "cookie").
+
+        Refusals are audited and raise :class:`AuthError`: unknown/ended -> unauthenticated,
+        a role not in ``roles`` -> permission.
+        """
+        lookup = self.store.identify_token if kind == "token" else self.store.identify_cookie
+        ident = await self.db(lookup, secret) if secret else None
+        if ident is None or ident.ended:
+            why = f"{'ended session' if ident else 'unknown'} {kind}"
+            await self.db(self.store.audit, ident.session_id if ident else None,
+                          ident.role if ident else None, None, "refused", f"{action}: {why}", peer)
+            raise AuthError(f"{action}: {why}", "unauthenticated")
+        if ident.role not in roles:
+            await self.db(self.store.audit, ident.session_id, ident.role, ident.author or None,
+                          "refused", f"{action}: role {ident.role} may not", peer)
+            raise AuthError(f"{action}: the {ident.role} role may not do this", "permission")
+        return ident
+
+    def surgeon_online(self, session_id: str) -> bool:
+        """Whether the session's surgeon station has its Signal call open."""
+        state = self._sessions.get(session_id)
+        return state is not None and state.station is not None
+
+    async def welcome(self, ident: Identity, author: str) -> dict[str, Any]:
+        """The facts a participant gets on joining (WebSocket ``welcome``, gRPC JoinReply)."""
+        return {
+            "session_id": ident.session_id, "role": ident.role, "author": author,
+            "recording": ident.recording, "surgeon_online": self.surgeon_online(ident.session_id),
+            "last_seq": await self.db(self.store.last_seq, ident.session_id),
+            "ice_servers": [{"urls": [u]} for u in self.ice_servers],
+            "ice_hosts": list(self.ice_hosts),
+        }
+
+    # -- annotations ---------------------------------------------------------------------
+    async def submit(self, ident: Identity, author: str, raw: Any, peer: str) -> Appended:
+        """Validate, store and broadcast one client event; a refusal is audited and raises."""
+        try:
+            event = validate_event(raw, ident.role, author)
+            if event["op"] in ("update", "delete", "anchor"):
+                creator = await self.db(self.store.annotation_creator, ident.session_id,
+                                        event["annotation_id"])
+                if creator is None:
+                    raise MentorError(f"annotation {event['annotation_id']!r} was never created")
+                if event["op"] != "anchor" and ident.role != "surgeon" and creator != author:
+                    raise MentorError(f"annotation {event['annotation_id']!r} is {creator}'s; "
+                                      f"{author} may not {event['op']} it")
+        except MentorError as exc:
+            event_id = raw.get("event_id", "") if isinstance(raw, dict) else ""
+            await self.db(self.store.audit, ident.session_id, ident.role, author, "refused",
+                          f"annotate {event_id!r}: {exc}", peer)
+            raise
+        state = self._state(ident.session_id)
+        async with state.lock:
+            done = await self.db(self.store.append_event, ident.session_id, event, peer)
+            if not done.duplicate:
+                for feed in list(state.feeds):
+                    feed.push(done.seq, done.event)
+        return done
+
+    def open_feed(self, session_id: str) -> Feed:
+        """A feed of the session's events (call :meth:`Feed.run`; close it when done)."""
+        feed = Feed(self, session_id)
+        self._state(session_id).feeds.add(feed)
+        return feed
+
+    def _close_feed(self, feed: Feed) -> None:
+        state = self._sessions.get(feed.session_id)
+        if state is not None:
+            state.feeds.discard(feed)
+
+    # -- telemetry -----------------------------------------------------------------------
+    def publish_telemetry(self, session_id: str, frame: pb.TelemetryFrame) -> None:
+        """Make ``frame`` the session's latest and offer it to every watcher."""
+        state = self._state(session_id)
+        state.latest = frame
+        state.frames += 1
+        now = time.monotonic()
+        for w in list(state.watchers):
+            w.offer(frame, now)
+
+    def watch(self, session_id: str, min_interval: float = 0.0) -> Watcher:
+        """A telemetry watcher (offered the latest frame at once if there is one)."""
+        state = self._state(session_id)
+        w = Watcher(min_interval)
+        if state.latest is not None:
+            w.offer(state.latest, time.monotonic())
+        state.watchers.add(w)
+        return w
+
+    def unwatch(self, session_id: str, watcher: Watcher) -> None:
+        """Stop a watcher."""
+        self._state(session_id).watchers.discard(watcher)
+
+    # -- presence ------------------------------------------------------------------------
+    def presence_queue(self, session_id: str) -> asyncio.Queue[bool]:
+        """A queue that receives ``surgeon_online`` each time it changes."""
+        q: asyncio.Queue[bool] = asyncio.Queue()
+        self._state(session_id).presence.add(q)
+        return q
+
+    def drop_presence_queue(self, session_id: str, q: asyncio.Queue[bool]) -> None:
+        """Stop a presence queue."""
+        self._state(session_id).presence.discard(q)
+
+    def _presence_changed(self, state: _Session) -> None:
+        for q in list(state.presence):
+            q.put_nowait(state.station is not None)
+
+    # -- signalling ----------------------------------------------------------------------
+    def attach_station(self, session_id: str) -> asyncio.Queue[pb.SignalMessage]:
+        """Make a new Signal call the session's station (replacing an older one)."""
+        state = self._state(session_id)
+        q: asyncio.Queue[pb.SignalMessage] = asyncio.Queue()
+        state.station = q
+        self._presence_changed(state)
+        return q
+
+    def detach_station(self, session_id: str, q: asyncio.Queue[pb.SignalMessage]) -> None:
+        """The station's Signal call ended (no-op if it had been replaced)."""
+        state = self._state(session_id)
+        if state.station is q:
+            state.station = None
+            self._presence_changed(state)
+
+    def add_viewer(self, session_id: str) -> tuple[str, asyncio.Queue[pb.SignalMessage]]:
+        """A new viewer peer: its server-made ``peer_id`` and the queue of its answers."""
+        peer_id = uuid.uuid4().hex[:16]
+        q: asyncio.Queue[pb.SignalMessage] = asyncio.Queue()
+        self._state(session_id).viewers[peer_id] = q
+        return peer_id, q
+
+    def remove_viewer(self, session_id: str, peer_id: str) -> None:
+        """A viewer left: forget it and tell the station ("bye")."""
+        state = self._state(session_id)
+        if state.viewers.pop(peer_id, None) is not None and state.station is not None:
+            state.station.put_nowait(pb.SignalMessage(peer_id=peer_id, sdp_type="bye"))
+
+    def signal_to_station(self, ident: Identity, author: str, peer_id: str, sdp_type: str,
+                          sdp: str) -> None:
+        """Forward a viewer's offer to the station (MentorError when it is not connected)."""
+        if sdp_type not in ("offer", "bye"):
+            raise MentorError(f"signal sdp_type {sdp_type!r}: a viewer sends 'offer' or 'bye'")
+        if sdp_type == "offer" and not sdp.startswith("v=0"):
+            raise MentorError("signal sdp: not an SDP (expected it to start with 'v=0')")
+        state = self._state(ident.session_id)
+        if peer_id not in state.viewers:
+            raise MentorError(f"signal peer_id {peer_id!r} is not this connection's")
+        if state.station is None:
+            raise MentorError("the surgeon station is not connected")
+        state.station.put_nowait(pb.SignalMessage(
+            peer_id=peer_id, sdp_type=sdp_type, sdp=sdp,
+            role=pb.Role.Value(f"ROLE_{ident.role.upper()}"), author=author))
+
+    def signal_to_viewer(self, session_id: str, msg: pb.SignalMessage) -> bool:
+        """Route the station's answer to the viewer ``msg.peer_id`` (False if it left)."""
+        q = self._state(session_id).viewers.get(msg.peer_id)
+        if q is None:
+            return False
+        q.put_nowait(msg)
+        return True
+
+
+class Feed:
+    """One connection's view of a session's annotation events: replay, then live, each seq
+    exactly once and in increasing order."""
+
+    def __init__(self, hub: Hub, session_id: str) -> None:
+        self.hub = hub
+        self.session_id = session_id
+        self._live: asyncio.Queue[tuple[int, dict[str, Any]] | None] = asyncio.Queue(
+            maxsize=FEED_BACKLOG)
+        self.last_seq = 0
+        self.replayed = asyncio.Event()
+
+    def push(self, seq: int, event: dict[str, Any]) -> None:
+        """Called by the hub for each new event (in seq order)."""
+        try:
+            self._live.put_nowait((seq, event))
+        except asyncio.QueueFull:
+            self.hub._close_feed(self)
+            self._live = asyncio.Queue(maxsize=1)
+            self._live.put_nowait(None)
+
+    async def run(self, after_seq: int,
+                  emit: Callable[[int, dict[str, Any]], Any]) -> None:
+        """Emit every stored event with seq > ``after_seq``, then live ones, until cancelled.
+
+        Raises
+        ------
+        FeedOverflowError
+            The consumer fell too far behind; it should resume from :attr:`last_seq`.
+        """
+        self.last_seq = int(after_seq)
+        while True:  # the replay is paged: a long session is not read into memory at once
+            page = await self.hub.db(self.hub.store.events_after, self.session_id,
+                                     self.last_seq, 1000)
+            for seq, event in page:
+                await emit(seq, event)
+                self.last_seq = seq
+            if len(page) < 1000:
+                break
+        self.replayed.set()
+        while True:
+            item = await self._live.get()
+            if item is None:
+                raise FeedOverflowError(f"more than {FEED_BACKLOG} events behind; resume from seq "
+                                   f"{self.last_seq}")
+            seq, event = item
+            if seq <= self.last_seq:
+                continue
+            await emit(seq, event)
+            self.last_seq = seq
+
+    def close(self) -> None:
+        """Stop receiving live events."""
+        self.hub._close_feed(self)

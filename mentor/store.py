@@ -1,0 +1,315 @@
+"""The mentoring server's embedded store: SQLite (sessions, hashed tokens, annotation events,
+browser cookies, audit log).
+
+Durability: the database runs in WAL mode with ``synchronous=FULL``, so a committed
+annotation survives a ``kill -9`` of the server and a power cut (SQLite documentation,
+"PRAGMA synchronous": FULL syncs the WAL on every commit). Each annotation event is inserted
+in one ``BEGIN IMMEDIATE`` transaction that also assigns its session-wide sequence number
+(``MAX(seq) + 1`` under the write lock), and a ``UNIQUE (session_id, event_id)`` constraint
+makes a resent event a no-op that returns the original number.
+
+Tokens are random 32-byte URL-safe strings (:func:`secrets.token_urlsafe`); only their
+SHA-256 hex digests are stored. The store is synchronous and not thread-safe by itself:
+:class:`scrubin.mentor.server.MentorServer` calls it from one worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scrubin.mentor.errors import MentorError
+
+ROLES = ("surgeon", "mentor", "observer")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    ended REAL,
+    recording INTEGER NOT NULL,
+    label TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_sha256 TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(session_id),
+    role TEXT NOT NULL,
+    UNIQUE (session_id, role)
+);
+CREATE TABLE IF NOT EXISTS cookies (
+    cookie_sha256 TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(session_id),
+    role TEXT NOT NULL,
+    author TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    session_id TEXT NOT NULL REFERENCES sessions(session_id),
+    seq INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    annotation_id TEXT NOT NULL,
+    op TEXT NOT NULL,
+    author TEXT NOT NULL,
+    role TEXT NOT NULL,
+    received REAL NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (session_id, seq),
+    UNIQUE (session_id, event_id)
+);
+CREATE INDEX IF NOT EXISTS events_annotation ON events (session_id, annotation_id);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time REAL NOT NULL,
+    session_id TEXT,
+    role TEXT,
+    author TEXT,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    peer TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
+def sha256_hex(secret: str) -> str:
+    """SHA-256 hex digest of a token or cookie (what the store keeps)."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a token or cookie belongs to."""
+
+    session_id: str
+    role: str
+    recording: bool
+    author: str = ""
+    ended: bool = False
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """A session just made: its id, recording flag and one token per role (plain text, shown
+    once; the store keeps only hashes)."""
+
+    session_id: str
+    recording: bool
+    tokens: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Result of :meth:`Store.append_event`: the event's seq and whether it was a resend."""
+
+    seq: int
+    duplicate: bool
+    event: dict[str, Any]
+
+
+class Store:
+    """SQLite store at ``path`` (created with its schema if missing).
+
+    Parameters
+    ----------
+    path
+        Database file; its folder must exist.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise MentorError(f"{self.path}: folder {self.path.parent} does not exist")
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise MentorError(f"{self.path}: not a usable SQLite database ({exc})") from None
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    # -- sessions and tokens -------------------------------------------------------------
+    def new_session(self, recording: bool = False, label: str = "") -> NewSession:
+        """Make a session with one fresh token per role; audit it."""
+        session_id = uuid.uuid4().hex
+        tokens = {role: secrets.token_urlsafe(32) for role in ROLES}
+        now = time.time()
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO sessions (session_id, created, recording, label) VALUES (?,?,?,?)",
+                (session_id, now, int(recording), label),
+            )
+            for role, token in tokens.items():
+                self._db.execute(
+                    "INSERT INTO tokens (token_sha256, session_id, role) VALUES (?,?,?)",
+                    (sha256_hex(token), session_id, role),
+                )
+            self._audit(session_id, None, None, "session_new",
+                        f"recording={'on' if recording else 'off'} label={label!r}", "", now)
+        return NewSession(session_id, recording, tokens)
+
+    def end_session(self, session_id: str) -> bool:
+        """Mark a session ended (its tokens and cookies stop working); False if unknown."""
+        with self._tx():
+            cur = self._db.execute(
+                "UPDATE sessions SET ended=? WHERE session_id=? AND ended IS NULL",
+                (time.time(), session_id),
+            )
+            if cur.rowcount:
+                self._audit(session_id, None, None, "session_end", "", "")
+        return bool(cur.rowcount)
+
+    def session(self, session_id: str) -> dict[str, Any] | None:
+        """The session's row as a dict (``ended`` None while open), or None if unknown."""
+        row = self._db.execute(
+            "SELECT session_id, created, ended, recording, label FROM sessions "
+            "WHERE session_id=?", (session_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return {"session_id": row[0], "created": row[1], "ended": row[2],
+                "recording": bool(row[3]), "label": row[4]}
+
+    def identify_token(self, token: str) -> Identity | None:
+        """The session and role of ``token`` (None when unknown; check ``ended``)."""
+        row = self._db.execute(
+            "SELECT t.session_id, t.role, s.recording, s.ended FROM tokens t JOIN sessions s "
+            "USING (session_id) WHERE t.token_sha256=?",
+            (sha256_hex(token),),
+        ).fetchone()
+        if row is None:
+            return None
+        return Identity(row[0], row[1], bool(row[2]), ended=row[3] is not None)
+
+    def new_cookie(self, ident: Identity, author: str) -> str:
+        """A fresh browser cookie value for ``ident`` (stored hashed)."""
+        cookie = secrets.token_urlsafe(32)
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO cookies (cookie_sha256, session_id, role, author, created) "
+                "VALUES (?,?,?,?,?)",
+                (sha256_hex(cookie), ident.session_id, ident.role, author, time.time()),
+            )
+        return cookie
+
+    def identify_cookie(self, cookie: str) -> Identity | None:
+        """The identity of a browser cookie (None when unknown; check ``ended``)."""
+        row = self._db.execute(
+            "SELECT c.session_id, c.role, s.recording, c.author, s.ended FROM cookies c "
+            "JOIN sessions s USING (session_id) WHERE c.cookie_sha256=?",
+            (sha256_hex(cookie),),
+        ).fetchone()
+        if row is None:
+            return None
+        return Identity(row[0], row[1], bool(row[2]), row[3], ended=row[4] is not None)
+
+    # -- annotation events ---------------------------------------------------------------
+    def append_event(self, session_id: str, event: dict[str, Any], peer: str = "") -> Appended:
+        """Store ``event`` (validated, author/role already set) with the next seq.
+
+        A repeated ``event_id`` in the session is not stored again: the original seq and
+        event come back with ``duplicate=True``. The audit line ("annotate") is written in
+        the same transaction as the event.
+        """
+        with self._tx():
+            old = self._db.execute(
+                "SELECT seq, body FROM events WHERE session_id=? AND event_id=?",
+                (session_id, event["event_id"]),
+            ).fetchone()
+            if old is not None:
+                return Appended(int(old[0]), True, json.loads(old[1]))
+            (last,) = self._db.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id=?", (session_id,)
+            ).fetchone()
+            seq = int(last) + 1
+            self._db.execute(
+                "INSERT INTO events (session_id, seq, event_id, annotation_id, op, author, role,"
+                " received, body) VALUES (?,?,?,?,?,?,?,?,?)",
+                (session_id, seq, event["event_id"], event.get("annotation_id", ""),
+                 event["op"], event["author"], event["role"], time.time(),
+                 json.dumps(event, separators=(",", ":"))),
+            )
+            self._audit(session_id, event["role"], event["author"], "annotate",
+                        f"seq={seq} op={event['op']} annotation={event.get('annotation_id', '')}",
+                        peer)
+        return Appended(seq, False, event)
+
+    def events_after(self, session_id: str, after_seq: int,
+                     limit: int = 10000) -> list[tuple[int, dict[str, Any]]]:
+        """Events with seq > ``after_seq`` in order (at most ``limit``)."""
+        rows = self._db.execute(
+            "SELECT seq, body FROM events WHERE session_id=? AND seq>? ORDER BY seq LIMIT ?",
+            (session_id, int(after_seq), int(limit)),
+        ).fetchall()
+        return [(int(seq), json.loads(body)) for seq, body in rows]
+
+    def last_seq(self, session_id: str) -> int:
+        """The session's highest seq (0 when it has no events)."""
+        (last,) = self._db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id=?", (session_id,)
+        ).fetchone()
+        return int(last)
+
+    def annotation_creator(self, session_id: str, annotation_id: str) -> str | None:
+        """Author of the ``create`` event of ``annotation_id`` (None if never created)."""
+        row = self._db.execute(
+            "SELECT author FROM events WHERE session_id=? AND annotation_id=? AND op='create' "
+            "ORDER BY seq LIMIT 1", (session_id, annotation_id),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- audit ---------------------------------------------------------------------------
+    def audit(self, session_id: str | None, role: str | None, author: str | None,
+              action: str, detail: str = "", peer: str = "") -> None:
+        """Append one line to the audit log (its own transaction)."""
+        with self._tx():
+            self._audit(session_id, role, author, action, detail, peer)
+
+    def audit_log(self, session_id: str | None = None) -> list[dict[str, Any]]:
+        """The audit log (of one session, or all), oldest first."""
+        sql = "SELECT time, session_id, role, author, action, detail, peer FROM audit"
+        args: tuple[Any, ...] = ()
+        if session_id is not None:
+            sql += " WHERE session_id=?"
+            args = (session_id,)
+        keys = ("time", "session_id", "role", "author", "action", "detail", "peer")
+        return [dict(zip(keys, row, strict=True))
+                for row in self._db.execute(sql + " ORDER BY id", args)]
+
+    # -- internals -----------------------------------------------------------------------
+    def _audit(self, session_id: str | None, role: str | None, author: str | None,
+               action: str, detail: str, peer: str, now: float | None = None) -> None:
+        self._db.execute(
+            "INSERT INTO audit (time, session_id, role, author, action, detail, peer) "
+            "VALUES (?,?,?,?,?,?,?)",
+            (time.time() if now is None else now, session_id, role, author, action, detail,
+             peer),
+        )
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -2,7 +2,11 @@
 
 NIfTI-1/2 is read with nibabel: its ``affine`` is the sform when ``sform_code > 0``, else the
 qform (NIfTI-1 header, "method 3" then "method 2"), in RAS, so the voxel→LPS affine is
-``LPS_TO_RAS · affine``. (SimpleITK takes the voxel size from ``pixdim`` even when the sform
+``LPS_TO_RAS · affine``. A file with ``sform_code = qform_code = 0`` is refused: that is
+nifti1.h's "METHOD 1" (the Analyze 7.5 way, ``x = pixdim[1] * i`` ...: "No particular
+spatial orientation is attached to these (x,y,z) coordinates"); nibabel would return such a
+pixdim-only affine and the model would be placed in a guessed, possibly mirrored,
+orientation. (SimpleITK takes the voxel size from ``pixdim`` even when the sform
 says otherwise, which gives a wrong affine for files whose sform and pixdim disagree.)
 SimpleITK reports NRRD and MetaImage in LPS, converting the NRRD ``space`` field (e.g.
 ``right-anterior-superior``) itself, so their affine is
@@ -74,6 +78,13 @@ def _nifti(path: Path) -> object:
         shape = shape[:-1]
     if len(shape) not in (2, 3):
         raise ImageFileError(f"{path}: {len(shape)}-D image {shape}, expected a 3-D volume")
+    header = image.header  # type: ignore[attr-defined]
+    sform, qform = int(header["sform_code"]), int(header["qform_code"])
+    if sform <= 0 and qform <= 0:
+        raise ImageFileError(
+            f"{path}: NIfTI sform_code = {sform} and qform_code = {qform}: orientation unknown "
+            "(NIfTI-1 'method 1', Analyze fallback); expected a sform or qform with code > 0 "
+            "(re-export the image with its orientation)")
     return image
 
 

@@ -123,3 +123,22 @@ def test_unreadable_and_non_scalar_image_files(tmp_path):
     nib.save(four, tmp_path / "4d.nii")
     with pytest.raises(ImageFileError, match="4-D image"):
         read_image_file(tmp_path / "4d.nii")
+
+
+@pytest.mark.parametrize("cls", [nib.Nifti1Image, nib.Nifti2Image])
+def test_nifti_without_orientation_is_refused(tmp_path, cls):
+    """sform_code = qform_code = 0 is nifti1.h's METHOD 1 (no orientation): nibabel would
+    fall back to a pixdim-only Analyze affine; we refuse instead of guessing."""
+    img = cls(_data(), None)
+    img.set_sform(_oblique_ras_affine(), code=0)
+    img.set_qform(None, code=0)
+    path = tmp_path / "noorient.nii"
+    nib.save(img, path)
+    assert nib.load(path).affine is not None  # nibabel itself does accept it (the fallback)
+    with pytest.raises(ImageFileError) as err:
+        read_image_file(path)
+    msg = str(err.value)
+    assert "noorient.nii" in msg and "sform_code = 0" in msg and "qform_code = 0" in msg
+    assert "orientation unknown" in msg and "\n" not in msg
+    with pytest.raises(ImageFileError, match="orientation unknown"):
+        load_volume(path)

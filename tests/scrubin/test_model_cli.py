@@ -195,3 +195,39 @@ def test_seg_output_written_with_mesh(small_phantom, tmp_path, capsys):
     mask = next(iter(masks.values()))
     assert mask.shape == vol.array.shape and mask.sum() > 1000
     assert np.mean(vol.array[mask] >= 300) > 0.95
+
+
+def test_nifti_without_orientation_refused_no_output(tmp_path, capsys):
+    """sform_code = qform_code = 0 (NIfTI-1 METHOD 1, no orientation) is not guessed."""
+    import nibabel as nib
+
+    data = np.full((12, 12, 8), -1000, np.int16)
+    data[3:9, 3:9, 2:6] = 1000
+    img = nib.Nifti1Image(data, None)
+    img.set_sform(np.diag([0.8, 0.8, 2.0, 1.0]), code=0)
+    img.set_qform(None, code=0)
+    nii = tmp_path / "analyze.nii.gz"
+    nib.save(img, nii)
+    rc, _, err = _run(capsys, "model", nii, "--threshold", "0", "--out", tmp_path / "m.stl")
+    assert rc == 2 and err.count("\n") == 1 and "orientation unknown" in err
+    assert "analyze.nii.gz" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["analyze.nii.gz"]
+
+
+@pytest.mark.parametrize("ext", [".stl", ".ply", ".obj", ".glb"])
+def test_model_files_say_they_are_in_ct(tmp_path, capsys, ext):
+    """Every model file declares frame CT (and SPACE=LPS), so it loads as a CT model."""
+    def cube(i, j, k):
+        return np.where((abs(i - 8) < 5) & (abs(j - 8) < 5) & (abs(k - 5) < 4), 1000, -1000)
+
+    src = tmp_path / "src"
+    fac.write_series(src, rows=16, cols=16, slices=10, hu_of=cube)
+    out = tmp_path / f"m{ext}"
+    rc, _, err = _run(capsys, "model", src, "--threshold", "0", "--out", out)
+    assert rc == 0, err
+    m = load_mesh(out, expected_frame="CT")
+    assert m.frame == "CT"
+    if ext != ".stl":
+        assert m.provenance["frame_of_reference_uid"]
+    if ext in (".stl", ".ply", ".obj"):
+        assert b"SPACE=LPS" in out.read_bytes()[:400]

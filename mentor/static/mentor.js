@@ -38,8 +38,11 @@ const state = {
   pendingLatency: new Map(),  // frame_id -> display_wall (meta not yet arrived)
   myAnnotations: [],          // annotation ids this page created, in order
   firstMoveWall: new Map(),   // annotation_id -> wall time of the first pointermove (s)
+  surgeonOnline: false,
   micStream: null, muted: false, ptt: false, pttHeld: false,
   metaCount: 0,
+  seqLog: [],                 // seq of every annotation event applied, in order
+  errors: [],                 // server error messages
 };
 const model = new AnnotationModel();
 const metaRing = new MetaRing(3.0);
@@ -238,6 +241,7 @@ function clearMine() {
 // ---------------------------------------------------------------- annotations in
 function onAnnotationEvent(msg) {
   const ev = msg.event || {};
+  state.seqLog.push(msg.seq);
   model.apply(ev, performance.now() / 1000);
   queueRedraw();
 }
@@ -351,8 +355,8 @@ async function startPeer() {
   }
   if (state.pc !== pc) return;
   session.sendSignal({ sdp: pc.localDescription.sdp, sdp_type: 'offer' });
-  state.offerTimer = setTimeout(() => {
-    if (state.pc === pc && !pc.remoteDescription) startPeer();   // station not there yet
+  state.offerTimer = setTimeout(() => {   // no answer: offer again while the station is there
+    if (state.pc === pc && !pc.remoteDescription && state.surgeonOnline) startPeer();
   }, OFFER_RETRY_MS);
 }
 
@@ -455,14 +459,25 @@ async function main() {
   window.scrubin.session = session;
   session.addEventListener('welcome', async (e) => {
     setRole(e.detail.role, e.detail.author);
-    if (!state.pc) {
-      if (state.role !== 'observer' && !state.micStream) await startMic();
-      startPeer();
-    }
+    if (state.role !== 'observer' && !state.micStream) await startMic();
+    state.surgeonOnline = !!e.detail.surgeon_online;
+    const live = state.pc && ['connected', 'answered', 'connecting'].includes(state.peerState);
+    if (state.surgeonOnline && !live) startPeer();
+    if (!state.surgeonOnline) state.peerState = 'surgeon offline';
   });
   session.addEventListener('annotation', (e) => onAnnotationEvent(e.detail));
   session.addEventListener('signal', (e) => onSignal(e.detail));
   session.addEventListener('state', updateStatus);
+  session.addEventListener('presence', (e) => {
+    const online = !!e.detail.surgeon_online;
+    if (online && !state.surgeonOnline) startPeer();     // the station (re)joined
+    if (!online) { closePeer(); state.peerState = 'surgeon offline'; }
+    state.surgeonOnline = online;
+  });
+  session.addEventListener('servererror', (e) => {
+    state.errors.push(e.detail.message);
+    setText('st-error', e.detail.message);
+  });
   session.connect();
 }
 

@@ -184,6 +184,8 @@ export class Session extends EventTarget {
         if (this.pingMs.length > 50) this.pingMs.shift();
         break;
       case 'error':
+        // a refused event is never accepted on resend: drop it from the outbox
+        if (msg.event_id) { this.outbox.ack(msg.event_id); this.sentAt.delete(msg.event_id); }
         this.dispatchEvent(new CustomEvent('servererror', { detail: msg }));
         break;
       default:

@@ -111,3 +111,61 @@ def static_origin() -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class ServerThread:
+    """A real :class:`~scrubin.mentor.server.MentorServer` on 127.0.0.1 in its own thread/loop.
+
+    ``call(coro_fn, *args)`` runs a coroutine function on the server's loop and returns its
+    result; ``new_session()`` makes a session and returns its tokens by role.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        import asyncio
+
+        from scrubin.mentor.server import MentorServer, ServerConfig
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = MentorServer(ServerConfig(db=state_dir / "mentor.db", host="127.0.0.1",
+                                                port=0, grpc_port=0,
+                                                ice_hosts=["127.0.0.1"]))
+        self.call(self.server.start)
+
+    def call(self, fn, *args, timeout: float = 30.0):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(fn(*args), self.loop).result(timeout)
+
+    def db(self, fn, *args):
+        """Run a Store method on the server's loop (the store's own thread discipline)."""
+        async def run():
+            return await self.server.hub.db(fn, *args)
+        return self.call(run)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def new_session(self) -> tuple[str, dict[str, str]]:
+        made = self.db(self.server.hub.store.new_session, False, "test")
+        return made.session_id, made.tokens
+
+    def events(self, session_id: str) -> list[tuple[int, dict]]:
+        return self.db(self.server.hub.store.events_after, session_id, 0)
+
+    def stop(self) -> None:
+        self.call(self.server.stop)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def mentor_server(tmp_path_factory) -> Iterator[ServerThread]:
+    """A real mentoring server (HTTPS + WebSocket + gRPC, self-signed TLS) on 127.0.0.1."""
+    server = ServerThread(tmp_path_factory.mktemp("mentor-server"))
+    try:
+        yield server
+    finally:
+        server.stop()

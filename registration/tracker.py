@@ -6,16 +6,21 @@ Usage (the AR overlay)::
     tracker = MarkerTracker(camera, "DICT_4X4_50", body=RigidBody.load(p))  # a body
     for image, t in frames:                 # t = capture / presentation time in seconds
         r = tracker.update(image, t)        # TrackResult
-        if r.state == "live":
+        if r.state in (LIVE, HELD):
             draw(r.pose)                    # Transform T_CAMERA_<target>, mm
 
-States, all measured on the frames' capture timestamps (never the wall clock):
+States: those of the one tracking-state machine, :mod:`scrubin.registration.tracking_state`
+(the overlay's gate uses the same machine and the same defaults, 0.02 / 0.1 / 0.5 s), all
+measured on the frames' capture timestamps (never the wall clock):
 
-``live``   the target was measured in this frame, or at most ``stale_after_s`` before it
-           (the last pose is held; ``detected`` says whether this frame measured it);
-``stale``  last measured more than ``stale_after_s`` ago: ``pose`` is the last known pose,
-           to be shown as unreliable;
-``lost``   never measured, or not for more than ``lost_after_s``: ``pose`` is None.
+``LIVE``   the target was measured in this frame (``detected``), or within ``sync_s``;
+``HELD``   not measured in this frame, last measured at most ``stale_after_s`` before it:
+           ``pose`` is predicted to the frame's capture time by the pose filter
+           (:meth:`~scrubin.registration.filters.PoseFilter.predict`; the last pose unchanged
+           when filtering is off);
+``STALE``  last measured more than ``stale_after_s`` ago: ``pose`` is the last known pose,
+           to be shown as unreliable (or while recovering, ``recover_frames`` > 1);
+``LOST``   never measured, or not for more than ``lost_after_s``: ``pose`` is None.
 
 Speed: markers are detected on an image reduced by 2x2 area averaging (once or twice) so
 that the smallest expected marker (``min_marker_ratio`` of the image's larger side on a
@@ -32,7 +37,7 @@ the whole frame is searched in the same call, so re-acquisition costs one full-f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cv2
@@ -51,8 +56,15 @@ from scrubin.registration.markers import (
     detector_parameters,
     get_dictionary,
 )
+from scrubin.registration.tracking_state import (
+    DEFAULT_LIMITS,
+    TrackingLimits,
+    TrackingState,
+    TrackingStateMachine,
+    TrackingVerdict,
+)
 
-LIVE, STALE, LOST = "live", "stale", "lost"
+LIVE, HELD, STALE, LOST = (s.value for s in TrackingState)
 
 
 class TrackingError(RegistrationError):
@@ -66,12 +78,13 @@ class TrackResult:
     Attributes
     ----------
     pose
-        ``T_CAMERA_<target>`` in mm (filtered when filtering is on); the last known pose when
-        not detected in this frame; None when ``lost``.
+        ``T_CAMERA_<target>`` in mm (filtered when filtering is on); when not detected in this
+        frame: predicted to the frame's capture time (LIVE/HELD) or the last known pose
+        (STALE); None when LOST.
     raw_pose
         This frame's unfiltered measurement, or None when not detected.
     state
-        ``"live"``, ``"stale"`` or ``"lost"`` (module docstring).
+        ``"LIVE"``, ``"HELD"``, ``"STALE"`` or ``"LOST"`` (module docstring).
     timestamp_s
         The frame's capture time (s).
     age_s
@@ -82,6 +95,8 @@ class TrackResult:
         Quality of this frame's measurement (None / 0 / () when not detected).
     searched_roi
         Whether the detection came from the predicted region (False: full frame).
+    verdict
+        The state machine's verdict (state, age, recovery count) for this frame.
     """
 
     pose: Transform | None
@@ -95,6 +110,7 @@ class TrackResult:
     n_corners: int = 0
     marker_ids: tuple[int, ...] = ()
     searched_roi: bool = False
+    verdict: TrackingVerdict | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON form: poses as :meth:`Transform.to_json` (4x4 row-major, mm) or null."""
@@ -128,8 +144,10 @@ class MarkerTracker:
         Id of the single marker to track.
     body
         A rigid body to track instead of a single marker.
+    limits
+        Limits of the state machine (default: :data:`DEFAULT_LIMITS`, shared with the overlay).
     stale_after_s, lost_after_s
-        Capture-time thresholds of the ``stale`` and ``lost`` states.
+        Override ``limits.stale_after_s`` / ``limits.lost_after_s`` (seconds).
     filter
         True (a default :class:`PoseFilter`: 1€ smoothing at rest, no added lag in fast
         motion, applied to ``pose``; ``raw_pose`` stays unfiltered), False/None (raw poses) or
@@ -154,14 +172,15 @@ class MarkerTracker:
         marker_size_mm: float | None = None,
         marker_id: int | None = None,
         body: RigidBody | None = None,
-        stale_after_s: float = 0.2,
-        lost_after_s: float = 2.0,
+        stale_after_s: float | None = None,
+        lost_after_s: float | None = None,
         filter: bool | PoseFilter | None = True,
         refinement: str = "edge",
         roi_search: bool = True,
         min_marker_ratio: float = 0.035,
         detect_side_px: float = 24.0,
         name: str = "MARKER",
+        limits: TrackingLimits | None = None,
     ) -> None:
         if not isinstance(camera, CameraModel):
             raise TrackingError("camera must be a CameraModel")
@@ -175,11 +194,17 @@ class MarkerTracker:
                 raise TrackingError(f"marker size must be > 0 mm, got {marker_size_mm}")
         if marker_id is not None and (not isinstance(marker_id, int) or marker_id < 0):
             raise TrackingError(f"marker id must be an integer >= 0, got {marker_id!r}")
-        for label, v in (("stale_after_s", stale_after_s), ("lost_after_s", lost_after_s)):
-            if not math.isfinite(v) or v < 0:
-                raise TrackingError(f"{label} must be a finite number >= 0 s, got {v}")
-        if lost_after_s < stale_after_s:
-            raise TrackingError("lost_after_s must be >= stale_after_s")
+        if limits is not None and not isinstance(limits, TrackingLimits):
+            raise TrackingError(f"limits must be TrackingLimits, got {type(limits).__name__}")
+        lim = limits or DEFAULT_LIMITS
+        over = {k: v for k, v in (("stale_after_s", stale_after_s),
+                                  ("lost_after_s", lost_after_s)) if v is not None}
+        try:
+            lim = replace(lim, **over)
+        except RegistrationError as exc:
+            raise TrackingError(str(exc)) from None
+        self.limits = lim
+        self.machine = TrackingStateMachine(lim)
         if refinement not in REFINEMENTS:
             raise TrackingError(f"unknown refinement {refinement!r}; expected {list(REFINEMENTS)}")
         self.marker_size_mm = marker_size_mm
@@ -188,10 +213,13 @@ class MarkerTracker:
         self._auto_lock = body is None and marker_id is None
         if body is None and marker_id is not None:
             self.body = RigidBody.single(marker_id, float(marker_size_mm), self.name)
-        self.stale_after_s = float(stale_after_s)
-        self.lost_after_s = float(lost_after_s)
+        self.stale_after_s = float(lim.stale_after_s)
+        self.lost_after_s = float(lim.lost_after_s)
         if filter is True:
-            self.filter: PoseFilter | None = PoseFilter(max_gap_s=max(self.stale_after_s, 1e-3))
+            # restart the filter only across a STALE gap (the sync tolerance absorbs the
+            # rounding of frame times: 3 frames at 30 Hz are not 0.1 s + 1e-17)
+            self.filter: PoseFilter | None = PoseFilter(
+                max_gap_s=max(self.stale_after_s + lim.sync_s, 1e-3))
         elif isinstance(filter, PoseFilter):
             self.filter = filter
         else:
@@ -221,6 +249,7 @@ class MarkerTracker:
         self._last_t: float | None = None
         self._centroid: tuple[float, np.ndarray] | None = None  # (t, px) last measurement
         self._velocity_px_s = np.zeros(2)
+        self.machine.reset()
         if self.filter is not None:
             self.filter.reset()
 
@@ -298,17 +327,20 @@ class MarkerTracker:
             self._velocity_px_s = np.zeros(2)
         self._centroid = (t, c)
         self._last_pose, self._last_raw, self._last_seen_t = pose, raw, t
-        return TrackResult(pose, raw, LIVE, t, 0.0, True, bp.estimate.reproj_rms_px,
-                           bp.n_markers, bp.n_corners, bp.marker_ids, used_roi)
+        self.machine.observe(t, True)
+        v = self.machine.evaluate(t)
+        return TrackResult(pose, raw, v.state.value, t, 0.0, True, bp.estimate.reproj_rms_px,
+                           bp.n_markers, bp.n_corners, bp.marker_ids, used_roi, v)
 
     def _missed(self, t: float) -> TrackResult:
-        if self._last_seen_t is None or self._last_pose is None:
-            return TrackResult(None, None, LOST, t, None, False)
-        age = t - self._last_seen_t
-        if age > self.lost_after_s:
-            return TrackResult(None, None, LOST, t, age, False)
-        state = LIVE if age <= self.stale_after_s else STALE
-        return TrackResult(self._last_pose, None, state, t, age, False)
+        self.machine.observe(t, False)
+        v = self.machine.evaluate(t)
+        if v.state is TrackingState.LOST or self._last_seen_t is None or self._last_pose is None:
+            return TrackResult(None, None, LOST, t, v.age_s, False, verdict=v)
+        pose = self._last_pose
+        if v.state.shown and self.filter is not None:  # LIVE within sync_s, or HELD
+            pose = self.filter.predict(t) or pose
+        return TrackResult(pose, None, v.state.value, t, v.age_s, False, verdict=v)
 
     # ------------------------------------------------------------------ search region
     def _scale(self, marker_side_px: float) -> float:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from scrubin.commands._common import require_output_folders
+from scrubin.registration.tracking_state import DEFAULT_LIMITS  # light: no cv2/numpy
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Track one ArUco marker (--marker-size, optional --marker-id; default: the lowest "
             "id seen first) or a rigid body (--body JSON, see registration/bodies.py) in every "
             "frame of VIDEO. Writes T_CAMERA_<target> per frame (mm, 4x4 row-major), with "
-            "state live/stale/lost on the video's presentation timestamps, reprojection RMS "
+            "state LIVE/HELD/STALE/LOST on the video's presentation timestamps, reprojection "
+            "RMS "
             "and the number of markers/corners used."
         ),
     )
@@ -33,10 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--marker-id", type=int, default=None, metavar="ID",
                         help="marker id to track (single-marker mode)")
     parser.add_argument("--json", required=True, type=Path, metavar="OUT", help="output JSON")
-    parser.add_argument("--stale-after", type=float, default=0.2, metavar="S",
-                        help="seconds without the target before it is stale (default 0.2)")
-    parser.add_argument("--lost-after", type=float, default=2.0, metavar="S",
-                        help="seconds without the target before it is lost (default 2)")
+    parser.add_argument("--stale-after", type=float, default=DEFAULT_LIMITS.stale_after_s,
+                        metavar="S", help="seconds without the target before it is stale "
+                        "(default %(default)s, as scrubin overlay)")
+    parser.add_argument("--lost-after", type=float, default=DEFAULT_LIMITS.lost_after_s,
+                        metavar="S", help="seconds without the target before it is lost "
+                        "(default %(default)s, as scrubin overlay)")
     parser.add_argument("--filter", action=argparse.BooleanOptionalAction, default=True,
                         help="One-Euro filtering of the poses (default on)")
     parser.set_defaults(func=run)

@@ -1,8 +1,9 @@
 """Track a marker or body through a video file; poses per frame on presentation timestamps.
 
 Frames are decoded with PyAV; each frame's capture time is its presentation timestamp
-``frame.pts * stream.time_base`` (seconds), which drives the tracker's stale/lost states and
-the One-Euro filter — never the wall clock.
+``frame.pts * stream.time_base`` (seconds), which drives the tracker's LIVE / HELD / STALE /
+LOST states (:mod:`scrubin.registration.tracking_state`, the same machine and defaults as
+``scrubin overlay``) and the One-Euro filter — never the wall clock.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from scrubin.imaging.fileio import write_json_atomic
 from scrubin.registration.tracker import MarkerTracker, TrackingError, TrackResult
+from scrubin.registration.tracking_state import TrackingState
 
 
 def video_frames(path: str | Path) -> Iterator[tuple[np.ndarray, float]]:
@@ -64,9 +66,10 @@ def write_track_json(
 
 def summary(results: list[TrackResult]) -> str:
     """One line: frames per state and the median reprojection RMS."""
-    states = {s: sum(r.state == s for r in results) for s in ("live", "stale", "lost")}
+    counts = ", ".join(f"{s.value} {sum(r.state == s.value for r in results)}"
+                       for s in TrackingState)
     rms = [r.reproj_rms_px for r in results if r.reproj_rms_px is not None]
     med = f"{np.median(rms):.3f} px" if rms else "n/a"
     detected = sum(r.detected for r in results)
-    return (f"{len(results)} frames, detected in {detected}: live {states['live']}, "
-            f"stale {states['stale']}, lost {states['lost']}; median reprojection RMS {med}")
+    return (f"{len(results)} frames, detected in {detected}: {counts}; median reprojection "
+            f"RMS {med}")

@@ -1,6 +1,8 @@
-"""MarkerTracker: poses per frame, live/stale/lost on capture timestamps, ROI search."""
+"""MarkerTracker: poses per frame, LIVE/HELD/STALE/LOST on capture timestamps, ROI search."""
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 import pytest
@@ -10,8 +12,16 @@ from scrubin.registration.bodies import RigidBody
 from scrubin.registration.camera import CameraModel
 from scrubin.registration.frames import Transform
 from scrubin.registration.markers import get_dictionary, marker_object_points
-from scrubin.registration.synth_images import look_at_pose, marker_plane, render
-from scrubin.registration.tracker import LIVE, LOST, STALE, MarkerTracker, TrackingError
+from scrubin.registration.tracker import (
+    HELD,
+    LIVE,
+    LOST,
+    STALE,
+    MarkerTracker,
+    TrackingError,
+)
+from scrubin.registration.tracking_state import DEFAULT_LIMITS, TrackingLimits
+from scrubin.samples.synth_images import look_at_pose, marker_plane, render
 
 CAM = CameraModel(np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]]), np.zeros(5),
                   640, 480)
@@ -27,6 +37,11 @@ def _frame(k: int, marker_id: int = 4, extra: tuple = ()) -> np.ndarray:
     planes = [marker_plane(DICT, marker_id, 40, _truth(k))]
     planes += [marker_plane(DICT, m, 40, p) for m, p in extra]
     return render(CAM, planes, noise_sigma=1.5, seed=k, supersample=2)
+
+
+@lru_cache(maxsize=32)
+def _moving(k: int) -> np.ndarray:
+    return _frame(k)
 
 
 def _err(est: Transform, truth: Transform) -> tuple[float, float]:
@@ -53,8 +68,9 @@ def test_states_follow_capture_timestamps_that_jump(frames):
         assert x.n_markers == 1 and x.n_corners == 4 and x.marker_ids == (4,)
         assert x.reproj_rms_px < 0.3 and x.pose.timestamp == pytest.approx(0.1 + k / 30)
     t_last = 0.1 + 5 / 30
-    held = tr.update(EMPTY, t_last + 0.1)  # missed, within stale_after: still live, held pose
-    assert held.state == LIVE and not held.detected and held.age_s == pytest.approx(0.1)
+    held = tr.update(EMPTY, t_last + 0.1)  # missed, within stale_after: HELD
+    assert held.state == HELD and not held.detected and held.age_s == pytest.approx(0.1)
+    # no filter, no trend: the last pose unchanged
     np.testing.assert_array_equal(held.pose.matrix, results[-1].pose.matrix)
     assert held.raw_pose is None and held.reproj_rms_px is None
     stale = tr.update(EMPTY, t_last + 1.5)  # capture time jumps by 1.4 s
@@ -103,7 +119,7 @@ def test_body_tracking_and_json_form():
     assert r.n_markers == 2 and r.n_corners == 8 and r.pose.src == "REF"
     assert _err(r.pose, truth)[0] < 1.0
     data = r.to_json()
-    assert data["state"] == "live" and data["pose"]["from"] == "REF"
+    assert data["state"] == "LIVE" and data["pose"]["from"] == "REF"
     assert np.asarray(data["pose"]["matrix"]).shape == (4, 4)
 
 
@@ -116,7 +132,7 @@ def test_rejections():
         MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=float("nan"))
     with pytest.raises(TrackingError, match="stale_after_s"):
         MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, stale_after_s=-1)
-    with pytest.raises(TrackingError, match="lost_after_s must be >="):
+    with pytest.raises(TrackingError, match=r"lost_after_s \(0.5\) must be >="):
         MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, stale_after_s=1, lost_after_s=0.5)
     with pytest.raises(TrackingError, match="marker id"):
         MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, marker_id=-2)
@@ -152,9 +168,34 @@ def test_filter_reduces_jitter_on_a_static_rendered_marker():
 def test_filter_adds_no_lag_on_a_moving_rendered_marker():
     """~190 mm/s and 30-150 deg/s per axis at 30 Hz (the _truth path): filtered ~ raw error."""
     tr = MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, filter=True)
-    res = [tr.update(_frame(k), k / 30) for k in range(16)]
+    res = [tr.update(_moving(k), k / 30) for k in range(16)]
     assert all(r.detected for r in res)
     raw = np.array([_err(r.raw_pose, _truth(k)) for k, r in enumerate(res)])
     out = np.array([_err(r.pose, _truth(k)) for k, r in enumerate(res)])
     assert np.all(out.mean(axis=0) <= raw.mean(axis=0) + np.array([0.3, 0.1]))
     assert np.all(out.max(axis=0) <= raw.max(axis=0) + np.array([0.6, 0.2]))
+
+
+def test_default_limits_are_the_shared_ones():
+    tr = MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40)
+    assert tr.limits == DEFAULT_LIMITS == TrackingLimits()
+    assert (tr.stale_after_s, tr.lost_after_s) == (0.1, 0.5)
+
+
+def test_held_frames_are_predicted_to_their_capture_time():
+    """The marker moves ~230 mm/s (the _truth path); two frames without it are HELD and drawn
+    with the pose predicted to their capture times, much nearer the truth than the last pose."""
+    tr = MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, filter=True)
+    res = [tr.update(_moving(k), k / 30) for k in range(14)]
+    assert all(r.state == LIVE and r.detected for r in res)
+    last = res[-1].pose
+    for k in (14, 15):  # the marker is hidden in these frames
+        r = tr.update(EMPTY, k / 30)
+        assert r.state == HELD and not r.detected and r.age_s == pytest.approx((k - 13) / 30)
+        assert r.pose.timestamp == pytest.approx(k / 30)
+        d_pred, _ = _err(r.pose, _truth(k))
+        d_held, _ = _err(last, _truth(k))
+        assert d_held > 6.0 and d_pred < 0.3 * d_held, (k, d_pred, d_held)
+    r = tr.update(EMPTY, 13 / 30 + 0.15)  # past stale_after_s: the last pose, unpredicted
+    assert r.state == STALE
+    np.testing.assert_allclose(r.pose.matrix, last.matrix)

@@ -16,7 +16,7 @@ from scrubin.registration.bodies import RigidBody
 from scrubin.registration.camera import CameraModel
 from scrubin.registration.frames import Transform
 from scrubin.registration.markers import get_dictionary, marker_object_points
-from scrubin.registration.synth_images import look_at_pose, marker_plane, render
+from scrubin.samples.synth_images import look_at_pose, marker_plane, render
 
 CAM = CameraModel(np.array([[600.0, 0, 319.5], [0, 600.0, 239.5], [0, 0, 1]]), np.zeros(5),
                   640, 480)
@@ -75,7 +75,7 @@ def test_track_single_marker(video, tmp_path, capsys):
     assert data["meta"]["pose"] == "T_CAMERA_MARKER" and len(frames) == 10
     np.testing.assert_allclose([f["timestamp"] for f in frames], TIMES, atol=1e-3)
     states = [f["state"] for f in frames]
-    assert states == ["live"] * 6 + ["stale", "lost", "live", "live"]
+    assert states == ["LIVE"] * 5 + ["HELD", "STALE", "LOST", "LIVE", "LIVE"]
     for k, f in enumerate(frames):
         assert f["detected"] == VISIBLE[k]
         if f["detected"]:
@@ -93,9 +93,62 @@ def test_track_body_with_filter(video, tmp_path):
     out = tmp_path / "poses.json"
     assert main(["track", str(clip), "--camera", str(cam), "--body", str(tmp_path / "body.json"),
                  "--json", str(out)]) == 0
-    frames = json.loads(out.read_text())["frames"]
+    data = json.loads(out.read_text())
+    frames = data["frames"]
     assert frames[0]["pose"]["from"] == "REF"
     assert _err(frames[9]["raw_pose"], _truth(9))[0] < 1.5
+    # the shared defaults (0.1 s / 0.5 s): frame 5 (4 frames after the last one seen) is STALE
+    assert data["meta"]["stale_after_s"] == 0.1 and data["meta"]["lost_after_s"] == 0.5
+    assert [f["state"] for f in frames] == ["LIVE"] * 5 + ["STALE", "LOST", "LOST", "LIVE",
+                                                          "LIVE"]
+
+
+STILL = look_at_pose([10, -5, 420], [25, -10, 0], "MARKER")
+
+
+@pytest.fixture(scope="module")
+def still_video(tmp_path_factory) -> Path:
+    """24 frames (30 fps) of a still marker under heavy pixel noise: jitter to filter."""
+    path = tmp_path_factory.mktemp("still") / "still.mp4"
+    d = get_dictionary("DICT_4X4_50")
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30, options={"crf": "12"})
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        for k in range(24):
+            img = render(CAM, [marker_plane(d, 6, 40, STILL)], noise_sigma=8.0, seed=100 + k,
+                         supersample=1)
+            frame = av.VideoFrame.from_ndarray(img, format="gray").reformat(format="yuv420p")
+            frame.pts = round(k * 1000 / 30)
+            frame.time_base = Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_track_filter_smooths_the_written_pose(still_video, video, tmp_path):
+    """The written ``pose`` is the filtered one: less jitter than ``raw_pose``, no bias."""
+    _, cam = video
+    out = tmp_path / "f.json"
+    assert main(["track", str(still_video), "--camera", str(cam), "--marker-size", "40",
+                 "--json", str(out)]) == 0
+    frames = json.loads(out.read_text())["frames"]
+    assert all(f["detected"] and f["state"] == "LIVE" for f in frames)
+    tail = frames[12:]  # after the filter has learnt the noise (9 samples pass unfiltered)
+    pose = np.array([np.asarray(f["pose"]["matrix"])[:3, 3] for f in tail])
+    raw = np.array([np.asarray(f["raw_pose"]["matrix"])[:3, 3] for f in tail])
+    jitter_pose = float(np.linalg.norm(np.std(pose, axis=0)))
+    jitter_raw = float(np.linalg.norm(np.std(raw, axis=0)))
+    assert jitter_raw > 0.05  # there is jitter to remove
+    assert jitter_pose < 0.6 * jitter_raw, (jitter_pose, jitter_raw)
+    assert np.linalg.norm(pose.mean(axis=0) - STILL.translation) < 1.0
+    off = tmp_path / "nf.json"
+    assert main(["track", str(still_video), "--camera", str(cam), "--marker-size", "40",
+                 "--json", str(off), "--no-filter"]) == 0
+    for f in json.loads(off.read_text())["frames"]:
+        np.testing.assert_array_equal(f["pose"]["matrix"], f["raw_pose"]["matrix"])
 
 
 def test_track_errors_are_one_line(video, tmp_path, capsys):

@@ -49,7 +49,7 @@ class FeedOverflowError(MentorError):
     """A feed fell more than :data:`FEED_BACKLOG` events behind."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Watcher:
     """A telemetry subscriber: holds the latest frame only; at most one per ``min_interval`` s."""
 

@@ -1,0 +1,78 @@
+"""``scrubin serve``: the remote-mentoring server (HTTPS page + WebSocket, gRPC, SQLite)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` command."""
+    from scrubin.mentor.server import default_state_dir
+
+    parser = sub.add_parser(
+        "serve",
+        help="run the remote-mentoring server (HTTPS + WebSocket, gRPC, SQLite; TLS always)",
+        description=(
+            "Run the remote-mentoring server in one process: the mentor page, join and "
+            "WebSocket over HTTPS; scrubin.mentor.v1.Mentor, health checking and reflection "
+            "over gRPC with TLS; sessions, hashed tokens, annotations and the audit log in "
+            "SQLite. Without --tls-cert/--tls-key a self-signed pair is made once in the "
+            "database's folder and its SHA-256 fingerprint printed. The admin token that "
+            "'scrubin session new' needs is kept there too (admin-token, mode 0600). Stop "
+            "with Ctrl-C or SIGTERM."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8443, help="HTTPS port (0: any free)")
+    parser.add_argument("--grpc-port", type=int, default=50051, help="gRPC port (0: any free)")
+    parser.add_argument("--tls-cert", type=Path, metavar="F", help="PEM certificate (chain)")
+    parser.add_argument("--tls-key", type=Path, metavar="F", help="PEM private key")
+    parser.add_argument(
+        "--ice-host", action="append", default=[], metavar="ADDR",
+        help="limit WebRTC host candidates to this address (repeatable; told to clients)",
+    )
+    parser.add_argument(
+        "--stun", action="append", default=[], metavar="URL",
+        help="STUN/TURN server for clients (repeatable); none by default: host candidates only",
+    )
+    parser.add_argument(
+        "--db", type=Path, default=default_state_dir() / "mentor.db", metavar="FILE",
+        help="SQLite database; its folder is the state folder (default: %(default)s)",
+    )
+    parser.set_defaults(func=run)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from scrubin.mentor.server import MentorServer, ServerConfig
+
+    server = MentorServer(ServerConfig(
+        db=args.db, host=args.host, port=args.port, grpc_port=args.grpc_port,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, ice_hosts=list(args.ice_host),
+        stun=list(args.stun),
+    ))
+    await server.start()
+    assert server.ports is not None
+    print(f"scrubin serve: web {server.url}  grpc {server.grpc_target} (TLS)", flush=True)
+    print(f"certificate: {server.cert_path}", flush=True)
+    print(f"fingerprint: SHA-256 {server.fingerprint}", flush=True)
+    print(f"admin token: {server.admin_token_path}", flush=True)
+    print(f"database: {Path(args.db).resolve()}", flush=True)
+    print(f"ports: https={server.ports.https} grpc={server.ports.grpc}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    print("scrubin serve: stopped", flush=True)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted."""
+    return asyncio.run(_serve(args))

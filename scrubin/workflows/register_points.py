@@ -5,6 +5,12 @@ frame REF, mm) in closed form; the report holds ``T_fixed_moving`` in the projec
 FRE, per-point residuals, a leave-one-out check of each fiducial and, given the FLE, the
 predicted TRE (Fitzpatrick, West & Maurer 1998, eq. 46) at each target. FRE is reported but
 labelled: it is not an accuracy measure (Fitzpatrick 2009).
+
+A gross FRE - beyond the chi-square limit the FLE allows (FWM 1998 eq. 10) and not explained
+by one bad fiducial, or above 10 mm whatever the FLE (:mod:`scrubin.registration.fre_check`)
+- is a failed registration: :class:`~scrubin.registration.fre_check.GrossFREError` with a
+one-line reason and, when the unpaired matcher finds a consistent pairing of the same
+points, a hint to ``--unpaired`` with that pairing. No report is written then.
 """
 
 from __future__ import annotations
@@ -19,6 +25,13 @@ from scrubin.imaging.fileio import read_json
 from scrubin.registration.correspondence import match_points
 from scrubin.registration.errors import RegistrationError
 from scrubin.registration.frames import CT, REF
+from scrubin.registration.fre_check import (
+    ABSOLUTE_FRE_LIMIT_MM,
+    GROSS_FRE_ALPHA,
+    GrossFREError,
+    fre_limit_mm,
+    gross_fre_reason,
+)
 from scrubin.registration.points import register_points
 from scrubin.registration.pointsets import read_points_csv, write_text_atomic
 from scrubin.registration.tre import (
@@ -99,14 +112,27 @@ def register_point_sets(
     reg = register_points(fixed, moving, scale=scale, src=moving_frame, dst=fixed_frame,
                           source=source)
     n = len(fixed)
+    reason = gross_fre_reason(fixed, moving, fle_mm, scale)
+    if reason is not None:
+        hint = "" if unpaired else _unpaired_hint(fixed, moving, fle_mm, scale)
+        raise GrossFREError(f"registration failed: {reason}; "
+                            + (hint or "check which fiducial was touched for which point"))
     report["transform"] = reg.transform.to_json()
     report["scale"] = round(reg.scale, 9)
     report["n_points"] = n
     report["fre_mm"] = round(reg.fre_mm, 4)
     report["fre_note"] = FRE_NOTE
+    report["fre_check"] = {
+        "absolute_limit_mm": ABSOLUTE_FRE_LIMIT_MM,
+        "method": "failed above the absolute limit, or (with --fle) above "
+        "sqrt(chi2_{1-alpha}(3N-6) FLE^2/(3N)) unless one fiducial explains it "
+        "(Fitzpatrick, West & Maurer 1998 eq. 10)",
+    }
     if fle_mm is not None:
         report["fle_mm"] = float(fle_mm)
         report["expected_fre_mm"] = round(expected_fre_mm(fle_mm, n), 4)
+        report["fre_check"]["limit_mm"] = round(fre_limit_mm(n, fle_mm, scale), 4)
+        report["fre_check"]["alpha"] = GROSS_FRE_ALPHA
 
     loo = None
     loo_info: dict[str, Any]
@@ -158,6 +184,26 @@ def register_point_sets(
             "TRE^2 = FLE^2/N (1 + 1/3 sum_k d_k^2/f_k^2), FLE = RMS 3-D localisation error"
         )
     return report
+
+
+def _unpaired_hint(fixed: np.ndarray, moving: np.ndarray, fle_mm: float | None,
+                   scale: bool) -> str:
+    """``--unpaired`` hint when the matcher pairs all points consistently in another order."""
+    try:
+        corr = match_points(fixed, moving, fle_mm=fle_mm if fle_mm is not None else 0.5,
+                            max_unmatched=0)
+    except RegistrationError:
+        return ""
+    mi, fi = corr.moving_index, corr.fixed_index
+    if len(mi) != len(moving) or np.array_equal(mi, fi):
+        return ""
+    if gross_fre_reason(fixed[fi], moving[mi], fle_mm, scale) is not None:
+        return ""
+    fre = register_points(fixed[fi], moving[mi], scale=scale).fre_mm
+    pairs = ", ".join(f"{m}->{f}" for m, f in sorted(zip(mi.tolist(), fi.tolist(),
+                                                         strict=True)))
+    return (f"the points look paired in the wrong order: --unpaired finds a consistent pairing "
+            f"(FRE {fre:.2f} mm; moving->fixed rows {pairs})")
 
 
 def read_moving_points(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:

@@ -174,3 +174,45 @@ def test_moving_from_fiducials_json_carries_uids(files):
     (d / "broken.json").write_text("{")
     assert run_cli("--fixed", str(d / "ref.csv"), "--moving", str(d / "broken.json"),
                    "--json", str(out)) == 2
+
+
+def test_fiducials_in_the_wrong_order_fail_with_an_unpaired_hint(small_truth, tmp_path, capsys):
+    """Issue 7: two tracked fiducials swapped gave FRE 46.9 mm with exit 0. Now a gross FRE
+    is a failed registration: exit 2, one line, no JSON, and the --unpaired pairing."""
+    ct = np.array([f["center_lps"] for f in small_truth["fiducials"]], dtype=np.float64)
+    t = rigid(11)
+    rng = np.random.default_rng(12)
+    ref = ct @ t[:3, :3].T + t[:3, 3] + rng.normal(0, 0.35 / np.sqrt(3), ct.shape)
+    perm = [0, 1, 2, 3, 4, 6, 5, 7]  # fiducials 5 and 6 touched in swapped order
+    write_points_csv(tmp_path / "ct.csv", ct)
+    write_points_csv(tmp_path / "ref.csv", ref[perm])
+    out = tmp_path / "reg.json"
+    for fle in (["--fle", "0.35"], []):
+        rc = run_cli("--fixed", str(tmp_path / "ref.csv"), "--moving", str(tmp_path / "ct.csv"),
+                     *fle, "--json", str(out))
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert rc == 2 and not out.exists()
+        assert err.startswith("scrubin: error: registration failed: FRE ") and "\n" not in err
+        assert "--unpaired" in err and "5->6" in err and "6->5" in err and "0->0" in err
+    # the hint is right: --unpaired registers them
+    assert run_cli("--fixed", str(tmp_path / "ref.csv"), "--moving", str(tmp_path / "ct.csv"),
+                   "--fle", "0.35", "--unpaired", "--json", str(out)) == 0
+    rep = json.loads(out.read_text())
+    assert rep["fre_mm"] < rep["fre_check"]["limit_mm"]
+    assert sorted(map(tuple, rep["correspondence"]["pairs"])) == sorted(
+        (m, perm.index(m)) for m in range(8))
+
+
+def test_gross_fre_without_a_consistent_pairing_has_no_hint(small_truth, tmp_path, capsys):
+    ct = np.array([f["center_lps"] for f in small_truth["fiducials"]], dtype=np.float64)
+    ref = ct + 0.0
+    ref[2] += [0.0, 0.0, 30.0]
+    ref[5] += [25.0, 0.0, 0.0]
+    write_points_csv(tmp_path / "ct.csv", ct)
+    write_points_csv(tmp_path / "ref.csv", ref)
+    rc = run_cli("--fixed", str(tmp_path / "ref.csv"), "--moving", str(tmp_path / "ct.csv"),
+                 "--json", str(tmp_path / "reg.json"))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "absolute limit of 10 mm" in err and "--unpaired" not in err
+    assert "\n" not in err and not (tmp_path / "reg.json").exists()

@@ -9,7 +9,7 @@ rotation (deg) and the image error (px) at three "anatomy" points 100-150 mm fro
 origin (where an overlay is drawn). Motions: a static target; sinusoidal linear motion of
 0.5 and 1 m/s peak; a camera panning (rotation about the camera centre: the lever-arm case) of
 90 and 180 deg/s peak; the target turning about its own axis at 90 and 180 deg/s peak; and the
-synthetic overlay scene's camera path (:func:`scrubin.overlay.synthetic.camera_path`, plate body).
+synthetic overlay scene's camera path (:func:`scrubin.samples.synthetic.camera_path`, plate body).
 Frames at 30 Hz. Also printed: the former filter (separate 1€ filters on translation and on
 rotation, beta 0.05 per mm/s and 0.1 per deg/s) on the same measurements, for comparison.
 """
@@ -152,7 +152,7 @@ def static() -> Callable[[float], Transform]:
 
 def scene_path() -> Callable[[float], Transform]:
     """``T_CAMERA_REF`` of the synthetic overlay scene (its camera path and plate)."""
-    from scrubin.overlay.synthetic import camera_path, plate_pose
+    from scrubin.samples.synthetic import camera_path, plate_pose
 
     t_ct_ref = plate_pose().inverse()
     look_at = np.array([0.0, -30.0, 65.0])  # about the scene's (head centre + its offset)

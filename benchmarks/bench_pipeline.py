@@ -35,14 +35,14 @@ from scrubin.overlay.pointer import Landmark, PointerTracking
 from scrubin.overlay.renderer import OverlayRenderer, Structure
 from scrubin.overlay.sinks import VideoFileSink
 from scrubin.overlay.sources import Frame, FrameSource
-from scrubin.overlay.synthetic import (
+from scrubin.registration.frames import CAMERA, REF, Transform
+from scrubin.registration.tracker import MarkerTracker
+from scrubin.samples.synthetic import (
     POINTER_LANDMARK,
     SyntheticScene,
     default_camera,
     phantom_models,
 )
-from scrubin.registration.frames import CAMERA, REF, Transform
-from scrubin.registration.tracker import MarkerTracker
 
 N_FRAMES = 60
 GAP = (25, 45)  # 0.67 s without the marker: STALE then LOST, then re-acquisition

@@ -34,13 +34,13 @@ from benchmarks.common import interleaved, ratio_line
 from scrubin.registration.clouds import PointSet
 from scrubin.registration.frames import Transform
 from scrubin.registration.surface import PreparedModel, SurfaceRegistrationError, register_surface
-from scrubin.registration.surface_sim import (
+from scrubin.samples.phantom import ensure_sample, load_truth
+from scrubin.samples.surface_sim import (
     ct_skin_surface,
     partial_view,
     phantom_skin_mesh,
     random_pose,
 )
-from scrubin.samples.phantom import ensure_sample, load_truth
 
 GATE_MM = 10.0
 N_TRIALS = 50

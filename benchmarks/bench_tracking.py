@@ -32,8 +32,8 @@ from scrubin.registration.markers import (
     make_detector,
     marker_object_points,
 )
-from scrubin.registration.synth_images import look_at_pose, marker_plane, render
 from scrubin.registration.tracker import MarkerTracker
+from scrubin.samples.synth_images import look_at_pose, marker_plane, render
 
 RATE_HZ = 60.0
 N_FRAMES = 360
@@ -210,7 +210,7 @@ def bench_refinement() -> None:
 def bench_calibration() -> None:
     """Intrinsics recovered from 10 rendered ChArUco views with a known distortion."""
     from scrubin.registration.calibration import calibrate_images, parse_board_spec
-    from scrubin.registration.synth_images import charuco_plane
+    from scrubin.samples.synth_images import charuco_plane
 
     true = CameraModel(np.array([[560.0, 0, 322.0], [0, 550.0, 236.0], [0, 0, 1]]),
                        np.array([-0.2, 0.05, 0.0, 0.0, 0.0]), 640, 480)

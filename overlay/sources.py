@@ -1,4 +1,4 @@
-"""Frame sources of the overlay pipeline: camera device, video file, synthetic scene.
+"""Frame sources of the overlay pipeline: camera device, video file (the theatre's sources).
 
 Every frame carries an id and a capture timestamp from the source to the sinks
 (:class:`Frame`). Clocks:
@@ -8,10 +8,9 @@ Every frame carries an id and a capture timestamp from the source to the sinks
 video file    (PyAV) capture time = presentation timestamp ``pts * time_base`` (s, the media
               timeline); ``t0`` = the moment decoding of the frame started, so the decode
               time is part of the latency.
-``synthetic`` (:mod:`~overlay.synthetic`) capture time = ``index / fps`` (simulated timeline);
-              the scene is rendered offline at its own pace and ``t0`` is the moment the
-              rendered frame is handed over (the simulated camera's exposure): rendering the
-              world is not pipeline work.
+simulated    sources (e.g. the synthetic scene, :mod:`scrubin.samples.synthetic_source`, which
+              implements :class:`FrameSource` outside the theatre code) set capture time
+              on their own simulated timeline and ``t0`` when the frame is handed over.
 
 Pipeline latency of a frame = output time - capture time on the pipeline's clock, measured as
 ``perf_counter() at output - t0`` (module :mod:`scrubin.overlay.pipeline`).
@@ -30,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from scrubin.overlay.errors import OverlayError
-from scrubin.overlay.synthetic import SceneFrame, SyntheticScene
 from scrubin.registration.camera import CameraModel
 
 
@@ -53,9 +51,10 @@ class Frame:
     t0
         ``time.perf_counter()`` at which the frame's pipeline work began (latency origin).
     capture_ms
-        Time spent grabbing / decoding (ms); for the synthetic scene, its render time.
+        Time spent grabbing / decoding (ms); for a simulated source, its render time.
     truth
-        Ground truth (synthetic source only).
+        Ground truth of a simulated source (e.g. ``scrubin.samples.synthetic.SceneFrame``);
+        None for real sources.
     """
 
     frame_id: int
@@ -63,7 +62,7 @@ class Frame:
     image_bgr: np.ndarray
     t0: float
     capture_ms: float
-    truth: SceneFrame | None = None
+    truth: Any = None
 
 
 class FrameSource(ABC):
@@ -86,7 +85,8 @@ class FrameSource(ABC):
         self.close()
 
 
-def _check_max(max_frames: int | None) -> int | None:
+def check_frame_count(max_frames: int | None) -> int | None:
+    """``max_frames`` if it is None or an int >= 1 (a source's frame limit), else SourceError."""
     if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(
             max_frames, int) or max_frames < 1):
         raise SourceError(f"frame count must be an integer >= 1, got {max_frames!r}")
@@ -101,7 +101,7 @@ class VideoFileSource(FrameSource):
 
         self.path = Path(path)
         self.name = str(self.path)
-        self.max_frames = _check_max(max_frames)
+        self.max_frames = check_frame_count(max_frames)
         if not self.path.is_file():
             raise SourceError(f"{self.path}: video file not found")
         try:
@@ -152,7 +152,7 @@ class CameraSource(FrameSource):
         if isinstance(index, bool) or not isinstance(index, int) or index < 0:
             raise SourceError(f"camera device index must be an integer >= 0, got {index!r}")
         self.name = f"camera:{index}"
-        self.max_frames = _check_max(max_frames)
+        self.max_frames = check_frame_count(max_frames)
         self.camera = camera
         self._cap = cv2.VideoCapture(index)
         if not self._cap.isOpened():
@@ -183,47 +183,22 @@ class CameraSource(FrameSource):
         self._cap.release()
 
 
-class SyntheticSource(FrameSource):
-    """Frames of a :class:`~scrubin.overlay.synthetic.SyntheticScene`, with their ground truth."""
-
-    def __init__(self, scene: SyntheticScene, max_frames: int | None = None) -> None:
-        if not isinstance(scene, SyntheticScene):
-            raise SourceError(f"scene must be a SyntheticScene, got {type(scene).__name__}")
-        self.scene = scene
-        self.name = "synthetic"
-        self.camera = scene.camera
-        self.max_frames = _check_max(max_frames)
-
-    def __iter__(self) -> Iterator[Frame]:
-        n = self.scene.n_frames if self.max_frames is None else min(self.max_frames,
-                                                                      self.scene.n_frames)
-        for i in range(n):
-            t = time.perf_counter()
-            truth = self.scene.render(i)
-            t0 = time.perf_counter()
-            yield Frame(i, truth.capture_time_s, truth.image_bgr, t0, (t0 - t) * 1e3, truth)
-
-
 _CAMERA_RE = re.compile(r"^camera:(\d+)$")
 
 
-def open_source(spec: str, *, max_frames: int | None = None, camera: CameraModel | None = None,
-                scene: SyntheticScene | None = None) -> FrameSource:
-    """Open ``"synthetic"``, ``"camera:N"`` or a video file path.
+def open_source(spec: str, *, max_frames: int | None = None,
+                camera: CameraModel | None = None) -> FrameSource:
+    """Open ``"camera:N"`` or a video file path.
 
-    ``scene`` is the synthetic scene to play (built from the small phantom when None).
+    The synthetic scene is sample data, not a theatre source: build it with
+    ``scrubin.samples.synthetic_source.SyntheticSource``.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise SourceError(f"source must be 'synthetic', 'camera:N' or a video file, got {spec!r}")
+        raise SourceError(f"source must be 'camera:N' or a video file, got {spec!r}")
     spec = spec.strip()
     if spec == "synthetic":
-        if scene is None:
-            from scrubin.overlay.synthetic import SyntheticScene as _Scene
-
-            n = max_frames or 150
-            scene = _Scene.from_phantom("small", n_frames=n,
-                                        occlusion=(int(0.4 * n), int(0.4 * n) + max(3, n // 8)))
-        return SyntheticSource(scene, max_frames)
+        raise SourceError("the synthetic scene is not opened here: use "
+                          "scrubin.samples.synthetic_source.SyntheticSource")
     m = _CAMERA_RE.match(spec)
     if m:
         return CameraSource(int(m.group(1)), max_frames, camera)

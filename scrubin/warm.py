@@ -55,12 +55,19 @@ STEPS = ("samples", "model", "overlay")
 
 @dataclass(frozen=True)
 class KernelState:
-    """One numba kernel after warming: its signatures and where they came from."""
+    """One numba kernel after warming.
+
+    ``signatures`` in this process, of which ``compiled`` were compiled and ``from_cache``
+    loaded; ``on_disk``: signatures in its valid on-disk cache index (a kernel called only
+    from other kernels is linked into their cached code and has none of its own in a warm
+    process, but was cached when first compiled).
+    """
 
     name: str
     signatures: int
     compiled: int
     from_cache: int
+    on_disk: int
     inline: bool
 
 
@@ -74,8 +81,9 @@ class WarmReport:
 
     @property
     def unwarmed(self) -> list[str]:
-        """Kernels (not inlined) that no step compiled or loaded."""
-        return [k.name for k in self.kernels if not k.inline and k.signatures == 0]
+        """Kernels (not inlined) with neither code in this process nor a valid cache entry."""
+        return [k.name for k in self.kernels
+                if not k.inline and k.signatures == 0 and k.on_disk == 0]
 
 
 def kernel_table() -> list[KernelState]:
@@ -94,9 +102,26 @@ def kernel_table() -> list[KernelState]:
                 signatures=len(obj.signatures),
                 compiled=sum(stats.cache_misses.values()),
                 from_cache=sum(stats.cache_hits.values()),
+                on_disk=_cached_signatures(obj),
                 inline=obj.targetoptions.get("inline") == "always",
             ))
     return out
+
+
+def _cached_signatures(dispatcher: object) -> int:
+    """Signatures in the dispatcher's on-disk index, 0 when absent or stale (source changed).
+
+    Reads numba's ``IndexDataCacheFile._load_index``, which returns ``{}`` for an index whose
+    source stamp (mtime, size) no longer matches.
+    """
+    cache = getattr(dispatcher, "_cache", None)
+    cache_file = getattr(cache, "_cache_file", None)
+    if cache_file is None:
+        return 0
+    try:
+        return len(cache_file._load_index())
+    except Exception:  # an unreadable index is as good as none
+        return 0
 
 
 def _warm_samples(tmp: Path) -> Path:
@@ -185,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         for k in report.kernels:
             print(f"  {k.name}: {'inline' if k.inline else k.signatures} "
-                  f"(compiled {k.compiled}, cached {k.from_cache})")
+                  f"(compiled {k.compiled}, loaded {k.from_cache}, on disk {k.on_disk})")
     if report.unwarmed:
         print(f"warm: not reached by these steps (compiled on first use): "
               f"{', '.join(report.unwarmed)}", file=sys.stderr)

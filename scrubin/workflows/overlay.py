@@ -1,7 +1,7 @@
 """Workflow of ``scrubin overlay``: a frame source through the AR overlay pipeline to an MP4.
 
-``--source synthetic`` needs nothing else: the synthetic scene (:mod:`~overlay.synthetic`) brings
-its camera, its models (skin and skull of the small sample phantom, built by the imaging
+``--source synthetic`` needs nothing else: the synthetic scene (:mod:`scrubin.samples.synthetic`)
+brings its camera, its models (skin and skull of the small sample phantom, built by the imaging
 pipeline and cached), its marker plate body, the exact registration ``T_REF_CT``, the ground
 truth for the per-frame reprojection error, and a tracked pointer (its body, exact tip offset
 and the fiducial it touches as the planned landmark) for the landmark check. Other sources
@@ -162,10 +162,11 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
     )
     from scrubin.overlay.sinks import VideoFileSink, WindowSink
     from scrubin.overlay.sources import open_source
-    from scrubin.overlay.synthetic import SyntheticScene, phantom_models
     from scrubin.registration.bodies import RigidBody
     from scrubin.registration.camera import CameraModel
     from scrubin.registration.tracker import MarkerTracker
+    from scrubin.samples.synthetic import SyntheticScene, phantom_models
+    from scrubin.samples.synthetic_source import SyntheticSource
 
     validate(req)
     t_start = time.perf_counter()
@@ -178,7 +179,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
             registration = load_registration(req.registration)
             _check_frame_of_reference(meshes, registration)  # before the scene is built
         if scene is None:
-            from scrubin.overlay.synthetic import default_camera
+            from scrubin.samples.synthetic import default_camera
 
             n = req.frames or 150
             gap = (int(0.4 * n), int(0.4 * n) + max(3, n // 8)) if n >= 10 else None
@@ -192,7 +193,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
         body = scene.body
         probe = AccuracyProbe(camera, scene.points_ct_mm,
                               frame_of_reference_uid=scene.frame_of_reference_uid)
-        source = open_source("synthetic", max_frames=req.frames, scene=scene)
+        source = SyntheticSource(scene, req.frames)
     else:
         camera = CameraModel.load(req.camera)
         meshes = [m for p in req.models for m in load_meshes(p)]
@@ -302,9 +303,9 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
 def _pointer(req: OverlayRequest, camera: Any, scene: Any) -> Any:
     """The pointer tracking of the run: from the options, else the synthetic scene's pointer."""
     from scrubin.overlay.pointer import Landmark, PointerTracking, load_tip, parse_landmark
-    from scrubin.overlay.synthetic import POINTER_LANDMARK
     from scrubin.registration.bodies import RigidBody
     from scrubin.registration.tracker import MarkerTracker
+    from scrubin.samples.synthetic import POINTER_LANDMARK
 
     landmarks = [parse_landmark(t) for t in req.landmarks]
     if req.tool_body is not None:

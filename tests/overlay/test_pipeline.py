@@ -17,10 +17,10 @@ from scrubin.overlay.pipeline import (
 )
 from scrubin.overlay.renderer import Structure
 from scrubin.overlay.sinks import StreamSink
-from scrubin.overlay.sources import SyntheticSource
-from scrubin.overlay.synthetic import SyntheticScene, default_camera, phantom_models
 from scrubin.registration.frames import CAMERA, CT, REF, Transform
 from scrubin.registration.tracker import MarkerTracker
+from scrubin.samples.synthetic import SyntheticScene, default_camera, phantom_models
+from scrubin.samples.synthetic_source import SyntheticSource
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def pointer_runs(structures):
     with the pointer check and one without."""
     from scrubin.overlay.pointer import Landmark, PointerTracking
     from scrubin.overlay.sources import Frame, FrameSource
-    from scrubin.overlay.synthetic import POINTER_LANDMARK
+    from scrubin.samples.synthetic import POINTER_LANDMARK
 
     sc = SyntheticScene.from_phantom("small", default_camera(1280, 720), n_frames=6,
                                      pointer_touch=(0, 4))
@@ -246,7 +246,7 @@ def test_hud_shows_the_landmark_line(pointer_runs) -> None:
 
 def test_pointer_rejected_with_another_camera_size(scene, structures) -> None:
     from scrubin.overlay.pointer import PointerTracking
-    from scrubin.overlay.synthetic_pointer import pointer_body
+    from scrubin.samples.synthetic_pointer import pointer_body
 
     tracker = MarkerTracker(scene.camera, "DICT_4X4_50", body=scene.body)
     small = MarkerTracker(default_camera(640, 360), "DICT_4X4_50", body=pointer_body())

@@ -19,10 +19,10 @@ from scrubin.overlay.pointer import (
     parse_landmark,
     parse_xyz,
 )
-from scrubin.overlay.synthetic import default_camera
-from scrubin.overlay.synthetic_pointer import pointer_body
 from scrubin.registration.frames import CT, REF, TOOL, Transform
 from scrubin.registration.tracker import MarkerTracker
+from scrubin.samples.synthetic import default_camera
+from scrubin.samples.synthetic_pointer import pointer_body
 
 
 def test_parse_known_answers(tmp_path) -> None:
@@ -123,7 +123,7 @@ def test_tracking_rejections() -> None:
 def test_check_only_when_the_reference_was_measured_in_the_frame() -> None:
     """Known answer on a synthetic frame (tip resting on the fiducial, true reference pose):
     a real check below 1 mm with a fresh reference, "not tracked" with a held one."""
-    from scrubin.overlay.synthetic import POINTER_LANDMARK, SyntheticScene
+    from scrubin.samples.synthetic import POINTER_LANDMARK, SyntheticScene
 
     sc = SyntheticScene.from_phantom("small", default_camera(640, 480), n_frames=2,
                                      pointer_touch=(0, 2))

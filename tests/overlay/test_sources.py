@@ -1,4 +1,4 @@
-"""Frame sources: PyAV video timestamps, camera:N errors, the synthetic source, open_source."""
+"""Frame sources: PyAV video timestamps, camera:N errors, open_source."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import pytest
 from scrubin.overlay.sources import (
     CameraSource,
     SourceError,
-    SyntheticSource,
     VideoFileSource,
     open_source,
 )
-from scrubin.overlay.synthetic import SyntheticScene, default_camera
 
 
 def _write_video(path, n: int, rate: int = 25, size: tuple[int, int] = (96, 64)) -> list:
@@ -77,18 +75,6 @@ def test_open_source_rejects_empty_and_routes_files(tmp_path) -> None:
         open_source("  ")
     with pytest.raises(SourceError, match="not found"):
         open_source(str(tmp_path / "nothing.mp4"))
-
-
-def test_synthetic_source_carries_truth() -> None:
-    v = np.array([[0, 0, 600], [40, 0, 600], [0, 40, 600.0]])
-    scene = SyntheticScene(default_camera(64, 48), v, np.array([[0, 1, 2]]),
-                           np.array([[1.0, 2.0, 3.0]]), ["p"], n_frames=4, fps=20.0,
-                           supersample=1)
-    src = SyntheticSource(scene, max_frames=3)
-    frames = list(src)
-    assert [f.frame_id for f in frames] == [0, 1, 2]
-    assert [f.capture_time_s for f in frames] == [0.0, 0.05, 0.1]
-    assert all(f.truth is not None and f.truth.index == f.frame_id for f in frames)
-    assert src.camera is scene.camera
-    with pytest.raises(SourceError, match="SyntheticScene"):
-        SyntheticSource("scene")
+    # the simulator is sample data: the theatre's source opener does not build it
+    with pytest.raises(SourceError, match="samples.synthetic_source"):
+        open_source("synthetic")

@@ -17,7 +17,7 @@ from scrubin.registration.markers import (
     make_detector,
     marker_object_points,
 )
-from scrubin.registration.synth_images import look_at_pose, marker_plane, render
+from scrubin.samples.synth_images import look_at_pose, marker_plane, render
 
 CAM = CameraModel(np.array([[1000.0, 0, 639.5], [0, 1000.0, 359.5], [0, 0, 1]]), np.zeros(5),
                   1280, 720)

@@ -14,7 +14,7 @@ from scrubin.registration.calibration import (
     read_gray,
 )
 from scrubin.registration.camera import CameraModel
-from scrubin.registration.synth_images import charuco_plane, chessboard_plane, look_at_pose, render
+from scrubin.samples.synth_images import charuco_plane, chessboard_plane, look_at_pose, render
 
 TRUE = CameraModel(np.array([[560.0, 0, 322.0], [0, 550.0, 236.0], [0, 0, 1]]),
                    np.array([-0.2, 0.05, 0.0, 0.0, 0.0]), 640, 480)

@@ -22,7 +22,7 @@ from scrubin.registration.clouds import (
     voxel_downsample,
 )
 from scrubin.registration.errors import RegistrationError
-from scrubin.registration.surface_sim import ellipsoid_mesh
+from scrubin.samples.surface_sim import ellipsoid_mesh
 
 
 def _sphere_cap(n: int = 800, radius: float = 50.0, seed: int = 0) -> np.ndarray:

@@ -17,7 +17,7 @@ from scrubin.registration.global_init import (
     ransac_hypotheses,
     verify,
 )
-from scrubin.registration.surface_sim import partial_view, random_pose, synthetic_head_mesh
+from scrubin.samples.surface_sim import partial_view, random_pose, synthetic_head_mesh
 
 
 def test_batch_kabsch_recovers_exact_poses():

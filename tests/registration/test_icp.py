@@ -12,7 +12,7 @@ from scrubin.registration.icp import (
     robust_icp,
     sliding_directions,
 )
-from scrubin.registration.surface_sim import phantom_skin_mesh, random_pose
+from scrubin.samples.surface_sim import phantom_skin_mesh, random_pose
 
 
 @pytest.fixture(scope="module")

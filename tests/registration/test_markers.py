@@ -27,7 +27,7 @@ from scrubin.registration.markers import (
     reprojection_rms,
     solve_pose,
 )
-from scrubin.registration.synth_images import charuco_plane, look_at_pose, marker_plane, render
+from scrubin.samples.synth_images import charuco_plane, look_at_pose, marker_plane, render
 
 CAM = CameraModel(np.array([[1000.0, 0, 639.5], [0, 1000.0, 359.5], [0, 0, 1]]), np.zeros(5),
                   1280, 720)

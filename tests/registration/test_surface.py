@@ -12,7 +12,7 @@ from scrubin.registration.surface import (
     SurfaceRegistrationError,
     register_surface,
 )
-from scrubin.registration.surface_sim import (
+from scrubin.samples.surface_sim import (
     ct_skin_surface,
     ellipsoid_mesh,
     partial_view,

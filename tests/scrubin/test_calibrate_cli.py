@@ -12,7 +12,7 @@ from scrubin.cli import main
 from scrubin.registration.calibration import parse_board_spec
 from scrubin.registration.camera import CameraModel
 from scrubin.registration.posefile import write_pose_file
-from scrubin.registration.synth_images import charuco_plane, look_at_pose, render
+from scrubin.samples.synth_images import charuco_plane, look_at_pose, render
 
 TRUE = CameraModel(np.array([[560.0, 0, 322.0], [0, 550.0, 236.0], [0, 0, 1]]),
                    np.array([-0.1, 0.02, 0.0, 0.0, 0.0]), 640, 480)

@@ -12,8 +12,8 @@ import pytest
 from scrubin.cli import main
 from scrubin.imaging.mesh_io import save_mesh
 from scrubin.overlay.sinks import SinkItem, VideoFileSink
-from scrubin.overlay.synthetic import SyntheticScene, default_camera, phantom_models
 from scrubin.registration.frames import CT, REF, Transform
+from scrubin.samples.synthetic import SyntheticScene, default_camera, phantom_models
 
 
 def overlay(*argv: str) -> int:
@@ -138,7 +138,7 @@ def test_synthetic_pointer_landmark_and_scene_glb(tmp_path, capsys) -> None:
     import trimesh
 
     from scrubin.imaging.mesh_io import LPS_MM_TO_GLTF
-    from scrubin.overlay.synthetic import POINTER_LANDMARK
+    from scrubin.samples.synthetic import POINTER_LANDMARK
 
     out, rep, glb = tmp_path / "o.mp4", tmp_path / "r.json", tmp_path / "scene.glb"
     assert overlay("--source", "synthetic", "--frames", "3", "--out", str(out), "--json",
@@ -208,3 +208,63 @@ def test_landmark_needs_a_pointer_for_other_sources(video_inputs, tmp_path, caps
                    "--out", str(tmp_path / "o.mp4")) == 2
     _one_line_error(capsys, "--landmark needs a tracked pointer")
     assert list(tmp_path.iterdir()) == []
+
+
+def _video_args(d, model: str, tmp_path) -> list[str]:
+    return ["--source", str(d / "in.mp4"), "--camera", str(d / "camera.json"), "--model", model,
+            "--registration", str(d / "reg.json"), "--body", str(d / "body.json"),
+            "--out", str(tmp_path / "o.mp4"), "--json", str(tmp_path / "r.json")]
+
+
+def test_scene_glb_is_refused_as_a_ct_model(video_inputs, tmp_path, capsys) -> None:
+    """Issue 7: the scene GLB of ``overlay --scene`` holds the models already in REF; as a
+    ``--model`` it would get T_REF_CT a second time. Refused, naming file and frames."""
+    from scrubin.overlay.pipeline import load_registration
+    from scrubin.overlay.scene_export import export_scene
+
+    d = video_inputs
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    reg = load_registration(d / "reg.json")
+    export_scene(inputs / "scene.glb", [phantom_models("small")[1]], reg.T_ref_ct)
+    outs = tmp_path / "out"
+    outs.mkdir()
+    assert overlay(*_video_args(d, str(inputs / "scene.glb"), outs)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scrubin: error:") and "\n" not in err
+    assert "scene.glb" in err and "'REF'" in err and "expected frame 'CT'" in err
+    assert list(outs.iterdir()) == []
+
+
+@pytest.mark.parametrize("ext", [".stl", ".glb"])
+def test_unknown_provenance_needs_the_flag_and_warns(video_inputs, tmp_path, capsys,
+                                                     ext) -> None:
+    """An STL (no UIDs) or a GLB without Scrub In's extras would switch the Frame-of-Reference
+    guard off silently: refused without --allow-unknown-provenance, warned about with it."""
+    import trimesh
+
+    d = video_inputs
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    skull = phantom_models("small")[1]
+    model = inputs / f"skull{ext}"
+    if ext == ".stl":
+        save_mesh(skull, model)  # says FRAME=CT but an STL cannot hold the UIDs
+    else:  # a third-party GLB: same geometry (glTF metres), no extras at all
+        from scrubin.imaging.mesh_io import LPS_MM_TO_GLTF
+
+        gl = skull.vertices @ LPS_MM_TO_GLTF[:3, :3].T
+        trimesh.Trimesh(gl, skull.faces, process=False).export(model)
+    outs = tmp_path / "out"
+    outs.mkdir()
+    assert overlay(*_video_args(d, str(model), outs)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scrubin: error:") and "\n" not in err
+    assert f"skull{ext}" in err and "unknown provenance" in err
+    assert "--allow-unknown-provenance" in err
+    assert list(outs.iterdir()) == []
+    assert overlay(*_video_args(d, str(model), outs), "--allow-unknown-provenance") == 0
+    err = capsys.readouterr().err
+    assert "scrubin: warning:" in err and f"skull{ext}" in err
+    assert "Frame-of-Reference guard is OFF" in err
+    assert sorted(p.name for p in outs.iterdir()) == ["o.mp4", "r.json"]

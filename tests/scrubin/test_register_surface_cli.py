@@ -12,7 +12,7 @@ from scrubin.cli import main
 from scrubin.imaging.mesh import Mesh
 from scrubin.imaging.mesh_io import save_mesh
 from scrubin.registration.frames import Transform
-from scrubin.registration.surface_sim import partial_view, phantom_skin_mesh, random_pose
+from scrubin.samples.surface_sim import partial_view, phantom_skin_mesh, random_pose
 
 
 @pytest.fixture(scope="module")

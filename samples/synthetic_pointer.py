@@ -16,7 +16,7 @@ smoothly. The plate faces the camera side of the head (anterior, -y in LPS) and 
 towards the patient's left and up, so the pointer neither hides the reference plate (on the
 right cheek) nor leaves the image.
 
-The scene (:mod:`scrubin.overlay.synthetic`) ray casts the pointer in its own frame: each camera ray
+The scene (:mod:`scrubin.samples.synthetic`) ray casts the pointer in its own frame: each camera ray
 is also expressed in TOOL (``make_rays`` with ``T_TOOL_CAMERA``) and cast against this static
 mesh; rigid maps keep the ray parameter, so the nearer hit of the two casts wins per sample.
 """

@@ -1,4 +1,4 @@
-"""Simulated surfaces and partial views: registration/surface_sim.py."""
+"""Simulated surfaces and partial views: samples/surface_sim.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from scrubin.registration.errors import RegistrationError
-from scrubin.registration.surface_sim import (
+from scrubin.samples.surface_sim import (
     ellipsoid_mesh,
     head_sdf,
     partial_view,

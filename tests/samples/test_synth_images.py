@@ -11,7 +11,7 @@ from scrubin.registration.errors import RegistrationError
 from scrubin.registration.frames import Transform
 from scrubin.registration.markers import get_dictionary, marker_object_points
 from scrubin.registration.subpixel import refine_corners_edges
-from scrubin.registration.synth_images import (
+from scrubin.samples.synth_images import (
     chessboard_plane,
     look_at_pose,
     marker_plane,

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from scrubin.overlay.errors import OverlayError
-from scrubin.overlay.synthetic import (
+from scrubin.registration.frames import CT, REF
+from scrubin.samples.synthetic import (
     MARKER_IDS,
     SyntheticScene,
     default_camera,
@@ -16,7 +17,6 @@ from scrubin.overlay.synthetic import (
     plate_body,
     plate_texture,
 )
-from scrubin.registration.frames import CT, REF
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ Scene (CT = DICOM LPS mm of the phantom; REF = the marker plate)
   texture sampled bilinearly at the hit point's plate coordinates;
 * an occluder (a gloved hand, a box 40 mm in front of the plate) in the frames of the
   occlusion gap, so tracking goes stale / lost and must re-acquire;
-* optionally a tracked pointer (:mod:`~overlay.synthetic_pointer`: its own 2x2 marker plate, ids
+* optionally a tracked pointer (:mod:`.synthetic_pointer`: its own 2x2 marker plate, ids
   10..13, and a shaft) that moves in and rests its tip on one fiducial for a stretch of frames
   (``SceneFrame.extra``: true ``T_CAMERA_TOOL``, tip in CT, whether it touches).
 
@@ -38,8 +38,11 @@ from typing import Any
 import numpy as np
 
 from scrubin.overlay.errors import OverlayError
-from scrubin.overlay.synthetic_models import phantom_models, phantom_points
-from scrubin.overlay.synthetic_pointer import (
+from scrubin.registration.bodies import RigidBody
+from scrubin.registration.camera import CameraModel
+from scrubin.registration.frames import CAMERA, CT, REF, TOOL, Transform
+from scrubin.samples.synthetic_models import phantom_models, phantom_points
+from scrubin.samples.synthetic_pointer import (
     TIP_TOOL_MM,
     TOOL_PLATE_MM,
     TOOL_TEX_PPMM,
@@ -49,7 +52,7 @@ from scrubin.overlay.synthetic_pointer import (
     pointer_mesh,
     pointer_texture,
 )
-from scrubin.overlay.synthetic_raycast import (
+from scrubin.samples.synthetic_raycast import (
     _SKIN_BGR,
     _TEX_PPMM,
     GAP_MM,
@@ -59,9 +62,6 @@ from scrubin.overlay.synthetic_raycast import (
     sample_directions,
     shade,
 )
-from scrubin.registration.bodies import RigidBody
-from scrubin.registration.camera import CameraModel
-from scrubin.registration.frames import CAMERA, CT, REF, TOOL, Transform
 
 #: Marker plate: 2x2 markers of MARKER_MM with GAP_MM between them and a MARGIN_MM white rim.
 DICTIONARY = "DICT_4X4_50"
@@ -199,7 +199,7 @@ class SyntheticScene:
     seed
         Texture noise seed.
     pointer
-        The tracked pointer's motion (:class:`~scrubin.overlay.synthetic_pointer.PointerPath`), or
+        The tracked pointer's motion (:class:`~scrubin.samples.synthetic_pointer.PointerPath`), or
         None for no pointer.
     """
 

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from scrubin.overlay.errors import OverlayError
-from scrubin.overlay.synthetic import (
+from scrubin.registration.frames import CT, TOOL
+from scrubin.samples.synthetic import (
     POINTER_LANDMARK,
     SyntheticScene,
     default_camera,
     phantom_points,
 )
-from scrubin.overlay.synthetic_pointer import (
+from scrubin.samples.synthetic_pointer import (
     TIP_TOOL_MM,
     TOOL_MARKER_IDS,
     TOOL_PLATE_MM,
@@ -24,8 +25,7 @@ from scrubin.overlay.synthetic_pointer import (
     pointer_mesh,
     pointer_texture,
 )
-from scrubin.overlay.synthetic_raycast import PLATE_MM
-from scrubin.registration.frames import CT, TOOL
+from scrubin.samples.synthetic_raycast import PLATE_MM
 
 DETECTOR = cv2.aruco.ArucoDetector(cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_4X4_50))
 

@@ -1,8 +1,8 @@
-"""Ray-casting kernels of the synthetic scene (:mod:`scrubin.overlay.synthetic`): ray generation and
+"""Ray-casting kernels of the synthetic scene (:mod:`scrubin.samples.synthetic`): ray generation and
 per-sample shading with s x s box filtering (numba).
 
 Geometry ids follow the order the scene adds its meshes: skin 0, marker plate 1, fiducial
-spheres 2, occluder 3. The tracked pointer (:mod:`~overlay.synthetic_pointer`) is cast in its own
+spheres 2, occluder 3. The tracked pointer (:mod:`.synthetic_pointer`) is cast in its own
 frame (plate 0, shaft 1) and passed to :func:`shade` as a second hit set that wins where it is
 nearer. Plate texture: ``_TEX_PPMM`` pixels per mm, pixel (0, 0) at plate
 coordinates (-PLATE_MM / 2, +PLATE_MM / 2) (REF x right, y up).

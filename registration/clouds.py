@@ -371,7 +371,7 @@ def read_surface(path: str | Path, frame: str = "CT", max_points: int = 200_000)
     from scrubin.imaging.mesh_io import load_mesh
 
     try:
-        mesh = load_mesh(p)
+        mesh = load_mesh(p, expected_frame=frame, allow_unknown_frame=True)  # not a REF scene
     except ImagingError as exc:
         raise CloudError(f"{p}: {exc}") from None
     verts = np.asarray(mesh.vertices, dtype=np.float64)

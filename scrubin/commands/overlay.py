@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", type=Path, action="append", default=[], metavar="MESH",
                         dest="models", help="model file in CT/LPS mm (GLB/STL/PLY/OBJ); "
                                             "repeat for several")
+    parser.add_argument("--allow-unknown-provenance", action="store_true",
+                        help="accept --model files without a declared frame or "
+                             "FrameOfReferenceUID (e.g. STL); warns that the Frame-of-"
+                             "Reference guard is then off for them")
     parser.add_argument("--registration", type=Path, metavar="JSON",
                         help="T_REF_CT (transform JSON or a 'scrubin register' report)")
     parser.add_argument("--out", required=True, type=Path, metavar="MP4",
@@ -80,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         dictionary=args.dictionary, body=args.body, filter=args.filter,
         supersample=args.supersample, tool_body=args.tool_body, tool_tip=args.tool_tip,
         landmarks=list(args.landmarks), scene=args.scene,
+        allow_unknown_provenance=args.allow_unknown_provenance,
     )
     report = run_overlay(req)
     print(f"{summary_line(report)} -> {args.out}")

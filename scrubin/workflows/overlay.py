@@ -12,6 +12,13 @@ Pointer (:mod:`~overlay.pointer`): ``--tool-body`` with ``--tool-tip`` (``X,Y,Z`
 pivot JSON) and ``--landmark NAME=X,Y,Z`` (CT LPS mm, repeatable). ``--scene OUT.glb`` writes the
 models in REF with the last live transforms (:mod:`scrubin.overlay.scene_export`) at the end.
 
+Models (``--model``) must be CT-frame models (LPS mm of the scan): a file that declares
+another frame (a scene GLB, already in REF) is refused. A model of unknown provenance (no
+declared frame, or no FrameOfReferenceUID: any STL, files from other software) would
+silently bypass the Frame-of-Reference guard, so it is refused unless
+``--allow-unknown-provenance`` is given, and then a warning on stderr says the guard is off
+for it.
+
 Outputs are written to temporary names and renamed into place only when the whole run
 succeeded: a failure leaves no partial video or report.
 """
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -57,6 +65,7 @@ class OverlayRequest:
     tool_tip: str | None = None
     landmarks: list[str] = field(default_factory=list)
     scene: Path | None = None
+    allow_unknown_provenance: bool = False
 
 
 def validate(req: OverlayRequest) -> None:
@@ -122,6 +131,40 @@ def _structures(meshes: list[Any]) -> list[Any]:
     return out
 
 
+def load_models(paths: list[Path], allow_unknown_provenance: bool = False) -> list[Any]:
+    """Load ``--model`` files as CT-frame meshes (LPS mm), guarding frame and provenance.
+
+    A file declaring another frame than CT is refused (``MeshError`` naming file, found and
+    expected frame). A model without a declared frame or without a FrameOfReferenceUID is
+    refused with an :class:`OverlayArgumentError`, unless ``allow_unknown_provenance``: then
+    one warning line per file goes to stderr saying the Frame-of-Reference guard is off.
+    """
+    from scrubin.imaging.mesh_io import load_meshes
+    from scrubin.registration.frames import CT
+
+    out: list[Any] = []
+    for p in paths:
+        meshes = load_meshes(p, expected_frame=CT, allow_unknown_frame=True)
+        missing = []
+        if any(not m.frame for m in meshes):
+            missing.append("frame")
+        if any(not m.provenance.get("frame_of_reference_uid") for m in meshes):
+            missing.append("FrameOfReferenceUID")
+        if missing:
+            what = " and ".join(missing)
+            if not allow_unknown_provenance:
+                raise OverlayArgumentError(
+                    f"--model {p}: unknown provenance (no {what} in the file; STL cannot hold "
+                    "UIDs): the Frame-of-Reference guard cannot check it against the "
+                    "registration; use the GLB/PLY/OBJ written by 'scrubin model', or pass "
+                    "--allow-unknown-provenance")
+            print(f"scrubin: warning: --model {p}: unknown provenance (no {what}): the "
+                  "Frame-of-Reference guard is OFF for this model; it is taken to be in the "
+                  "registration's CT frame (LPS mm)", file=sys.stderr)
+        out.extend(meshes)
+    return out
+
+
 def _check_frame_of_reference(meshes: list[Any], registration: Any) -> None:
     """Refuse models whose FrameOfReferenceUID differs from the registration's."""
     reg_uid = registration.T_ref_ct.source.get("frame_of_reference_uid", "")
@@ -152,7 +195,6 @@ def _publish(tmp: Path, dst: Path) -> None:
 
 def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
     """Run the pipeline (module docstring); return the report (also written to ``--json``)."""
-    from scrubin.imaging.mesh_io import load_meshes
     from scrubin.overlay.pipeline import (
         AccuracyProbe,
         OverlayPipeline,
@@ -173,7 +215,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
     synthetic = req.source == "synthetic"
     probe = None
     if synthetic:
-        meshes = ([m for p in req.models for m in load_meshes(p)] if req.models
+        meshes = (load_models(req.models, req.allow_unknown_provenance) if req.models
                   else phantom_models("small"))
         if req.registration:
             registration = load_registration(req.registration)
@@ -196,7 +238,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
         source = SyntheticSource(scene, req.frames)
     else:
         camera = CameraModel.load(req.camera)
-        meshes = [m for p in req.models for m in load_meshes(p)]
+        meshes = load_models(req.models, req.allow_unknown_provenance)
         registration = load_registration(req.registration)
         body = RigidBody.load(req.body) if req.body is not None else None
     structures = _structures(meshes)

@@ -389,6 +389,15 @@ class HeadPhantom:
             self._encoded[name] = encode_parts(self._get(name)["parts"])
         return _solid_sdf(np.ascontiguousarray(pts), *self._encoded[name])
 
+    def boundary_distance(self, names: Sequence[str], points_lps_mm: np.ndarray) -> np.ndarray:
+        """Unsigned distance (mm) from LPS mm points (N, 3) to the nearest surface of the named
+        solids: ``min_s |signed_distance(s, p)|``. For a surface extracted from the image this
+        is its error against the analytic truth (a lower bound where a solid's surface runs
+        inside another solid)."""
+        if not names:
+            raise SampleError("boundary_distance needs at least one structure name")
+        return np.min([np.abs(self.signed_distance(n, points_lps_mm)) for n in names], axis=0)
+
     def hu_at(self, points_lps_mm: np.ndarray) -> np.ndarray:
         """Noise-free, unblurred HU at LPS mm points (N, 3) by painting the structures."""
         pts = np.asarray(points_lps_mm, dtype=np.float64)

@@ -26,12 +26,14 @@ PRESETS: dict[str, tuple[np.ndarray, tuple[float, float], float, tuple[int, int,
     "small": (np.eye(3), (1.9, 1.7), 2.5, None),
     "small-oblique": (_rot_x(15.0) @ _rot_y(10.0), (1.8, 1.6), 2.4, None),
     "full": (np.eye(3), (0.5, 0.5), 0.8, (512, 512, 300)),
+    "sharp": (np.eye(3), (0.48, 0.48), 0.48, (512, 512, 300)),  # + sharp kernel (phantom.py)
 }
 
 #: Geometry of a preset: rotation, PixelSpacing [row, col], slice spacing, fixed shape or None.
 Geometry = tuple[np.ndarray, tuple[float, float], float, tuple[int, int, int] | None]
 
-CUSTOM_SYNTAX = "custom:ROW,COL,SLICE[:TILT_X,TILT_Y] (mm; degrees about x then y)"
+CUSTOM_SYNTAX = ("custom:ROW,COL,SLICE[:TILT_X,TILT_Y][:sharp] (mm; degrees about x then y; "
+                 "sharp reconstruction kernel)")
 
 
 def parse_geometry(name: str) -> Geometry:

@@ -1,0 +1,230 @@
+"""A live surgeon station for the end-to-end tests and the latency bench.
+
+Assembled from the station's real parts (mentor.station.SurgeonStation with the shared H.264
+encoder, mentor.anchor.Anchorer, mentor.annotations_draw.AnnotationBoard) and the real gRPC
+client (mentor.client.MentorClient) against a real MentorServer: the station opens ``Signal``
+and answers the pages' offers, follows ``Annotations``, anchors each mentor stroke at the pose
+of the frame it was drawn on (its ``frame_id``), and composites the board into every frame it
+sends. Frames come from a caller's ``source(i) -> (view_bgr, FrameMeta-without-id)``, paced at
+``fps`` on their own thread; every sent frame's metadata and (optionally) composited picture
+are kept for the checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from scrubin.mentor.anchor import Anchorer
+from scrubin.mentor.annotations_draw import AnnotationBoard
+from scrubin.mentor.client import MentorClient
+from scrubin.mentor.media import StreamEncoder, VideoFanout
+from scrubin.mentor.station import SurgeonStation
+from scrubin.mentor.station_meta import FrameMeta
+from scrubin.mentor.strip import STRIP_HEIGHT
+
+
+@dataclass
+class StrokeRecord:
+    """What the station knew when a mentor's annotation event arrived."""
+
+    annotation_id: str
+    frame_id: int                 # the frame the mentor drew on (from the event)
+    arrival_frame_id: int         # the newest frame the station had sent on arrival
+    arrival_time: float
+    points: list[list[float]]
+    anchors_ref_mm: list[Any] | None = None
+
+
+@dataclass
+class FrameRecord:
+    meta: FrameMeta
+    index: int                    # source index
+    sent_time: float
+    board_version: int
+    annotated: dict[str, float] = field(default_factory=dict)
+
+
+class LiveStation:
+    """See the module docstring. ``keep_composites``: how many composited frames to keep."""
+
+    def __init__(self, grpc_target: str, token: str, cert_path: str,
+                 source: Callable[[int], tuple[np.ndarray, FrameMeta]],
+                 anchorer: Anchorer | None, width: int = 1280, height: int = 720,
+                 fps: float = 30.0, keep_composites: int = 0,
+                 on_composite: Callable[[int, np.ndarray], None] | None = None) -> None:
+        self.target, self.token, self.cert = grpc_target, token, cert_path
+        self.source, self.anchorer, self.fps = source, anchorer, fps
+        self.width, self.height = width, height
+        self.encoder = StreamEncoder(width, height + STRIP_HEIGHT, fps)
+        self.fanout = VideoFanout(self.encoder)
+        self.station = SurgeonStation(self.fanout)
+        self.board = AnnotationBoard()
+        self.board_lock = threading.Lock()
+        self.board_version = 0
+        self.frames: OrderedDict[int, FrameRecord] = OrderedDict()
+        self.composites: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.keep_composites = keep_composites
+        self.on_composite = on_composite
+        self.strokes: dict[str, StrokeRecord] = {}
+        self.events: list[tuple[int, dict[str, Any]]] = []
+        # annotation id -> (frame id, time.time()) of the first composite showing it with more
+        # than one point (the mentor's first pointermove has arrived and is drawn)
+        self.first_moved: dict[str, tuple[int, float]] = {}
+        self.frame_id = 0
+        self.loop = asyncio.new_event_loop()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._loop_thread = threading.Thread(target=self._run_loop, daemon=True)
+        self._frame_thread = threading.Thread(target=self._frame_loop, daemon=True)
+        self.errors: list[str] = []
+        self.encode_ms: list[float] = []
+        self.cpu_s = 0.0
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self, timeout: float = 20.0) -> LiveStation:
+        self._loop_thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError(f"station did not connect: {self.errors}")
+        self._frame_thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._frame_thread.join(5)
+        fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
+        with contextlib.suppress(Exception):
+            fut.result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._loop_thread.join(5)
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.create_task(self._main())
+        self.loop.run_forever()
+
+    async def _main(self) -> None:
+        try:
+            self.client = MentorClient(self.target, self.token, self.cert, "station")
+            await self.client.join()
+            self.signal = self.client.signal()
+            await self.signal.wait_open()
+            self.ann = self.client.annotations()
+            await self.ann.start()
+            self.station.loop = asyncio.get_running_loop()
+            self._tasks = [asyncio.create_task(self._signals()),
+                           asyncio.create_task(self._annotations())]
+            self._ready.set()
+        except Exception as exc:  # reported by start()
+            self.errors.append(repr(exc))
+
+    async def _shutdown(self) -> None:
+        for t in getattr(self, "_tasks", []):
+            t.cancel()
+        await self.station.close()
+        with contextlib.suppress(Exception):
+            self.signal.close()
+            await self.ann.close()
+            await self.client.close()
+
+    # ------------------------------------------------------------------ signalling
+    async def _signals(self) -> None:
+        from scrubin.protos import mentor_pb2 as pb
+
+        while True:
+            msg = await self.signal.recv()
+            if msg is None:
+                return
+            if msg.sdp_type == "offer":
+                try:
+                    sdp = await self.station.answer(msg.peer_id, msg.sdp,
+                                                    pb.Role.Name(msg.role), msg.author)
+                    await self.signal.send("answer", sdp, msg.peer_id)
+                except Exception as exc:
+                    self.errors.append(f"answer {msg.peer_id}: {exc!r}")
+            elif msg.sdp_type == "bye":
+                await self.station.close_peer(msg.peer_id)
+
+    # ------------------------------------------------------------------ annotations
+    async def _annotations(self) -> None:
+        while True:
+            seq, ev = await self.ann.events.get()
+            self.events.append((seq, ev))
+            now = time.time()
+            with self.board_lock:
+                self.board.apply(seq, ev)
+                self.board_version += 1
+            if ev.get("op") in ("create", "update") and ev.get("role") != "surgeon":
+                aid = ev["annotation_id"]
+                latest = next(reversed(self.frames)) if self.frames else 0
+                rec = self.strokes.get(aid)
+                if rec is None:
+                    rec = StrokeRecord(aid, int(ev.get("frame_id", 0)), latest, now, [])
+                    self.strokes[aid] = rec
+                rec.points = ev.get("points") or []
+                if self.anchorer is not None and ev.get("kind") != "laser":
+                    await self._anchor(ev, rec)
+
+    async def _anchor(self, ev: dict[str, Any], rec: StrokeRecord) -> None:
+        meta = self.station.history.get(int(ev.get("frame_id", 0)))
+        if meta is None or meta.T_camera_ref is None:
+            anchors: list[Any] = [None] * len(rec.points)
+        else:
+            anchors = await asyncio.to_thread(self.anchorer.anchor, meta, rec.points)
+        rec.anchors_ref_mm = anchors
+        state = "anchored" if any(a is not None for a in anchors) else "2d"
+        await self.ann.send({"event_id": str(uuid.uuid4()), "op": "anchor",
+                             "annotation_id": rec.annotation_id, "frame_id": rec.frame_id,
+                             "anchors_ref_mm": anchors, "anchor_state": state,
+                             "client_time": time.time()})
+
+    # ------------------------------------------------------------------ frames
+    def _frame_loop(self) -> None:
+        period = 1.0 / self.fps
+        t_next = time.perf_counter()
+        i = 0
+        cpu0 = time.thread_time()
+        while not self._stop.is_set():
+            view, meta = self.source(i)
+            self.frame_id += 1
+            meta.frame_id = self.frame_id
+            meta.capture_time = time.time()
+            img = view.copy()
+            with self.board_lock:
+                version = self.board_version
+                moved = [aid for aid, a in self.board.items.items()
+                         if len(a.points) > 1 and aid not in self.first_moved]
+                n_drawn = self.board.draw(img, meta) if self.board.items else 0
+            rec = FrameRecord(meta, i, 0.0, version)
+            if n_drawn:
+                t_done = time.time()
+                for aid in moved:
+                    self.first_moved[aid] = (meta.frame_id, t_done)
+            if self.on_composite is not None:
+                self.on_composite(meta.frame_id, img)
+            if self.keep_composites:
+                self.composites[meta.frame_id] = img
+                while len(self.composites) > self.keep_composites:
+                    self.composites.popitem(last=False)
+            self.encode_ms.append(self.station.publish(img, meta))
+            rec.sent_time = time.time()
+            self.frames[meta.frame_id] = rec
+            while len(self.frames) > 600:
+                self.frames.popitem(last=False)
+            i += 1
+            t_next += period
+            delay = t_next - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                t_next = time.perf_counter()
+        self.cpu_s = time.thread_time() - cpu0

@@ -124,8 +124,8 @@ def glb_frame(doc: dict, mesh_extras: dict, node_matrix: np.ndarray) -> str:
     """Frame of one GLB mesh's coordinates after its node transform (module docstring)."""
     asset_extras = doc.get("asset", {}).get("extras", {}) or {}
     declared = mesh_extras.get("frame", asset_extras.get("frame"))
-    if isinstance(declared, str) and declared:
-        return declared
+    if isinstance(declared, str):
+        return declared  # "" when the writer itself did not know
     worlds = {s.get("extras", {}).get("world_frame") for s in doc.get("scenes", [])
               if isinstance(s, dict)} - {None, ""}
     if len(worlds) == 1:

@@ -144,3 +144,9 @@ def test_merging_meshes_of_different_frames_is_refused() -> None:
 
     with pytest.raises(MeshError, match="different frames"):
         concatenate([Mesh(LPS_VERTS, FACES), Mesh(LPS_VERTS, FACES, frame="REF")])
+
+
+@pytest.mark.parametrize("ext", [".stl", ".ply", ".obj", ".glb"])
+def test_an_unknown_frame_stays_unknown_through_a_file(tmp_path, ext) -> None:
+    m = Mesh(LPS_VERTS, FACES, "foreign", frame="")
+    assert load_mesh(save_mesh(m, tmp_path / f"u{ext}")).frame == ""

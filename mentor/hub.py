@@ -249,6 +249,10 @@ class Hub:
         self._state(session_id).viewers[peer_id] = q
         return peer_id, q
 
+    def forget_viewer(self, session_id: str, peer_id: str) -> None:
+        """Drop a viewer the station never heard of (no "bye")."""
+        self._state(session_id).viewers.pop(peer_id, None)
+
     def remove_viewer(self, session_id: str, peer_id: str) -> None:
         """A viewer left: forget it and tell the station ("bye")."""
         state = self._state(session_id)

@@ -211,8 +211,14 @@ class _WsConnection:
                 peer_id, q = self.hub.add_viewer(self.ident.session_id)
                 self.peers = [peer_id]
                 self.tasks.append(asyncio.create_task(self._signals(q)))
-            self.hub.signal_to_station(self.ident, self.author, str(peer_id), str(sdp_type),
-                                       str(msg.get("sdp", "")))
+            try:
+                self.hub.signal_to_station(self.ident, self.author, str(peer_id),
+                                           str(sdp_type), str(msg.get("sdp", "")))
+            except MentorError:
+                if sdp_type == "offer":  # never forwarded: the station never hears of it
+                    self.hub.forget_viewer(self.ident.session_id, str(peer_id))
+                    self.peers = [p for p in self.peers if p != peer_id]
+                raise
         elif kind == "ping":
             self.send({"type": "pong", "t": msg.get("t")})
         else:

@@ -10,9 +10,13 @@ each pair (i, j)::
     A X = X B.
 
 This is OpenCV's ``calibrateHandEye`` convention (gripper2base = ``T_TRACKER_TOOL``,
-target2cam = ``T_CAMERA_TARGET``, result cam2gripper = ``T_TOOL_CAMERA``). The OpenCV 5.0.0
-Python package does not expose ``cv2.calibrateHandEye`` (opencv issue #29565), so the
-methods are implemented here:
+target2cam = ``T_CAMERA_TARGET``, result cam2gripper = ``T_TOOL_CAMERA``). Three methods are
+implemented here (pure numpy, with the pair selection and residuals below) and cross-checked
+against ``cv2.calibrateHandEye`` of OpenCV 5.1 in tests/registration/test_handeye.py:
+rotations agree exactly; OpenCV's Park and Tsai solve the translation equation on the
+inverse motions ``A_ij^-1, B_ij^-1``, an equally valid but differently weighted least
+squares, so with noise their translations differ from ours by a fraction of the noise-level
+error. Two more methods are taken from OpenCV as they are:
 
 ``"tsai"``   Tsai & Lenz, "A new technique for fully autonomous and efficient 3D robotics
              hand/eye calibration", IEEE Trans. Robotics and Automation 5(3), 1989: rotation
@@ -24,6 +28,10 @@ methods are implemented here:
              Research 18(3), 1999: rotation and translation at once from the null space of the
              stacked dual-quaternion equations (eq. 31), with the unit / orthogonality
              constraints solved as in §5.
+``"horaud"``  Horaud & Dornaika, "Hand-eye calibration", Int. J. Robotics Research 14(3),
+             1995 (``cv2.CALIB_HAND_EYE_HORAUD``).
+``"andreff"`` Andreff, Horaud & Espiau, "On-line hand-eye calibration", 3-D Digital Imaging
+             and Modeling, 1999 (``cv2.CALIB_HAND_EYE_ANDREFF``).
 Park and Tsai take the translation from ``(R_A - I) t_X = R_X t_B - t_A`` by least squares
 (Tsai eq. 15).
 All pairs (i < j) whose rotation exceeds ``min_rotation_deg`` are used.
@@ -39,7 +47,11 @@ from scipy.spatial.transform import Rotation
 from scrubin.registration.errors import RegistrationError
 from scrubin.registration.frames import CAMERA, TOOL, Transform
 
-METHODS = ("park", "tsai", "daniilidis")
+#: Methods implemented here.
+OWN_METHODS = ("park", "tsai", "daniilidis")
+#: Methods delegated to ``cv2.calibrateHandEye`` (name -> ``cv2`` flag attribute).
+OPENCV_METHODS = {"horaud": "CALIB_HAND_EYE_HORAUD", "andreff": "CALIB_HAND_EYE_ANDREFF"}
+METHODS = (*OWN_METHODS, *OPENCV_METHODS)
 
 
 class HandEyeError(RegistrationError):
@@ -210,6 +222,25 @@ def _daniilidis(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return x
 
 
+def _opencv(tracker_poses: np.ndarray, camera_poses: np.ndarray, method: str) -> np.ndarray:
+    """``X = T_TOOL_CAMERA`` from ``cv2.calibrateHandEye`` with the flag of ``method``."""
+    import cv2  # heavy: only for the OpenCV-backed methods
+
+    r, t = cv2.calibrateHandEye(
+        list(tracker_poses[:, :3, :3]), list(tracker_poses[:, :3, 3]),
+        list(camera_poses[:, :3, :3]), list(camera_poses[:, :3, 3]),
+        method=getattr(cv2, OPENCV_METHODS[method]),
+    )
+    x = np.eye(4)
+    x[:3, :3] = r
+    x[:3, 3] = np.ravel(t)
+    err = np.abs(x[:3, :3].T @ x[:3, :3] - np.eye(3)).max() if np.all(np.isfinite(x)) else 1.0
+    if err > 1e-6:
+        raise HandEyeError(f"OpenCV's {method!r} hand-eye method found no valid rotation "
+                           "(degenerate motions?)")
+    return x
+
+
 def calibrate_hand_eye(
     tracker_poses: object,
     camera_poses: object,
@@ -225,7 +256,8 @@ def calibrate_hand_eye(
     camera_poses
         ``T_CAMERA_TARGET_i`` at the same instants, mm.
     method
-        ``"park"``, ``"tsai"`` or ``"daniilidis"`` (module docstring).
+        ``"park"``, ``"tsai"``, ``"daniilidis"``, or OpenCV's ``"horaud"`` / ``"andreff"``
+        (module docstring).
     min_rotation_deg
         Pairs whose relative rotation is smaller (for A or B) are skipped.
     """
@@ -241,7 +273,9 @@ def calibrate_hand_eye(
     if a.shape[0] < 2:
         raise HandEyeError(
             f"fewer than 2 motions rotate by >= {min_rotation_deg} deg; move the tool more")
-    if method == "daniilidis":
+    if method in OPENCV_METHODS:
+        x = _opencv(ta, cb, method)
+    elif method == "daniilidis":
         x = _daniilidis(a, b)
     else:
         rx = _rotation_park(a, b) if method == "park" else _rotation_tsai(a, b)

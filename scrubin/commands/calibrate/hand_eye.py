@@ -9,7 +9,7 @@ from scrubin.commands._common import DeprecatedAlias, require_output_folders
 
 #: scrubin.registration.handeye.METHODS (kept here so that --help does not import scipy; a
 #: test checks they agree).
-METHODS = ("park", "tsai", "daniilidis")
+METHODS = ("park", "tsai", "daniilidis", "horaud", "andreff")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="output: transform T_TOOL_CAMERA and residuals")
     out.add_argument("--out", dest="json", type=Path, metavar="FILE", action=DeprecatedAlias,
                      new="--json", help=argparse.SUPPRESS)
-    parser.add_argument("--method", choices=METHODS, default="park")
+    parser.add_argument("--method", choices=METHODS, default="park",
+                        help="park (default), tsai or daniilidis (ours); horaud or andreff "
+                        "(OpenCV's cv2.calibrateHandEye)")
     parser.add_argument("--max-dt", type=float, default=0.005, metavar="S",
                         help="timestamp pairing tolerance in seconds (default 0.005)")
     parser.set_defaults(func=run)

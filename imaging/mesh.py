@@ -249,9 +249,11 @@ class Mesh:
         """
         return self.flipped() if self.signed_volume() < 0 else self.copy()
 
-    def transformed(self, matrix: np.ndarray) -> Mesh:
+    def transformed(self, matrix: np.ndarray, frame: str | None = None) -> Mesh:
         """Apply a 4x4 affine to the vertices (and normals); a mirroring matrix (det < 0)
-        also reverses the faces so they keep facing outward."""
+        also reverses the faces so they keep facing outward. ``frame`` names the frame the
+        result is in (e.g. ``"REF"`` after ``T_REF_CT``); None keeps :attr:`frame` (a change
+        of axes or units within the same frame)."""
         m = np.asarray(matrix, dtype=np.float64)
         if m.shape != (4, 4) or not np.all(np.isfinite(m)):
             raise MeshError(f"transform must be a finite 4x4 matrix, got shape {m.shape}")
@@ -264,7 +266,8 @@ class Mesh:
         if self.normals is not None:
             normals = self.normals @ np.linalg.inv(m[:3, :3])
             normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-300)
-        return replace(self, vertices=verts, faces=faces, normals=normals)
+        return replace(self, vertices=verts, faces=faces, normals=normals,
+                       frame=self.frame if frame is None else frame)
 
     def copy(self) -> Mesh:
         """A deep copy."""

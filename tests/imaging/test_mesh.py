@@ -123,3 +123,18 @@ def test_empty_mesh_has_no_bounds():
 
 def test_rgb_colour_gets_alpha():
     assert Mesh(CUBE_V, CUBE_F, color=(1, 0, 0)).color == (1.0, 0.0, 0.0, 1.0)
+
+
+def test_frame_is_carried_and_named_by_transforms():
+    m = cube()
+    assert m.frame == "CT" and m.summary()["frame"] == "CT"
+    t = np.eye(4)
+    t[:3, 3] = [100.0, 0.0, 0.0]
+    assert m.transformed(t).frame == "CT"  # no frame named: same frame
+    placed = m.transformed(t, frame="REF")
+    assert placed.frame == "REF" and placed.copy().frame == "REF"
+    np.testing.assert_allclose(placed.bounds()[:, 0], [110, 112])
+    with pytest.raises(MeshError, match="different frames"):
+        concatenate([m, placed])
+    with pytest.raises(MeshError, match="frame name"):
+        Mesh(CUBE_V, CUBE_F, frame=None)  # type: ignore[arg-type]

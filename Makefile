@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	PIP_CONSTRAINT=$(CURDIR)/$(LOCK) $(BIN)/python -m pip install -q --upgrade pip setuptools wheel
 	PIP_CONSTRAINT=$(CURDIR)/$(LOCK) $(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m scrubin.warm
 	@touch $(STAMP)
 
 demo: install

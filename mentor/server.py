@@ -32,6 +32,7 @@ from scrubin.imaging.fileio import write_atomic
 from scrubin.mentor.errors import MentorError
 from scrubin.mentor.grpc_service import MentorService
 from scrubin.mentor.hub import Hub
+from scrubin.mentor.state import default_state_dir
 from scrubin.mentor.store import Store
 from scrubin.mentor.tls import (
     ensure_self_signed,
@@ -45,14 +46,6 @@ from scrubin.protos import mentor_pb2_grpc as pb_grpc
 
 ADMIN_TOKEN_NAME = "admin-token"
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Mentor"].full_name
-
-
-def default_state_dir() -> Path:
-    """``$SCRUBIN_STATE`` or ``$XDG_DATA_HOME/scrubin`` (``~/.local/share/scrubin``)."""
-    if os.environ.get("SCRUBIN_STATE"):
-        return Path(os.environ["SCRUBIN_STATE"])
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "scrubin"
 
 
 @dataclass

@@ -10,7 +10,7 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``serve`` command."""
-    from scrubin.mentor.server import default_state_dir
+    from scrubin.mentor.state import default_state_dir
 
     parser = sub.add_parser(
         "serve",
@@ -53,6 +53,10 @@ async def _serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert, tls_key=args.tls_key, ice_hosts=list(args.ice_host),
         stun=list(args.stun),
     ))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before "ports:" is printed
+        loop.add_signal_handler(sig, stop.set)
     await server.start()
     assert server.ports is not None
     print(f"scrubin serve: web {server.url}  grpc {server.grpc_target} (TLS)", flush=True)
@@ -61,10 +65,6 @@ async def _serve(args: argparse.Namespace) -> int:
     print(f"admin token: {server.admin_token_path}", flush=True)
     print(f"database: {Path(args.db).resolve()}", flush=True)
     print(f"ports: https={server.ports.https} grpc={server.ports.grpc}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,7 +21,7 @@ from scrubin.mentor.errors import MentorError
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``session`` command group (``new``, ``end``)."""
-    from scrubin.mentor.server import default_state_dir
+    from scrubin.mentor.state import default_state_dir
 
     parser = sub.add_parser("session", help="make or end a remote-mentoring session",
                             description=__doc__.split("\n\n")[0])
@@ -66,6 +67,9 @@ def _post(args: argparse.Namespace, path: str, body: dict[str, Any]) -> dict[str
     except OSError as exc:
         raise MentorError(f"{token_file}: cannot read the admin token ({exc.strerror}); "
                           "is 'scrubin serve' running with this state folder?") from None
+    if not re.fullmatch(r"[A-Za-z0-9_-]{16,}", admin):
+        raise MentorError(f"{token_file}: not an admin token (expected one line of URL-safe "
+                          "characters, as 'scrubin serve' writes)")
     if not args.server.startswith("https://"):
         raise MentorError(f"--server {args.server!r}: expected an https:// URL")
     url = args.server.rstrip("/") + path
@@ -87,6 +91,8 @@ def run_new(args: argparse.Namespace) -> int:
     """Make a session and print its links."""
     from scrubin.imaging.fileio import write_atomic
 
+    if args.json is not None and not args.json.parent.is_dir():
+        raise MentorError(f"--json {args.json}: folder {args.json.parent} does not exist")
     made = _post(args, "/api/admin/sessions", {"record": args.record, "label": args.label})
     print(f"session {made['session_id']}  recording: {'ON' if made['recording'] else 'off'}")
     for role in ("surgeon", "mentor", "observer"):
@@ -97,12 +103,18 @@ def run_new(args: argparse.Namespace) -> int:
             tmp.chmod(0o600)
             tmp.write_text(json.dumps(made, indent=2) + "\n")
 
-        write_atomic(args.json, write)
+        try:
+            write_atomic(args.json, write)
+        except OSError as exc:
+            raise MentorError(f"{args.json}: cannot write ({exc.strerror}); the session "
+                              f"{made['session_id']} was made: end it or make another") from None
     return 0
 
 
 def run_end(args: argparse.Namespace) -> int:
     """End a session."""
-    _post(args, f"/api/admin/sessions/{args.session_id}/end", {})
+    from urllib.parse import quote
+
+    _post(args, f"/api/admin/sessions/{quote(args.session_id, safe='')}/end", {})
     print(f"session {args.session_id} ended")
     return 0

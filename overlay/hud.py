@@ -33,7 +33,8 @@ GREEN = (60, 200, 60)
 AMBER = (0, 170, 255)
 RED = (0, 0, 255)
 WHITE = (255, 255, 255)
-_STATE_COLOUR = {TrackingState.LIVE: GREEN, TrackingState.STALE: AMBER, TrackingState.LOST: RED}
+_STATE_COLOUR = {TrackingState.LIVE: GREEN, TrackingState.HELD: AMBER, TrackingState.STALE: AMBER,
+                 TrackingState.LOST: RED}
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,11 @@ def draw_hud(frame_bgr: np.ndarray, status: TrackingStatus, info: HudInfo | None
              ) -> np.ndarray:
     """Draw the HUD onto ``frame_bgr`` in place (and return it).
 
-    Not LIVE: a red (LOST) or amber (STALE) border of ~1.5 % of the image height and the state
-    message in a banner at the top centre, e.g. "TRACKING LOST - OVERLAY HIDDEN".
+    LIVE: the state line in green in the top-left block. HELD (the overlay is drawn with the
+    pose predicted to the frame's time): the state line in amber with the pose's age, e.g.
+    "POSE HELD 67 ms (PREDICTED)", no border. STALE / LOST: a red (LOST, or the warning look)
+    or amber (STALE) border of ~1.5 % of the image height and the state message in a banner
+    at the top centre, e.g. "TRACKING LOST - OVERLAY HIDDEN".
     """
     if frame_bgr.dtype != np.uint8 or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
         raise OverlayError(f"frame must be an (H, W, 3) uint8 BGR image, got {frame_bgr.shape}")
@@ -160,7 +164,8 @@ def draw_hud(frame_bgr: np.ndarray, status: TrackingStatus, info: HudInfo | None
     colour = _STATE_COLOUR[status.state]
     x = max(12, round(h * 0.03))
     y = max(24, round(h * 0.03)) + round(h * 0.06)
-    if status.state is not TrackingState.LIVE or status.warn_overlay:
+    shown = status.state in (TrackingState.LIVE, TrackingState.HELD)
+    if not shown or status.warn_overlay:
         border = max(4, round(h * 0.015))
         cv2.rectangle(frame_bgr, (0, 0), (w - 1, h - 1), RED if status.state is
                       TrackingState.LOST or status.warn_overlay else AMBER, 2 * border)
@@ -169,7 +174,7 @@ def draw_hud(frame_bgr: np.ndarray, status: TrackingStatus, info: HudInfo | None
         top = 2 * border + th + 12
         y = top + _text(frame_bgr, status.message, (max(4, (w - tw) // 2), top), colour, big,
                         thick + 1) + round(h * 0.03)
-    if status.state is TrackingState.LIVE:
+    if shown:
         y += _text(frame_bgr, status.message, (x, y), colour, scale, thick)
     y += _text(frame_bgr, registration_text(info.fre_mm, info.tre_mm, info.target_name), (x, y),
                WHITE, scale, thick)
@@ -211,7 +216,7 @@ def draw_guarded(
 ) -> np.ndarray:
     """Overlay (only as the tracking gate allows) plus HUD, in place.
 
-    LIVE: the model is drawn normally. STALE with ``stale_policy="warn"``: red outlines only
+    LIVE or HELD: the model is drawn normally. STALE with ``stale_policy="warn"``: red outlines only
     (:meth:`OverlayRenderer.render` ``warning=True``) under a "NOT CURRENT" banner. Otherwise no
     model pixel is drawn. ``T_camera_ct`` may be None when there is no pose.
     """

@@ -2,10 +2,22 @@
 
 Per frame (:meth:`OverlayPipeline.process`)::
 
-    T_CAMERA_REF  = tracker.update(image, capture_time)          (tracking, mm)
-    T_CAMERA_CT   = T_CAMERA_REF @ T_REF_CT                        (T_REF_CT: the registration)
-    status        = gate.evaluate(capture_time)                    (overlay.safety: LIVE/STALE/LOST)
+    T_CAMERA_REF  = tracker.update(image, capture_time)   (tracking, mm; HELD: predicted)
+    T_CAMERA_CT   = T_CAMERA_REF @ T_REF_CT                 (T_REF_CT: the registration)
+    status        = gate.status(tracker verdict)            (overlay.safety: LIVE/HELD/STALE/LOST)
     overlay drawn only as the gate allows, then the HUD (state, reg. FRE / pred. TRE, fps, latency)
+
+One state machine: the tracker's (:mod:`scrubin.registration.tracking_state`); the gate only
+says what the overlay does with its verdict, so the report holds one ``state`` per frame. A
+frame without a measurement within ``stale_after_s`` of the last one is HELD: drawn with the
+pose the tracker predicted to the frame's capture time, and the HUD says so with the age.
+
+Clocks: ``T_CAMERA_REF`` is stamped with the frame's capture time on the ``"capture"`` clock;
+the registration is static (its own timestamp, if any, is on another clock and is not carried
+into the chain). OpenIGTLink messages carry Unix time (as the protocol expects): the capture
+clock is mapped to Unix time by one offset fixed at the first frame (``time.time()`` at the
+first frame's ``t0``, minus its capture time), so intervals between messages are exactly the
+capture intervals.
 
 A registration whose FrameOfReferenceUID differs from the models' is refused. Every frame keeps
 its id and capture time to the sinks; stage times (ms) are measured with ``perf_counter``:
@@ -180,8 +192,8 @@ class FrameRecord:
 
     frame_id: int
     capture_time_s: float
-    tracker_state: str
     state: str
+    pose_age_s: float | None
     detected: bool
     stages_ms: dict[str, float]
     latency_ms: float
@@ -199,8 +211,8 @@ class FrameRecord:
             "frame_id": self.frame_id,
             "capture_time_s": round(self.capture_time_s, 6),
             "output_time_s": round(self.capture_time_s + self.latency_ms / 1e3, 6),
-            "tracker_state": self.tracker_state,
             "state": self.state,
+            "pose_age_s": None if self.pose_age_s is None else round(self.pose_age_s, 6),
             "detected": self.detected,
             "n_markers": self.n_markers,
             "tracker_reproj_rms_px": self.tracker_reproj_rms_px,
@@ -232,9 +244,11 @@ def summarize(records: Sequence[FrameRecord]) -> dict[str, Any]:
     out["latency_ms"] = _stats([r.latency_ms for r in records])
     out["states"] = {s.value: sum(r.state == s.value for r in records) for s in TrackingState}
     out["detected_frames"] = sum(r.detected for r in records)
-    # accuracy of the overlay drawn with a pose measured in that very frame, and over every
-    # frame the overlay was shown (includes poses held up to the gate's max age)
-    for key, keep in (("", lambda r: r.detected), ("_all_shown", lambda r: True)):
+    # accuracy of the overlay drawn with a pose measured in that very frame, over the HELD
+    # frames (pose predicted to the frame's time) and over every frame the overlay was shown
+    for key, keep in (("", lambda r: r.detected),
+                      ("_held", lambda r: r.state == TrackingState.HELD.value),
+                      ("_all_shown", lambda r: True)):
         px = [e for r in records if r.reproj_px and keep(r) for e in r.reproj_px
               if e is not None]
         mm = [e for r in records if r.reproj_mm and keep(r) for e in r.reproj_mm
@@ -267,7 +281,8 @@ class OverlayPipeline:
     sinks
         Output sinks.
     safety
-        Gate limits (default: hide when the pose is older than 0.1 s, LOST after 0.5 s).
+        What the gate draws while STALE (``stale_policy``); its limits must be the tracker's
+        (default: the tracker's limits, i.e. the shared defaults 0.02 / 0.1 / 0.5 s).
     probe
         Accuracy probe (synthetic source), or None.
     draw_probe
@@ -317,7 +332,13 @@ class OverlayPipeline:
         self.registration = registration
         self.tracker = tracker
         self.sinks = list(sinks)
-        self.gate = TrackingGate(safety or SafetyConfig(max_pose_age_s=0.1, lost_after_s=0.5))
+        if safety is not None and safety.limits != tracker.limits:
+            raise OverlayError(f"safety limits {safety.limits} differ from the tracker's "
+                               f"{tracker.limits}: one state machine decides the frame's state")
+        self.gate = TrackingGate(safety or SafetyConfig(tracker.limits))
+        # static: a timestamp of the registration is not a time on the capture clock
+        self._T_ref_ct = Transform(t.matrix, CT, REF, source=dict(t.source))
+        self._unix_offset: float | None = None
         self.probe = probe
         self.draw_probe = bool(draw_probe)
         self.igtl = igtl
@@ -348,12 +369,13 @@ class OverlayPipeline:
         st: dict[str, float] = {"capture": frame.capture_ms}
         t = time.perf_counter()
         tr = self.tracker.update(frame.image_bgr, frame.capture_time_s)
-        self.gate.observe_pose(frame.capture_time_s, valid=tr.detected)
-        status = self.gate.evaluate(frame.capture_time_s)
+        assert tr.verdict is not None
+        status = self.gate.status(tr.verdict, tr.detected)
         t_cam_ct = t_cam_ref = None
         if tr.pose is not None:
-            t_cam_ref = Transform(tr.pose.matrix, REF, CAMERA, timestamp=tr.timestamp_s)
-            t_cam_ct = t_cam_ref @ self.registration.T_ref_ct
+            t_cam_ref = Transform(tr.pose.matrix, REF, CAMERA, timestamp=tr.timestamp_s,
+                                  clock="capture")
+            t_cam_ct = t_cam_ref @ self._T_ref_ct
         t2 = time.perf_counter()
         st["track"] = (t2 - t) * 1e3
         pr = None
@@ -407,16 +429,20 @@ class OverlayPipeline:
         for s in self.sinks:
             s.write(item)
         if self.igtl is not None:
+            if self._unix_offset is None:
+                self._unix_offset = (time.time() - (time.perf_counter() - frame.t0)
+                                     - frame.capture_time_s)
+            # the server itself drops tracking-dependent transforms unless LIVE / HELD
             self.igtl.send_poses(t_cam_ref if status.show_overlay else None,
                                  self.registration.T_ref_ct, status.state.value,
-                                 frame.capture_time_s,
+                                 frame.capture_time_s + self._unix_offset,
                                  tools=pr.igtl_tools() if pr is not None else None)
         t6 = time.perf_counter()
         st["sink"] = (t6 - t5) * 1e3
         latency = (t6 - frame.t0) * 1e3 - st["probe"]
         self._last_latency = latency
-        rec = FrameRecord(frame.frame_id, frame.capture_time_s, tr.state, status.state.value,
-                          tr.detected, st, latency, tr.n_markers, tr.reproj_rms_px,
+        rec = FrameRecord(frame.frame_id, frame.capture_time_s, status.state.value,
+                          status.age_s, tr.detected, st, latency, tr.n_markers, tr.reproj_rms_px,
                           frame.truth.marker_occluded if frame.truth is not None else None,
                           reproj_px, reproj_mm, pose_json,
                           self._pointer_json(pr, frame) if pr is not None else None)

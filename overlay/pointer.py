@@ -8,10 +8,10 @@ Per frame (all mm; ``tip_TOOL`` from a pivot calibration, ``registration.pivot``
 
 The check (:func:`scrubin.overlay.hud.landmark_check`: distance to the selected landmark, or to the
 nearest of the planned ones) is made only while both the reference and the tool are LIVE
-(each through its own :class:`scrubin.overlay.safety.TrackingGate` on capture times) *and* both were
-measured in this very frame: a pose held over a missed frame is fine for drawing, but while
-the camera moves it shifts the tip relative to the patient (2.3 mm on the synthetic path with
-the reference pose held for two frames). Otherwise the HUD says "pointer not tracked".
+(each by its tracker's state machine, :mod:`scrubin.registration.tracking_state`, on capture
+times) *and* both were measured in this very frame: a HELD pose is predicted well enough for
+drawing, but a landmark check is a measurement and must not rest on a prediction. Otherwise
+the HUD says "pointer not tracked".
 Poses for OpenIGTLink (:meth:`PointerResult.igtl_tools`):
 ``T_REF_TOOL`` and ``T_REF_TIP`` (the tool's axes moved to the tip), sent as
 ``<Tool>ToReference`` / ``<Tool>TipToReference``.
@@ -35,7 +35,7 @@ import numpy as np
 
 from scrubin.overlay.errors import OverlayError
 from scrubin.overlay.hud import LandmarkCheck, landmark_check
-from scrubin.overlay.safety import SafetyConfig, TrackingGate, TrackingState
+from scrubin.overlay.safety import TrackingState
 from scrubin.registration.frames import CAMERA, REF, TOOL, Transform
 from scrubin.registration.tracker import MarkerTracker
 
@@ -157,13 +157,14 @@ class PointerTracking:
         Distance shown as OK on the HUD.
     select
         Name of the landmark to check against (None: the nearest).
-    safety
-        Gate limits for the tool (default: those of the pipeline, 0.1 s / 0.5 s).
+
+    The tool's tracking state comes from ``tracker`` (its limits: the shared defaults unless
+    the tracker was given others).
     """
 
     def __init__(self, tracker: MarkerTracker, tip_tool_mm: np.ndarray,
                  landmarks: Sequence[Landmark] = (), tolerance_mm: float = 2.0,
-                 select: str | None = None, safety: SafetyConfig | None = None) -> None:
+                 select: str | None = None) -> None:
         if not isinstance(tracker, MarkerTracker):
             raise PointerError(f"tracker must be a MarkerTracker, got {type(tracker).__name__}")
         tip = np.asarray(tip_tool_mm, np.float64).reshape(-1)
@@ -185,7 +186,6 @@ class PointerTracking:
         self.landmarks = lms
         self.tolerance_mm = float(tolerance_mm)
         self.select = select
-        self.gate = TrackingGate(safety or SafetyConfig(max_pose_age_s=0.1, lost_after_s=0.5))
 
     def _target(self, tip_ct: np.ndarray | None) -> Landmark:
         if self.select is not None:
@@ -202,13 +202,13 @@ class PointerTracking:
         ``ref_live``: the reference is LIVE *and* ``T_camera_ref`` was measured in this frame.
         """
         tr = self.tracker.update(image, capture_time_s)
-        self.gate.observe_pose(capture_time_s, valid=tr.detected)
-        tool_live = self.gate.evaluate(capture_time_s).state is TrackingState.LIVE
+        tool_live = tr.state == TrackingState.LIVE.value
         t_ref_tool = tip_ct = None
         live = bool(ref_live and tool_live and tr.detected and tr.pose is not None
                     and T_camera_ref is not None)
         if live:
-            t_cam_tool = Transform(tr.pose.matrix, TOOL, CAMERA, timestamp=tr.timestamp_s)
+            t_cam_tool = Transform(tr.pose.matrix, TOOL, CAMERA, timestamp=tr.timestamp_s,
+                                   clock=T_camera_ref.clock)
             t_ref_tool = T_camera_ref.inverse() @ t_cam_tool
             tip_ct = T_ref_ct.inverse().apply(t_ref_tool.apply(self.tip_tool_mm), REF)
         check = None
@@ -219,7 +219,7 @@ class PointerTracking:
             else:
                 check = NotTracked(lm.name, np.full(3, np.nan), lm.position_ct_mm, math.nan,
                                    self.tolerance_mm)
-        return PointerResult(tr.state.upper(), tr.detected, live, t_ref_tool, tip_ct, check,
+        return PointerResult(tr.state, tr.detected, live, t_ref_tool, tip_ct, check,
                              self.tip_tool_mm)
 
 

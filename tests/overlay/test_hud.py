@@ -16,7 +16,7 @@ from scrubin.overlay.hud import (
     registration_text,
 )
 from scrubin.overlay.renderer import OverlayRenderer, Structure
-from scrubin.overlay.safety import SafetyConfig, TrackingGate
+from scrubin.overlay.safety import SafetyConfig, TrackingGate, TrackingLimits, TrackingState
 from scrubin.registration.camera import CameraModel
 from scrubin.registration.frames import Transform
 
@@ -86,10 +86,29 @@ def test_live_has_no_border() -> None:
 
 
 def test_stale_border_is_amber() -> None:
-    g = TrackingGate(SafetyConfig(max_pose_age_s=0.1, lost_after_s=1.0))
+    g = TrackingGate(SafetyConfig(TrackingLimits(stale_after_s=0.1, lost_after_s=1.0)))
     g.observe_pose(1.0)
     img = draw_hud(_frame(), g.evaluate(1.3))
     assert tuple(img[1, 1]) == (0, 170, 255)
+
+
+def test_held_pose_says_held_with_its_age_and_no_border() -> None:
+    g = TrackingGate()
+    g.observe_pose(1.0)
+    st = g.evaluate(1.067)
+    assert st.state is TrackingState.HELD and st.show_overlay
+    assert st.message == "POSE HELD 67 ms (PREDICTED)"
+    img = draw_hud(_frame(), st, HudInfo(fre_mm=0.4))
+    assert tuple(img[1, 1]) == (100, 100, 100) and tuple(img[180, 638]) == (100, 100, 100)
+    def amber(im: np.ndarray) -> np.ndarray:  # amber text anti-aliased onto its black box
+        b, g, r = (im[..., k].astype(float) for k in range(3))
+        return (b < 20) & (r > 120) & (np.abs(g - r * 170 / 255) < 20)
+
+    ys, xs = np.nonzero(amber(img))
+    assert len(ys) > 50 and ys.max() < 60 and xs.max() < 320  # the state line, top left
+    live = TrackingGate()
+    live.observe_pose(1.0)
+    assert not amber(draw_hud(_frame(), live.evaluate(1.0))).any()  # LIVE: green
 
 
 def test_draw_hud_rejects_bad_input() -> None:

@@ -9,11 +9,14 @@ import trimesh
 from scrubin.overlay.errors import OverlayError
 from scrubin.overlay.hud import draw_guarded
 from scrubin.overlay.renderer import OverlayRenderer, Structure
-from scrubin.overlay.safety import SafetyConfig, TrackingGate, TrackingState
+from scrubin.overlay.safety import SafetyConfig, TrackingGate, TrackingLimits, TrackingState
 from scrubin.registration.camera import CameraModel
+from scrubin.registration.errors import RegistrationError
 from scrubin.registration.frames import Transform
+from scrubin.registration.tracker import MarkerTracker
+from scrubin.registration.tracking_state import DEFAULT_LIMITS
 
-CFG = SafetyConfig(max_pose_age_s=0.1, lost_after_s=0.5, max_future_s=0.02)
+CFG = SafetyConfig(TrackingLimits(sync_s=0.02, stale_after_s=0.1, lost_after_s=0.5))
 
 
 def test_no_pose_is_lost() -> None:
@@ -31,8 +34,11 @@ def test_live_then_stale_then_lost_as_the_marker_disappears() -> None:
         assert st.age_s == pytest.approx(0.01)
     last = 10.0 + 4 / 30
     g.observe_pose(last + 1 / 30, valid=False)   # marker gone: messages keep coming
-    st = g.evaluate(last + 0.1)                  # exactly at the limit: still live
-    assert st.state is TrackingState.LIVE and not st.marker_visible
+    st = g.evaluate(last + 1 / 30)               # no pose for this frame: held (predicted)
+    assert st.state is TrackingState.HELD and st.show_overlay and not st.marker_visible
+    assert st.message == "POSE HELD 33 ms (PREDICTED)"
+    st = g.evaluate(last + 0.1)                  # exactly at the limit: still held
+    assert st.state is TrackingState.HELD and st.show_overlay
     st = g.evaluate(last + 0.1001)
     assert st.state is TrackingState.STALE and not st.show_overlay and not st.warn_overlay
     assert st.age_s == pytest.approx(0.1001) and "STALE 100 ms" in st.message
@@ -44,7 +50,8 @@ def test_explicit_pose_time_overrides_the_newest_pose() -> None:
     g = TrackingGate(CFG)
     g.observe_pose(5.0)
     assert g.evaluate(5.05, pose_time_s=4.8).state is TrackingState.STALE
-    assert g.evaluate(5.05).state is TrackingState.LIVE
+    assert g.evaluate(5.05).state is TrackingState.HELD
+    assert g.evaluate(5.06, pose_time_s=5.05).state is TrackingState.LIVE
 
 
 def test_pose_from_the_future_is_not_current() -> None:
@@ -65,7 +72,7 @@ def test_warn_policy_draws_warning_not_current() -> None:
 
 
 def test_recovery_needs_consecutive_live_frames() -> None:
-    g = TrackingGate(SafetyConfig(max_pose_age_s=0.1, lost_after_s=0.5, recover_frames=3))
+    g = TrackingGate(SafetyConfig(TrackingLimits(recover_frames=3)))
     g.observe_pose(0.0)
     states = [g.evaluate(0.01 * (k + 1)).show_overlay for k in range(4)]
     assert states == [False, False, True, True]
@@ -85,7 +92,7 @@ def test_old_or_invalid_messages_do_not_refresh_the_pose() -> None:
 
 
 def test_frame_time_going_back_restarts_recovery() -> None:
-    g = TrackingGate(SafetyConfig(recover_frames=2))
+    g = TrackingGate(SafetyConfig(TrackingLimits(recover_frames=2)))
     g.observe_pose(1.0)
     g.evaluate(1.01)
     assert g.evaluate(1.02).show_overlay
@@ -95,13 +102,35 @@ def test_frame_time_going_back_restarts_recovery() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_pose_age_s": -0.1}, {"max_pose_age_s": float("nan")}, {"lost_after_s": 0.05},
-     {"max_future_s": float("inf")}, {"stale_policy": "freeze"}, {"recover_frames": 0},
-     {"max_pose_age_s": "0.1"}],
+    [{"stale_after_s": -0.1}, {"stale_after_s": float("nan")}, {"lost_after_s": 0.05},
+     {"sync_s": float("inf")}, {"sync_s": 0.2}, {"recover_frames": 0},
+     {"stale_after_s": "0.1"}, {"recover_frames": True}],
 )
-def test_config_rejects_bad_values(kwargs: dict) -> None:
-    with pytest.raises(OverlayError, match="safety config"):
-        SafetyConfig(**kwargs)
+def test_limits_reject_bad_values(kwargs: dict) -> None:
+    with pytest.raises(RegistrationError, match="tracking limit"):
+        TrackingLimits(**kwargs)
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(OverlayError, match="safety config stale_policy"):
+        SafetyConfig(stale_policy="freeze")
+    with pytest.raises(OverlayError, match="safety config limits"):
+        SafetyConfig(limits={"stale_after_s": 0.1})  # type: ignore[arg-type]
+
+
+def test_one_machine_one_set_of_defaults() -> None:
+    """The overlay's gate and the tracker (scrubin track) share the machine and its limits."""
+    gate = TrackingGate()
+    assert gate.config.limits == DEFAULT_LIMITS
+    tracker = MarkerTracker(CameraModel(np.eye(3) * [500, 500, 1] + [[0, 0, 160], [0, 0, 120],
+                                                                      [0, 0, 0]],
+                                        np.zeros(5), 320, 240), marker_size_mm=40)
+    assert tracker.limits == DEFAULT_LIMITS
+    assert type(gate.machine) is type(tracker.machine)
+    empty = np.zeros((240, 320), np.uint8)
+    for t in (0.0, 0.05, 0.2, 0.7):  # never seen: both LOST
+        r = tracker.update(empty, t)
+        assert gate.status(r.verdict, r.detected).state.value == r.state == "LOST"
 
 
 @pytest.mark.parametrize("t", [float("nan"), float("inf"), None, "1.0", True])

@@ -115,8 +115,9 @@ def register_point_sets(
     reason = gross_fre_reason(fixed, moving, fle_mm, scale)
     if reason is not None:
         hint = "" if unpaired else _unpaired_hint(fixed, moving, fle_mm, scale)
-        raise GrossFREError(f"registration failed: {reason}; "
-                            + (hint or "check which fiducial was touched for which point"))
+        advice = "check which fiducial was touched for which point" + (
+            "" if "absolute" in reason else " and that --fle is a realistic RMS 3-D error")
+        raise GrossFREError(f"registration failed: {reason}; {hint or advice}")
     report["transform"] = reg.transform.to_json()
     report["scale"] = round(reg.scale, 9)
     report["n_points"] = n

@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := constraints.txt
 DEB_PACKAGES := libusb-1.0-0 dicom3tools dcmtk libegl1 libgl1-mesa-dri libgl1 chromium
 
-.PHONY: install demo test bench lint clean-cache deb lock test-latest
+.PHONY: install demo test bench lint clean-cache deb protos lock test-latest
 
 install: $(STAMP)
 
@@ -34,6 +34,9 @@ test: install
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+protos: install
+	$(BIN)/python -m scrubin.protos.build
 
 lint: install
 	$(BIN)/ruff check .

@@ -45,14 +45,12 @@ def _sitk_read(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _threads(folder: Path) -> None:
     """Pixel phase alone (direct reads + rescale) with 1 thread vs the default pool."""
-    from scrubin.imaging.dicom_scan import scan_folder
-    from scrubin.imaging.dicom_series import READ_THREADS, read_pixels, stack_geometry
+    from scrubin.imaging.dicom_geometry import slice_geometry
+    from scrubin.imaging.dicom_group import scan_folder
+    from scrubin.imaging.dicom_pixels import READ_THREADS, read_pixels
 
     stack = scan_folder(folder).stacks[0]
-    hs = stack.headers
-    geom = stack_geometry("bench", hs[0].iop, hs[0].pixel_spacing,  # type: ignore[arg-type]
-                          np.stack([h.ipp for h in hs]), [str(h.path) for h in hs])  # type: ignore[misc]
-    ordered = [hs[i] for i in geom.order]
+    ordered = [stack.headers[i] for i in slice_geometry(stack).order]
     t = interleaved({"1": lambda: read_pixels(ordered, threads=1),
                      "n": lambda: read_pixels(ordered, threads=READ_THREADS)}, runs=RUNS)
     print(f"pixel phase: 1 thread {np.median(t['1']) * 1e3:.1f} ms, {READ_THREADS} threads "

@@ -1,20 +1,17 @@
-"""Find DICOM image files in a folder and group them into slice stacks (candidate volumes).
+"""Step 1 of the DICOM pipeline: find the files under a folder and read each one's header.
+
+The pipeline runs one way, one module per step, each using only the steps before it::
+
+    dicom_scan (files -> SliceHeader) -> dicom_group (series / stacks)
+      -> dicom_geometry (slice order, affine) -> dicom_pixels (HU array)
+      -> dicom_volume (Volume)                  front door: scrubin.imaging.load
 
 Only headers are read here: the few attributes the loader needs come from the fast reader in
-:mod:`scrubin.imaging.dicom_header` (pydicom ``stop_before_pixels`` for anything it declines: no
-preamble, big endian, deflate, malformed), and the full pydicom header is parsed only on
+:mod:`scrubin.imaging.dicom_header` (pydicom ``stop_before_pixels`` for anything it declines:
+no preamble, big endian, deflate, malformed), and the full pydicom header is parsed only on
 demand (:attr:`SliceHeader.dataset`). The file offset of a native little-endian PixelData
-value is recorded so :mod:`scrubin.imaging.dicom_series` can read the pixels straight into the
-output array.
-
-Grouping follows the issue's definition of a volume: slices with the same
-SeriesInstanceUID (0020,000E), ImageOrientationPatient (0020,0037), matrix size
-(Rows/Columns) and PixelSpacing. Localizers (ImageType (0008,0008) value 3 ``LOCALIZER``)
-are excluded. When one UID holds several stacks, the largest keeps the plain UID as its key
-and the others are listed as ``UID#2``, ``UID#3``, ...; a single slice whose orientation or
-size differs from a larger stack of its series is treated as a scout and skipped.
-Enhanced (multi-frame) files are listed one file per entry; :mod:`scrubin.imaging.multiframe` splits
-them into stacks.
+value is recorded so :mod:`scrubin.imaging.dicom_pixels` can read the pixels straight into
+the output array. The DICOM error classes of the whole pipeline are defined here.
 """
 
 from __future__ import annotations
@@ -63,9 +60,6 @@ NOT_VOLUMES = {
     "1.2.840.10008.5.1.4.1.1.66.4": "DICOM SEG (Segmentation Storage) is a label object",
     "1.2.840.10008.5.1.4.1.1.66.7": "Label Map Segmentation Storage is a label object",
 }
-
-#: Orientation cosines closer than this are the same orientation (same stack).
-IOP_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -185,22 +179,12 @@ class _DatasetValues:
         except (TypeError, ValueError):
             return None
 
-
-@dataclass
-class Stack:
-    """Single-frame slices sharing UID, orientation, matrix size and pixel spacing."""
-
-    key: str
-    headers: list[SliceHeader]
-    stack_index: int = 1
-
-
 @dataclass
 class ScanResult:
-    """Outcome of :func:`scan_folder`: stacks of slices, multi-frame files, skipped files."""
+    """Outcome of :func:`scan_files`: the image headers found and the files skipped."""
 
-    stacks: list[Stack] = field(default_factory=list)
-    multiframe: list[SliceHeader] = field(default_factory=list)
+    folder: Path
+    headers: list[SliceHeader] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
@@ -221,13 +205,6 @@ def _open_dataset(fp: object, path: Path) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about every oddity; we judge the result
         return _open_dataset_quiet(fp, path)
-
-
-def quiet_pixel_array(path: Path) -> np.ndarray:
-    """``dcmread(path).pixel_array`` without pydicom's warnings (stored values, no rescale)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return pydicom.dcmread(path, force=True).pixel_array
 
 
 def _open_dataset_quiet(fp: object, path: Path) -> Dataset:
@@ -388,49 +365,8 @@ def find_files(folder: Path) -> list[Path]:
     return out
 
 
-def _same_geometry(a: SliceHeader, b: SliceHeader) -> bool:
-    if (a.rows, a.cols) != (b.rows, b.cols):
-        return False
-    for x, y, tol in ((a.iop, b.iop, IOP_TOLERANCE), (a.pixel_spacing, b.pixel_spacing, 1e-6)):
-        if (x is None) != (y is None):
-            return False
-        if x is not None and y is not None and np.max(np.abs(x - y)) > tol * max(1.0, y.max()):
-            return False
-    return True
-
-
-def group_stacks(headers: list[SliceHeader]) -> tuple[list[Stack], list[tuple[Path, str]]]:
-    """Group single-frame headers into stacks (see module docstring); returns (stacks, skipped)."""
-    skipped: list[tuple[Path, str]] = []
-    by_uid: dict[str, list[list[SliceHeader]]] = {}
-    for h in headers:
-        if h.is_localizer:
-            skipped.append((h.path, "localizer (ImageType LOCALIZER)"))
-            continue
-        groups = by_uid.setdefault(h.series_uid, [])
-        for g in groups:
-            if _same_geometry(g[0], h):
-                g.append(h)
-                break
-        else:
-            groups.append([h])
-    stacks: list[Stack] = []
-    for uid, groups in by_uid.items():
-        groups.sort(key=len, reverse=True)
-        kept = [groups[0]]
-        for g in groups[1:]:
-            if len(g) == 1 and len(groups[0]) > 1:
-                skipped.append((g[0].path, "scout: orientation/size differs from its series"))
-            else:
-                kept.append(g)
-        for n, g in enumerate(kept, start=1):
-            key = uid if n == 1 else f"{uid}#{n}"
-            stacks.append(Stack(key=key, headers=g, stack_index=n))
-    return stacks, skipped
-
-
-def scan_folder(folder: Path) -> ScanResult:
-    """Read every file's header under ``folder`` and group the images into stacks.
+def scan_files(folder: Path) -> ScanResult:
+    """Read the header of every file under ``folder`` (recursive).
 
     Non-DICOM files, unreadable files and DICOM objects without pixel data are skipped (listed
     in ``ScanResult.skipped`` with the reason).
@@ -438,29 +374,17 @@ def scan_folder(folder: Path) -> ScanResult:
     Raises
     ------
     NoDicomError
-        ``folder`` does not exist or holds no usable DICOM image.
+        ``folder`` does not exist.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise NoDicomError(f"{folder}: no such folder")
-    result = ScanResult()
-    singles: list[SliceHeader] = []
+    result = ScanResult(folder)
     for path in find_files(folder):
         try:
-            h = read_header(path)
+            result.headers.append(read_header(path))
         except DicomError as exc:
             result.skipped.append((path, str(exc).removeprefix(f"{path}: ")))
-            continue
-        if h.frames > 1 or h.enhanced:
-            result.multiframe.append(h)
-        else:
-            singles.append(h)
-    result.stacks, skipped = group_stacks(singles)
-    result.skipped.extend(skipped)
-    if not result.stacks and not result.multiframe:
-        n = len(result.skipped)
-        why = f"; first skipped: {result.skipped[0][0].name}: {result.skipped[0][1]}" if n else ""
-        raise NoDicomError(f"{folder}: no DICOM image found ({n} file(s) skipped{why})")
     return result
 
 
@@ -470,26 +394,3 @@ def uid_name(uid: str) -> str:
         warnings.simplefilter("ignore")  # pydicom validates UIDs and warns on odd characters
         u = pydicom.uid.UID(uid)
         return (u.name if u.is_valid else "") or uid
-
-
-def check_decodable(header: SliceHeader) -> None:
-    """Refuse a transfer syntax pydicom cannot decode here, naming the file and the syntax."""
-    if header.pixel_offset is not None:
-        return
-    from pydicom.pixels.decoders.base import get_decoder
-    from pydicom.uid import UID
-
-    name = uid_name(header.transfer_syntax)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            decoder = get_decoder(UID(header.transfer_syntax))
-    except NotImplementedError:
-        raise UnsupportedTransferSyntaxError(
-            f"{header.path}: unsupported transfer syntax {name} ({header.transfer_syntax})"
-        ) from None
-    if not decoder.is_available:
-        raise UnsupportedTransferSyntaxError(
-            f"{header.path}: no installed decoder for transfer syntax {name} "
-            f"({header.transfer_syntax}); install pylibjpeg plugins or pyjpegls"
-        )

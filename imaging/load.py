@@ -1,5 +1,10 @@
 """Load a volume from a DICOM folder, a multi-frame DICOM file, or a NIfTI/NRRD/MHA file.
 
+The front door of the one-way DICOM pipeline: :mod:`~scrubin.imaging.dicom_scan` (headers)
+→ :mod:`~scrubin.imaging.dicom_group` (stacks) → :mod:`~scrubin.imaging.dicom_geometry`
+(order, affine; also used here to describe a volume from headers only) →
+:mod:`~scrubin.imaging.dicom_pixels` (HU) → :mod:`~scrubin.imaging.dicom_volume` (Volume).
+
 Public API::
 
     list_series(path)  -> list[SeriesInfo]        # what is there (headers only)
@@ -17,7 +22,8 @@ Errors (all :class:`~scrubin.imaging.errors.ImagingError`, one line naming the f
 without DICOM images), :class:`~scrubin.imaging.dicom_scan.CorruptDicomError`,
 :class:`~scrubin.imaging.dicom_scan.NotAnImageError` (e.g. SR, RT objects),
 :class:`~scrubin.imaging.dicom_scan.UnsupportedTransferSyntaxError`,
-:class:`~imaging.errors.SeriesSelectionError`, :class:`~imaging.errors.GeometryError`
+:class:`~scrubin.imaging.errors.SeriesSelectionError`,
+:class:`~scrubin.imaging.errors.GeometryError`
 (missing slices, non-uniform spacing, duplicates, no geometry),
 :class:`~scrubin.imaging.image_files.ImageFileError`.
 """
@@ -30,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from scrubin.imaging.dicom_scan import ScanResult, SliceHeader, Stack, read_header, scan_folder
-from scrubin.imaging.dicom_series import load_stack, stack_geometry
+from scrubin.imaging.dicom_geometry import frame_geometry, slice_geometry
+from scrubin.imaging.dicom_group import FrameStack, Groups, Stack, group_file, scan_folder
+from scrubin.imaging.dicom_volume import load_frame_stack, load_stack
 from scrubin.imaging.errors import ImagingError, SeriesSelectionError
 from scrubin.imaging.image_files import image_file_info, is_image_file, read_image_file
-from scrubin.imaging.multiframe import FrameStack, frame_stacks, load_frame_stack
 from scrubin.imaging.volume import Volume
 
 
@@ -88,11 +94,7 @@ def _info_from_stack(stack: Stack) -> SeriesInfo:
     h0 = hs[0]
     problem, files, step, tilt = "", [h.path for h in hs], float("nan"), 0.0
     try:
-        if any(h.ipp is None or h.iop is None or h.pixel_spacing is None for h in hs):
-            raise ImagingError("no ImagePositionPatient/ImageOrientationPatient/PixelSpacing")
-        geom = stack_geometry(f"series {stack.key}", h0.iop, h0.pixel_spacing,  # type: ignore[arg-type]
-                              np.stack([h.ipp for h in hs]), [str(h.path) for h in hs],  # type: ignore[misc]
-                              h0.slice_spacing or 1.0)
+        geom = slice_geometry(stack)
         files = [hs[i].path for i in geom.order]
         step, tilt = geom.step_mm, geom.tilt_deg
     except ImagingError as exc:
@@ -116,12 +118,11 @@ def _info_from_stack(stack: Stack) -> SeriesInfo:
     )
 
 
-def _info_from_frames(fs: FrameStack, key: str) -> SeriesInfo:
+def _info_from_frames(fs: FrameStack) -> SeriesInfo:
     h = fs.header
     problem, step, tilt = "", float("nan"), 0.0
     try:
-        geom = stack_geometry(f"{h.path} (series {key})", fs.iop, fs.pixel_spacing, fs.positions,
-                              [f"frame {int(f) + 1}" for f in fs.frames])
+        geom = frame_geometry(fs)
         step, tilt = geom.step_mm, geom.tilt_deg
     except ImagingError as exc:
         problem = str(exc)
@@ -135,39 +136,18 @@ def _info_from_frames(fs: FrameStack, key: str) -> SeriesInfo:
         files=[h.path],
         frame_of_reference_uid=h.frame_of_reference_uid,
         orientation=tuple(float(v) for v in fs.iop),
-        key=key,
+        key=fs.key,
         kind="multiframe",
         problem=problem,
         tilt_deg=tilt,
-        _load=lambda progress: load_frame_stack(fs, key),
+        _load=lambda progress: load_frame_stack(fs),
     )
 
 
-def _multiframe_infos(
-    headers: list[SliceHeader], used: dict[str, int], skipped: list[tuple[Path, str]]
-) -> list[SeriesInfo]:
-    out: list[SeriesInfo] = []
-    for h in headers:
-        try:
-            stacks = frame_stacks(h)
-        except ImagingError as exc:
-            skipped.append((h.path, str(exc).removeprefix(f"{h.path}: ")))
-            continue
-        for fs in stacks:
-            n = used.get(h.series_uid, 0) + 1
-            used[h.series_uid] = n
-            out.append(_info_from_frames(fs, h.series_uid if n == 1 else f"{h.series_uid}#{n}"))
-    return out
-
-
-def _catalog_from_scan(result: ScanResult) -> Catalog:
-    series = [_info_from_stack(s) for s in result.stacks]
-    used: dict[str, int] = {}
-    for s in result.stacks:
-        used[s.headers[0].series_uid] = max(used.get(s.headers[0].series_uid, 0), s.stack_index)
-    skipped = list(result.skipped)
-    series += _multiframe_infos(result.multiframe, used, skipped)
-    return Catalog(series, skipped)
+def _catalog(groups: Groups) -> Catalog:
+    series = [_info_from_stack(s) for s in groups.stacks]
+    series += [_info_from_frames(fs) for fs in groups.frame_stacks]
+    return Catalog(series, list(groups.skipped))
 
 
 def _file_catalog(path: Path) -> Catalog:
@@ -184,14 +164,7 @@ def _file_catalog(path: Path) -> Catalog:
             key="", kind="image-file", _load=lambda progress: read_image_file(path),
         )
         return Catalog([info])
-    h = read_header(path)
-    if h.frames > 1 or h.enhanced:
-        # a lone multi-frame file: its geometry error is the answer, not a skipped file
-        stacks = frame_stacks(h)
-        uid = h.series_uid
-        return Catalog([_info_from_frames(fs, uid if n == 1 else f"{uid}#{n}")
-                        for n, fs in enumerate(stacks, start=1)])
-    return Catalog([_info_from_stack(Stack(key=h.series_uid, headers=[h]))])
+    return _catalog(group_file(path))
 
 
 def scan(path: str | Path) -> Catalog:
@@ -205,7 +178,7 @@ def scan(path: str | Path) -> Catalog:
     if not path.exists():
         raise InputNotFoundError(f"{path}: no such file or folder")
     if path.is_dir():
-        return _catalog_from_scan(scan_folder(path))
+        return _catalog(scan_folder(path))
     return _file_catalog(path)
 
 

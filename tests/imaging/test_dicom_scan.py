@@ -11,6 +11,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from scrubin.imaging.dicom_group import scan_folder
 from scrubin.imaging.dicom_header import FastHeaderUnsupportedError, read_fast_header
 from scrubin.imaging.dicom_scan import (
     CorruptDicomError,
@@ -18,7 +19,6 @@ from scrubin.imaging.dicom_scan import (
     _pydicom_header,
     find_files,
     read_header,
-    scan_folder,
 )
 from scrubin.imaging.errors import NoDicomError
 

@@ -18,8 +18,10 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from scrubin.imaging.dicom_scan import UnsupportedTransferSyntaxError, scan_folder
-from scrubin.imaging.dicom_series import load_stack, stack_geometry
+from scrubin.imaging.dicom_geometry import stack_geometry
+from scrubin.imaging.dicom_group import scan_folder
+from scrubin.imaging.dicom_scan import UnsupportedTransferSyntaxError
+from scrubin.imaging.dicom_volume import load_stack
 from scrubin.imaging.errors import DicomError, GeometryError
 from scrubin.imaging.load import load_volume
 

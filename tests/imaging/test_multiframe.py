@@ -12,10 +12,10 @@ from highdicom.legacy import LegacyConvertedEnhancedCTImage
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from scrubin.imaging.dicom_group import frame_stacks
 from scrubin.imaging.dicom_scan import read_header
 from scrubin.imaging.errors import GeometryError
 from scrubin.imaging.load import list_series, load_volume
-from scrubin.imaging.multiframe import frame_stacks
 
 sys.path.insert(0, str(Path(__file__).parent))
 import dicom_factory as fac

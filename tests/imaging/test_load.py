@@ -147,3 +147,21 @@ def test_meta_datasets_are_enough_for_highdicom_seg(tmp_path):
         software_versions="1", device_serial_number="1")
     assert seg.StudyInstanceUID == vol.meta["StudyInstanceUID"]
     assert seg.FrameOfReferenceUID == vol.frame_of_reference_uid
+
+
+def test_dicom_pipeline_runs_one_way():
+    """scan → group → geometry → pixels → volume: each step imports only earlier steps."""
+    import ast
+
+    import scrubin.imaging as pkg
+
+    steps = ["dicom_header", "dicom_scan", "dicom_group", "dicom_geometry", "dicom_pixels",
+             "dicom_volume", "load"]
+    root = Path(pkg.__file__).parent
+    for n, step in enumerate(steps):
+        tree = ast.parse((root / f"{step}.py").read_text())
+        imported = {node.module.rsplit(".", 1)[-1] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module
+                    and node.module.startswith("scrubin.imaging.")}
+        later = imported & set(steps[n:])
+        assert not later, f"{step} imports {later} (same or later step)"

@@ -1,4 +1,4 @@
-"""Slices → Volume: sorting along the normal, geometry checks, HU rescale, compressed syntaxes."""
+"""Slices → Volume: sorting along the normal, orientation checks, HU rescale, compression."""
 
 from __future__ import annotations
 

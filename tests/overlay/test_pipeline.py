@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import socket
+import struct
+import time
 
 import numpy as np
 import pytest
 
 from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.igtl import IgtlServer
 from scrubin.overlay.pipeline import (
     AccuracyProbe,
     OverlayPipeline,
@@ -42,17 +46,39 @@ def run(scene, structures):
     probe = AccuracyProbe(scene.camera, scene.points_ct_mm,
                           frame_of_reference_uid=scene.frame_of_reference_uid)
     stream = StreamSink(maxsize=64)
-    pipe = OverlayPipeline(scene.camera, structures, Registration(scene.T_ref_ct), tracker,
-                           [stream], probe=probe)
-    records = pipe.run(SyntheticSource(scene))
+    with IgtlServer(0) as igtl:  # an OpenIGTLink client connected through the run
+        sock = socket.create_connection(("127.0.0.1", igtl.port), timeout=10)
+        assert igtl.wait_connected(10)
+        pipe = OverlayPipeline(scene.camera, structures, Registration(scene.T_ref_ct),
+                               tracker, [stream], probe=probe, igtl=igtl)
+        records = pipe.run(SyntheticSource(scene))
+        igtl_msgs = []
+        while sum(m[0] == "TrackingState" for m in igtl_msgs) < len(records):
+            igtl_msgs.append(_igtl_message(sock))
+        sock.close()
     items = []
     while (it := stream.get(0.01)) is not None:
         items.append(it)
-    return records, items
+    return records, items, igtl_msgs
+
+
+def _igtl_message(sock: socket.socket) -> tuple[str, float]:
+    """(device name, Unix time) of one OpenIGTLink message (v2 header: 58 bytes)."""
+    def exact(n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            chunk = sock.recv(n - len(out))
+            assert chunk, "connection closed"
+            out += chunk
+        return out
+
+    _, _, device, sec, frac, size, _ = struct.unpack(">H12s20sIIQQ", exact(58))
+    exact(size)
+    return device.rstrip(b"\0").decode(), sec + frac / 2 ** 32
 
 
 def test_reprojection_below_one_pixel_at_720p(run) -> None:
-    records, _ = run
+    records, _, _ = run
     fresh = [r for r in records if r.detected]
     assert len(fresh) >= 4
     for r in fresh:
@@ -65,7 +91,7 @@ def test_reprojection_below_one_pixel_at_720p(run) -> None:
 
 
 def test_states_through_the_occlusion_gap(run) -> None:
-    records, _ = run
+    records, _, _ = run
     states = [r.state for r in records]
     assert states == ["LIVE"] * 3 + ["HELD", "STALE", "STALE", "STALE", "STALE", "LOST",
                                      "LOST", "LIVE", "LIVE"]  # re-acquired
@@ -78,8 +104,31 @@ def test_states_through_the_occlusion_gap(run) -> None:
     assert "tracker_state" not in records[0].to_json()  # one machine, one state per frame
 
 
+def test_igtl_client_gets_no_tracking_transform_while_stale_or_lost(run) -> None:
+    """A connected OpenIGTLink client, frame by frame through the occlusion gap; Unix times
+    whose intervals are the capture intervals."""
+    records, _, msgs = run
+    frames, cur = [], []
+    for name, t in msgs:
+        cur.append((name, t))
+        if name == "TrackingState":
+            frames.append(cur)
+            cur = []
+    assert len(frames) == len(records)
+    t0 = frames[0][0][1]
+    assert abs(t0 - time.time()) < 600  # Unix time, not the 0.0 s capture clock
+    for r, fr in zip(records, frames, strict=True):
+        names = [n for n, _ in fr]
+        assert all(t == pytest.approx(t0 + r.capture_time_s, abs=1e-6) for _, t in fr)
+        if r.state in ("STALE", "LOST"):
+            assert names == ["CTToReference", "TrackingState"], (r.frame_id, r.state, names)
+        else:
+            assert names == ["CTToReference", "ReferenceToCamera", "CTToCamera",
+                             "TrackingState"], (r.frame_id, r.state, names)
+
+
 def test_ids_and_capture_times_reach_the_sinks(run, scene) -> None:
-    records, items = run
+    records, items, _ = run
     assert [it.frame_id for it in items] == list(range(12))
     np.testing.assert_allclose([it.capture_time_s for it in items], np.arange(12) / 10.0)
     assert [it.state for it in items] == [r.state for r in records]

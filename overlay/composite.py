@@ -33,14 +33,14 @@ KIND_OUTLINE = 2
 _MAX_LAYERS = 16
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _shade(f: int, w0: float, w1: float, faces: np.ndarray, shade: np.ndarray) -> float:
     """Gouraud: the per-vertex Lambert intensities interpolated with the pixel's weights."""
     return (w0 * shade[faces[f, 0]] + w1 * shade[faces[f, 1]]
             + (1.0 - w0 - w1) * shade[faces[f, 2]])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _is_edge(
     tid: np.ndarray, depth: np.ndarray, layer: int, y: int, x: int, radius: int,
     contour_mm: float, bbox: np.ndarray, height: int, width: int,
@@ -69,7 +69,7 @@ def _is_edge(
     return False
 
 
-@njit(cache=True, inline="always", fastmath=True)
+@njit(cache=True, nogil=True, inline="always", fastmath=True)
 def _single_px(
     f: int, w0: float, w1: float, faces: np.ndarray, shade: np.ndarray,
     face_struct: np.ndarray, struct_bgr: np.ndarray, struct_alpha: np.ndarray,
@@ -84,7 +84,7 @@ def _single_px(
             np.uint8(min(al * 255.0 + 0.5, 255.0)))
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def _resolve_single(
     tid: np.ndarray, bary: np.ndarray, faces: np.ndarray, shade: np.ndarray,
     face_struct: np.ndarray, struct_bgr: np.ndarray, struct_alpha: np.ndarray,
@@ -110,7 +110,7 @@ def _resolve_single(
             out[j, i, 3] = a
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def resolve_blend_single(
     tid: np.ndarray, bary: np.ndarray, faces: np.ndarray, shade: np.ndarray,
     face_struct: np.ndarray, struct_bgr: np.ndarray, struct_alpha: np.ndarray,
@@ -134,7 +134,7 @@ def resolve_blend_single(
             frame[y, x, 2] = np.uint8(min((np.int64(frame[y, x, 2]) * inv + 127) // 255 + r, 255))
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def resolve_layers(
     depth: np.ndarray,
     tid: np.ndarray,
@@ -224,7 +224,7 @@ def resolve_layers(
             out[j, i, 3] = np.uint8(min(ca * 255.0 + 0.5, 255.0))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def _blend(frame: np.ndarray, bgra: np.ndarray, y0: int, x0: int) -> None:
     h = bgra.shape[0]
     w = bgra.shape[1]

@@ -128,7 +128,7 @@ def _distort_to_pixels(camera: CameraModel, xy: np.ndarray) -> np.ndarray:
     return np.column_stack([k[0, 0] * xd + k[0, 1] * yd + k[0, 2], k[1, 1] * yd + k[1, 2]])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _newton_undistort(xt: np.ndarray, yt: np.ndarray, k1: float, k2: float, p1: float,
                       p2: float, k3: float, xy: np.ndarray) -> None:
     """Newton iterations in place on ``xy`` (start values) for the OpenCV model

@@ -45,7 +45,7 @@ from numba import njit, prange, set_parallel_chunksize
 HIDDEN = 2.0  # face_cull value of a hidden structure's faces
 
 
-@njit(cache=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def transform_project(
     v_ct: np.ndarray,
     n_ct: np.ndarray,
@@ -107,7 +107,7 @@ def transform_project(
     return zmin
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def setup_triangles(
     uvz: np.ndarray,
     faces: np.ndarray,
@@ -156,7 +156,7 @@ def setup_triangles(
 _BIN_CHUNKS = 8
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True)
 def bin_triangles(
     tbox: np.ndarray, band_h: int, counts: np.ndarray, starts: np.ndarray, bbox: np.ndarray
 ) -> np.ndarray:
@@ -248,7 +248,7 @@ def rasterize(
         set_parallel_chunksize(old)
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath=True)
 def _rasterize(
     uvz: np.ndarray,
     faces: np.ndarray,
@@ -348,7 +348,7 @@ def _rasterize(
                         bary[layer, y, x, 1] = w1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def clip_near(
     p_cam: np.ndarray, shade: np.ndarray, faces: np.ndarray, near: float, first_vertex: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -134,7 +134,7 @@ def moderngl_render(v: np.ndarray, f: np.ndarray, cam: CameraModel):
                       "void main(){ gl_Position = mvp * vec4(p, 1.0); s = abs(n.z); }",
         fragment_shader="#version 330\nin float s; out vec4 o;\n"
                         "void main(){ o = vec4(s, s, s, 1.0); }")
-    from scrubin.overlay.renderer import vertex_normals
+    from scrubin.imaging.mesh import vertex_normals
 
     data = np.hstack([v, vertex_normals(v, f)]).astype(np.float32)
     vao = ctx.vertex_array(prog, [(ctx.buffer(data.tobytes()), "3f 3f", "p", "n")],

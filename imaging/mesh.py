@@ -65,6 +65,26 @@ def _accumulate_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return out
 
 
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Area-weighted unit vertex normals (the sum of the adjacent faces' cross products).
+
+    The one vertex-normal function of the project (meshes, overlay shading, surface clouds).
+    Vertices without a non-degenerate face get a zero normal.
+
+    Raises
+    ------
+    MeshError
+        ``faces`` not ``(M, 3)`` vertex indices within range.
+    """
+    v = np.ascontiguousarray(vertices, dtype=np.float64)
+    f = np.ascontiguousarray(faces, dtype=np.int64)
+    if v.ndim != 2 or v.shape[1] != 3:
+        raise MeshError(f"mesh vertices must have shape (N, 3), got {v.shape}")
+    if f.ndim != 2 or f.shape[1] != 3 or (len(f) and (f.min() < 0 or f.max() >= len(v))):
+        raise MeshError(f"mesh faces must be (M, 3) vertex indices within range 0..{len(v) - 1}")
+    return _accumulate_normals(v, f)
+
+
 @dataclass
 class Mesh:
     """A triangle mesh in LPS mm with provenance, name and display colour.
@@ -150,7 +170,7 @@ class Mesh:
     def vertex_normals(self) -> np.ndarray:
         """``(N, 3)`` unit vertex normals in LPS (stored ones, else area-weighted face normals)."""
         if self.normals is None:
-            self.normals = _accumulate_normals(self.vertices, self.faces)
+            self.normals = vertex_normals(self.vertices, self.faces)
         return self.normals
 
     def face_cross(self) -> np.ndarray:

@@ -41,6 +41,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from scrubin.imaging.mesh import vertex_normals
 from scrubin.overlay import composite, raster
 from scrubin.overlay.distortion import RenderGeometry, output_bbox, render_geometry
 from scrubin.overlay.errors import OverlayError
@@ -149,18 +150,6 @@ class Structure:
                 kw["opacity"] = float(c[3])
         kw.update(style)
         return cls(**kw)
-
-
-def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals (unit; zero for unused vertices)."""
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
-    return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
 
 
 def closed_orientation(vertices: np.ndarray, faces: np.ndarray) -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scrubin.imaging.mesh import vertex_normals
 from scrubin.registration.errors import RegistrationError
 
 UNIT_SCALE_TO_MM = {"mm": 1.0, "m": 1000.0, "cm": 10.0}
@@ -399,23 +400,6 @@ def _ply_has_faces(path: Path) -> bool:
         raise CloudError(f"{path}: not a PLY file (no 'ply' magic or end_header)")
     m = re.search(rb"element\s+face\s+(\d+)", head[:end])
     return bool(m and int(m.group(1)) > 0)
-
-
-def vertex_normals(vertices_mm: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals (sum of adjacent face cross products), unit length.
-
-    Vertices without a non-degenerate face get a zero normal.
-    """
-    v = np.asarray(vertices_mm, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    if f.ndim != 2 or f.shape[1] != 3 or (len(f) and (f.min() < 0 or f.max() >= len(v))):
-        raise CloudError("mesh faces must be (F, 3) vertex indices within range")
-    fn = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
-    n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, f[:, k], fn)
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
-    return np.divide(n, norm, out=np.zeros_like(n), where=norm > 1e-12)
 
 
 def _spacing(points_mm: np.ndarray) -> float:

@@ -279,9 +279,9 @@ def ct_skin_surface(folder: str | Path, truth: dict) -> tuple[np.ndarray, np.nda
     normals, provenance)`` in LPS mm.
     """
     from scrubin.imaging.load import load_volume
+    from scrubin.imaging.mesh import vertex_normals
     from scrubin.imaging.regions import component_at
     from scrubin.imaging.surface import extract_surface
-    from scrubin.registration.clouds import vertex_normals
     from scrubin.samples.model import phantom_model
 
     vol = load_volume(folder)

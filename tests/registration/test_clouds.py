@@ -6,7 +6,8 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from scrubin.imaging.mesh import Mesh
+from scrubin.imaging.errors import MeshError
+from scrubin.imaging.mesh import Mesh, vertex_normals
 from scrubin.imaging.mesh_io import save_mesh
 from scrubin.registration.clouds import (
     CloudError,
@@ -18,7 +19,6 @@ from scrubin.registration.clouds import (
     extent,
     read_cloud,
     read_surface,
-    vertex_normals,
     voxel_downsample,
 )
 from scrubin.registration.errors import RegistrationError
@@ -217,7 +217,7 @@ def test_vertex_normals_known_answer_and_rejection():
     n = vertex_normals(v, np.array([[0, 1, 2]]))
     np.testing.assert_allclose(n[:3], [[0, 0, 1]] * 3)
     np.testing.assert_array_equal(n[3], [0, 0, 0])  # unused vertex
-    with pytest.raises(CloudError, match="within range"):
+    with pytest.raises(MeshError, match="within range"):
         vertex_normals(v, np.array([[0, 1, 7]]))
 
 

@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 
 from scrubin.registration.clouds import estimate_normals, voxel_downsample
 from scrubin.registration.errors import RegistrationError
+from scrubin.registration.points import fit_batch
 
 
 @dataclass(frozen=True)
@@ -76,22 +77,13 @@ def fpfh_cloud(
 
 
 def _batch_kabsch(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Least-squares rotations+translations mapping ``p`` onto ``q`` for a batch ``(H, K, 3)``.
-
-    Arun et al. 1987: H = sum (p - p̄)(q - q̄)^T (eq. 11), SVD H = U S V^T, R = V U^T with the
-    reflection fix det(R) = +1 (Umeyama 1991, eq. 39). Returns ``(H, 4, 4)``.
-    """
-    pc, qc = p.mean(axis=1, keepdims=True), q.mean(axis=1, keepdims=True)
-    h = np.einsum("hki,hkj->hij", p - pc, q - qc)
-    u, _, vt = np.linalg.svd(h)
-    d = np.sign(np.linalg.det(np.einsum("hji,hkj->hik", vt, u)))
-    d[d == 0] = 1.0
-    vt = vt.copy()
-    vt[:, 2, :] *= d[:, None]
-    r = np.einsum("hji,hkj->hik", vt, u)  # V D U^T
+    """Least-squares rigid transforms mapping ``p`` onto ``q`` for a batch ``(H, K, 3)``, as
+    ``(H, 4, 4)`` matrices: the project's one Kabsch/Umeyama fit,
+    :func:`scrubin.registration.points.fit_batch` (Arun et al. 1987; Umeyama 1991 eq. 39-41)."""
+    rot, trans, _ = fit_batch(p, q)
     m = np.zeros((len(p), 4, 4))
-    m[:, :3, :3] = r
-    m[:, :3, 3] = qc[:, 0] - np.einsum("hij,hj->hi", r, pc[:, 0])
+    m[:, :3, :3] = rot
+    m[:, :3, 3] = trans
     m[:, 3, 3] = 1.0
     return m
 

@@ -23,7 +23,7 @@ import grpc
 
 from scrubin.mentor.errors import MentorError
 from scrubin.mentor.events import PB_TO_ROLE, event_from_pb, event_to_pb
-from scrubin.mentor.hub import AuthError, FeedOverflowError, Hub
+from scrubin.mentor.hub import AuthError, FeedClosedError, Hub
 from scrubin.mentor.store import Identity
 from scrubin.mentor.telemetry import check_frame
 from scrubin.protos import mentor_pb2 as pb
@@ -73,7 +73,8 @@ class MentorService(pb_grpc.MentorServicer):
                                 f"{pb.Role.Name(request.role)}")
         author = author_name(ident.role, request.client_name)
         await self.hub.db(self.hub.store.audit, ident.session_id, ident.role, author, "join",
-                          "grpc", context.peer())
+                          f"grpc recording={'on' if ident.recording else 'off'}",
+                          context.peer())
         w = await self.hub.welcome(ident, author)
         return pb.JoinReply(
             session_id=w["session_id"], role=pb.Role.Value(f"ROLE_{ident.role.upper()}"),
@@ -99,7 +100,7 @@ class MentorService(pb_grpc.MentorServicer):
         async def follow(after_seq: int) -> None:
             try:
                 await feed.run(after_seq, emit)
-            except FeedOverflowError as exc:
+            except FeedClosedError as exc:
                 await outbox.put(pb.AnnotationServerMessage(error=pb.Error(message=str(exc))))
                 await outbox.put(_END)
 

@@ -45,8 +45,9 @@ class AuthError(MentorError):
         self.code = code
 
 
-class FeedOverflowError(MentorError):
-    """A feed fell more than :data:`FEED_BACKLOG` events behind."""
+class FeedClosedError(MentorError):
+    """A feed was closed by the server: it fell more than :data:`FEED_BACKLOG` events behind
+    (the client may resume from its last seq), or the session ended."""
 
 
 @dataclass(eq=False)
@@ -177,6 +178,14 @@ class Hub:
                     feed.push(done.seq, done.event)
         return done
 
+    def end_session(self, session_id: str) -> None:
+        """The session was ended: close its feeds (their connections end) and telemetry."""
+        state = self._sessions.pop(session_id, None)
+        if state is None:
+            return
+        for feed in list(state.feeds):
+            feed.end("the session has ended")
+
     def open_feed(self, session_id: str) -> Feed:
         """A feed of the session's events (call :meth:`Feed.run`; close it when done)."""
         feed = Feed(self, session_id)
@@ -291,7 +300,7 @@ class Feed:
     def __init__(self, hub: Hub, session_id: str) -> None:
         self.hub = hub
         self.session_id = session_id
-        self._live: asyncio.Queue[tuple[int, dict[str, Any]] | None] = asyncio.Queue(
+        self._live: asyncio.Queue[tuple[int, dict[str, Any]] | str] = asyncio.Queue(
             maxsize=FEED_BACKLOG)
         self.last_seq = 0
         self.replayed = asyncio.Event()
@@ -301,9 +310,15 @@ class Feed:
         try:
             self._live.put_nowait((seq, event))
         except asyncio.QueueFull:
-            self.hub._close_feed(self)
-            self._live = asyncio.Queue(maxsize=1)
-            self._live.put_nowait(None)
+            self.end(f"more than {FEED_BACKLOG} events behind; resume from seq "
+                     f"{self.last_seq}")
+
+    def end(self, reason: str) -> None:
+        """Close the feed: :meth:`run` raises FeedClosedError(reason) next."""
+        self.hub._close_feed(self)
+        while not self._live.empty():  # the reader waits on this queue: drain, not replace
+            self._live.get_nowait()
+        self._live.put_nowait(reason)
 
     async def run(self, after_seq: int,
                   emit: Callable[[int, dict[str, Any]], Any]) -> None:
@@ -311,8 +326,9 @@ class Feed:
 
         Raises
         ------
-        FeedOverflowError
-            The consumer fell too far behind; it should resume from :attr:`last_seq`.
+        FeedClosedError
+            The consumer fell too far behind (it should resume from :attr:`last_seq`), or the
+            session ended.
         """
         self.last_seq = int(after_seq)
         while True:  # the replay is paged: a long session is not read into memory at once
@@ -326,9 +342,8 @@ class Feed:
         self.replayed.set()
         while True:
             item = await self._live.get()
-            if item is None:
-                raise FeedOverflowError(f"more than {FEED_BACKLOG} events behind; resume from seq "
-                                   f"{self.last_seq}")
+            if isinstance(item, str):
+                raise FeedClosedError(item)
             seq, event = item
             if seq <= self.last_seq:
                 continue

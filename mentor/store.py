@@ -224,6 +224,11 @@ class Store:
         the same transaction as the event.
         """
         with self._tx():
+            row = self._db.execute("SELECT ended FROM sessions WHERE session_id=?",
+                                   (session_id,)).fetchone()
+            if row is None or row[0] is not None:
+                raise MentorError(f"session {session_id}: "
+                                  f"{'unknown' if row is None else 'has ended'}")
             old = self._db.execute(
                 "SELECT seq, body FROM events WHERE session_id=? AND event_id=?",
                 (session_id, event["event_id"]),

@@ -35,7 +35,7 @@ from aiohttp import WSMsgType, web
 
 from scrubin.mentor.errors import MentorError
 from scrubin.mentor.grpc_service import author_name
-from scrubin.mentor.hub import AuthError, FeedOverflowError, Hub
+from scrubin.mentor.hub import AuthError, FeedClosedError, Hub
 from scrubin.mentor.store import Identity
 from scrubin.mentor.telemetry import frame_to_json
 
@@ -104,8 +104,8 @@ async def _join(request: web.Request) -> web.StreamResponse:
     name = body.get("name", "")
     author = author_name(ident.role, name if isinstance(name, str) else "")
     cookie = await hub.db(hub.store.new_cookie, ident, author)
-    await hub.db(hub.store.audit, ident.session_id, ident.role, author, "join", "web",
-                 _peer(request))
+    await hub.db(hub.store.audit, ident.session_id, ident.role, author, "join",
+                 f"web recording={'on' if ident.recording else 'off'}", _peer(request))
     response = web.json_response({"session_id": ident.session_id, "role": ident.role,
                                   "author": author, "recording": ident.recording})
     response.set_cookie(COOKIE, cookie, httponly=True, secure=True, samesite="Strict", path="/")
@@ -153,7 +153,7 @@ class _WsConnection:
             self.send({"type": "event", "seq": seq, "event": event})
         try:
             await self.feed.run(after_seq, emit)
-        except FeedOverflowError as exc:
+        except FeedClosedError as exc:
             self.send({"type": "error", "message": str(exc)})
             self.outbox.put_nowait(None)
 
@@ -283,6 +283,7 @@ async def _end_session(request: web.Request) -> web.StreamResponse:
     session_id = request.match_info["session_id"]
     if not await hub.db(hub.store.end_session, session_id):
         raise web.HTTPNotFound(text=f"session {session_id}: unknown or already ended")
+    hub.end_session(session_id)
     return web.json_response({"session_id": session_id, "ended": True})
 
 

@@ -327,3 +327,32 @@ def test_signalling_between_station_and_native_viewer(tmp_path):
                 await asyncio.sleep(0.2)
                 assert (await men.join()).surgeon_online is False
     asyncio.run(main())
+
+
+def test_a_feed_that_falls_behind_is_closed_and_the_client_resumes(tmp_path, monkeypatch):
+    from scrubin.mentor import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "FEED_BACKLOG", 5)
+
+    async def main():
+        async with running(tmp_path) as server:
+            made = await new_session(server)
+            ident = await server.hub.db(server.hub.store.identify_token, made.tokens["mentor"])
+            feed = server.hub.open_feed(made.session_id)  # nobody reads it yet
+            for i in range(8):
+                await server.hub.submit(ident, "mentor", stroke(i), "")
+            got = []
+
+            async def emit(seq, event):
+                got.append(seq)
+            with pytest.raises(hub_module.FeedClosedError, match="events behind; resume"):
+                await asyncio.wait_for(feed.run(0, emit), 5)
+            assert got == list(range(1, 9))  # the replay from the store still came in full
+            # a new stream (what a closed client opens) gets every event
+            async with client(server, made.tokens["observer"]) as c:
+                s = c.annotations()
+                await s.start()
+                got = [(await asyncio.wait_for(s.events.get(), 5))[0] for _ in range(8)]
+                assert got == list(range(1, 9))
+                await s.close()
+    asyncio.run(main())

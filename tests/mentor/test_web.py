@@ -306,3 +306,46 @@ def test_certificate_names_loopback_and_is_reused(tmp_path):
         der = ssl.PEM_cert_to_DER_cert(first.decode())
         assert fp == ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())
     asyncio.run(main())
+
+
+def test_ending_a_session_closes_open_streams_and_refuses_events(tmp_path):
+    async def main():
+        async with running(tmp_path) as server:
+            made = await new_session(server, record=True)
+            admin = {"Authorization": f"Bearer {server.admin_token_path.read_text().strip()}"}
+            page = await joined(server, made.tokens["mentor"])
+            async with MentorClient(server.grpc_target, made.tokens["surgeon"],
+                                    server.cert_path) as sur:
+                ws = await page.ws_connect("/api/ws")
+                await ws.send_json({"type": "hello", "after_seq": 0})
+                await recv(ws, "welcome")
+                call = sur.stub.Annotations(metadata=sur.metadata)
+                await call.write(pb.AnnotationClientMessage(hello=pb.Hello(after_seq=0)))
+                r = await page.post(f"/api/admin/sessions/{made.session_id}/end",
+                                    headers=admin)
+                assert r.status == 200
+                assert (await recv(ws, "error"))["message"] == "the session has ended"
+                closed = await asyncio.wait_for(ws.receive(), 5)
+                assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+                reply = await asyncio.wait_for(call.read(), 5)
+                assert reply.error.message == "the session has ended"
+                assert await asyncio.wait_for(call.read(), 5) is grpc_eof()
+                # a connection that is still open cannot add to an ended session
+                ev = {"event_id": "late", "op": "create", "annotation_id": "z",
+                      "points": [[0.5, 0.5]]}
+                with pytest.raises(Exception, match="has ended"):
+                    await server.hub.submit(
+                        (await server.hub.db(server.hub.store.identify_token,
+                                             made.tokens["mentor"])), "mentor", ev, "")
+            await page.close()
+            log = await server.hub.db(server.hub.store.audit_log, made.session_id)
+            assert [(r["action"], r["detail"]) for r in log][:2] == [
+                ("session_new", "recording=on label='web'"), ("join", "web recording=on")]
+            assert log[-1]["action"] == "session_end"
+    asyncio.run(main())
+
+
+def grpc_eof():
+    import grpc
+
+    return grpc.aio.EOF

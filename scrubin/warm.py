@@ -4,6 +4,7 @@
 real pipelines on tiny inputs, with the argument types the commands use:
 
 ``samples``  a 6 mm custom head phantom written as a DICOM series (phantom kernels);
+``truth``    the phantom's analytic signed distances (used by tests and benchmarks);
 ``model``    ``scrubin model`` on it: bone with ``--exclude-fiducials`` and a DICOM SEG, skin,
              a seeded threshold, and a 2x-coarser extraction snapped back (``step 2``, what
              large fine volumes such as the full phantom use);
@@ -50,7 +51,7 @@ KERNEL_MODULES = (
 )
 #: A coarse custom phantom (6 mm voxels): every phantom/imaging kernel, in seconds.
 WARM_SAMPLE = "custom:6,6,6"
-STEPS = ("samples", "model", "overlay")
+STEPS = ("samples", "truth", "model", "overlay")
 
 
 @dataclass(frozen=True)
@@ -125,20 +126,24 @@ def _cached_signatures(dispatcher: object) -> int:
 
 
 def _warm_samples(tmp: Path) -> Path:
-    import numpy as np
-
-    from scrubin.samples.model import phantom_model
-    from scrubin.samples.phantom import generate_sample, load_truth
+    from scrubin.samples.phantom import generate_sample
 
     folder = tmp / "ct"
     folder.mkdir()
-    generate_sample(WARM_SAMPLE, folder)
-    # analytic signed distances of the truth (tests, benchmarks, the surface simulator)
-    model = phantom_model(load_truth(folder))
+    return generate_sample(WARM_SAMPLE, folder)
+
+
+def _warm_truth() -> None:
+    """Analytic signed distances of the phantom truth (tests, benchmarks, surface simulator)."""
+    import numpy as np
+
+    from scrubin.samples.model import phantom_model
+    from scrubin.samples.phantom import truth_dict
+
+    model = phantom_model(truth_dict(WARM_SAMPLE))
     points_lps_mm = np.zeros((4, 3))
     for name in model.structure_names():
         model.signed_distance(name, points_lps_mm)
-    return folder
 
 
 def _warm_run_ops() -> None:
@@ -207,6 +212,8 @@ def warm(steps: Sequence[str] = STEPS, log: Callable[[str], None] | None = None)
             try:
                 if step == "samples":
                     series = _warm_samples(tmp)
+                elif step == "truth":
+                    _warm_truth()
                 elif step == "model" and series is not None:
                     _warm_model(tmp, series)
                 elif step == "overlay":

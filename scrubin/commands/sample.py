@@ -6,7 +6,12 @@ import argparse
 from pathlib import Path
 
 from scrubin.commands._common import require_output_folders
-from scrubin.samples.presets import CUSTOM_SYNTAX, PRESETS
+
+#: scrubin.samples.presets.PRESETS names and CUSTOM_SYNTAX, repeated so that --help does not
+#: import numpy (a test checks they agree).
+PRESETS = ("small", "small-oblique", "full", "sharp")
+CUSTOM_SYNTAX = ("custom:ROW,COL,SLICE[:TILT_X,TILT_Y][:sharp] (mm; degrees about x then y; "
+                 "sharp reconstruction kernel)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 from pathlib import Path
 
 
@@ -46,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 async def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
     from scrubin.mentor.server import MentorServer, ServerConfig
 
     server = MentorServer(ServerConfig(
@@ -75,4 +76,6 @@ async def _serve(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
+    import asyncio  # here, not at import: keeps 'scrubin --help' light
+
     return asyncio.run(_serve(args))

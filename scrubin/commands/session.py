@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _post(args: argparse.Namespace, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    import urllib.error  # here, not at import: keeps 'scrubin --help' light
+    import urllib.request
+
     from scrubin.mentor.tls import client_ssl_context
 
     token_file = args.admin_token_file or args.state / "admin-token"

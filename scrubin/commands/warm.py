@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-STEPS = ("samples", "model", "overlay")  # scrubin.warm.STEPS (a test checks they agree)
+STEPS = ("samples", "truth", "model", "overlay")  # scrubin.warm.STEPS (a test checks they agree)
 
 
 def _steps(text: str) -> str:
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "processes load it instead of compiling. Same as 'python -m scrubin.warm'.",
     )
     p.add_argument("--steps", default=None, metavar="LIST", type=_steps,
-                   help="comma-separated subset of samples,model,overlay (default: all)")
+                   help="comma-separated subset of samples,truth,model,overlay (default: all)")
     p.add_argument("--verbose", action="store_true", help="list every kernel")
     p.set_defaults(func=run)
 

@@ -19,7 +19,7 @@ import dicom_factory as fac
 HEAVY = {
     "open3d", "cv2", "SimpleITK", "pydicom", "highdicom", "numba", "llvmlite", "aiortc", "av",
     "scipy", "vtk", "skimage", "grpc", "moderngl", "fast_simplification", "nibabel", "trimesh",
-    "aiohttp", "pyigtl", "pylibjpeg", "PIL", "tqdm",
+    "aiohttp", "pyigtl", "pylibjpeg", "PIL", "tqdm", "numpy",
 }
 #: Stage modules holding numba kernels (never needed to build the parser).
 KERNEL_MODULES = ("scrubin.imaging.regions", "scrubin.imaging.mesh", "scrubin.overlay.raster")
@@ -63,14 +63,18 @@ def test_help_constants_match_the_stage_modules():
     # commands repeat a few defaults/choices so that --help need not import the stages
     from scrubin import warm
     from scrubin.commands import fiducials as fid_cmd
+    from scrubin.commands import sample as sample_cmd
     from scrubin.commands import warm as warm_cmd
     from scrubin.commands.calibrate import hand_eye as he_cmd
     from scrubin.registration import fiducials, handeye
+    from scrubin.samples import presets
 
     assert fid_cmd.DEFAULT_DIAMETER_MM == fiducials.DEFAULT_DIAMETER_MM
     assert fid_cmd.DEFAULT_MIN_HU == fiducials.DEFAULT_MIN_HU
     assert he_cmd.METHODS == handeye.METHODS
     assert warm_cmd.STEPS == warm.STEPS
+    assert sample_cmd.PRESETS == tuple(presets.PRESETS)
+    assert sample_cmd.CUSTOM_SYNTAX == presets.CUSTOM_SYNTAX
 
 
 def test_negative_values_are_joined_to_their_option():

@@ -1,0 +1,107 @@
+"""Cold start of the command line: what a user waits for before any work is done.
+
+Each figure is the median wall time of fresh processes (``subprocess``, interleaved):
+
+- ``scrubin --help`` and ``scrubin model --help`` against the bare interpreter
+  (``python -c pass``) and ``python -c "import numpy"`` (the floor a numpy tool pays);
+- a bone model of the small phantom (``scrubin model DIR --preset bone --out X.stl --json
+  R.json``) as a process, against the same pipeline in this process (``run_model``, imports
+  and kernels already loaded); the child's own pipeline time (``timings_s.total`` of its
+  report) gives the process overhead = wall - pipeline (imports, numba cache loading,
+  interpreter start and exit);
+- the first such process with an empty numba cache (``NUMBA_CACHE_DIR`` set to a new folder:
+  every kernel it reaches is compiled) against the next one with that cache filled (what a
+  user gets after ``make install`` ran ``python -m scrubin.warm``). The shared
+  ``__pycache__`` is never deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+RUNS = 5
+
+
+def _wall(argv: list[str], env: dict[str, str] | None = None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - t0
+
+
+def _interleaved_walls(cands: dict[str, list[str]], runs: int = RUNS) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in cands}
+    for argv in cands.values():  # one unmeasured run each (file cache)
+        _wall(argv)
+    for _ in range(runs):
+        for name, argv in cands.items():
+            times[name].append(_wall(argv))
+    return {k: median(v) for k, v in times.items()}
+
+
+def _model_process(series: Path, out: Path, env: dict[str, str] | None = None
+                   ) -> tuple[float, float]:
+    """(wall s, the child's pipeline s) of one ``scrubin model`` process."""
+    report = out.with_suffix(".json")
+    wall = _wall([sys.executable, "-m", "scrubin", "model", str(series), "--preset", "bone",
+                  "--out", str(out), "--json", str(report)], env)
+    return wall, float(json.loads(report.read_text())["timings_s"]["total"])
+
+
+def main() -> None:
+    """Print the benchmark lines."""
+    py = sys.executable
+    walls = _interleaved_walls({
+        "python": [py, "-c", "pass"],
+        "numpy": [py, "-c", "import numpy"],
+        "help": [py, "-m", "scrubin", "--help"],
+        "model-help": [py, "-m", "scrubin", "model", "--help"],
+    })
+    print(f"scrubin --help {walls['help'] * 1e3:.0f} ms, scrubin model --help "
+          f"{walls['model-help'] * 1e3:.0f} ms vs python -c pass {walls['python'] * 1e3:.0f} "
+          f"ms, python -c 'import numpy' {walls['numpy'] * 1e3:.0f} ms (median of {RUNS} "
+          f"processes; target < 300 ms)")
+
+    from scrubin.samples.phantom import ensure_sample
+    from scrubin.workflows.model import ModelRequest, run_model
+
+    series = ensure_sample("small")
+    with tempfile.TemporaryDirectory(prefix="scrubin-bench-cold-") as tmp_name:
+        tmp = Path(tmp_name)
+
+        def in_process() -> float:
+            t0 = time.perf_counter()
+            run_model(ModelRequest(input=series, out=tmp / "in.stl", preset="bone",
+                                   json_path=tmp / "in.json"))
+            return time.perf_counter() - t0
+
+        in_process()  # imports and kernels loaded once, as in a long-running process
+        inproc, proc, child = [], [], []
+        for _ in range(RUNS):
+            inproc.append(in_process())
+            w, c = _model_process(series, tmp / "p.stl")
+            proc.append(w)
+            child.append(c)
+        overhead = [w - c for w, c in zip(proc, child, strict=True)]
+        print(f"bone model, small phantom: process {median(proc):.2f} s vs in-process "
+              f"{median(inproc):.2f} s ({median(proc) / median(inproc):.2f}x); process "
+              f"overhead (wall - its pipeline {median(child):.2f} s) {median(overhead):.2f} s "
+              f"(median of {RUNS}; target < 0.5 s)")
+
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp / "numba-cache"))
+        cold_wall, cold_pipe = _model_process(series, tmp / "cold.stl", env)
+        warm_wall, warm_pipe = _model_process(series, tmp / "warm.stl", env)
+        print(f"bone model process with an empty numba cache {cold_wall:.1f} s (pipeline "
+              f"{cold_pipe:.1f} s) vs the next one, cache filled, {warm_wall:.1f} s (pipeline "
+              f"{warm_pipe:.1f} s): compilation costs {cold_wall - warm_wall:.1f} s once "
+              "(paid by 'make install' through python -m scrubin.warm)")
+
+
+if __name__ == "__main__":
+    main()

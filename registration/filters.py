@@ -24,6 +24,7 @@ import numpy as np
 
 from scrubin.registration.errors import RegistrationError
 from scrubin.registration.frames import Transform
+from scrubin.registration.points import fit_batch
 
 #: Noise samples (third differences) needed before :class:`PoseFilter` starts smoothing.
 MIN_NOISE_SAMPLES = 6
@@ -247,13 +248,9 @@ class PoseFilter:
 
     def _fit(self, x_mm: np.ndarray, pose: Transform) -> Transform:
         """Rigid pose mapping the control points onto ``x_mm`` (Arun et al. 1987, SVD)."""
-        c = x_mm.mean(axis=0)
-        h = self.points_mm.T @ (x_mm - c)  # points are centred at the origin
-        u, _, vt = np.linalg.svd(h)
-        d = np.sign(np.linalg.det(vt.T @ u.T))
-        rot = vt.T @ np.diag([1.0, 1.0, d]) @ u.T
-        return Transform.from_rt(rot, c, src=pose.src, dst=pose.dst, timestamp=pose.timestamp,
-                                 source=dict(pose.source))
+        rot, trans, _ = fit_batch(self.points_mm, x_mm)
+        return Transform.from_rt(rot, trans, src=pose.src, dst=pose.dst,
+                                 timestamp=pose.timestamp, source=dict(pose.source))
 
     def __call__(self, pose: Transform, t_s: float | None = None) -> Transform:
         """Filter ``pose`` captured at ``t_s`` (default ``pose.timestamp``), seconds.

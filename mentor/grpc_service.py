@@ -105,6 +105,12 @@ class MentorService(pb_grpc.MentorServicer):
                 await outbox.put(_END)
 
         async def read() -> None:
+            try:
+                await read_requests()
+            finally:  # whatever ends the reading ends the response stream too
+                outbox.put_nowait(_END)
+
+        async def read_requests() -> None:
             nonlocal follower
             async for msg in request_iterator:
                 which = msg.WhichOneof("msg")
@@ -123,7 +129,6 @@ class MentorService(pb_grpc.MentorServicer):
                         event_id=msg.event.event_id, seq=done.seq, duplicate=done.duplicate)))
             if follower is not None:  # half-closed: finish the replay, then end
                 await feed.replayed.wait()
-            await outbox.put(_END)
 
         reader = asyncio.create_task(read())
         try:

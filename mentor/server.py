@@ -184,7 +184,8 @@ class MentorServer:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
         # HTTPS.
-        runner = web.AppRunner(make_app(self._hub, admin_token, lambda: self.url), access_log=None)
+        runner = web.AppRunner(make_app(self._hub, admin_token, lambda: self.url),
+                                access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, cfg.host, cfg.port,
                            ssl_context=server_ssl_context(self.cert_path, self.key_path))

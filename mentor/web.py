@@ -27,11 +27,12 @@ import contextlib
 import hmac
 import json
 import logging
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from scrubin.mentor.errors import MentorError
 from scrubin.mentor.grpc_service import author_name
@@ -48,6 +49,7 @@ MAX_WS_MESSAGE = 4 * 1024 * 1024
 HUB_KEY: web.AppKey[Hub] = web.AppKey("hub", Hub)
 ADMIN_KEY: web.AppKey[str] = web.AppKey("admin_token", str)
 URL_KEY: web.AppKey[Callable[[], str]] = web.AppKey("public_url")
+SOCKETS_KEY: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
 
 _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -121,6 +123,7 @@ async def _ws(request: web.Request) -> web.StreamResponse:
         raise web.HTTPUnauthorized(text=str(exc)) from None
     ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_WS_MESSAGE)
     await ws.prepare(request)
+    request.app[SOCKETS_KEY].add(ws)
     await _WsConnection(hub, ident, ws, _peer(request)).run()
     return ws
 
@@ -287,12 +290,20 @@ async def _end_session(request: web.Request) -> web.StreamResponse:
     return web.json_response({"session_id": session_id, "ended": True})
 
 
+async def _close_sockets(app: web.Application) -> None:
+    """On shutdown, close open WebSockets (1001 going away) so the pages reconnect later."""
+    for ws in list(app[SOCKETS_KEY]):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
+
+
 def make_app(hub: Hub, admin_token: str, public_url: Callable[[], str]) -> web.Application:
     """The aiohttp application of the server (``public_url()``: its https://HOST:PORT)."""
     app = web.Application(middlewares=[_headers], client_max_size=MAX_WS_MESSAGE)
     app[HUB_KEY] = hub
     app[ADMIN_KEY] = admin_token
     app[URL_KEY] = public_url
+    app[SOCKETS_KEY] = weakref.WeakSet()
+    app.on_shutdown.append(_close_sockets)
     app.router.add_get("/m/{session_id}", _page)
     app.router.add_post("/api/join", _join)
     app.router.add_get("/api/ws", _ws)

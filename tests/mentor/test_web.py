@@ -349,3 +349,20 @@ def grpc_eof():
     import grpc
 
     return grpc.aio.EOF
+
+
+def test_stopping_the_server_closes_open_websockets_going_away(tmp_path):
+    async def main():
+        server = MentorServer(ServerConfig(db=tmp_path / "mentor.db", port=0, grpc_port=0))
+        await server.start()
+        made = await new_session(server)
+        page = await joined(server, made.tokens["observer"])
+        ws = await page.ws_connect("/api/ws")
+        await ws.send_json({"type": "hello", "after_seq": 0})
+        await recv(ws, "welcome")
+        stopping = asyncio.create_task(server.stop(0.2))
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1001
+        await asyncio.wait_for(stopping, 10)
+        await page.close()
+    asyncio.run(main())

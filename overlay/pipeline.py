@@ -17,7 +17,12 @@ the registration is static (its own timestamp, if any, is on another clock and i
 into the chain). OpenIGTLink messages carry Unix time (as the protocol expects): the capture
 clock is mapped to Unix time by one offset fixed at the first frame (``time.time()`` at the
 first frame's ``t0``, minus its capture time), so intervals between messages are exactly the
-capture intervals.
+capture intervals; a source whose clock starts again gets a new offset (never going back).
+
+Sinks get, in ``SinkItem.extra`` (a :class:`~scrubin.overlay.sinks.StreamSink` passes them on
+in its ``StreamItem``): ``session_frame_id`` (1, 2, ... over every source this pipeline
+ran), ``capture_time_unix``, ``intrinsics`` (px), ``T_camera_ref`` (while drawn as current)
+and ``T_ref_ct`` -- what a mentoring station publishes per frame (``mentor/DESIGN.md``).
 
 A registration whose FrameOfReferenceUID differs from the models' is refused. Every frame keeps
 its id and capture time to the sinks; stage times (ms) are measured with ``perf_counter``:
@@ -43,8 +48,6 @@ pixels are compared with ``cv2.projectPoints`` of the truth with the true pose
 
 from __future__ import annotations
 
-import colorsys
-import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +61,7 @@ from scrubin.overlay import composite
 from scrubin.overlay.errors import OverlayError
 from scrubin.overlay.hud import FrameRate, HudInfo, draw_hud, draw_landmark
 from scrubin.overlay.pointer import PointerTracking, summarize_pointer
+from scrubin.overlay.probe import AccuracyProbe
 from scrubin.overlay.renderer import OverlayRenderer, Structure
 from scrubin.overlay.safety import SafetyConfig, TrackingGate, TrackingState
 from scrubin.overlay.sinks import Sink, SinkItem
@@ -106,83 +110,6 @@ def load_registration(path: str | Path) -> Registration:
         if tres:
             tre = float(max(tres))
     return Registration(tr, fre, tre)
-
-
-# ---------------------------------------------------------------------- accuracy probe
-class AccuracyProbe:
-    """Renders one small sphere per ground-truth point and finds their drawn centroids.
-
-    Parameters
-    ----------
-    camera
-        Output camera (the overlay's).
-    points_ct_mm
-        ``(K, 3)`` ground-truth points, CT / LPS mm (K <= 24).
-    radius_mm
-        Sphere radius (mm).
-    """
-
-    def __init__(self, camera: CameraModel, points_ct_mm: np.ndarray, radius_mm: float = 1.2,
-                 frame_of_reference_uid: str = "") -> None:
-        import open3d as o3d
-
-        pts = np.asarray(points_ct_mm, np.float64)
-        if pts.ndim != 2 or pts.shape[1] != 3 or not 1 <= len(pts) <= 24 or not np.all(
-                np.isfinite(pts)):
-            raise OverlayError(f"probe points must be finite (K, 3) CT mm with 1 <= K <= 24, got"
-                               f" {pts.shape}")
-        if not math.isfinite(radius_mm) or radius_mm <= 0:
-            raise OverlayError(f"probe sphere radius must be > 0 mm, got {radius_mm}")
-        self.camera = camera
-        self.points_ct_mm = pts
-        self.radius_mm = float(radius_mm)
-        sph = o3d.geometry.TriangleMesh.create_sphere(radius_mm, 10)
-        sv, sf = np.asarray(sph.vertices), np.asarray(sph.triangles)
-        hues = (np.arange(len(pts)) * 0.618034) % 1.0  # golden-ratio hues: well separated
-        self.colours_rgb = np.array([colorsys.hsv_to_rgb(h, 1.0, 1.0) for h in hues])
-        structs = [Structure(f"probe{k}", sv + p, sf, normals_ct=sv / radius_mm,
-                             colour_rgb=tuple(c), frame_of_reference_uid=frame_of_reference_uid)
-                   for k, (p, c) in enumerate(zip(pts, self.colours_rgb, strict=True))]
-        self.renderer = OverlayRenderer(camera, structs, ambient=1.0, near_mm=1.0)
-
-    def measure(self, T_camera_ct: Transform) -> tuple[np.ndarray, Any]:
-        """Centroids ``(K, 2)`` (px, NaN where not measurable) and the rendered patch.
-
-        A sphere is measured when its drawn area is at least 60 % of the area its projection
-        should cover (not clipped by the image border nor hidden behind another sphere).
-        """
-        ov = self.renderer.render(T_camera_ct)
-        k = len(self.points_ct_mm)
-        out = np.full((k, 2), np.nan)
-        if ov.empty:
-            return out, ov
-        a = ov.bgra[:, :, 3].astype(np.float64) / 255.0
-        ys, xs = np.nonzero(a > 0)
-        if len(ys) == 0:
-            return out, ov
-        w = a[ys, xs]
-        bgr = ov.bgra[ys, xs, :3].astype(np.float64) / (255.0 * w[:, None])
-        pal = self.colours_rgb[:, ::-1]
-        lab = np.argmin(((bgr[:, None, :] - pal[None]) ** 2).sum(axis=2), axis=1)
-        p_cam = T_camera_ct.apply(self.points_ct_mm)
-        f = 0.5 * (self.camera.matrix[0, 0] + self.camera.matrix[1, 1])
-        dist = np.sqrt(((bgr - pal[lab]) ** 2).sum(axis=1))
-        for i in range(k):
-            if p_cam[i, 2] <= 0:
-                continue
-            r_px = f * self.radius_mm / p_cam[i, 2]
-            m = (lab == i) & (dist < 0.25)  # drop pixels mixing two spheres' colours
-            if not m.any():
-                continue
-            # keep the blob around the label's median (stray mixed pixels elsewhere)
-            mx, my = np.median(xs[m]), np.median(ys[m])
-            m &= (xs - mx) ** 2 + (ys - my) ** 2 <= (2.0 * r_px + 2.0) ** 2
-            area = w[m].sum()
-            if area < 0.6 * math.pi * r_px ** 2:
-                continue
-            out[i, 0] = (w[m] * (xs[m] + ov.x0)).sum() / area
-            out[i, 1] = (w[m] * (ys[m] + ov.y0)).sum() / area
-        return out, ov
 
 
 # ---------------------------------------------------------------------- records
@@ -339,6 +266,14 @@ class OverlayPipeline:
         # static: a timestamp of the registration is not a time on the capture clock
         self._T_ref_ct = Transform(t.matrix, CT, REF, source=dict(t.source))
         self._unix_offset: float | None = None
+        self._last_unix: float | None = None
+        #: frames processed by this pipeline over all its sources (the session frame id)
+        self.frames_processed = 0
+        k = camera.matrix
+        self._intrinsics = {"width": camera.width, "height": camera.height,
+                            "K": [float(k[0, 0]), float(k[1, 1]), float(k[0, 2]),
+                                  float(k[1, 2])],
+                            "dist": [float(d) for d in np.ravel(camera.dist)]}
         self.probe = probe
         self.draw_probe = bool(draw_probe)
         self.igtl = igtl
@@ -425,17 +360,21 @@ class OverlayPipeline:
             st["stereo"] = (t6 - t5) * 1e3
             t5 = t6
         pose_json = t_cam_ct.to_json() if (status.show_overlay and t_cam_ct is not None) else None
-        item = SinkItem(frame.frame_id, frame.capture_time_s, img, status.state.value, pose_json)
+        unix = self._unix_time(frame)
+        self.frames_processed += 1
+        shown_ref = t_cam_ref if status.show_overlay else None
+        extra = {"session_frame_id": self.frames_processed, "capture_time_unix": unix,
+                 "intrinsics": self._intrinsics,
+                 "T_camera_ref": shown_ref.to_json() if shown_ref is not None else None,
+                 "T_ref_ct": self.registration.T_ref_ct.to_json()}
+        item = SinkItem(frame.frame_id, frame.capture_time_s, img, status.state.value, pose_json,
+                        extra)
         for s in self.sinks:
             s.write(item)
         if self.igtl is not None:
-            if self._unix_offset is None:
-                self._unix_offset = (time.time() - (time.perf_counter() - frame.t0)
-                                     - frame.capture_time_s)
             # the server itself drops tracking-dependent transforms unless LIVE / HELD
-            self.igtl.send_poses(t_cam_ref if status.show_overlay else None,
-                                 self.registration.T_ref_ct, status.state.value,
-                                 frame.capture_time_s + self._unix_offset,
+            self.igtl.send_poses(shown_ref, self.registration.T_ref_ct, status.state.value,
+                                 unix,
                                  tools=pr.igtl_tools() if pr is not None else None)
         t6 = time.perf_counter()
         st["sink"] = (t6 - t5) * 1e3
@@ -448,6 +387,22 @@ class OverlayPipeline:
                           self._pointer_json(pr, frame) if pr is not None else None)
         self.records.append(rec)
         return rec
+
+    def _unix_time(self, frame: Frame) -> float:
+        """The frame's capture time on the Unix clock (module docstring, "Clocks").
+
+        The offset is fixed at the first frame; a source whose capture clock starts again
+        (a new source, a replay) gets a new offset, so Unix times never go back.
+        """
+        now = time.time() - (time.perf_counter() - frame.t0)
+        if self._unix_offset is None:
+            self._unix_offset = now - frame.capture_time_s
+        elif self._last_unix is not None and \
+                frame.capture_time_s + self._unix_offset <= self._last_unix:
+            # a simulated clock may run ahead of the wall clock: never before the last frame
+            self._unix_offset = max(now, self._last_unix + 1e-3) - frame.capture_time_s
+        self._last_unix = frame.capture_time_s + self._unix_offset
+        return self._last_unix
 
     @staticmethod
     def _pointer_json(pr: Any, frame: Frame) -> dict[str, Any]:

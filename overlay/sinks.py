@@ -200,13 +200,24 @@ class WindowSink(Sink):
 
 @dataclass(frozen=True)
 class StreamItem:
-    """One published frame: image, id, capture time (s), pose (JSON form) and tracking state."""
+    """One published frame: image, id, capture time (s), pose (JSON form) and tracking state.
+
+    From the overlay pipeline also (else None): ``session_frame_id`` (monotonic over every
+    source the pipeline ran), ``capture_time_unix`` (the capture time on the Unix clock, s),
+    ``intrinsics`` (``{"width", "height", "K": [fx, fy, cx, cy], "dist": [...]}``, px),
+    ``T_camera_ref`` (JSON form, only while the pose is drawn as current) and ``T_ref_ct``.
+    """
 
     frame_id: int
     capture_time_s: float
     image_bgr: np.ndarray
     state: str
     T_camera_ct: dict[str, Any] | None
+    session_frame_id: int | None = None
+    capture_time_unix: float | None = None
+    intrinsics: dict[str, Any] | None = None
+    T_camera_ref: dict[str, Any] | None = None
+    T_ref_ct: dict[str, Any] | None = None
 
 
 class StreamSink(Sink):
@@ -231,8 +242,10 @@ class StreamSink(Sink):
         """Queue the frame (copy of the image), dropping the oldest when full."""
         if self.closed:
             raise SinkError("stream sink is closed")
+        meta = {k: item.extra.get(k) for k in ("session_frame_id", "capture_time_unix",
+                                                "intrinsics", "T_camera_ref", "T_ref_ct")}
         si = StreamItem(item.frame_id, item.capture_time_s, item.image_bgr.copy(), item.state,
-                        item.T_camera_ct)
+                        item.T_camera_ct, **meta)
         while self._q.qsize() >= self.maxsize:
             try:
                 self._q.get_nowait()

@@ -140,6 +140,37 @@ def test_ids_and_capture_times_reach_the_sinks(run, scene) -> None:
                                                    abs=1e-5)
     live = items[0]
     assert live.T_camera_ct["from"] == CT and live.T_camera_ct["to"] == CAMERA
+    # what a mentoring station publishes per frame (mentor/DESIGN.md)
+    assert [it.session_frame_id for it in items] == list(range(1, 13))
+    unix = np.array([it.capture_time_unix for it in items])
+    assert abs(unix[0] - time.time()) < 600
+    np.testing.assert_allclose(unix - unix[0], np.arange(12) / 10.0, atol=1e-6)
+    k = scene.camera.matrix
+    assert live.intrinsics["K"] == [k[0, 0], k[1, 1], k[0, 2], k[1, 2]]
+    assert (live.intrinsics["width"], live.intrinsics["height"]) == (1280, 720)
+    for it, r in zip(items, records, strict=True):
+        assert it.T_ref_ct["from"] == CT and it.T_ref_ct["to"] == REF
+        assert (it.T_camera_ref is None) == (r.state in ("STALE", "LOST"))
+
+
+def test_session_frame_ids_and_unix_times_continue_across_sources(scene, structures) -> None:
+    from scrubin.overlay.sources import Frame
+
+    tracker = MarkerTracker(scene.camera, "DICT_4X4_50", body=scene.body, filter=False)
+    stream = StreamSink(maxsize=16)
+    pipe = OverlayPipeline(scene.camera, structures, Registration(scene.T_ref_ct), tracker,
+                           [stream])
+    blank = np.zeros((720, 1280, 3), np.uint8)
+    for _ in range(2):  # two sources, each with its own capture clock starting at 0
+        tracker.reset()
+        for i in range(3):
+            pipe.process(Frame(i, i / 10, blank, time.perf_counter(), 0.0))
+    items = [stream.get(0.01) for _ in range(6)]
+    assert [it.frame_id for it in items] == [0, 1, 2] * 2
+    assert [it.session_frame_id for it in items] == [1, 2, 3, 4, 5, 6]
+    unix = np.array([it.capture_time_unix for it in items])
+    assert np.all(np.diff(unix) > 0)
+    np.testing.assert_allclose(np.diff(unix[:3]), [0.1, 0.1], atol=1e-6)
 
 
 def test_probe_known_answer(scene) -> None:

@@ -296,6 +296,8 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
             "stereo_out": str(stereo_out) if stereo is not None else None,
             "igtl_port": igtl.port if igtl is not None else None,
             "tracker_filter": req.filter,
+            # the one state machine's limits (the same defaults as scrubin track)
+            "tracking_limits": tracker.limits.to_json(),
             "latency_definition": "output time - capture time on the pipeline clock "
                                   "(perf_counter after the sinks - frame t0; probe excluded)",
             "wall_time_s": round(time.perf_counter() - t_start, 3),

@@ -50,6 +50,11 @@ def test_synthetic_needs_nothing_else(tmp_path, capsys) -> None:
     assert data["summary"]["reprojection_error_px"]["median"] < 1.0
     assert data["meta"]["frame_of_reference_uid"]
     assert data["meta"]["igtl_port"] > 0
+    # one state machine, one state per frame, the defaults scrubin track uses too
+    assert data["meta"]["tracking_limits"] == {"sync_s": 0.02, "stale_after_s": 0.1,
+                                               "lost_after_s": 0.5, "recover_frames": 1}
+    assert "tracker_state" not in f0 and f0["pose_age_s"] == 0.0
+    assert set(data["summary"]["states"]) == {"LIVE", "HELD", "STALE", "LOST"}
     with av.open(str(tmp_path / "o_stereo.mp4")) as c:  # both eyes side by side
         eyes = list(c.decode(video=0))
     assert len(eyes) == 4 and (eyes[0].width, eyes[0].height) == (640, 180)

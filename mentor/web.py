@@ -67,8 +67,18 @@ def _peer(request: web.Request) -> str:
     return str(request.remote or "")
 
 
+def _check_origin(request: web.Request) -> None:
+    """Refuse a browser request made by another site's page (Origin header, RFC 6454
+    section 7; RFC 6455 section 10.2 for WebSockets): join and WebSocket are same-origin."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"https://{request.host}":
+        raise web.HTTPForbidden(text=f"Origin {origin!r} is not this server")
+
+
 @web.middleware
 async def _headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.path.startswith("/api/"):
+        _check_origin(request)
     response = await handler(request)
     if not response.prepared:
         for key, value in _SECURITY_HEADERS.items():

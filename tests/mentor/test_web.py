@@ -366,3 +366,24 @@ def test_stopping_the_server_closes_open_websockets_going_away(tmp_path):
         await asyncio.wait_for(stopping, 10)
         await page.close()
     asyncio.run(main())
+
+
+def test_requests_from_another_sites_page_are_refused(tmp_path):
+    async def main():
+        async with running(tmp_path) as server:
+            made = await new_session(server)
+            page = await joined(server, made.tokens["mentor"])
+            try:
+                evil = {"Origin": "https://evil.example"}
+                r = await page.post("/api/join", json={"token": made.tokens["mentor"]},
+                                    headers=evil)
+                assert r.status == 403
+                with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+                    await page.ws_connect("/api/ws", headers=evil)
+                assert err.value.status == 403
+                same = {"Origin": server.url}
+                ws = await page.ws_connect("/api/ws", headers=same)
+                await ws.close()
+            finally:
+                await page.close()
+    asyncio.run(main())

@@ -387,3 +387,23 @@ def test_requests_from_another_sites_page_are_refused(tmp_path):
             finally:
                 await page.close()
     asyncio.run(main())
+
+
+def test_the_token_is_in_no_log_line(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+
+    async def main():
+        async with running(tmp_path) as server:
+            made = await new_session(server)
+            page = await joined(server, made.tokens["mentor"])
+            ws = await page.ws_connect("/api/ws")
+            await ws.send_json({"type": "hello", "after_seq": 0})
+            await recv(ws, "welcome")
+            await ws.close()
+            await page.close()
+            return made.tokens["mentor"]
+    token = asyncio.run(main())
+    assert caplog.records  # logging was on (aiohttp, asyncio, grpc debug lines)
+    assert token not in caplog.text

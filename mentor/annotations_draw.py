@@ -22,6 +22,7 @@ Pixel convention: normalised ``(x, y)`` -> ``(x * W - 0.5, y * H - 0.5)`` (OpenC
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,16 +71,22 @@ def hex_to_bgr(color: str) -> tuple[int, int, int]:
 
 
 class AnnotationBoard:
-    """Annotations of a session as the surgeon station sees them."""
+    """Annotations of a session as the surgeon station sees them (thread-safe: events are
+    applied on the event loop, frames drawn on the frame-loop thread)."""
 
     def __init__(self) -> None:
         self.items: dict[str, Annotation] = {}
         self.hidden = False
         self.last_seq = 0
         self.applied = 0
+        self._lock = threading.Lock()
 
     def apply(self, seq: int, event: dict[str, Any]) -> bool:
         """Apply one ordered event; False when it was already seen (``seq`` <= last)."""
+        with self._lock:
+            return self._apply(seq, event)
+
+    def _apply(self, seq: int, event: dict[str, Any]) -> bool:
         if seq <= self.last_seq:
             return False
         self.last_seq = seq
@@ -116,6 +123,10 @@ class AnnotationBoard:
     # ------------------------------------------------------------------ drawing
     def draw(self, image_bgr: np.ndarray, meta: FrameMeta, now: float | None = None) -> int:
         """Draw the visible annotations into the view; returns how many were drawn."""
+        with self._lock:
+            return self._draw(image_bgr, meta, now)
+
+    def _draw(self, image_bgr: np.ndarray, meta: FrameMeta, now: float | None) -> int:
         import cv2
 
         now = time.time() if now is None else now

@@ -193,8 +193,13 @@ def _publish(tmp: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
-    """Run the pipeline (module docstring); return the report (also written to ``--json``)."""
+def run_overlay(req: OverlayRequest, scene: Any = None,
+                extra_sinks: Any = None) -> dict[str, Any]:
+    """Run the pipeline (module docstring); return the report (also written to ``--json``).
+
+    ``extra_sinks(pipeline) -> [Sink, ...]`` adds sinks placed before the video file and the
+    window (``scrubin surgeon``: the mentoring station draws annotations into the view).
+    """
     from scrubin.overlay.pipeline import (
         AccuracyProbe,
         OverlayPipeline,
@@ -272,7 +277,8 @@ def run_overlay(req: OverlayRequest, scene: Any = None) -> dict[str, Any]:
     stereo_out = req.out.with_name(req.out.stem + "_stereo.mp4")
     tmp_stereo = tmp_scene = None
     try:
-        pipeline.sinks = [VideoFileSink(tmp_out, fps), WindowSink()]
+        pipeline.sinks = [*(extra_sinks(pipeline) if extra_sinks else []),
+                          VideoFileSink(tmp_out, fps), WindowSink()]
         if stereo is not None:
             tmp_stereo = _temp(stereo_out)
             pipeline.stereo = stereo

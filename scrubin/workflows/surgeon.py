@@ -1,0 +1,242 @@
+"""Workflow of ``scrubin surgeon``: the overlay pipeline published to a mentoring session.
+
+The same sources, models, registration and tracking options as ``scrubin overlay`` (the
+overlay workflow builds the pipeline); in addition the station:
+
+* joins the session on ``scrubin serve``'s gRPC address with the surgeon token
+  (:mod:`scrubin.mentor.station_link`), TLS trusting ``--ca-cert`` (default: the server's
+  state folder ``tls-cert.pem``, as ``scrubin session`` uses);
+* is the media server (:mod:`scrubin.mentor.station`): one H.264 encoder whatever the
+  number of viewers, one peer connection per viewer, Opus voice both ways;
+* draws the mentor's annotations into the surgeon's own view (window and ``--out`` video)
+  and anchors each stroke on the registered models at the pose of the frame it was drawn on.
+
+Threads: the frame loop (tracking, render, HUD, annotation drawing, encode) runs on the
+calling thread; WebRTC and gRPC run on an asyncio loop in a second thread. The overlay's
+numba kernels release the GIL (``nogil=True``), so a render does not stall the network.
+Surgeon controls on a terminal: ``h`` + Enter hides / shows every mentor annotation,
+``c`` + Enter clears them (the server accepts these from the surgeon only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scrubin.mentor.errors import MentorError
+from scrubin.workflows.overlay import OverlayRequest
+
+_TARGET = re.compile(r"^(?:grpcs://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})/?$")
+
+
+@dataclass
+class SurgeonRequest:
+    """What ``scrubin surgeon`` was asked to do."""
+
+    overlay: OverlayRequest
+    mentor: str
+    token: str
+    ca_cert: Path
+    name: str = "station"
+    ice_hosts: list[str] = field(default_factory=list)
+    ice_servers: list[str] = field(default_factory=list)
+    audio_in: str = "none"
+    record_audio: Path | None = None
+    bitrate: int | None = None
+    preset: str | None = None
+    controls: bool = False
+
+
+def grpc_target(spec: str) -> str:
+    """``HOST:PORT`` of ``--mentor`` (``grpcs://HOST:PORT`` accepted)."""
+    m = _TARGET.match(spec.strip()) if isinstance(spec, str) else None
+    if m is None or not 0 < int(m.group(2)) < 65536:
+        hint = (" (that is the web address; give the gRPC address 'scrubin serve' prints, "
+                "e.g. 127.0.0.1:50051)" if str(spec).startswith(("http://", "https://")) else "")
+        raise MentorError(f"--mentor {spec!r}: expected HOST:PORT of the server's gRPC side"
+                          f"{hint}")
+    return f"{m.group(1)}:{m.group(2)}"
+
+
+def validate(req: SurgeonRequest) -> str:
+    """Checks before any work; returns the gRPC target."""
+    from scrubin.mentor.ice import restrict_host_addresses
+    from scrubin.workflows.overlay import validate as validate_overlay
+
+    target = grpc_target(req.mentor)
+    if not req.token or not re.fullmatch(r"[A-Za-z0-9_-]{16,}", req.token):
+        raise MentorError("--token: expected the surgeon token 'scrubin session new' printed "
+                          "(URL-safe characters)")
+    if not req.ca_cert.is_file():
+        raise MentorError(f"--ca-cert {req.ca_cert}: server certificate not found")
+    if req.record_audio is not None and not req.record_audio.is_dir():
+        raise MentorError(f"--record-audio {req.record_audio}: folder does not exist")
+    if req.ice_hosts:
+        restrict_host_addresses(req.ice_hosts)  # checks the addresses
+        restrict_host_addresses(None)
+    validate_overlay(req.overlay)
+    return target
+
+
+def _view_size(req: OverlayRequest) -> tuple[int, int]:
+    if req.source == "synthetic":
+        return req.width, req.height
+    from scrubin.registration.camera import CameraModel
+
+    cam = CameraModel.load(req.camera)
+    return cam.width, cam.height
+
+
+class _LoopThread:
+    """An asyncio loop on its own thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="station-loop", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coro: Any, timeout: float | None = None) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+def _controls(loop: _LoopThread, link: Any, stop: threading.Event) -> None:
+    """Terminal controls: 'h' hides/shows all mentor annotations, 'c' clears them."""
+    hidden = False
+    while not stop.is_set():
+        line = sys.stdin.readline()
+        if not line:
+            return
+        cmd = line.strip().lower()
+        try:
+            if cmd == "h":
+                loop.call(link.show_all() if hidden else link.hide_all(), 5)
+                hidden = not hidden
+                print(f"scrubin surgeon: mentor annotations {'hidden' if hidden else 'shown'}",
+                      flush=True)
+            elif cmd == "c":
+                loop.call(link.clear_all(), 5)
+                print("scrubin surgeon: mentor annotations cleared", flush=True)
+        except Exception as exc:  # a failed control is reported, not fatal
+            print(f"scrubin: warning: {exc}", file=sys.stderr, flush=True)
+
+
+def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
+    """Run the overlay with the mentor link (module docstring); the overlay report + "mentor"."""
+    from scrubin.mentor.anchor import Anchorer
+    from scrubin.mentor.annotations_draw import AnnotationBoard
+    from scrubin.mentor.client import MentorClient
+    from scrubin.mentor.media import DEFAULT_BITRATE, DEFAULT_PRESET, StreamEncoder, VideoFanout
+    from scrubin.mentor.media_audio import AudioSource
+    from scrubin.mentor.station import SurgeonStation
+    from scrubin.mentor.station_link import StationLink
+    from scrubin.mentor.station_sink import StationSink
+    from scrubin.mentor.strip import STRIP_HEIGHT
+    from scrubin.workflows.overlay import run_overlay
+
+    target = validate(req)
+    width, height = _view_size(req.overlay)
+    if width % 2 or height % 2:
+        raise MentorError(f"the camera image is {width}x{height}: the H.264 stream needs even "
+                          "sizes")
+    audio = AudioSource(req.audio_in)
+    encoder = StreamEncoder(width, height + STRIP_HEIGHT, 30.0, req.bitrate or DEFAULT_BITRATE,
+                            req.preset or DEFAULT_PRESET)
+    rec_dir = req.record_audio
+
+    def record(peer_id: str) -> str | None:
+        return str(rec_dir / f"mentor-voice-{peer_id}.ogg") if rec_dir is not None else None
+
+    station = SurgeonStation(VideoFanout(encoder), audio, req.ice_servers,
+                             record_audio=record if rec_dir is not None else None)
+    board = AnnotationBoard()
+    loop = _LoopThread()
+    client = link = None
+    stop = threading.Event()
+    viewers_peak = 0
+
+    def make_sinks(pipeline: Any) -> list[Any]:
+        meshes = [(s.vertices_ct_mm, s.faces) for s in pipeline.renderer.structures]
+        link.anchorer = Anchorer(meshes) if meshes else None
+
+        def on_frame(meta: Any) -> None:
+            nonlocal viewers_peak
+            viewers_peak = max(viewers_peak, len(station.peers))
+            link.frame_sent(meta)
+
+        return [StationSink(station, board, pipeline.camera, pipeline.registration, on_frame,
+                            pace=not req.overlay.source.startswith("camera:"))]
+
+    try:
+        async def connect() -> tuple[Any, Any]:
+            c = MentorClient(target, req.token, req.ca_cert, req.name)
+            lk = StationLink(station, c, board, None)
+            try:
+                await lk.start(req.ice_hosts or None)
+            except BaseException:
+                await c.close()
+                raise
+            return c, lk
+
+        try:
+            client, link = loop.call(connect(), 30)
+        except TimeoutError:
+            raise MentorError(f"--mentor {target}: no answer from the server within 30 s"
+                              ) from None
+        if req.controls and sys.stdin.isatty():
+            threading.Thread(target=_controls, args=(loop, link, stop), daemon=True).start()
+        t0 = time.perf_counter()
+        report = run_overlay(req.overlay, extra_sinks=make_sinks)
+        enc = np.asarray(encoder.encode_ms[-900:] or [np.nan])
+        report["mentor"] = {
+            "session_id": link.session_id, "author": link.author, "recording": link.recording,
+            "frames_sent": station.sent_frames, "viewers_peak": viewers_peak,
+            "encoder": {"codec": "H.264", "preset": encoder.preset, "bitrate": encoder.bitrate,
+                        "size": [encoder.width, encoder.height], "frames": encoder.frames,
+                        "keyframes": encoder.keyframes,
+                        "encode_ms_p50": round(float(np.nanmedian(enc)), 3),
+                        "encode_ms_p95": round(float(np.nanpercentile(enc, 95)), 3)},
+            "annotations_applied": board.applied, "anchors_sent": link.anchored,
+            "anchor_failures": link.anchor_failures[-20:], "errors": link.errors[-20:],
+            "wall_s": round(time.perf_counter() - t0, 3),
+        }
+        return report
+    finally:
+        stop.set()
+        if link is not None:
+            with contextlib.suppress(Exception):
+                loop.call(link.close(), 10)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                loop.call(client.close(), 5)
+        audio.close()
+        loop.stop()
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """The overlay's summary plus the mentoring figures."""
+    from scrubin.workflows.overlay import summary_line as overlay_line
+
+    m = report.get("mentor", {})
+    e = m.get("encoder", {})
+    return (f"{overlay_line(report)}; mentoring session {m.get('session_id')}: "
+            f"{m.get('frames_sent')} frames sent, up to {m.get('viewers_peak')} viewers, "
+            f"encode p50 {e.get('encode_ms_p50')} ms, {m.get('anchors_sent')} strokes anchored")

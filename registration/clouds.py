@@ -28,6 +28,7 @@ import numpy as np
 
 from scrubin.imaging.mesh import vertex_normals
 from scrubin.registration.errors import RegistrationError
+from scrubin.registration.points import as_points
 
 UNIT_SCALE_TO_MM = {"mm": 1.0, "m": 1000.0, "cm": 10.0}
 _CLOUD_SUFFIXES = (".ply", ".pcd", ".csv", ".txt", ".xyz")
@@ -70,10 +71,11 @@ class PointSet:
     path: Path | None = None
 
     def __post_init__(self) -> None:
-        p = as_points(self.points, "points")
+        p = as_points(self.points, "points").copy()  # a read-only copy: the set is immutable
+        p.setflags(write=False)
         object.__setattr__(self, "points", p)
         if self.normals is not None:
-            n = as_points(self.normals, "normals", min_count=len(p))
+            n = as_points(self.normals, "normals", min_points=len(p))
             if len(n) != len(p):
                 raise RegistrationError(
                     f"normals must match points: {len(n)} normals for {len(p)} points"
@@ -87,22 +89,6 @@ class PointSet:
     def extent_mm(self) -> float:
         """Robust extent: diagonal of the 1st-99th percentile box (mm; outliers ignored)."""
         return extent(self.points)
-
-
-def as_points(points: np.ndarray, name: str = "points", min_count: int = 1) -> np.ndarray:
-    """Validate and return ``(N, 3)`` finite float64 points (a read-only copy)."""
-    try:
-        p = np.array(points, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise RegistrationError(f"{name} must be an (N, 3) array of numbers") from None
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise RegistrationError(f"{name} must have shape (N, 3), got {p.shape}")
-    if len(p) < min_count:
-        raise RegistrationError(f"{name}: need at least {min_count} points, got {len(p)}")
-    if not np.all(np.isfinite(p)):
-        raise RegistrationError(f"{name} contain NaN or infinite values")
-    p.setflags(write=False)
-    return p
 
 
 def unit_rows(v: np.ndarray) -> np.ndarray:
@@ -162,7 +148,7 @@ def estimate_normals(points_mm: np.ndarray, radius_mm: float, max_nn: int = 30) 
     """
     import open3d as o3d
 
-    p = as_points(points_mm, "points", min_count=3)
+    p = as_points(points_mm, "points", min_points=3)
     if radius_mm <= 0:
         raise RegistrationError(f"normal radius must be > 0 mm, got {radius_mm}")
     pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.array(p, dtype=np.float64)))

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
-from scrubin.registration.clouds import PointSet, as_points, extent
+from scrubin.registration.clouds import PointSet, extent
 from scrubin.registration.errors import RegistrationError
 from scrubin.registration.global_init import FeatureCloud, fpfh_cloud
 from scrubin.registration.nn_grid import ClosestPointGrid
+from scrubin.registration.points import as_points
 
 #: Margin (mm) of the optional closest-point grid around the model; the grid serves coarse
 #: ICP levels only while the correspondence gate is within it.
@@ -171,7 +172,7 @@ def robust_icp(
     pyramid
         Precomputed voxel-averaged clouds by voxel size (a cache for repeated calls).
     """
-    p = as_points(cloud_points_mm, "cloud points", min_count=6)
+    p = as_points(cloud_points_mm, "cloud points", min_points=6)
     m0 = np.asarray(init_model_cloud, dtype=np.float64)
     if m0.shape != (4, 4) or not np.all(np.isfinite(m0)):
         raise SurfaceRegistrationError(f"start pose must be a finite 4x4 matrix, got {m0.shape}")

@@ -37,7 +37,8 @@ class PointSetError(RegistrationError):
 
 
 def as_points(points: object, name: str = "points", min_points: int = 1) -> np.ndarray:
-    """Validate and return an ``(N, 3)`` float64 array of points in mm.
+    """Validate and return an ``(N, 3)`` float64 array of points in mm (the project's one
+    point-array validator: registration, clouds, ICP).
 
     Parameters
     ----------
@@ -56,9 +57,11 @@ def as_points(points: object, name: str = "points", min_points: int = 1) -> np.n
     try:
         p = np.asarray(points, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise PointSetError(f"{name}: not a numeric array of points ({exc})") from None
+        raise PointSetError(f"{name}: not a numeric array of points, expected numbers ({exc})"
+                            ) from None
     if p.ndim != 2 or p.shape[1] != 3:
-        raise PointSetError(f"{name}: expected an (N, 3) array of x, y, z in mm, got {p.shape}")
+        raise PointSetError(
+            f"{name}: expected an (N, 3) array of x, y, z in mm, got shape {p.shape}")
     if p.shape[0] < min_points:
         raise PointSetError(f"{name}: needs at least {min_points} points, got {p.shape[0]}")
     if not np.isfinite(p).all():

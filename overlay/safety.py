@@ -12,7 +12,8 @@ this module adds what the overlay does in each:
 * ``LIVE``  : drawn normally.
 * ``HELD``  : drawn normally with the pose *predicted* to the frame's capture time (the
   tracker does this, :meth:`scrubin.registration.filters.PoseFilter.predict`); the HUD says
-  ``POSE HELD <age> ms (PREDICTED)``.
+  ``POSE HELD <age> ms (PREDICTED)`` (``(NOT PREDICTED)`` when the caller held the pose
+  unchanged).
 * ``STALE`` : hidden (``stale_policy="hide"``, default) or drawn in the unmistakable warning
   look (red outline, red border, "NOT CURRENT" banner; ``stale_policy="warn"``); never as if
   current. Also while recovering (``recover_frames``) and for a pose from the future.
@@ -124,24 +125,28 @@ class TrackingGate:
         except RegistrationError as exc:
             raise OverlayError(str(exc)) from None
 
-    def evaluate(self, frame_time_s: float, pose_time_s: float | None = None) -> TrackingStatus:
+    def evaluate(self, frame_time_s: float, pose_time_s: float | None = None,
+                 predicted: bool = False) -> TrackingStatus:
         """The verdict for the frame captured at ``frame_time_s``.
 
         ``pose_time_s`` is the capture time of the pose that will be drawn; by default the newest
         valid pose seen by :meth:`observe_pose`. A frame time earlier than the previous one
-        (replay restart) resets the recovery counter but keeps the poses.
+        (replay restart) resets the recovery counter but keeps the poses. ``predicted``: the
+        pose to be drawn was predicted to the frame's time (shown on the HUD when HELD).
         """
         try:
             v = self.machine.evaluate(frame_time_s, pose_time_s)
         except RegistrationError as exc:
             raise OverlayError(str(exc)) from None
-        return self.status(v, self.machine.marker_visible)
+        return self.status(v, self.machine.marker_visible, predicted)
 
-    def status(self, verdict: TrackingVerdict, marker_visible: bool) -> TrackingStatus:
+    def status(self, verdict: TrackingVerdict, marker_visible: bool,
+               predicted: bool = False) -> TrackingStatus:
         """What the overlay does with a verdict of the state machine (module docstring).
 
         A frame loop whose tracker already runs the machine (:class:`MarkerTracker` gives
-        ``TrackResult.verdict``) passes that verdict here instead of running a second one.
+        ``TrackResult.verdict`` and ``TrackResult.predicted``) passes that verdict here
+        instead of running a second one.
         """
         if not isinstance(verdict, TrackingVerdict):
             raise OverlayError(f"verdict must be a TrackingVerdict, got "
@@ -154,8 +159,9 @@ class TrackingGate:
                                   f"TRACKING LIVE ({age * 1e3:.0f} ms)", seen)
         if v.state is TrackingState.HELD:
             assert age is not None
+            how = " (PREDICTED)" if predicted else " (NOT PREDICTED)"
             return TrackingStatus(v.state, age, True, False,
-                                  f"POSE HELD {age * 1e3:.0f} ms (PREDICTED)", seen)
+                                  f"POSE HELD {age * 1e3:.0f} ms{how}", seen)
         if age is None:
             return TrackingStatus(TrackingState.LOST, None, False, False,
                                   "TRACKING LOST - NO POSE - OVERLAY HIDDEN", seen)

@@ -15,9 +15,10 @@ measured on the frames' capture timestamps (never the wall clock):
 
 ``LIVE``   the target was measured in this frame (``detected``), or within ``sync_s``;
 ``HELD``   not measured in this frame, last measured at most ``stale_after_s`` before it:
-           ``pose`` is predicted to the frame's capture time by the pose filter
-           (:meth:`~scrubin.registration.filters.PoseFilter.predict`; the last pose unchanged
-           when filtering is off);
+           ``pose`` is predicted to the frame's capture time
+           (:meth:`~scrubin.registration.filters.PoseFilter.predict`, by the pose filter, or
+           with filtering off by a filter run only for this; ``predict_held=False``: the last
+           pose unchanged, ``predicted`` says which);
 ``STALE``  last measured more than ``stale_after_s`` ago: ``pose`` is the last known pose,
            to be shown as unreliable (or while recovering, ``recover_frames`` > 1);
 ``LOST``   never measured, or not for more than ``lost_after_s``: ``pose`` is None.
@@ -97,6 +98,8 @@ class TrackResult:
         Whether the detection came from the predicted region (False: full frame).
     verdict
         The state machine's verdict (state, age, recovery count) for this frame.
+    predicted
+        Whether ``pose`` was predicted to this frame's capture time (a missed frame).
     """
 
     pose: Transform | None
@@ -111,6 +114,7 @@ class TrackResult:
     marker_ids: tuple[int, ...] = ()
     searched_roi: bool = False
     verdict: TrackingVerdict | None = None
+    predicted: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """JSON form: poses as :meth:`Transform.to_json` (4x4 row-major, mm) or null."""
@@ -152,6 +156,9 @@ class MarkerTracker:
         True (a default :class:`PoseFilter`: 1€ smoothing at rest, no added lag in fast
         motion, applied to ``pose``; ``raw_pose`` stays unfiltered), False/None (raw poses) or
         a :class:`PoseFilter`.
+    predict_held
+        Predict the pose of a missed frame (HELD) to its capture time (default); False holds
+        the last pose unchanged.
     refinement
         Corner refinement (:data:`scrubin.registration.markers.REFINEMENTS`), ``"edge"`` by default.
     roi_search
@@ -175,6 +182,7 @@ class MarkerTracker:
         stale_after_s: float | None = None,
         lost_after_s: float | None = None,
         filter: bool | PoseFilter | None = True,
+        predict_held: bool = True,
         refinement: str = "edge",
         roi_search: bool = True,
         min_marker_ratio: float = 0.035,
@@ -215,15 +223,19 @@ class MarkerTracker:
             self.body = RigidBody.single(marker_id, float(marker_size_mm), self.name)
         self.stale_after_s = float(lim.stale_after_s)
         self.lost_after_s = float(lim.lost_after_s)
+        # restart the filter only across a STALE gap (the sync tolerance absorbs the rounding
+        # of frame times: 3 frames at 30 Hz are not 0.1 s + 1e-17)
+        gap = max(self.stale_after_s + lim.sync_s, 1e-3)
         if filter is True:
-            # restart the filter only across a STALE gap (the sync tolerance absorbs the
-            # rounding of frame times: 3 frames at 30 Hz are not 0.1 s + 1e-17)
-            self.filter: PoseFilter | None = PoseFilter(
-                max_gap_s=max(self.stale_after_s + lim.sync_s, 1e-3))
+            self.filter: PoseFilter | None = PoseFilter(max_gap_s=gap)
         elif isinstance(filter, PoseFilter):
             self.filter = filter
         else:
             self.filter = None
+        #: predicts held poses: the filter, or one fed the raw poses only for this
+        self.predictor: PoseFilter | None = None
+        if predict_held:
+            self.predictor = self.filter or PoseFilter(max_gap_s=gap)
         self.refinement = refinement
         self.roi_search = bool(roi_search)
         if not 0 < min_marker_ratio < 1 or not detect_side_px >= 12:
@@ -250,8 +262,8 @@ class MarkerTracker:
         self._centroid: tuple[float, np.ndarray] | None = None  # (t, px) last measurement
         self._velocity_px_s = np.zeros(2)
         self.machine.reset()
-        if self.filter is not None:
-            self.filter.reset()
+        for f in {id(x): x for x in (self.filter, self.predictor) if x is not None}.values():
+            f.reset()
 
     # ------------------------------------------------------------------ per frame
     def update(self, image: np.ndarray, timestamp_s: float) -> TrackResult:
@@ -318,6 +330,8 @@ class MarkerTracker:
         bp, corners = found
         raw = bp.estimate.pose
         pose = self.filter(raw, t) if self.filter is not None else raw
+        if self.predictor is not None and self.predictor is not self.filter:
+            self.predictor(raw, t)
         c = corners.reshape(-1, 2).mean(axis=0)
         if self._centroid is not None and t > self._centroid[0]:
             dt = t - self._centroid[0]
@@ -337,10 +351,13 @@ class MarkerTracker:
         v = self.machine.evaluate(t)
         if v.state is TrackingState.LOST or self._last_seen_t is None or self._last_pose is None:
             return TrackResult(None, None, LOST, t, v.age_s, False, verdict=v)
-        pose = self._last_pose
-        if v.state.shown and self.filter is not None:  # LIVE within sync_s, or HELD
-            pose = self.filter.predict(t) or pose
-        return TrackResult(pose, None, v.state.value, t, v.age_s, False, verdict=v)
+        pose, predicted = self._last_pose, False
+        if v.state.shown and self.predictor is not None:  # LIVE within sync_s, or HELD
+            p = self.predictor.predict(t)
+            if p is not None:
+                pose, predicted = p, True
+        return TrackResult(pose, None, v.state.value, t, v.age_s, False, verdict=v,
+                           predicted=predicted)
 
     # ------------------------------------------------------------------ search region
     def _scale(self, marker_side_px: float) -> float:

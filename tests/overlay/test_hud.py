@@ -95,7 +95,7 @@ def test_stale_border_is_amber() -> None:
 def test_held_pose_says_held_with_its_age_and_no_border() -> None:
     g = TrackingGate()
     g.observe_pose(1.0)
-    st = g.evaluate(1.067)
+    st = g.evaluate(1.067, predicted=True)
     assert st.state is TrackingState.HELD and st.show_overlay
     assert st.message == "POSE HELD 67 ms (PREDICTED)"
     img = draw_hud(_frame(), st, HudInfo(fre_mm=0.4))

@@ -346,7 +346,7 @@ def test_pointer_rejected_with_another_camera_size(scene, structures) -> None:
 @pytest.fixture(scope="module")
 def held_runs(structures):
     """30 Hz, 720p, the plate hidden in frames 12 and 13 (HELD: 33 and 67 ms old), run with
-    the pose filter (held pose predicted to the frame's time) and without (held unchanged)."""
+    the held pose predicted to the frame's time and held unchanged (filter on in both)."""
     from scrubin.overlay.sources import Frame, FrameSource
 
     sc = SyntheticScene.from_phantom("small", default_camera(1280, 720), n_frames=16,
@@ -365,13 +365,13 @@ def held_runs(structures):
                 yield f
 
     out = {}
-    for filt in (True, False):
-        tracker = MarkerTracker(sc.camera, "DICT_4X4_50", body=sc.body, filter=filt)
+    for predict in (True, False):
+        tracker = MarkerTracker(sc.camera, "DICT_4X4_50", body=sc.body, predict_held=predict)
         probe = AccuracyProbe(sc.camera, sc.points_ct_mm,
                               frame_of_reference_uid=sc.frame_of_reference_uid)
         pipe = OverlayPipeline(sc.camera, structures, Registration(sc.T_ref_ct), tracker,
                                probe=probe, draw_probe=False)
-        out[filt] = pipe.run(Replay())
+        out[predict] = pipe.run(Replay())
     return out
 
 

@@ -34,9 +34,10 @@ def test_live_then_stale_then_lost_as_the_marker_disappears() -> None:
         assert st.age_s == pytest.approx(0.01)
     last = 10.0 + 4 / 30
     g.observe_pose(last + 1 / 30, valid=False)   # marker gone: messages keep coming
-    st = g.evaluate(last + 1 / 30)               # no pose for this frame: held (predicted)
+    st = g.evaluate(last + 1 / 30, predicted=True)   # no pose for this frame: held
     assert st.state is TrackingState.HELD and st.show_overlay and not st.marker_visible
     assert st.message == "POSE HELD 33 ms (PREDICTED)"
+    assert g.evaluate(last + 1 / 30).message == "POSE HELD 33 ms (NOT PREDICTED)"
     st = g.evaluate(last + 0.1)                  # exactly at the limit: still held
     assert st.state is TrackingState.HELD and st.show_overlay
     st = g.evaluate(last + 0.1001)

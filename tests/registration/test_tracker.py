@@ -56,7 +56,7 @@ def frames() -> list[np.ndarray]:
 
 def test_states_follow_capture_timestamps_that_jump(frames):
     tr = MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, stale_after_s=0.2,
-                       lost_after_s=2.0, filter=False)
+                       lost_after_s=2.0, filter=False, predict_held=False)
     r = tr.update(EMPTY, 0.0)
     assert r.state == LOST and r.pose is None and r.age_s is None
     results = [tr.update(img, 0.1 + k / 30) for k, img in enumerate(frames)]
@@ -70,7 +70,8 @@ def test_states_follow_capture_timestamps_that_jump(frames):
     t_last = 0.1 + 5 / 30
     held = tr.update(EMPTY, t_last + 0.1)  # missed, within stale_after: HELD
     assert held.state == HELD and not held.detected and held.age_s == pytest.approx(0.1)
-    # no filter, no trend: the last pose unchanged
+    # predict_held=False: the last pose unchanged
+    assert not held.predicted
     np.testing.assert_array_equal(held.pose.matrix, results[-1].pose.matrix)
     assert held.raw_pose is None and held.reproj_rms_px is None
     stale = tr.update(EMPTY, t_last + 1.5)  # capture time jumps by 1.4 s
@@ -182,20 +183,24 @@ def test_default_limits_are_the_shared_ones():
     assert (tr.stale_after_s, tr.lost_after_s) == (0.1, 0.5)
 
 
-def test_held_frames_are_predicted_to_their_capture_time():
+@pytest.mark.parametrize("filt", [True, False])
+def test_held_frames_are_predicted_to_their_capture_time(filt: bool):
     """The marker moves ~230 mm/s (the _truth path); two frames without it are HELD and drawn
-    with the pose predicted to their capture times, much nearer the truth than the last pose."""
-    tr = MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, filter=True)
+    with the pose predicted to their capture times, much nearer the truth than the last pose
+    (with filtering off too: a filter then runs only to predict)."""
+    tr = MarkerTracker(CAM, "DICT_4X4_50", marker_size_mm=40, filter=filt)
     res = [tr.update(_moving(k), k / 30) for k in range(14)]
-    assert all(r.state == LIVE and r.detected for r in res)
+    assert all(r.state == LIVE and r.detected and not r.predicted for r in res)
+    if not filt:
+        assert all(r.pose is r.raw_pose for r in res)
     last = res[-1].pose
     for k in (14, 15):  # the marker is hidden in these frames
         r = tr.update(EMPTY, k / 30)
         assert r.state == HELD and not r.detected and r.age_s == pytest.approx((k - 13) / 30)
-        assert r.pose.timestamp == pytest.approx(k / 30)
+        assert r.predicted and r.pose.timestamp == pytest.approx(k / 30)
         d_pred, _ = _err(r.pose, _truth(k))
         d_held, _ = _err(last, _truth(k))
         assert d_held > 6.0 and d_pred < 0.3 * d_held, (k, d_pred, d_held)
     r = tr.update(EMPTY, 13 / 30 + 0.15)  # past stale_after_s: the last pose, unpredicted
-    assert r.state == STALE
+    assert r.state == STALE and not r.predicted
     np.testing.assert_allclose(r.pose.matrix, last.matrix)

@@ -1,191 +1,232 @@
-"""Mentoring server: annotation round trip and the cost of durable storage.
+"""Remote mentoring latency on loopback: real Chromium, real server, live surgeon station.
 
-1. gRPC: a mentor's annotation event sent on the ``Annotations`` stream until its ``ack``
-   comes back (validation, role check, SQLite insert with ``synchronous=FULL`` on the store
-   thread, broadcast) vs the peer: a bare grpc.aio bidirectional echo of the same bytes over
-   the same kind of TLS channel in the same process (grpc's own floor).
-2. WebSocket: the same event as JSON on ``/api/ws`` until its ``ack`` vs an aiohttp WebSocket
-   echo over TLS in the same process.
-3. The store: one ``append_event`` (fsync'd commit) and how long the event loop stalls when it
-   runs inline on the loop vs on the store thread (the server's choice), measured as the
-   largest lag of a 1 ms ticker during 100 appends.
+``python -m benchmarks mentor`` (``SCRUBIN_BENCH_MENTOR_S``: run length, default 60 s).
+
+Measured at 1280x720, 30 fps (synthetic phantom scene, one H.264 stream to one mentor page):
+
+- video latency, capture -> composited in Chromium: ``expectedDisplayTime`` of
+  ``requestVideoFrameCallback`` (wall clock via ``performance.timeOrigin``) minus the frame's
+  capture time (station ``time.time()``, same machine), keyed by the frame id read from the
+  strip; p50/p95 and drift (median of the last 30 s minus the first 30 s);
+- annotation latency: the mentor's first ``pointermove`` (event timestamp, wall clock) ->
+  the first station composite that shows that point (``time.time()`` after drawing);
+- quality floor: decoded frame rate (``getStats`` inbound-rtp ``framesDecoded``), longest gap
+  between displayed frames, SSIM (scikit-image) of displayed frames grabbed from the page
+  against the station's composited source of the same frame id;
+- CPU per stream: per-thread CPU (psutil) of the station's frame loop (composite + encode),
+  its WebRTC loop (packetise, SRTP), the server, and the Chromium processes.
+
+Targets (issue 8): video p50 <= 80 ms, p95 <= 150 ms; annotation p50 <= 30 ms, p95 <= 60 ms;
+drift <= 10 ms; >= 29 fps decoded; no freeze over 200 ms; SSIM >= 0.95.
 """
 
 from __future__ import annotations
 
-import asyncio
-import statistics
+import base64
+import os
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import aiohttp
-import grpc
-from aiohttp import web
+import numpy as np
 
-from scrubin.mentor.client import MentorClient
-from scrubin.mentor.events import event_to_pb, validate_event
-from scrubin.mentor.server import MentorServer, ServerConfig
-from scrubin.mentor.store import Store
-from scrubin.mentor.tls import client_ssl_context, server_ssl_context
-from scrubin.protos import mentor_pb2 as pb
+TARGETS = {"video_p50": 0.080, "video_p95": 0.150, "ann_p50": 0.030, "ann_p95": 0.060,
+           "drift": 0.010, "fps": 29.0, "freeze": 0.200, "ssim": 0.95}
 
-N = 200
+GRAB = """() => new Promise((resolve) => {
+  const v = document.getElementById('video');
+  v.requestVideoFrameCallback(() => {
+    const c = document.createElement('canvas');
+    c.width = v.videoWidth; c.height = v.videoHeight;
+    const g = c.getContext('2d', { willReadFrequently: true });
+    g.drawImage(v, 0, 0);
+    const d = window.scrubin.state.displayed;
+    resolve({ frame_id: d ? d.frame_id : null, png: c.toDataURL('image/png') });
+  });
+})"""
 
-
-def _event() -> dict:
-    return {"event_id": str(uuid.uuid4()), "op": "create", "annotation_id": "a",
-            "kind": "freehand", "color": "#ff0000", "frame_id": 1, "capture_time": 1.0,
-            "points": [[0.1 + i / 1000, 0.2] for i in range(50)]}
-
-
-def _ms(values: list[float]) -> str:
-    q = statistics.quantiles(values, n=100)
-    return f"p50 {statistics.median(values) * 1e3:.2f} ms, p99 {q[98] * 1e3:.2f} ms"
-
-
-async def _grpc_round_trips(server: MentorServer, token: str) -> tuple[list[float], list[float]]:
-    async with MentorClient(server.grpc_target, token, server.cert_path) as c:
-        call = c.stub.Annotations(metadata=c.metadata)
-        ours = []
-        for _ in range(N):
-            msg = pb.AnnotationClientMessage(event=event_to_pb(validate_event(
-                _event(), "mentor", "mentor")))
-            t0 = time.perf_counter()
-            await call.write(msg)
-            reply = await call.read()
-            ours.append(time.perf_counter() - t0)
-            assert reply.WhichOneof("msg") == "ack", reply
-        call.cancel()
-
-    async def echo(request_iterator, context):
-        async for raw in request_iterator:
-            yield raw
-
-    peer_server = grpc.aio.server()
-    peer_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Chat": grpc.stream_stream_rpc_method_handler(echo)}),))
-    key, cert = server.key_path.read_bytes(), server.cert_path.read_bytes()
-    port = peer_server.add_secure_port("127.0.0.1:0",
-                                       grpc.ssl_server_credentials([(key, cert)]))
-    await peer_server.start()
-    peer = []
-    async with grpc.aio.secure_channel(f"127.0.0.1:{port}",
-                                       grpc.ssl_channel_credentials(cert)) as ch:
-        call = ch.stream_stream("/bench.Echo/Chat")()
-        for _ in range(N):
-            raw = pb.AnnotationClientMessage(event=event_to_pb(validate_event(
-                _event(), "mentor", "mentor"))).SerializeToString()
-            t0 = time.perf_counter()
-            await call.write(raw)
-            await call.read()
-            peer.append(time.perf_counter() - t0)
-        call.cancel()
-    await peer_server.stop(None)
-    return ours, peer
+STATS = """async () => {
+  const pc = window.scrubin.state.pc;
+  const out = {};
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video') Object.assign(out, r);
+  });
+  return out;
+}"""
 
 
-async def _ws_round_trips(server: MentorServer, token: str) -> tuple[list[float], list[float]]:
-    ctx = client_ssl_context(server.cert_path)
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
-                                     connector=aiohttp.TCPConnector(ssl=ctx)) as s:
-        await s.post(f"{server.url}/api/join", json={"token": token})
-        ws = await s.ws_connect(f"{server.url}/api/ws")
-        await ws.send_json({"type": "hello", "after_seq": 10**9})
-        await ws.receive()
-        ours = []
-        for _ in range(N):
-            t0 = time.perf_counter()
-            await ws.send_json({"type": "annotation", "event": _event()})
-            while (await ws.receive_json())["type"] != "ack":
-                pass
-            ours.append(time.perf_counter() - t0)
-        await ws.close()
-
-    async def echo(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for msg in ws:
-            await ws.send_str(msg.data)
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/echo", echo)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0,
-                       ssl_context=server_ssl_context(server.cert_path, server.key_path))
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    peer = []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
-        ws = await s.ws_connect(f"https://127.0.0.1:{port}/echo")
-        for _ in range(N):
-            t0 = time.perf_counter()
-            await ws.send_json({"type": "annotation", "event": _event()})
-            await ws.receive_json()
-            peer.append(time.perf_counter() - t0)
-        await ws.close()
-    await runner.cleanup()
-    return ours, peer
+def _pct(a: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(a), q)) if a else float("nan")
 
 
-async def _loop_stall(store: Store, session_id: str, inline: bool) -> tuple[float, list[float]]:
-    from concurrent.futures import ThreadPoolExecutor
+def _thread_cpu(native_ids: dict[str, int]) -> dict[str, float]:
+    import psutil
 
-    executor = ThreadPoolExecutor(1)
-    lags: list[float] = []
-    running = True
-
-    async def ticker() -> None:
-        while running:
-            t0 = time.perf_counter()
-            await asyncio.sleep(0.001)
-            lags.append(time.perf_counter() - t0 - 0.001)
-
-    tick = asyncio.create_task(ticker())
-    appends = []
-    loop = asyncio.get_running_loop()
-    for _ in range(100):
-        ev = validate_event(_event(), "mentor", "mentor")
-        t0 = time.perf_counter()
-        if inline:
-            store.append_event(session_id, ev)
-        else:
-            await loop.run_in_executor(executor, store.append_event, session_id, ev)
-        appends.append(time.perf_counter() - t0)
-        await asyncio.sleep(0)
-    running = False
-    await tick
-    executor.shutdown()
-    return max(lags), appends
+    times = {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
+    return {name: times.get(tid, 0.0) for name, tid in native_ids.items()}
 
 
-async def _main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        server = MentorServer(ServerConfig(db=Path(tmp) / "m.db", port=0, grpc_port=0))
-        await server.start()
-        made = await server.hub.db(server.hub.store.new_session, False, "bench")
-        ours, peer = await _grpc_round_trips(server, made.tokens["mentor"])
-        print(f"gRPC annotation -> ack: scrubin {_ms(ours)}; grpc.aio echo {_ms(peer)} "
-              f"-> {statistics.median(peer) / statistics.median(ours):.2f}x (median of {N})")
-        ours, peer = await _ws_round_trips(server, made.tokens["mentor"])
-        print(f"WebSocket annotation -> ack: scrubin {_ms(ours)}; aiohttp echo {_ms(peer)} "
-              f"-> {statistics.median(peer) / statistics.median(ours):.2f}x (median of {N})")
-        await server.stop(0)
-        store = Store(Path(tmp) / "stall.db")
-        sid = store.new_session().session_id
-        for inline in (True, False):
-            stall, appends = await _loop_stall(store, sid, inline)
-            print(f"store append ({'inline on the loop' if inline else 'store thread'}): "
-                  f"{_ms(appends)}; largest event-loop stall {stall * 1e3:.2f} ms")
-        store.close()
+def _chromium_cpu() -> float:
+    import psutil
+
+    total = 0.0
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "chrom" in p.name():
+                c = p.cpu_times()
+                total += c.user + c.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def main() -> None:
-    asyncio.run(_main())
+    import cv2
+    from playwright.sync_api import sync_playwright
+    from skimage.metrics import structural_similarity
 
+    from scrubin.mentor.anchor import Anchorer
+    from scrubin.mentor.station_meta import FrameMeta
+    from scrubin.samples.synthetic import SyntheticScene, phantom_models
+    from tests.mentor.browser import ServerThread, launch_chromium, new_page
+    from tests.mentor.live_station import LiveStation
 
-if __name__ == "__main__":
-    main()
+    duration = float(os.environ.get("SCRUBIN_BENCH_MENTOR_S", "60"))
+    n_src = 30
+    scene = SyntheticScene.from_phantom("small", n_frames=n_src, supersample=1,
+                                        plate_supersample=1)
+    frames = [scene.render(k).image_bgr for k in range(n_src)]
+    anchorer = Anchorer([(m.vertices, m.faces) for m in phantom_models("small")])
+    km = scene.camera.matrix
+
+    def source(i: int) -> tuple[np.ndarray, FrameMeta]:
+        k = i % n_src
+        return frames[k], FrameMeta(0, 0.0, 1280, 720, (km[0, 0], km[1, 1], km[0, 2], km[1, 2]),
+                                    tuple(scene.camera.dist), scene.T_camera_ref(k).matrix,
+                                    scene.T_ref_ct.matrix, "LIVE")
+
+    composites: dict[int, np.ndarray] = {}
+
+    def keep(fid: int, img: np.ndarray) -> None:
+        composites[fid] = img
+        composites.pop(fid - 90, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServerThread(Path(tmp))
+        sid, tokens = server.new_session()
+        station = LiveStation(server.server.grpc_target, tokens["surgeon"],
+                              str(server.server.cert_path), source, anchorer,
+                              on_composite=keep).start()
+        import threading
+
+        threads = {"frame loop (composite, strip, x264 call)": station._frame_thread.native_id,
+                   "WebRTC loop (RTP/SRTP, meta)": station._loop_thread.native_id,
+                   "server (HTTPS/WS/gRPC/SQLite)": server.thread.native_id,
+                   "bench driver": threading.main_thread().native_id}
+        try:
+            with sync_playwright() as pw:
+                browser = launch_chromium(pw)
+                page = new_page(browser)
+                page.goto(f"{server.url}/m/{sid}#token={tokens['mentor']}")
+                page.wait_for_function("() => window.scrubin.state.frameLog.length > 60",
+                                       timeout=30000)
+                box = page.eval_on_selector("#overlay", "c => { const r = "
+                                            "c.getBoundingClientRect(); return [r.left, r.top, "
+                                            "r.width, r.height]; }")
+                page.evaluate("window.scrubin.state.frameLog.length = 0")
+                s0, w0, c0, cr0 = page.evaluate(STATS), time.time(), _thread_cpu(threads), \
+                    _chromium_cpu()
+                proc0 = time.process_time()
+                sent0 = station.station.sent_frames
+                probes: list[str] = []
+                ssim: list[float] = []
+                rng = np.random.default_rng(1)
+                next_grab = w0 + 5.0
+                while time.time() - w0 < duration:
+                    x = box[0] + box[2] * rng.uniform(0.2, 0.8)
+                    y = box[1] + box[3] * rng.uniform(0.2, 0.8)
+                    page.mouse.move(x, y)
+                    page.mouse.down()
+                    page.wait_for_timeout(60)
+                    page.mouse.move(x + 12, y + 6)          # the first pointermove
+                    page.wait_for_timeout(150)
+                    page.mouse.up()
+                    probes.append(page.evaluate("window.scrubin.state.myAnnotations.at(-1)"))
+                    page.wait_for_timeout(250)
+                    page.click("#btn-undo")
+                    if time.time() >= next_grab:
+                        next_grab += 10.0
+                        g = page.evaluate(GRAB)
+                        src = composites.get(g["frame_id"])
+                        if src is not None:
+                            png = base64.b64decode(g["png"].split(",", 1)[1])
+                            shown = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+                            ssim.append(structural_similarity(
+                                src, shown[:720], channel_axis=2, data_range=255))
+                    page.wait_for_timeout(450)
+                elapsed = time.time() - w0
+                s1, c1, cr1 = page.evaluate(STATS), _thread_cpu(threads), _chromium_cpu()
+                proc1 = time.process_time()
+                sent_fps = (station.station.sent_frames - sent0) / elapsed
+                log = page.evaluate("window.scrubin.state.frameLog")
+                first_move = page.evaluate("Object.fromEntries(window.scrubin.state.firstMoveWall)")
+                page.context.close()
+                browser.close()
+        finally:
+            station.stop()
+            server.stop()
+
+    lat = [f["latency_s"] for f in log if f["latency_s"] is not None]
+    disp = np.array([f["display_wall"] for f in log])
+    t_rel = disp - disp[0]
+    half = min(30.0, elapsed / 2)
+    first = [f["latency_s"] for f, t in zip(log, t_rel, strict=True)
+             if t < half and f["latency_s"] is not None]
+    last = [f["latency_s"] for f, t in zip(log, t_rel, strict=True)
+            if t >= t_rel[-1] - half and f["latency_s"] is not None]
+    drift = float(np.median(last) - np.median(first)) if first and last else float("nan")
+    gaps = np.diff(disp) if len(disp) > 1 else np.array([0.0])
+    decoded_fps = (s1.get("framesDecoded", 0) - s0.get("framesDecoded", 0)) / elapsed
+    ann = [station.first_moved[a][1] - first_move[a] for a in probes
+           if a in station.first_moved and a in first_move]
+    cpu = {k: (c1[k] - c0[k]) / elapsed * 100 for k in c0}
+    chromium_pct = (cr1 - cr0) / elapsed * 100
+    proc_pct = (proc1 - proc0) / elapsed * 100
+    # the station's share: everything in this process but the server and the bench driver
+    # (x264's own worker threads included)
+    station_pct = proc_pct - cpu["server (HTTPS/WS/gRPC/SQLite)"] - cpu["bench driver"]
+
+    def verdict(ok: bool) -> str:
+        return "ok" if ok else "MISSED"
+
+    vp50, vp95 = _pct(lat, 50), _pct(lat, 95)
+    ap50, ap95 = _pct(ann, 50), _pct(ann, 95)
+    print(f"mentor loopback 1280x720 @30 fps, {elapsed:.0f} s, {len(log)} frames displayed, "
+          f"{len(ann)} annotation probes")
+    video_ok = vp50 <= TARGETS["video_p50"] and vp95 <= TARGETS["video_p95"]
+    print(f"video capture->composite: p50 {vp50 * 1e3:.1f} ms, p95 {vp95 * 1e3:.1f} ms "
+          f"(targets 80/150: {verdict(video_ok)})")
+    print(f"video drift (median last {half:.0f} s - first {half:.0f} s): {drift * 1e3:+.1f} ms "
+          f"({verdict(abs(drift) <= TARGETS['drift'])})")
+    print(f"annotation first pointermove->surgeon composite: p50 {ap50 * 1e3:.1f} ms, "
+          f"p95 {ap95 * 1e3:.1f} ms (targets 30/60: "
+          f"{verdict(ap50 <= TARGETS['ann_p50'] and ap95 <= TARGETS['ann_p95'])})")
+    print(f"station sent {sent_fps:.1f} fps; Chromium decoded {decoded_fps:.1f} fps "
+          f"({verdict(decoded_fps >= TARGETS['fps'])}); longest "
+          f"display gap {gaps.max() * 1e3:.0f} ms ({verdict(gaps.max() <= TARGETS['freeze'])}); "
+          f"freezeCount {s1.get('freezeCount', 0) - s0.get('freezeCount', 0)}, framesDropped "
+          f"{s1.get('framesDropped', 0) - s0.get('framesDropped', 0)}")
+    if ssim:
+        print(f"SSIM displayed vs source on {len(ssim)} tagged frames: min {min(ssim):.3f}, "
+              f"median {np.median(ssim):.3f} ({verdict(min(ssim) >= TARGETS['ssim'])})")
+    else:
+        print("SSIM: no grabbed frame matched a kept source frame")
+    enc = np.asarray(station.encode_ms[-int(elapsed * 30):])
+    print(f"encode (strip + x264 ultrafast) p50 {np.median(enc):.1f} ms, p95 "
+          f"{np.percentile(enc, 95):.1f} ms per frame")
+    print(f"CPU for the one stream (% of one core): station {station_pct:.0f}% (of which "
+          + ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items() if k.startswith(("frame", "Web")))
+          + f"), server {cpu['server (HTTPS/WS/gRPC/SQLite)']:.0f}%, Chromium receiving "
+          f"(all processes) {chromium_pct:.0f}%")
+    print(f"machine load average during the run: {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs (figures above are only meaningful on a quiet machine)")

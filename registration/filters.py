@@ -109,6 +109,14 @@ class OneEuroFilter:
         return self._x.copy()
 
 
+def _cross_sum(q: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """``sum_k q_k x e_k`` of two (K, 3) arrays (``np.cross`` is ~10x slower for K = 6)."""
+    qx, qy, qz = q[:, 0], q[:, 1], q[:, 2]
+    ex, ey, ez = e[:, 0], e[:, 1], e[:, 2]
+    return np.array([float(qy @ ez - qz @ ey), float(qz @ ex - qx @ ez),
+                     float(qx @ ey - qy @ ex)])
+
+
 class PoseFilter:
     """1€ filter of a pose ``T_dst_src`` through control points, with trend and a lag bound.
 
@@ -244,7 +252,7 @@ class PoseFilter:
         """
         q = x_mm - x_mm.mean(axis=0)
         return np.concatenate([e_mm.mean(axis=0),
-                               np.cross(q, e_mm).sum(axis=0) / (4.0 * self.lever_mm)])
+                               _cross_sum(q, e_mm) / (4.0 * self.lever_mm)])
 
     def _fit(self, x_mm: np.ndarray, pose: Transform) -> Transform:
         """Rigid pose mapping the control points onto ``x_mm`` (Arun et al. 1987, SVD)."""

@@ -61,6 +61,7 @@ from scrubin.overlay import composite
 from scrubin.overlay.errors import OverlayError
 from scrubin.overlay.hud import FrameRate, HudInfo, draw_hud, draw_landmark
 from scrubin.overlay.pointer import PointerTracking, summarize_pointer
+from scrubin.overlay.provenance import check_frame_of_reference
 from scrubin.overlay.probe import AccuracyProbe
 from scrubin.overlay.renderer import OverlayRenderer, Structure
 from scrubin.overlay.safety import SafetyConfig, TrackingGate, TrackingState
@@ -246,12 +247,8 @@ class OverlayPipeline:
         if t.src != CT or t.dst != REF:
             raise OverlayError(f"registration must map {CT} to {REF}, got T_{t.dst}_{t.src}")
         self.renderer = OverlayRenderer(camera, structures)
-        reg_uid = t.source.get("frame_of_reference_uid", "")
-        model_uid = self.renderer.frame_of_reference_uid
-        if reg_uid and model_uid and reg_uid != model_uid:
-            raise OverlayError(
-                f"registration FrameOfReferenceUID {reg_uid} differs from the models' "
-                f"{model_uid}: the models belong to another scan")
+        check_frame_of_reference(t.source.get("frame_of_reference_uid", ""),
+                                 self.renderer.frame_of_reference_uid)
         if tracker.camera.size != camera.size:
             raise OverlayError(f"tracker camera is {tracker.camera.size}, overlay camera "
                                f"{camera.size}")
@@ -305,7 +302,7 @@ class OverlayPipeline:
         t = time.perf_counter()
         tr = self.tracker.update(frame.image_bgr, frame.capture_time_s)
         assert tr.verdict is not None
-        status = self.gate.status(tr.verdict, tr.detected)
+        status = self.gate.status(tr.verdict, tr.detected, tr.predicted)
         t_cam_ct = t_cam_ref = None
         if tr.pose is not None:
             t_cam_ref = Transform(tr.pose.matrix, REF, CAMERA, timestamp=tr.timestamp_s,

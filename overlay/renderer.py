@@ -45,6 +45,7 @@ from scrubin.imaging.mesh import vertex_normals
 from scrubin.overlay import composite, raster
 from scrubin.overlay.distortion import RenderGeometry, output_bbox, render_geometry
 from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.provenance import check_frame_of_reference
 from scrubin.registration.camera import CameraModel
 from scrubin.registration.frames import CAMERA, CT, Transform
 
@@ -350,12 +351,8 @@ class OverlayRenderer:
         if T_camera_ct.src != CT or T_camera_ct.dst != self.frame:
             raise OverlayError(f"pose must map {CT} to {self.frame}, got T_{T_camera_ct.dst}_"
                                f"{T_camera_ct.src}")
-        reg_uid = T_camera_ct.source.get("frame_of_reference_uid", "")
-        if reg_uid and self.frame_of_reference_uid and reg_uid != self.frame_of_reference_uid:
-            raise OverlayError(
-                f"registration FrameOfReferenceUID {reg_uid} differs from the models' "
-                f"{self.frame_of_reference_uid}: the models belong to another scan"
-            )
+        check_frame_of_reference(T_camera_ct.source.get("frame_of_reference_uid", ""),
+                                 self.frame_of_reference_uid)
 
     def render(self, T_camera_ct: Transform, *, warning: bool = False) -> RenderedOverlay:
         """Render all structures at pose ``T_camera_ct`` into a premultiplied BGRA patch.

@@ -34,6 +34,7 @@ import numpy as np
 from scrubin.imaging.mesh import Mesh
 from scrubin.imaging.mesh_io import LPS_MM_TO_GLTF, save_mesh
 from scrubin.overlay.errors import OverlayError
+from scrubin.overlay.provenance import check_frame_of_reference
 from scrubin.registration.frames import CAMERA, CT, REF, Transform
 
 _GLB_MAGIC = 0x46546C67
@@ -90,10 +91,8 @@ def export_scene(
         if m.frame and m.frame != CT:
             raise OverlayError(f"model {m.name!r} is in frame {m.frame!r}, expected CT: "
                                "export_scene places CT models with T_REF_CT")
-        uid = m.provenance.get("frame_of_reference_uid", "")
-        if reg_uid and uid and uid != reg_uid:
-            raise OverlayError(f"model {m.name!r} has FrameOfReferenceUID {uid}, the "
-                               f"registration {reg_uid}: the model belongs to another scan")
+        check_frame_of_reference(reg_uid, m.provenance.get("frame_of_reference_uid", ""),
+                                 f"model {m.name!r}'s")
     if T_camera_ref is not None and (T_camera_ref.src != REF or T_camera_ref.dst != CAMERA):
         raise OverlayError("T_camera_ref must be a Transform from REF to CAMERA")
     for name, t in (tools or {}).items():

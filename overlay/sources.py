@@ -70,6 +70,9 @@ class FrameSource(ABC):
 
     name: str = "source"
     camera: CameraModel | None = None
+    #: Nominal frame rate (Hz) to write the output video at; None when the source has none
+    #: (a live camera: the pipeline's own rate decides).
+    nominal_fps: float | None = None
 
     @abstractmethod
     def __iter__(self) -> Iterator[Frame]:
@@ -114,6 +117,8 @@ class VideoFileSource(FrameSource):
         self._stream = self._container.streams.video[0]
         self.width = int(self._stream.codec_context.width)
         self.height = int(self._stream.codec_context.height)
+        rate = self._stream.average_rate
+        self.nominal_fps = float(rate) if rate else None
 
     def __iter__(self) -> Iterator[Frame]:
         import av

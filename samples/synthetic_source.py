@@ -26,6 +26,7 @@ class SyntheticSource(FrameSource):
         self.scene = scene
         self.name = "synthetic"
         self.camera = scene.camera
+        self.nominal_fps = float(scene.fps)
         self.max_frames = check_frame_count(max_frames)
 
     @classmethod

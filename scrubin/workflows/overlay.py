@@ -167,12 +167,12 @@ def load_models(paths: list[Path], allow_unknown_provenance: bool = False) -> li
 
 def _check_frame_of_reference(meshes: list[Any], registration: Any) -> None:
     """Refuse models whose FrameOfReferenceUID differs from the registration's."""
+    from scrubin.overlay.provenance import check_frame_of_reference
+
     reg_uid = registration.T_ref_ct.source.get("frame_of_reference_uid", "")
     for m in meshes:
-        uid = (m.provenance or {}).get("frame_of_reference_uid", "")
-        if reg_uid and uid and uid != reg_uid:
-            raise OverlayError(f"registration FrameOfReferenceUID {reg_uid} differs from model "
-                               f"{m.name!r}'s {uid}: the models belong to another scan")
+        check_frame_of_reference(reg_uid, (m.provenance or {}).get("frame_of_reference_uid", ""),
+                                 f"model {m.name!r}'s")
 
 
 def _temp(path: Path) -> Path:
@@ -197,8 +197,9 @@ def run_overlay(req: OverlayRequest, scene: Any = None,
                 extra_sinks: Any = None) -> dict[str, Any]:
     """Run the pipeline (module docstring); return the report (also written to ``--json``).
 
-    ``extra_sinks(pipeline) -> [Sink, ...]`` adds sinks placed before the video file and the
-    window (``scrubin surgeon``: the mentoring station draws annotations into the view).
+    ``extra_sinks(camera, structures, registration) -> [Sink, ...]`` adds sinks placed before
+    the video file and the window (``scrubin surgeon``: the mentoring station draws
+    annotations into the view); every sink is given to the pipeline when it is built.
     """
     from scrubin.overlay.pipeline import (
         AccuracyProbe,
@@ -245,6 +246,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None,
         camera = CameraModel.load(req.camera)
         meshes = load_models(req.models, req.allow_unknown_provenance)
         registration = load_registration(req.registration)
+        _check_frame_of_reference(meshes, registration)  # before any output is opened
         body = RigidBody.load(req.body) if req.body is not None else None
     structures = _structures(meshes)
     if body is not None:
@@ -263,32 +265,28 @@ def run_overlay(req: OverlayRequest, scene: Any = None,
                                        "the eyes from the tracked camera pose")
         stereo = StereoRenderer(display, structures)
     pointer = _pointer(req, camera, scene if synthetic else None)
-    # the pipeline refuses a FrameOfReferenceUID mismatch before any output is opened
-    pipeline = OverlayPipeline(camera, structures, registration, tracker, probe=probe,
-                               pointer=pointer)
     if not synthetic:
         source = open_source(req.source, max_frames=req.frames, camera=camera)
-    fps = scene.fps if synthetic else 30.0
-    stream = getattr(source, "_stream", None)
-    if stream is not None and stream.average_rate:
-        fps = float(stream.average_rate)
+    fps = source.nominal_fps or 30.0
     tmp_out = _temp(req.out)
     igtl = None
     stereo_out = req.out.with_name(req.out.stem + "_stereo.mp4")
     tmp_stereo = tmp_scene = None
     try:
-        pipeline.sinks = [*(extra_sinks(pipeline) if extra_sinks else []),
-                          VideoFileSink(tmp_out, fps), WindowSink()]
+        sinks = [*(extra_sinks(camera, structures, registration) if extra_sinks else []),
+                 VideoFileSink(tmp_out, fps), WindowSink()]
+        stereo_sinks = []
         if stereo is not None:
             tmp_stereo = _temp(stereo_out)
-            pipeline.stereo = stereo
-            pipeline.stereo_sinks = [VideoFileSink(tmp_stereo, fps)]
+            stereo_sinks = [VideoFileSink(tmp_stereo, fps)]
         if req.igtl_port is not None:
             from scrubin.overlay.igtl import IgtlServer
 
             igtl = IgtlServer(req.igtl_port, models=[(s.name, s.vertices_ct_mm, s.faces)
                                                      for s in structures])
-            pipeline.igtl = igtl
+        pipeline = OverlayPipeline(camera, structures, registration, tracker, sinks=sinks,
+                                   probe=probe, igtl=igtl, stereo=stereo,
+                                   stereo_sinks=stereo_sinks, pointer=pointer)
         records = pipeline.run(source)
         meta = {
             "source": req.source,

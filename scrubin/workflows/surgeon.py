@@ -173,8 +173,8 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
     stop = threading.Event()
     viewers_peak = 0
 
-    def make_sinks(pipeline: Any) -> list[Any]:
-        meshes = [(s.vertices_ct_mm, s.faces) for s in pipeline.renderer.structures]
+    def make_sinks(camera: Any, structures: Any, registration: Any) -> list[Any]:
+        meshes = [(s.vertices_ct_mm, s.faces) for s in structures]
         link.anchorer = Anchorer(meshes) if meshes else None
 
         def on_frame(meta: Any) -> None:
@@ -182,7 +182,7 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
             viewers_peak = max(viewers_peak, len(station.peers))
             link.frame_sent(meta)
 
-        return [StationSink(station, board, pipeline.camera, pipeline.registration, on_frame,
+        return [StationSink(station, board, camera, registration, on_frame,
                             pace=not req.overlay.source.startswith("camera:"))]
 
     try:

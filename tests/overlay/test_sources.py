@@ -48,6 +48,14 @@ def test_video_frames_keep_ids_and_presentation_times(tmp_path) -> None:
         assert f.capture_ms >= 0 and f.t0 > 0 and f.truth is None
     with VideoFileSource(path, max_frames=2) as src:
         assert len(list(src)) == 2
+        assert src.nominal_fps == 25.0  # the rate the file was written at
+
+
+def test_video_nominal_rate_is_the_files(tmp_path) -> None:
+    path = tmp_path / "v12.mp4"
+    _write_video(path, 3, rate=12)
+    with VideoFileSource(path) as src:
+        assert src.nominal_fps == 12.0
 
 
 def test_video_errors(tmp_path) -> None:

@@ -23,7 +23,7 @@ def test_synthetic_source_carries_truth() -> None:
     assert [f.frame_id for f in frames] == [0, 1, 2]
     assert [f.capture_time_s for f in frames] == [0.0, 0.05, 0.1]
     assert all(f.truth is not None and f.truth.index == f.frame_id for f in frames)
-    assert src.camera is scene.camera
+    assert src.camera is scene.camera and src.nominal_fps == 20.0
     with pytest.raises(SourceError, match="SyntheticScene"):
         SyntheticSource("scene")
 

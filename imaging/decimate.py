@@ -17,8 +17,10 @@ from scrubin.imaging.mesh import Mesh
 def decimate(mesh: Mesh, max_triangles: int, aggressiveness: float = 7.0) -> Mesh:
     """Reduce ``mesh`` to at most ``max_triangles`` triangles (quadric edge collapse).
 
-    A mesh already within budget is returned unchanged (copied). Degenerate triangles left by
-    collapses are removed.
+    A mesh already within budget is returned unchanged (copied). Triangles left with a
+    repeated vertex index by collapses are removed; vertices are never welded by position and
+    zero-area triangles are kept, since either would open a closed surface (a watertight input
+    stays watertight).
 
     Raises
     ------
@@ -46,11 +48,13 @@ def decimate(mesh: Mesh, max_triangles: int, aggressiveness: float = 7.0) -> Mes
             break
         target = int(target * max_triangles / len(tris)) - 1
         reduction = 1.0 - target / mesh.n_faces
+    tris = np.asarray(tris, dtype=np.int64)
+    keep = (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 0] != tris[:, 2])
     out = Mesh(
-        np.asarray(pts, dtype=np.float64), np.asarray(tris, dtype=np.int64), mesh.name,
-        mesh.color, dict(mesh.provenance),
+        np.asarray(pts, dtype=np.float64), tris[keep], mesh.name, mesh.color,
+        dict(mesh.provenance),
     )
-    return out.remove_degenerate()
+    return out.remove_unused_vertices()
 
 
 def _points_on(mesh: Mesh, max_points: int, rng: np.random.Generator) -> np.ndarray:

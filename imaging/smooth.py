@@ -68,6 +68,16 @@ def _laplacian_step(
             out[v, d] = x[v, d] + factor * (s * inv - x[v, d])
 
 
+def grid_iterations(iterations: int, step: int) -> int:
+    """Iterations on a mesh extracted on a grid ``step`` times coarser that smooth over the
+    same length in mm as ``iterations`` at full resolution (at most): Laplacian smoothing
+    diffuses over ~ edge length x sqrt(iterations) (Taubin 1995, sec. 4), so
+    ``floor(iterations / step**2)``, at least 1 when ``iterations > 0``."""
+    if iterations <= 0 or step <= 1:
+        return int(iterations)
+    return max(1, int(iterations) // (int(step) ** 2))
+
+
 def taubin_smooth(
     mesh: Mesh, iterations: int = 10, lam: float = LAMBDA, mu: float = MU
 ) -> Mesh:

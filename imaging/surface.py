@@ -27,9 +27,13 @@ from scipy import ndimage
 
 from scrubin.imaging import _grid_kernels as grid
 from scrubin.imaging import _mc_kernels as kern
+from scrubin.imaging._mc_table import CORNERS, EDGE_AXIS, EDGE_ORIGIN, NTRI, TRI_EDGES
 from scrubin.imaging.errors import MeshError
 from scrubin.imaging.mesh import Mesh
 from scrubin.imaging.volume import Volume
+
+_SNAP_TABLES = (NTRI.astype(np.int64), TRI_EDGES.astype(np.int64), EDGE_ORIGIN.astype(np.int64),
+                EDGE_AXIS.astype(np.int64), CORNERS.astype(np.int64))
 
 #: Dilation (voxels, 6-connected) of a restricting mask before it limits the iso-surface.
 MASK_MARGIN = 1
@@ -171,6 +175,72 @@ def _march(
     return verts, faces
 
 
+class _FineField:
+    """The full-resolution field ``sign * value`` (mask-consistent as in
+    :func:`scrubin.imaging._grid_kernels.clamp_average`) whose trilinear level set a coarse
+    surface is snapped onto and checked against."""
+
+    def __init__(self, array: np.ndarray, mask: np.ndarray | None, level: float, sign: float,
+                 affine: np.ndarray) -> None:
+        self.array = array
+        self.use_mask = mask is not None
+        self.mask = mask if mask is not None else np.zeros((1, 1, 1), np.bool_)
+        self.level = float(level)
+        self.below = float(np.nextafter(np.float32(level), np.float32(-np.inf)))
+        self.sign = float(sign)
+        self.affine = np.ascontiguousarray(affine, dtype=np.float64)
+        self.inv = np.linalg.inv(self.affine)
+        spacing = np.linalg.norm(self.affine[:3, :3], axis=0)
+        self.h_mm = 0.25 * float(spacing.min())
+        self.voxel_mm = float(spacing.max())
+
+    def along(self, points_lps: np.ndarray, dirs_lps: np.ndarray, reach_mm: float,
+              move: bool) -> np.ndarray:
+        """Signed distance (mm) from each point along its unit direction to the nearest level
+        crossing within ``reach_mm`` (NaN: none); with ``move`` the points go onto it."""
+        out = np.empty(len(points_lps))
+        grid.snap_along(self.array, self.mask, self.use_mask, self.level, self.below,
+                        self.sign, self.inv, self.affine, points_lps,
+                        np.ascontiguousarray(dirs_lps, dtype=np.float64), float(reach_mm),
+                        self.h_mm, move, out)
+        return out
+
+    def snap(self, verts_lps: np.ndarray, normals_lps: np.ndarray, step: int) -> np.ndarray:
+        """Move coarse vertices (in place) onto the full-resolution marching-cubes surface
+        (:func:`~scrubin.imaging._grid_kernels.snap_to_edges`); where that fails, along their
+        normals onto the fine trilinear level set. Returns the move (mm; NaN: not moved)."""
+        moved = np.empty(len(verts_lps))
+        normals = np.ascontiguousarray(normals_lps, dtype=np.float64)
+        grid.snap_to_surface(self.array, self.mask, self.use_mask, self.level, self.sign,
+                             self.inv, self.affine, verts_lps, normals, int(step),
+                             _SNAP_TABLES, moved)
+        miss = np.flatnonzero(np.isnan(moved))
+        if len(miss):
+            pts = np.ascontiguousarray(verts_lps[miss])
+            moved[miss] = np.abs(self.along(pts, normals[miss], (step - 0.5) * self.voxel_mm,
+                                            True))
+            verts_lps[miss] = pts
+        return moved
+
+
+def fine_field(volume: Volume, mask: np.ndarray | None, level: float,
+               inside_below: bool = False) -> _FineField:
+    """The full-resolution field of ``volume`` at ``level`` (mask-consistent with ``mask`` as
+    in ``mask_mode="exact"``) that coarse surfaces are snapped onto and checked against."""
+    array = volume.array
+    if array.dtype.kind not in "iuf" or array.dtype == np.float16:
+        array = array.astype(np.float32)
+    elif not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    region = None
+    if mask is not None:
+        region = np.asarray(mask)
+        region = np.ascontiguousarray(region if region.dtype == np.bool_ else region != 0)
+    sign = -1.0 if inside_below else 1.0
+    return _FineField(np.ascontiguousarray(array), region, float(np.float32(sign * level)), sign,
+                      volume.affine)
+
+
 def extract_surface(
     volume: Volume,
     mask: np.ndarray | None = None,
@@ -280,12 +350,28 @@ def extract_surface(
         fine = (array, use_mask, float(lvl), sign)
         array, level, below = coarse, float(lvl), False
     verts, faces = _march(array, level, affine, region, exact, below)
+    mesh = Mesh(verts, faces, name, provenance=volume.provenance())
     if step > 1 and refine and len(verts):
         fine_array, use_mask, lvl_f, sign = fine
-        inv = np.linalg.inv(fine_affine)
-        grid.refine_vertices(
-            fine_array, region_fine if use_mask else np.zeros((1, 1, 1), np.bool_), use_mask,
-            lvl_f, float(np.nextafter(np.float32(lvl_f), np.float32(-np.inf))), sign,
-            inv, fine_affine, verts, 2,
-        )
-    return Mesh(verts, faces, name, provenance=volume.provenance())
+        field = _FineField(fine_array, region_fine if use_mask else None, lvl_f, sign,
+                           fine_affine)
+        coarse = mesh.vertices.copy()
+        field.snap(mesh.vertices, mesh.vertex_normals(), step)
+        mesh.normals = None
+        _undo_degenerate(mesh, coarse)
+    return mesh
+
+
+def _undo_degenerate(mesh: Mesh, coarse_lps: np.ndarray) -> None:
+    """Put the vertices of triangles that snapping made degenerate (zero area: two vertices
+    met on the fine surface) back at their coarse positions, which marching cubes keeps apart,
+    so the surface stays closed and every triangle keeps an area (in place)."""
+    for _ in range(8):
+        bad = np.flatnonzero(np.linalg.norm(mesh.face_cross(), axis=1) <= 0.0)
+        if len(bad) == 0:
+            return
+        idx = np.unique(mesh.faces[bad].reshape(-1))
+        mesh.vertices[idx] = coarse_lps[idx]
+    bad = np.linalg.norm(mesh.face_cross(), axis=1) <= 0.0
+    if bad.any():
+        mesh.vertices[:] = coarse_lps

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from scrubin.imaging.fileio import read_json
+from scrubin.imaging.volume import Volume
 from scrubin.samples import anatomy
 from scrubin.samples.dicom_writer import deterministic_uid, write_series
 from scrubin.samples.model import HeadPhantom, SampleError, phantom_model
@@ -70,6 +71,7 @@ __all__ = [
     "export_sample",
     "generate_sample",
     "load_truth",
+    "phantom_block",
     "phantom_model",
 ]
 
@@ -220,6 +222,38 @@ def generate_sample(name: str, folder: Path) -> Path:
                  spacing_ijk=spacing)
     (folder / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
     return folder
+
+
+def phantom_block(
+    center_lps: tuple[float, float, float], size_mm: float, spacing_mm: float = 0.48,
+    kernel_name: str = "sharp",
+) -> tuple[Volume, dict[str, Any]]:
+    """An axial cube of the phantom rendered in memory (no DICOM): HU volume and its truth.
+
+    The cube has edge ``size_mm`` around ``center_lps`` (LPS mm), isotropic ``spacing_mm``
+    voxels, the kernel ``kernel_name`` of :data:`KERNELS` and the generator's seed: a small
+    sharp-kernel scan whose true boundaries are the analytic structures of ``truth`` (same
+    fields as ``truth.json`` for ``affine``, ``shape_ijk``, ``structures``, ``psf_sigma_mm``,
+    ``noise_hu``).
+    """
+    if kernel_name not in KERNELS:
+        raise SampleError(f"unknown kernel {kernel_name!r}; expected one of {list(KERNELS)}")
+    if not (0.2 <= spacing_mm <= 10.0) or not (2 * spacing_mm <= size_mm <= 400.0):
+        raise SampleError(f"phantom block: spacing {spacing_mm} mm / size {size_mm} mm out of "
+                          "range (spacing 0.2..10, size 2 spacings..400 mm)")
+    n = int(round(size_mm / spacing_mm))
+    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
+    affine[:3, 3] = np.asarray(center_lps, dtype=np.float64) - 0.5 * (n - 1) * spacing_mm
+    structures = anatomy.structures()
+    psf, noise = KERNELS[kernel_name]
+    hu = render_hu(structures, affine, (n, n, n), supersample=SUPERSAMPLE)
+    stored = blur_and_noise(hu, np.full(3, spacing_mm), psf, noise, SEED)
+    volume = Volume((stored.astype(np.float32) + RESCALE_INTERCEPT).astype(np.int16), affine,
+                    modality="CT")
+    truth = {"frame": "LPS", "unit": "mm", "affine": affine.tolist(), "shape_ijk": [n, n, n],
+             "structures": structures, "psf_sigma_mm": psf, "noise_hu": noise,
+             "supersample": SUPERSAMPLE, "seed": SEED}
+    return volume, truth
 
 
 def default_cache_dir() -> Path:

@@ -141,10 +141,11 @@ def validate(req: ModelRequest) -> None:
 
 
 def auto_step(shape: tuple[int, ...], spacing: np.ndarray) -> int:
-    """Automatic extraction grid: 2 for large fine volumes (> 16 M voxels, voxels < 1 mm),
-    where the 2x-coarser surface stays within ~0.5 mm of the full one and decimation
-    becomes fast; else 1."""
-    return 2 if int(np.prod(shape)) > 16_000_000 and float(np.max(spacing)) < 1.0 else 1
+    """The grid tried first in automatic mode (see :mod:`scrubin.imaging.surface_grid`, which
+    keeps it only when the coarse surface passes its check against full resolution)."""
+    from scrubin.imaging.surface_grid import coarse_candidate
+
+    return coarse_candidate(shape, spacing)
 
 
 class _Stages:
@@ -174,8 +175,8 @@ def run_model(req: ModelRequest) -> dict[str, Any]:
     from scrubin.imaging.decimate import decimate, surface_distance
     from scrubin.imaging.load import load_volume
     from scrubin.imaging.segment import segment
-    from scrubin.imaging.smooth import taubin_smooth
-    from scrubin.imaging.surface import extract_surface
+    from scrubin.imaging.smooth import grid_iterations, taubin_smooth
+    from scrubin.imaging.surface_grid import extract_surface_auto
 
     validate(req)
     if req.seg_path is not None:
@@ -189,16 +190,17 @@ def run_model(req: ModelRequest) -> dict[str, Any]:
             volume, preset=req.preset, threshold=req.threshold, seed_lps=req.seed_lps,
             exclude_fiducials=req.exclude_fiducials,
         ))
-        step = req.step or auto_step(volume.array.shape, volume.spacing)
         color = PRESET_COLORS.get(req.preset or "", PRESET_COLORS["bone"])
-        raw: Mesh = stages.run("extract", lambda: extract_surface(
-            volume, mask=seg.mask, level=seg.level, step=step, name=seg.name,
+        raw, grid = stages.run("extract", lambda: extract_surface_auto(
+            volume, mask=seg.mask, level=seg.level, step=req.step, name=seg.name,
             inside_below=bool(getattr(seg, "inside_below", False)),
         ))
+        step = grid.step
         if raw.n_faces == 0:
             raise MeshError(f"segmentation {seg.name!r} produced an empty surface")
         raw.color = color
-        smoothed: Mesh = stages.run("smooth", lambda: taubin_smooth(raw, req.smooth))
+        smoothed: Mesh = stages.run("smooth", lambda: taubin_smooth(
+            raw, grid_iterations(req.smooth, step)))
         final: Mesh = stages.run("decimate", lambda: decimate(smoothed, req.max_triangles)
                                  if req.max_triangles else smoothed.copy())
         final.color = color
@@ -222,6 +224,7 @@ def run_model(req: ModelRequest) -> dict[str, Any]:
             error = surface_distance(final, smoothed, max_points=100_000)
             stages.times["quality"] = time.perf_counter() - t0
         report = _report(req, volume, seg, step, smoothed, final, error, stages.times, total)
+        report["grid_check"] = grid.as_dict()
         if req.json_path is not None:
             tmp_json = temp_path(req.json_path, req.json_path.suffix)
             temps.append((tmp_json, req.json_path))

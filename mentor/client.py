@@ -139,19 +139,21 @@ class AnnotationStream:
         msg = event_to_pb(event)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending[msg.event_id] = (msg, fut)
-        if self._connected.is_set():
-            await self._write(msg)
+        await self._write(msg)
         return await fut
 
     async def _write(self, msg: pb.AnnotationEvent) -> None:
-        call = self._call
-        if call is None:
-            return
-        try:
-            async with self._write_lock:
+        # Under the lock the reconnect also takes: either the reconnect's resend of the
+        # pending events sees this one, or this write sees the new call connected.
+        async with self._write_lock:
+            call = self._call
+            if call is None or not self._connected.is_set():
+                return  # sent with the other pending events on (re)connection
+            try:
                 await call.write(pb.AnnotationClientMessage(event=msg))
-        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
-            log.debug("annotation write failed (resent after reconnect): %s", exc)
+            except (grpc.aio.AioRpcError, grpc.aio.UsageError,
+                    asyncio.InvalidStateError) as exc:
+                log.debug("annotation write failed (resent after reconnect): %s", exc)
 
     def drop_connection(self) -> None:
         """Cancel the current call as a network failure would (the stream reconnects)."""
@@ -169,8 +171,8 @@ class AnnotationStream:
                         hello=pb.Hello(after_seq=self.last_seq)))
                     for msg, _ in list(self._pending.values()):
                         await call.write(pb.AnnotationClientMessage(event=msg))
-                self.connects += 1
-                self._connected.set()
+                    self.connects += 1
+                    self._connected.set()
                 while True:
                     reply = await call.read()
                     if reply is grpc.aio.EOF:
@@ -184,9 +186,12 @@ class AnnotationStream:
                     self._connected.set()
                     raise MentorError(f"annotations refused: {exc.details()}") from None
                 log.debug("annotation stream dropped: %s", exc.code())
+            except (grpc.aio.UsageError, asyncio.InvalidStateError) as exc:
+                log.debug("annotation stream dropped while writing: %s", exc)
             except asyncio.CancelledError:
-                if self._closing:
-                    raise
+                task = asyncio.current_task()
+                if self._closing or (task is not None and task.cancelling()):
+                    raise  # our task is being cancelled; only the call was cancelled otherwise
             finally:
                 self._connected.clear()
                 self._call = None

@@ -1,13 +1,14 @@
 """A live surgeon station for the end-to-end tests and the latency bench.
 
-Assembled from the station's real parts (mentor.station.SurgeonStation with the shared H.264
-encoder, mentor.anchor.Anchorer, mentor.annotations_draw.AnnotationBoard) and the real gRPC
-client (mentor.client.MentorClient) against a real MentorServer: the station opens ``Signal``
-and answers the pages' offers, follows ``Annotations``, anchors each mentor stroke at the pose
-of the frame it was drawn on (its ``frame_id``), and composites the board into every frame it
-sends. Frames come from a caller's ``source(i) -> (view_bgr, FrameMeta-without-id)``, paced at
-``fps`` on their own thread; every sent frame's metadata and (optionally) composited picture
-are kept for the checks.
+The station's real parts: :class:`~scrubin.mentor.station.SurgeonStation` (shared H.264
+encoder, one peer connection per viewer) and :class:`~scrubin.mentor.station_link.StationLink`
+(gRPC to a real MentorServer: Join, Signal answers, Annotations into the board, anchoring of
+settled strokes at the pose of the frame they were drawn on, telemetry). Only the frame loop is
+the harness's own: it plays a caller's frames with their *true* poses (so the checks compare
+with ground truth, not with a tracker's estimate) and draws the board into every frame it
+sends, as the station's pipeline sink does. Frames come from a caller's
+``source(i) -> (view_bgr, FrameMeta without id)``, paced at ``fps`` on their own thread; every
+sent frame's metadata and (optionally) composited picture are kept for the checks.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import asyncio
 import contextlib
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +29,7 @@ from scrubin.mentor.annotations_draw import AnnotationBoard
 from scrubin.mentor.client import MentorClient
 from scrubin.mentor.media import StreamEncoder, VideoFanout
 from scrubin.mentor.station import SurgeonStation
+from scrubin.mentor.station_link import StationLink
 from scrubin.mentor.station_meta import FrameMeta
 from scrubin.mentor.strip import STRIP_HEIGHT
 
@@ -43,6 +44,33 @@ class StrokeRecord:
     arrival_time: float
     points: list[list[float]]
     anchors_ref_mm: list[Any] | None = None
+    anchored_after_frame_id: int | None = None   # newest frame sent when the anchor arrived
+
+
+class RecordingBoard(AnnotationBoard):
+    """The station's board, noting what the station had sent when each stroke arrived."""
+
+    def __init__(self, owner: LiveStation) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def apply(self, seq: int, event: dict[str, Any]) -> bool:
+        o = self.owner
+        o.events.append((seq, event))
+        if event.get("op") in ("create", "update") and event.get("role") != "surgeon":
+            aid = str(event.get("annotation_id", ""))
+            if aid not in o.strokes:
+                latest = next(reversed(o.frames)) if o.frames else 0
+                o.strokes[aid] = StrokeRecord(aid, int(event.get("frame_id", 0)), latest,
+                                              time.time(), [])
+            o.strokes[aid].points = event.get("points") or []
+        elif event.get("op") == "anchor" and event.get("annotation_id") in o.strokes:
+            rec = o.strokes[event["annotation_id"]]
+            rec.anchors_ref_mm = event.get("anchors_ref_mm")
+            rec.anchored_after_frame_id = next(reversed(o.frames)) if o.frames else 0
+        with o.board_lock:
+            o.board_version += 1
+        return super().apply(seq, event)
 
 
 @dataclass
@@ -68,7 +96,7 @@ class LiveStation:
         self.encoder = StreamEncoder(width, height + STRIP_HEIGHT, fps)
         self.fanout = VideoFanout(self.encoder)
         self.station = SurgeonStation(self.fanout)
-        self.board = AnnotationBoard()
+        self.board = RecordingBoard(self)
         self.board_lock = threading.Lock()
         self.board_version = 0
         self.frames: OrderedDict[int, FrameRecord] = OrderedDict()
@@ -87,6 +115,7 @@ class LiveStation:
         self._loop_thread = threading.Thread(target=self._run_loop, daemon=True)
         self._frame_thread = threading.Thread(target=self._frame_loop, daemon=True)
         self.errors: list[str] = []
+        self.link: StationLink | None = None
         self.encode_ms: list[float] = []
         self.cpu_s = 0.0
 
@@ -115,77 +144,16 @@ class LiveStation:
     async def _main(self) -> None:
         try:
             self.client = MentorClient(self.target, self.token, self.cert, "station")
-            await self.client.join()
-            self.signal = self.client.signal()
-            await self.signal.wait_open()
-            self.ann = self.client.annotations()
-            await self.ann.start()
-            self.station.loop = asyncio.get_running_loop()
-            self._tasks = [asyncio.create_task(self._signals()),
-                           asyncio.create_task(self._annotations())]
+            self.link = StationLink(self.station, self.client, self.board, self.anchorer)
+            await self.link.start(["127.0.0.1"])
             self._ready.set()
         except Exception as exc:  # reported by start()
             self.errors.append(repr(exc))
 
     async def _shutdown(self) -> None:
-        for t in getattr(self, "_tasks", []):
-            t.cancel()
-        await self.station.close()
         with contextlib.suppress(Exception):
-            self.signal.close()
-            await self.ann.close()
+            await self.link.close()
             await self.client.close()
-
-    # ------------------------------------------------------------------ signalling
-    async def _signals(self) -> None:
-        from scrubin.protos import mentor_pb2 as pb
-
-        while True:
-            msg = await self.signal.recv()
-            if msg is None:
-                return
-            if msg.sdp_type == "offer":
-                try:
-                    sdp = await self.station.answer(msg.peer_id, msg.sdp,
-                                                    pb.Role.Name(msg.role), msg.author)
-                    await self.signal.send("answer", sdp, msg.peer_id)
-                except Exception as exc:
-                    self.errors.append(f"answer {msg.peer_id}: {exc!r}")
-            elif msg.sdp_type == "bye":
-                await self.station.close_peer(msg.peer_id)
-
-    # ------------------------------------------------------------------ annotations
-    async def _annotations(self) -> None:
-        while True:
-            seq, ev = await self.ann.events.get()
-            self.events.append((seq, ev))
-            now = time.time()
-            with self.board_lock:
-                self.board.apply(seq, ev)
-                self.board_version += 1
-            if ev.get("op") in ("create", "update") and ev.get("role") != "surgeon":
-                aid = ev["annotation_id"]
-                latest = next(reversed(self.frames)) if self.frames else 0
-                rec = self.strokes.get(aid)
-                if rec is None:
-                    rec = StrokeRecord(aid, int(ev.get("frame_id", 0)), latest, now, [])
-                    self.strokes[aid] = rec
-                rec.points = ev.get("points") or []
-                if self.anchorer is not None and ev.get("kind") != "laser":
-                    await self._anchor(ev, rec)
-
-    async def _anchor(self, ev: dict[str, Any], rec: StrokeRecord) -> None:
-        meta = self.station.history.get(int(ev.get("frame_id", 0)))
-        if meta is None or meta.T_camera_ref is None:
-            anchors: list[Any] = [None] * len(rec.points)
-        else:
-            anchors = await asyncio.to_thread(self.anchorer.anchor, meta, rec.points)
-        rec.anchors_ref_mm = anchors
-        state = "anchored" if any(a is not None for a in anchors) else "2d"
-        await self.ann.send({"event_id": str(uuid.uuid4()), "op": "anchor",
-                             "annotation_id": rec.annotation_id, "frame_id": rec.frame_id,
-                             "anchors_ref_mm": anchors, "anchor_state": state,
-                             "client_time": time.time()})
 
     # ------------------------------------------------------------------ frames
     def _frame_loop(self) -> None:
@@ -201,9 +169,9 @@ class LiveStation:
             img = view.copy()
             with self.board_lock:
                 version = self.board_version
-                moved = [aid for aid, a in self.board.items.items()
-                         if len(a.points) > 1 and aid not in self.first_moved]
-                n_drawn = self.board.draw(img, meta) if self.board.items else 0
+            moved = [aid for aid, a in list(self.board.items.items())
+                     if len(a.points) > 1 and aid not in self.first_moved]
+            n_drawn = self.board.draw(img, meta) if self.board.items else 0
             rec = FrameRecord(meta, i, 0.0, version)
             if n_drawn:
                 t_done = time.time()
@@ -216,6 +184,7 @@ class LiveStation:
                 while len(self.composites) > self.keep_composites:
                     self.composites.popitem(last=False)
             self.encode_ms.append(self.station.publish(img, meta))
+            self.link.frame_sent(meta)
             rec.sent_time = time.time()
             self.frames[meta.frame_id] = rec
             while len(self.frames) > 600:

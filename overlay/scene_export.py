@@ -24,13 +24,13 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from scrubin.imaging.fileio import temp_path
 from scrubin.imaging.mesh import Mesh
 from scrubin.imaging.mesh_io import LPS_MM_TO_GLTF, save_mesh
 from scrubin.overlay.errors import OverlayError
@@ -98,9 +98,7 @@ def export_scene(
     for name, t in (tools or {}).items():
         if not isinstance(t, Transform) or t.dst != REF:
             raise OverlayError(f"tool {name!r}: pose must be a Transform into REF")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".glb", dir=p.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = temp_path(p, ".glb")
     try:
         save_mesh(items, tmp)
         doc, rest = _read_glb(tmp.read_bytes())

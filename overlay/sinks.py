@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import queue
-import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from scrubin.imaging.fileio import temp_path
 from scrubin.overlay.errors import OverlayError
 
 
@@ -91,10 +91,7 @@ class VideoFileSink(Sink):
         if not np.isfinite(fps) or fps <= 0:
             raise SinkError(f"video frame rate must be > 0, got {fps}")
         self.fps = Fraction(fps).limit_denominator(1001)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".mp4",
-                                   dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temp_path(self.path, ".mp4")
         try:
             self._container = av.open(str(self._tmp), mode="w", format="mp4")
         except (av.error.FFmpegError, OSError) as exc:

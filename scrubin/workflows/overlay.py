@@ -28,12 +28,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scrubin.imaging.fileio import temp_path
 from scrubin.overlay.errors import OverlayError
 
 
@@ -175,24 +175,6 @@ def _check_frame_of_reference(meshes: list[Any], registration: Any) -> None:
                                  f"model {m.name!r}'s")
 
 
-def _temp(path: Path) -> Path:
-    """A temporary file next to ``path`` with the permissions a plain ``open()`` would give."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    return Path(tmp)
-
-
-def _publish(tmp: Path, dst: Path) -> None:
-    """Rename into place, keeping ``_temp``'s permissions (the sinks re-create files)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    os.replace(tmp, dst)
-
-
 def run_overlay(req: OverlayRequest, scene: Any = None,
                 extra_sinks: Any = None) -> dict[str, Any]:
     """Run the pipeline (module docstring); return the report (also written to ``--json``).
@@ -268,7 +250,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None,
     if not synthetic:
         source = open_source(req.source, max_frames=req.frames, camera=camera)
     fps = source.nominal_fps or 30.0
-    tmp_out = _temp(req.out)
+    tmp_out = temp_path(req.out, req.out.suffix)
     igtl = None
     stereo_out = req.out.with_name(req.out.stem + "_stereo.mp4")
     tmp_stereo = tmp_scene = None
@@ -277,7 +259,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None,
                  VideoFileSink(tmp_out, fps), WindowSink()]
         stereo_sinks = []
         if stereo is not None:
-            tmp_stereo = _temp(stereo_out)
+            tmp_stereo = temp_path(stereo_out, stereo_out.suffix)
             stereo_sinks = [VideoFileSink(tmp_stereo, fps)]
         if req.igtl_port is not None:
             from scrubin.overlay.igtl import IgtlServer
@@ -317,7 +299,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None,
         if req.scene is not None:
             from scrubin.overlay.scene_export import export_scene
 
-            tmp_scene = _temp(req.scene)
+            tmp_scene = temp_path(req.scene, req.scene.suffix)
             live = pipeline.last_live
             export_scene(tmp_scene, meshes, registration.T_ref_ct, live.get("T_camera_ref"),
                          {"Stylus": live["T_ref_tool"]} if "T_ref_tool" in live else None)
@@ -330,14 +312,14 @@ def run_overlay(req: OverlayRequest, scene: Any = None,
         report = RunReport(meta, records).to_json()
         tmp_json = None
         if req.json_path is not None:
-            tmp_json = _temp(req.json_path)
+            tmp_json = temp_path(req.json_path, req.json_path.suffix)
             tmp_json.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-            _publish(tmp_json, req.json_path)
-        _publish(tmp_out, req.out)
+            os.replace(tmp_json, req.json_path)
+        os.replace(tmp_out, req.out)
         if tmp_scene is not None:
-            _publish(tmp_scene, req.scene)
+            os.replace(tmp_scene, req.scene)
         if tmp_stereo is not None:
-            _publish(tmp_stereo, stereo_out)
+            os.replace(tmp_stereo, stereo_out)
         return report
     finally:
         if igtl is not None:

@@ -34,14 +34,13 @@ should not bound the time of a tracked chain carries no timestamp.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scrubin.imaging.fileio import read_json
+from scrubin.imaging.fileio import read_json, write_json_atomic
 from scrubin.registration.errors import FrameMismatchError, RegistrationError
 
 CT = "CT"
@@ -192,11 +191,6 @@ class Transform:
             raise RegistrationError(f"points must have shape (N, 3), got {p.shape}")
         return p @ self.matrix[:3, :3].T + self.matrix[:3, 3]
 
-    def apply_vectors(self, vectors: np.ndarray) -> np.ndarray:
-        """Rotate direction vectors ``(N, 3)`` (no translation)."""
-        v = np.asarray(vectors, dtype=np.float64)
-        return v @ self.matrix[:3, :3].T
-
     # ------------------------------------------------------------------ JSON
     def to_json(self) -> dict[str, Any]:
         """The project's JSON form: from, to, unit, matrix (row-major 4x4), timestamp, source."""
@@ -235,8 +229,8 @@ class Transform:
         )
 
     def save(self, path: str | Path) -> None:
-        """Write :meth:`to_json` to ``path``."""
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        """Write :meth:`to_json` to ``path`` atomically (no partial file on failure)."""
+        write_json_atomic(path, self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> Transform:

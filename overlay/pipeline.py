@@ -61,8 +61,8 @@ from scrubin.overlay import composite
 from scrubin.overlay.errors import OverlayError
 from scrubin.overlay.hud import FrameRate, HudInfo, draw_hud, draw_landmark
 from scrubin.overlay.pointer import PointerTracking, summarize_pointer
-from scrubin.overlay.provenance import check_frame_of_reference
 from scrubin.overlay.probe import AccuracyProbe
+from scrubin.overlay.provenance import check_frame_of_reference
 from scrubin.overlay.renderer import OverlayRenderer, Structure
 from scrubin.overlay.safety import SafetyConfig, TrackingGate, TrackingState
 from scrubin.overlay.sinks import Sink, SinkItem

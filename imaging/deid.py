@@ -61,10 +61,8 @@ STRUCTURAL_TEXT = frozenset({
     "MappingResource", "MappingResourceName", "ContextIdentifier",
     "Manufacturer", "ManufacturerModelName", "SoftwareVersions", "ImplementationVersionName",
     "PositionReferenceIndicator", "ImagedNucleus", "DimensionDescriptionLabel", "StackID",
-    "MultiplexGroupLabel", "SequenceName", "PulseSequenceName", "TransmitCoilName",
-    "ReceiveCoilName", "WindowCenterWidthExplanation", "RescaleType", "LUTExplanation",
-    "LUTLabel", "ContrastBolusRoute", "FilterType", "ConvolutionKernel",
-    "SegmentLabel", "SegmentAlgorithmName", "AlgorithmName", "AlgorithmVersion",
+    "SequenceName", "WindowCenterWidthExplanation", "RescaleType", "ConvolutionKernel",
+    "SegmentLabel", "SegmentAlgorithmName",
 })
 #: Options of the command line -> Table E.1-1 option column (PS3.15 E.3).
 RETAIN_OPTIONS = {

@@ -398,3 +398,17 @@ class Deidentifier:
 def _empty(el: pydicom.DataElement) -> bool:
     v = el.value
     return v is None or v == "" or (isinstance(v, list | bytes) and len(v) == 0)
+
+
+def identity_status(datasets: object) -> str:
+    """``"YES"`` when the source headers say Patient Identity Removed (PS3.3 C.7.1.1), ``"NO"``
+    when they are DICOM without it, ``"UNKNOWN"`` without DICOM headers (NIfTI, NRRD ...).
+
+    ``datasets`` is a volume's ``meta["datasets"]`` (a sequence of pydicom datasets) or None.
+    """
+    try:
+        first = datasets[0]  # type: ignore[index]
+    except (TypeError, IndexError, KeyError):
+        return "UNKNOWN"
+    value = str(getattr(first, "PatientIdentityRemoved", "") or "").strip().upper()
+    return "YES" if value == "YES" else "NO"

@@ -159,6 +159,8 @@ def _gltf_extras(mesh: Mesh) -> dict[str, object]:
         "frame_of_reference_uid": mesh.provenance.get("frame_of_reference_uid", ""),
         "source_frame": "DICOM LPS mm",
         "frame": mesh.frame,
+        # "YES" only for a model of de-identified DICOM (scrubin deid); "NO" says it is not
+        "patient_identity_removed": mesh.provenance.get("patient_identity_removed", "UNKNOWN"),
     }
 
 

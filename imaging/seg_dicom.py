@@ -207,6 +207,8 @@ def write_seg(
             content_description="Threshold segmentation"[:64],
             omit_empty_frames=True,
         ))
+    if str(seg.get("PatientIdentityRemoved", "")).upper() != "YES":  # highdicom copies it
+        seg.PatientIdentityRemoved = "NO"  # made from input not marked de-identified
     out = Path(path)
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():

@@ -204,6 +204,10 @@ def run_model(req: ModelRequest) -> dict[str, Any]:
         final: Mesh = stages.run("decimate", lambda: decimate(smoothed, req.max_triangles)
                                  if req.max_triangles else smoothed.copy())
         final.color = color
+        from scrubin.imaging.deid import identity_status
+
+        final.provenance["patient_identity_removed"] = identity_status(
+            volume.meta.get("datasets"))
 
         def write() -> None:
             tmp = temp_path(req.out, req.out.suffix)
@@ -248,6 +252,7 @@ def _report(
         "input": str(req.input),
         "series_instance_uid": volume.series_instance_uid,
         "frame_of_reference_uid": volume.frame_of_reference_uid,
+        "patient_identity_removed": final.provenance.get("patient_identity_removed", "UNKNOWN"),
         "preset": req.preset,
         "threshold": None if req.threshold is None else list(req.threshold),
         "seed_lps_mm": None if req.seed_lps is None else [float(x) for x in req.seed_lps],

@@ -356,3 +356,22 @@ def test_a_feed_that_falls_behind_is_closed_and_the_client_resumes(tmp_path, mon
                 assert got == list(range(1, 9))
                 await s.close()
     asyncio.run(main())
+
+
+def test_meta_json_of_the_design_round_trips_through_the_telemetry_frame():
+    """The station publishes its "meta" JSON (mentor/DESIGN.md example) as a TelemetryFrame;
+    the page receives the same fields back."""
+    from scrubin.mentor.telemetry import frame_from_json, frame_to_json
+
+    meta = {"frame_id": 123, "capture_time": 1764680000.123, "width": 1280, "height": 720,
+            "K": [1000.0, 1001.0, 639.5, 359.5], "dist": [0.1, -0.05, 0.0, 0.0, 0.01],
+            "T_camera_ref": [float(i) for i in range(16)], "T_ref_ct": None,
+            "tracking": "HELD", "fre_mm": 0.27, "tre_mm": None,
+            "stages_ms": {"track": 3.1, "render": 5.7, "encode": 3.0}, "latency_ms": 41.5}
+    frame = frame_from_json(meta)
+    again = pb.TelemetryFrame.FromString(frame.SerializeToString())
+    assert frame_to_json(again) == meta
+    with pytest.raises(MentorError, match="'tracking': 'GOOD'"):
+        frame_from_json({**meta, "tracking": "GOOD"})
+    with pytest.raises(MentorError, match="T_camera_ref has 3 numbers"):
+        frame_from_json({**meta, "T_camera_ref": [1.0, 2.0, 3.0]})

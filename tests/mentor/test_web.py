@@ -407,3 +407,42 @@ def test_the_token_is_in_no_log_line(tmp_path, caplog):
     token = asyncio.run(main())
     assert caplog.records  # logging was on (aiohttp, asyncio, grpc debug lines)
     assert token not in caplog.text
+
+
+def test_malformed_events_are_refused_naming_the_field(tmp_path):
+    good = stroke("x")
+    cases = [
+        ({**good, "op": "paint"}, "'op': 'paint' is not one of create"),
+        ({**good, "event_id": ""}, "'event_id' is missing"),
+        ({**good, "event_id": "e" * 129}, "'event_id': 129 characters"),
+        ({**good, "points": [[0.5, "a"]]}, "'points'[0]"),
+        ({**good, "points": [[0.5, float("nan")]]}, "[0.5, nan] is not 2 finite numbers"),
+        ({**good, "points": [[3.0, 0.5]]}, "outside the normalised image range"),
+        ({**good, "points": []}, "needs at least one point"),
+        ({**good, "frame_id": 2**32}, "'frame_id': 4294967296 is not a uint32"),
+        ({**good, "kind": "scribble"}, "'kind': 'scribble'"),
+        ({**good, "op": "update", "annotation_id": "never"}, "'never' was never created"),
+        ({**good, "op": "anchor"}, "'anchor' is the surgeon's only"),
+        ("not an object", "expected a JSON object"),
+    ]
+
+    async def main():
+        async with running(tmp_path) as server:
+            made = await new_session(server)
+            page = await joined(server, made.tokens["mentor"])
+            try:
+                ws = await page.ws_connect("/api/ws")
+                await ws.send_json({"type": "hello", "after_seq": 0})
+                await recv(ws, "welcome")
+                for event, message in cases:
+                    # json.dumps writes NaN (not JSON, RFC 8259); the server's parser takes it
+                    await ws.send_str(json.dumps({"type": "annotation", "event": event}))
+                    err = await recv(ws, "error")
+                    assert message in err["message"], (event, err)
+                await ws.send_json({"type": "nonsense"})
+                assert "expected hello, annotation" in (await recv(ws, "error"))["message"]
+                await ws.close()
+            finally:
+                await page.close()
+            assert await server.hub.db(server.hub.store.last_seq, made.session_id) == 0
+    asyncio.run(main())

@@ -73,16 +73,24 @@ def _meta(fid: int, t: float) -> FrameMeta:
 
 
 def _dominant_hz(chunks: list[np.ndarray], rate: int = 48000) -> float:
-    a = np.concatenate(chunks[-50:]).astype(np.float64)
-    spec = np.abs(np.fft.rfft(a * np.hanning(len(a))))
-    return float(np.fft.rfftfreq(len(a), 1 / rate)[np.argmax(spec)])
+    """Median over the last 25 20-ms frames (after the codec's start) of each frame's spectral
+    peak (zero-padded to 1 Hz bins): robust to gaps a loaded machine puts between frames."""
+    peaks = []
+    for a in chunks[-25:]:
+        a = a.astype(np.float64)
+        if len(a) < 256 or not np.any(a):
+            continue
+        spec = np.abs(np.fft.rfft(a * np.hanning(len(a)), rate))
+        peaks.append(float(np.fft.rfftfreq(rate, 1 / rate)[np.argmax(spec)]))
+    return float(np.median(peaks))
 
 
-async def _scenario() -> dict:
+async def _scenario(record_dir) -> dict:
     restrict_host_addresses(["127.0.0.1"])
     enc = StreamEncoder(W, H + 16, 30.0, 1_000_000, keyframe_interval_s=30.0)
     fan = VideoFanout(enc)
-    station = SurgeonStation(fan, AudioSource("tone:440"))
+    station = SurgeonStation(fan, AudioSource("tone:440"),
+                             record_audio=lambda pid: str(record_dir / f"{pid}.ogg"))
     plis: list[int] = []
     rx = [Receiver(660.0), Receiver(880.0)]
     for i, r in enumerate(rx):
@@ -127,7 +135,8 @@ async def _scenario() -> dict:
     th = threading.Thread(target=frame_loop, daemon=True)
     th.start()
     t_end = time.time() + 20
-    while time.time() < t_end and not all(len(r.ids) >= 30 and len(r.meta) >= 30 for r in rx):
+    while time.time() < t_end and not all(len(r.ids) >= 30 and len(r.meta) >= 30
+                                          and len(r.audio) >= 75 for r in rx):
         await asyncio.sleep(0.1)
     # a real RTCP PLI from receiver 0
     ssrc = rx[0].video_receiver.getSynchronizationSources()[0].source
@@ -153,8 +162,13 @@ async def _scenario() -> dict:
 
 
 @pytest.fixture(scope="module")
-def run() -> dict:
-    return asyncio.run(_scenario())
+def record_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("voice")
+
+
+@pytest.fixture(scope="module")
+def run(record_dir) -> dict:
+    return asyncio.run(_scenario(record_dir))
 
 
 def test_one_encoder_feeds_both_viewers(run: dict) -> None:
@@ -184,9 +198,23 @@ def test_pli_yields_keyframe(run: dict) -> None:
 
 
 def test_voice_both_ways(run: dict) -> None:
-    assert run["audio_hz"][0] == pytest.approx(440, abs=5)  # the station's tone, Opus-decoded
-    assert run["audio_hz"][1] == pytest.approx(440, abs=5)
+    # the station's tone, Opus-decoded (440 Hz exactly on a quiet machine; 425 Hz seen with a
+    # load average of 10 on 2 cores: 25 Hz still tells it from the viewers' 660 / 880 Hz)
+    assert run["audio_hz"][0] == pytest.approx(440, abs=25)
+    assert run["audio_hz"][1] == pytest.approx(440, abs=25)
     assert all(n > 10 for n in run["station_audio"].values())  # the viewers' voices arrive
+
+
+def test_mentor_voice_recorded(run: dict, record_dir) -> None:
+    import av
+
+    for pid, hz in (("p0", 660.0), ("p1", 880.0)):
+        with av.open(str(record_dir / f"{pid}.ogg")) as c:
+            chunks = [f.to_ndarray()[0] if f.format.is_planar else
+                      f.to_ndarray().reshape(-1, len(f.layout.channels))[:, 0]
+                      for f in c.decode(audio=0)]
+        assert len(chunks) > 10
+        assert _dominant_hz(chunks) == pytest.approx(hz, abs=25)
 
 
 def test_offer_without_h264_refused() -> None:

@@ -155,27 +155,20 @@ class Hub:
     # -- annotations ---------------------------------------------------------------------
     async def submit(self, ident: Identity, author: str, raw: Any, peer: str) -> Appended:
         """Validate, store and broadcast one client event; a refusal is audited and raises."""
+        state = self._state(ident.session_id)
         try:
             event = validate_event(raw, ident.role, author)
-            if event["op"] in ("update", "delete", "anchor"):
-                creator = await self.db(self.store.annotation_creator, ident.session_id,
-                                        event["annotation_id"])
-                if creator is None:
-                    raise MentorError(f"annotation {event['annotation_id']!r} was never created")
-                if event["op"] != "anchor" and ident.role != "surgeon" and creator != author:
-                    raise MentorError(f"annotation {event['annotation_id']!r} is {creator}'s; "
-                                      f"{author} may not {event['op']} it")
+            async with state.lock:  # broadcasts leave in seq order
+                done = await self.db(self.store.append_event, ident.session_id, event, peer,
+                                     ident.role == "surgeon")
+                if not done.duplicate:
+                    for feed in list(state.feeds):
+                        feed.push(done.seq, done.event)
         except MentorError as exc:
             event_id = raw.get("event_id", "") if isinstance(raw, dict) else ""
             await self.db(self.store.audit, ident.session_id, ident.role, author, "refused",
                           f"annotate {event_id!r}: {exc}", peer)
             raise
-        state = self._state(ident.session_id)
-        async with state.lock:
-            done = await self.db(self.store.append_event, ident.session_id, event, peer)
-            if not done.duplicate:
-                for feed in list(state.feeds):
-                    feed.push(done.seq, done.event)
         return done
 
     def end_session(self, session_id: str) -> None:

@@ -216,12 +216,20 @@ class Store:
         return Identity(row[0], row[1], bool(row[2]), row[3], ended=row[4] is not None)
 
     # -- annotation events ---------------------------------------------------------------
-    def append_event(self, session_id: str, event: dict[str, Any], peer: str = "") -> Appended:
+    def append_event(self, session_id: str, event: dict[str, Any], peer: str = "",
+                     edit_any: bool = False) -> Appended:
         """Store ``event`` (validated, author/role already set) with the next seq.
 
         A repeated ``event_id`` in the session is not stored again: the original seq and
-        event come back with ``duplicate=True``. The audit line ("annotate") is written in
-        the same transaction as the event.
+        event come back with ``duplicate=True``. ``update``/``delete``/``anchor`` need an
+        annotation created before; ``update``/``delete`` of another author's annotation need
+        ``edit_any`` (the surgeon). The audit line ("annotate") is written in the same
+        transaction as the event.
+
+        Raises
+        ------
+        MentorError
+            Unknown or ended session; an annotation never created or not the author's.
         """
         with self._tx():
             row = self._db.execute("SELECT ended FROM sessions WHERE session_id=?",
@@ -235,6 +243,14 @@ class Store:
             ).fetchone()
             if old is not None:
                 return Appended(int(old[0]), True, json.loads(old[1]))
+            if event["op"] in ("update", "delete", "anchor"):
+                aid = event["annotation_id"]
+                creator = self.annotation_creator(session_id, aid)
+                if creator is None:
+                    raise MentorError(f"annotation {aid!r} was never created")
+                if event["op"] != "anchor" and not edit_any and creator != event["author"]:
+                    raise MentorError(f"annotation {aid!r} is {creator}'s; {event['author']} "
+                                      f"may not {event['op']} it")
             (last,) = self._db.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id=?", (session_id,)
             ).fetchone()

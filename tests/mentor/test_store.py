@@ -132,3 +132,26 @@ def test_acknowledged_events_survive_kill_9(tmp_path):
     assert acked == list(range(1, 21))
     assert stored[:20] == acked and stored == list(range(1, len(stored) + 1))
     assert json.loads(json.dumps(store.events_after(sid, 0)[0][1]))["event_id"] == "k0"
+
+
+def test_edits_need_an_existing_annotation_and_its_author_unless_surgeon(tmp_path):
+    store = Store(tmp_path / "m.db")
+    sid = store.new_session().session_id
+    store.append_event(sid, _event(1, "mentor:A"))
+
+    def edit(op, author, role, event_id, annotation="a1"):
+        ev = validate_event({"event_id": event_id, "op": op, "annotation_id": annotation,
+                             "points": [[0.5, 0.5]]}, role, author)
+        return store.append_event(sid, ev, edit_any=role == "surgeon")
+
+    assert edit("update", "mentor:A", "mentor", "u1").seq == 2
+    with pytest.raises(MentorError, match="is mentor:A's; mentor:B may not update it"):
+        edit("update", "mentor:B", "mentor", "u2")
+    with pytest.raises(MentorError, match="'nope' was never created"):
+        edit("delete", "mentor:A", "mentor", "u3", "nope")
+    assert edit("delete", "surgeon", "surgeon", "u4").seq == 3
+    assert edit("update", "mentor:A", "mentor", "u1").duplicate  # a resend stays a resend
+    store.end_session(sid)
+    with pytest.raises(MentorError, match="has ended"):
+        store.append_event(sid, _event(9))
+    assert store.last_seq(sid) == 3

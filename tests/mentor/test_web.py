@@ -341,7 +341,8 @@ def test_ending_a_session_closes_open_streams_and_refuses_events(tmp_path):
             log = await server.hub.db(server.hub.store.audit_log, made.session_id)
             assert [(r["action"], r["detail"]) for r in log][:2] == [
                 ("session_new", "recording=on label='web'"), ("join", "web recording=on")]
-            assert log[-1]["action"] == "session_end"
+            assert log[-2]["action"] == "session_end"
+            assert log[-1]["action"] == "refused" and "has ended" in log[-1]["detail"]
     asyncio.run(main())
 
 

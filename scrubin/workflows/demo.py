@@ -8,6 +8,8 @@
    target.
 4. AR overlay: the synthetic surgical scene with a reference marker plate, tracked and
    overlaid with the safety HUD, written as a video with its accuracy report.
+5. Remote mentoring: server, surgeon station and a headless Chromium mentor on loopback; the
+   mentor draws one annotation (scrubin.workflows.mentor_demo).
 """
 
 from __future__ import annotations
@@ -83,6 +85,12 @@ def run(out_dir: Path, sample_name: str = "full", overlay: bool = True) -> dict[
             print(f"landmark check: tracked pointer tip resting on fiducial F2 reads "
                   f"{touching:.2f} mm median (truth 0 mm; max "
                   f"{ov['landmark_distance_touching_mm_max']:.2f} mm)")
+
+    if overlay:
+        from scrubin.workflows import mentor_demo
+
+        _step("remote mentoring (server, surgeon station, headless Chromium mentor)")
+        results["mentoring"] = mentor_demo.run(out_dir)
 
     _step("outputs")
     for path in sorted(out_dir.iterdir()):

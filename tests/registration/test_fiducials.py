@@ -210,9 +210,11 @@ def test_parameter_rejections():
     assert find_fiducials(vol) == []  # nothing dense: no candidates, no error
 
 
-@pytest.mark.parametrize(("folder", "truth"), [("small_phantom", "small_truth"),
-                                              ("oblique_phantom", "oblique_truth")])
-def test_phantom_fiducials_within_quarter_voxel(folder, truth, request):
+# README: max 0.030 voxel (small), 0.038 voxel (small-oblique); limit = claim + ~30 % for noise
+@pytest.mark.parametrize(("folder", "truth", "claimed_max_vox"),
+                         [("small_phantom", "small_truth", 0.030),
+                          ("oblique_phantom", "oblique_truth", 0.038)])
+def test_phantom_fiducials_as_accurate_as_claimed(folder, truth, claimed_max_vox, request):
     path = request.getfixturevalue(folder)
     info = request.getfixturevalue(truth)
     vol = load_volume(path)
@@ -221,7 +223,7 @@ def test_phantom_fiducials_within_quarter_voxel(folder, truth, request):
     assert len(found) == len(expected)  # every fiducial, no false positive
     centres = np.array([f.center_lps_mm for f in found])
     err_vox = voxel_errors(vol, centres, expected)
-    assert err_vox.max() < 0.25, err_vox
+    assert err_vox.max() < 1.3 * claimed_max_vox, err_vox
     # one detection per fiducial
     d = np.linalg.norm(centres[:, None] - expected[None], axis=2)
     assert sorted(d.argmin(axis=1).tolist()) == list(range(len(expected)))

@@ -84,6 +84,13 @@ def test_calibrate_hand_eye_and_pivot(tmp_path, capsys):
     assert res["transform"]["from"] == "CAMERA" and res["transform"]["to"] == "TOOL"
     np.testing.assert_allclose(res["transform"]["matrix"], x, atol=1e-5)
     assert res["n_views"] == 10
+    # an OpenCV-backed method through the same command (cv2.calibrateHandEye, Andreff 1999)
+    assert main(["calibrate", "hand-eye", "--tracker-poses", str(tmp_path / "a.csv"),
+                 "--camera-poses", str(tmp_path / "b.csv"), "--method", "andreff", "--json",
+                 str(tmp_path / "andreff.json")]) == 0
+    res = json.loads((tmp_path / "andreff.json").read_text())
+    assert res["method"] == "andreff"
+    np.testing.assert_allclose(res["transform"]["matrix"], x, atol=1e-5)
     write_pose_file(tmp_path / "short.csv", np.array(cams[:4]))
     assert main(["calibrate", "hand-eye", "--tracker-poses", str(tmp_path / "a.csv"),
                  "--camera-poses", str(tmp_path / "short.csv"), "--json",

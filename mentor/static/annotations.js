@@ -154,7 +154,8 @@ export function drawAnnotations(ctx, model, meta, nowS) {
       ctx.beginPath();
       ctx.arc(plast[0] + 0.5, plast[1] + 0.5, 3 * lw, 0, 2 * Math.PI);
       ctx.fill();
-    } else if (pts.length === 1) {
+    } else if (pts.length === 1 || pts.every((p) => !p || Math.hypot(p[0] - p0[0], p[1] - p0[1]) < 0.5)) {
+      // a tap (or a stroke that re-projects to one pixel): a dot, not a degenerate line
       ctx.beginPath();
       ctx.arc(p0[0] + 0.5, p0[1] + 0.5, lw, 0, 2 * Math.PI);
       ctx.fill();

@@ -165,3 +165,80 @@ def test_outbox_survives_reload_and_supersedes_updates(page, static_origin) -> N
         return { ids, last: o.events[o.events.length - 1].points.length };
     }""")
     assert got == {"ids": ["e1", "e3"], "last": 3}
+
+
+DRAW = """async ([events, meta]) => {
+  const { AnnotationModel, drawAnnotations } = await import('/static/annotations.js');
+  const c = document.createElement('canvas');
+  c.width = 1280; c.height = 720;
+  const g = c.getContext('2d', { willReadFrequently: true });
+  const m = new AnnotationModel();
+  for (const e of events) m.apply(e);
+  const n = drawAnnotations(g, m, meta, performance.now() / 1000);
+  const d = g.getImageData(0, 0, 1280, 720).data;
+  // weighted centroid of pure-green pixels (the stroke) and their count
+  let sx = 0, sy = 0, sw = 0, count = 0;
+  for (let y = 0; y < 720; y++) for (let x = 0; x < 1280; x++) {
+    const o = (y * 1280 + x) * 4;
+    if (d[o + 1] > 0 && d[o] === 0 && d[o + 2] === 0) {
+      const w = d[o + 3]; sx += w * x; sy += w * y; sw += w; count++;
+    }
+  }
+  // pixel index x covers OpenCV coordinates [x - 0.5, x + 0.5]: the index is the coordinate
+  return { drawn: n, count, cx: sw ? sx / sw : null, cy: sw ? sy / sw : null };
+}"""
+
+
+def _anchored_events(p_ref_mm: np.ndarray) -> list[dict]:
+    return [
+        {"op": "create", "annotation_id": "a", "kind": "freehand", "color": "#00ff00",
+         "author": "", "points": [[0.1, 0.1], [0.1001, 0.1]]},
+        {"op": "anchor", "annotation_id": "a", "anchor_state": "anchored",
+         "anchors_ref_mm": [p_ref_mm.tolist(), p_ref_mm.tolist()]},
+    ]
+
+
+def test_anchored_annotation_drawn_at_cv2_projection_and_gated(page) -> None:
+    # an anchored point (REF mm) is drawn where cv2.projectPoints puts it for this frame's pose
+    t = _pose(np.array([10.0, -25.0, 4.0]), np.array([20.0, -10.0, 450.0]))
+    k = np.array([[910.0, 0, 640.0], [0, 905.0, 361.0], [0, 0, 1]])
+    dist = [-0.25, 0.09, 0.001, -0.0007, -0.015]
+    p_ref = np.array([35.0, -40.0, 12.0])
+    uv, _ = cv2.projectPoints(p_ref[None], cv2.Rodrigues(t[:3, :3])[0], t[:3, 3], k,
+                              np.array(dist))
+    meta = {"frame_id": 5, "capture_time": 1.0, "width": 1280, "height": 720,
+            "K": [k[0, 0], k[1, 1], k[0, 2], k[1, 2]], "dist": dist,
+            "T_camera_ref": t.ravel().tolist(), "tracking": "LIVE"}
+    got = page.evaluate(DRAW, [_anchored_events(p_ref), meta])
+    assert got["drawn"] == 1 and got["count"] > 4
+    assert np.hypot(got["cx"] - uv[0, 0, 0], got["cy"] - uv[0, 0, 1]) < 0.5
+    for state in ("STALE", "LOST"):       # hidden with the model
+        assert page.evaluate(DRAW, [_anchored_events(p_ref), {**meta, "tracking": state}])[
+            "count"] == 0
+    hidden = [*_anchored_events(p_ref), {"op": "hide_all"}]
+    assert page.evaluate(DRAW, [hidden, meta])["count"] == 0
+    shown = [*hidden, {"op": "show_all"}]
+    assert page.evaluate(DRAW, [shown, meta])["count"] > 4
+    cleared = [*shown, {"op": "clear_all"}]
+    assert page.evaluate(DRAW, [cleared, meta])["drawn"] == 0
+
+
+def test_2d_annotation_dashed_in_screen_space(page) -> None:
+    events = [{"op": "create", "annotation_id": "b", "kind": "freehand", "color": "#00ff00",
+               "author": "", "points": [[0.1, 0.5], [0.6, 0.5]]},
+              {"op": "anchor", "annotation_id": "b", "anchor_state": "2d",
+               "anchors_ref_mm": [None, None]}]
+    row = page.evaluate("""async ([events]) => {
+        const { AnnotationModel, drawAnnotations } = await import('/static/annotations.js');
+        const c = document.createElement('canvas'); c.width = 1280; c.height = 720;
+        const g = c.getContext('2d', { willReadFrequently: true });
+        const m = new AnnotationModel();
+        for (const e of events) m.apply(e);
+        drawAnnotations(g, m, { tracking: 'LOST' }, 0);
+        // the stroke's row: pixel centre y = 0.5 * 720 - 0.5
+        return Array.from(g.getImageData(0, 359, 1280, 1).data.filter((_, i) => i % 4 === 1));
+    }""", [events])
+    row = np.array(row)
+    on = row[150:750] > 128
+    assert on.any() and (~on).any()           # dashes and gaps, also while tracking is lost
+    assert row[:120].max() == 0 and row[780:].max() == 0

@@ -13,6 +13,7 @@ and a private block with a nested private sequence, all holding markers.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,9 +117,24 @@ class Planter:
         block.add_new(0x04, "SQ", Sequence([item]))
 
 
+_SHAPES = re.compile(
+    rb"MRK\d{6}"  # text
+    + rb"|" + re.escape(UID_ROOT.encode()) + rb"1\d{6}"  # UIDs
+    + rb"|(?:19991231)?235959\.\d{6}"  # DT, TM
+    + rb"|(?<!\d)1[5-9]\d{6}(?!\d)"  # DA: alone, not digits inside a longer number (a UID)
+)
+
+
 def found(markers: list[bytes], blobs: list[bytes]) -> list[bytes]:
-    """The markers that occur in any of ``blobs``."""
-    return [m for m in markers if any(m in b for b in blobs)]
+    """The markers that occur in any of ``blobs`` (one regex pass over all the bytes)."""
+    seen: set[bytes] = set()
+    for blob in blobs:
+        for m in _SHAPES.finditer(blob):
+            text = m.group(0)
+            seen.add(text)
+            if text.startswith(b"19991231"):
+                seen.add(text[8:])  # a DT marker holds its TM-like tail too
+    return [m for m in markers if m in seen]
 
 
 def all_bytes(folder: Path) -> list[bytes]:

@@ -180,3 +180,62 @@ def test_wrong_token_is_one_line_error(tmp_path) -> None:
     asyncio.run(go())
     assert not (tmp_path / "v.mp4").exists()
     assert threading.active_count() < 50
+
+
+def test_link_surgeon_actions_telemetry_and_unknown_frame(tmp_path) -> None:
+    """StationLink alone on a real server: the surgeon's hide_all reaches the mentor and the
+    mentor cannot undo it; telemetry carries the sent frame; a stroke on a frame the station
+    no longer knows stays 2-D (and says why)."""
+    from scrubin.mentor.annotations_draw import AnnotationBoard
+    from scrubin.mentor.media import StreamEncoder, VideoFanout
+    from scrubin.mentor.station import SurgeonStation
+    from scrubin.mentor.station_link import StationLink
+    from scrubin.mentor.station_meta import FrameMeta
+
+    async def go() -> None:
+        server = MentorServer(ServerConfig(db=tmp_path / "m.db", port=0, grpc_port=0))
+        await server.start()
+        made = await server.hub.db(server.hub.store.new_session, False, "t")
+        station = SurgeonStation(VideoFanout(StreamEncoder(160, 48)))
+        board = AnnotationBoard()
+        surgeon = MentorClient(server.grpc_target, made.tokens["surgeon"], server.cert_path, "s")
+        mentor = MentorClient(server.grpc_target, made.tokens["mentor"], server.cert_path, "m")
+        link = StationLink(station, surgeon, board, None)
+        try:
+            await link.start()
+            watch = mentor.watch_telemetry()
+            first = asyncio.ensure_future(watch.__anext__())
+            await asyncio.sleep(0.2)
+            meta = FrameMeta(123456, time.time(), 160, 32, (50.0, 50.0, 79.5, 15.5),
+                             (0.0,) * 5, np.eye(4), np.eye(4), "LIVE", 0.3, 0.8)
+            await asyncio.to_thread(station.publish, np.zeros((32, 160, 3), np.uint8), meta)
+            link.frame_sent(meta)
+            tel = await asyncio.wait_for(first, 10)
+            assert tel.frame_id == 123456 and tel.tracking == 1 and tel.fre_mm == 0.3
+            assert list(tel.T_camera_ref.m) == np.eye(4).ravel().tolist()
+            ann = mentor.annotations()
+            await ann.start()
+            await ann.send({"event_id": str(uuid.uuid4()), "op": "create", "annotation_id": "a",
+                            "kind": "freehand", "color": "#00ff00", "frame_id": 99,
+                            "points": [[0.5, 0.5]]})
+            seen = []
+            while not any(e["op"] == "anchor" for e in seen):
+                seen.append((await asyncio.wait_for(ann.events.get(), 10))[1])
+            anchor = seen[-1]
+            assert anchor["anchor_state"] == "2d" and anchor["anchors_ref_mm"] == [None]
+            assert "frame 99 not in the last 3 s" in link.anchor_failures[0]
+            await link.hide_all()
+            while seen[-1]["op"] != "hide_all":
+                seen.append((await asyncio.wait_for(ann.events.get(), 10))[1])
+            assert seen[-1]["role"] == "surgeon"
+            with pytest.raises(MentorError, match="surgeon"):
+                await ann.send({"event_id": str(uuid.uuid4()), "op": "show_all"})
+            await asyncio.sleep(0.2)
+            assert board.hidden
+            await ann.close()
+        finally:
+            await link.close()
+            await surgeon.close()
+            await mentor.close()
+            await server.stop(0.2)
+    asyncio.run(go())

@@ -19,6 +19,8 @@ from scrubin.cli import main
 sys.path.insert(0, str(Path(__file__).parents[1] / "imaging"))
 from deid_markers import Planter, all_bytes, found
 
+N_SLICES = 40
+
 
 def _run(capsys, *argv):
     rc = main([str(a) for a in argv])
@@ -37,10 +39,11 @@ def _planted_series(small_phantom: Path, folder: Path) -> Planter:
     folder.mkdir(parents=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for p in sorted(small_phantom.glob("*.dcm")):
-            ds = pydicom.dcmread(p)
+        slices = sorted((pydicom.dcmread(p) for p in small_phantom.glob("*.dcm")),
+                        key=lambda d: int(d.InstanceNumber))
+        for ds in slices[30:30 + N_SLICES]:  # a contiguous slab keeps the test fast
             planter.plant(ds)
-            ds.save_as(folder / p.name, enforce_file_format=True)
+            ds.save_as(folder / f"{ds.InstanceNumber}.dcm", enforce_file_format=True)
     return planter
 
 
@@ -50,7 +53,7 @@ def test_deid_then_model_seg_and_reports_carry_no_marker(small_phantom, tmp_path
     rc, o1, e1 = _run(capsys, "deid", tmp_path / "Doe^Jane", out, "--json",
                       tmp_path / "deid.json")
     assert rc == 0, e1
-    assert "wrote 102 de-identified file(s) in 1 series" in o1
+    assert f"wrote {N_SLICES} de-identified file(s) in 1 series" in o1
     series = out / "S0001"
     rc, o2, e2 = _run(capsys, "model", series, "--preset", "bone", "--out", tmp_path / "m.glb",
                       "--seg", tmp_path / "s.dcm", "--json", tmp_path / "model.json",
@@ -62,14 +65,14 @@ def test_deid_then_model_seg_and_reports_carry_no_marker(small_phantom, tmp_path
     blobs.append((o1 + e1 + o2 + e2).encode())  # the logs
     # (shifted dates are checked against the analytic offset in tests/imaging/test_deid.py:
     # a planted date moved by years may equal another planted date)
-    assert len(planter.markers) > 1000
+    assert len(planter.markers) > 400
     assert found(planter.markers, blobs) == []
     assert _glb_extras(tmp_path / "m.glb")["patient_identity_removed"] == "YES"
     assert json.loads((tmp_path / "model.json").read_text())["patient_identity_removed"] == "YES"
     seg = pydicom.dcmread(tmp_path / "s.dcm")
     assert seg.PatientIdentityRemoved == "YES" and seg.PatientID.startswith("ANON")
     report = json.loads((tmp_path / "deid.json").read_text())
-    assert report["files"] == {"input": 102, "written": 102}
+    assert report["files"] == {"input": N_SLICES, "written": N_SLICES}
     assert report["options"] == [] and report["dates"].startswith("removed")
 
 

@@ -89,13 +89,14 @@ class LiveStation:
                  source: Callable[[int], tuple[np.ndarray, FrameMeta]],
                  anchorer: Anchorer | None, width: int = 1280, height: int = 720,
                  fps: float = 30.0, keep_composites: int = 0,
-                 on_composite: Callable[[int, np.ndarray], None] | None = None) -> None:
+                 on_composite: Callable[[int, np.ndarray], None] | None = None,
+                 audio: Any = None) -> None:
         self.target, self.token, self.cert = grpc_target, token, cert_path
         self.source, self.anchorer, self.fps = source, anchorer, fps
         self.width, self.height = width, height
         self.encoder = StreamEncoder(width, height + STRIP_HEIGHT, fps)
         self.fanout = VideoFanout(self.encoder)
-        self.station = SurgeonStation(self.fanout)
+        self.station = SurgeonStation(self.fanout, audio)
         self.board = RecordingBoard(self)
         self.board_lock = threading.Lock()
         self.board_version = 0

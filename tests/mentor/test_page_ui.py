@@ -223,3 +223,36 @@ def test_undo_and_clear_delete_own_annotations(chromium, mentor_server, session)
     assert ("delete", ids[0]) in ops and ("delete", ids[1]) in ops
     assert page.errors == []
     page.context.close()
+
+
+COLOURED_PIXELS = """() => { const c = document.getElementById('overlay');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0; for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0) n++;
+    return n; }"""
+
+
+def test_laser_fades_and_text_is_stored(chromium, mentor_server) -> None:
+    sid, tokens = mentor_server.new_session()
+    page = open_page(chromium, mentor_server, sid, tokens["mentor"])
+    box = canvas_box(page)
+    page.click("[data-tool=laser]")
+    page.mouse.move(box["x"] + 300, box["y"] + 200)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 360, box["y"] + 230, steps=6)
+    page.mouse.up()
+    assert page.evaluate(COLOURED_PIXELS) > 50
+    page.wait_for_timeout(2000)                  # fades within 1.5 s of its last update
+    assert page.evaluate(COLOURED_PIXELS) == 0
+    page.click("[data-tool=text]")
+    page.mouse.click(box["x"] + 640, box["y"] + 360)
+    page.keyboard.type("check the margin")
+    page.keyboard.press("Enter")
+    wait_outbox_empty(page)
+    stored = [ev for _, ev in mentor_server.events(sid)]
+    assert {ev["kind"] for ev in stored if ev["op"] == "create"} == {"laser", "text"}
+    [text] = [ev for ev in stored if ev["kind"] == "text"]
+    assert text["text"] == "check the margin"
+    assert np.allclose(text["points"][0], [640 / box["w"], 360 / box["h"]], atol=1e-6)
+    assert page.evaluate(COLOURED_PIXELS) > 50   # the text is drawn
+    assert page.errors == []
+    page.context.close()

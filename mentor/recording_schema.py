@@ -1,0 +1,181 @@
+"""The channels of a session recording (MCAP) and the messages written on them.
+
+One MCAP file (https://mcap.dev/spec), every message's ``log_time`` on the station's one clock
+(Unix ns): a frame's messages at its capture time, an annotation event at its arrival at the
+station. Foxglove's standard schemas (``foxglove-schemas-protobuf``) where they fit, so the file
+opens in Foxglove Studio; our own JSON-schema channels for what they cannot hold exactly.
+
+======================  ===============================  =====================================
+topic                   schema                           content
+======================  ===============================  =====================================
+``/station/video``      ``foxglove.CompressedVideo``     H.264 Annex B, one frame per message,
+                                                         no B-frames, view + frame-id strip
+``/station/calibration`` ``foxglove.CameraCalibration``  K, ``plumb_bob`` D of that frame (px)
+``/tf``                 ``foxglove.FrameTransforms``     ``camera`` -> ``ref`` -> ``ct`` (metres)
+``/station/annotations`` ``foxglove.ImageAnnotations``   annotations as drawn on that frame (px)
+``/station/frame``      ``scrubin.mentor.FrameMeta``     the ``meta`` channel message (mm, exact)
+                        (JSON)                           + ``annotation_seq``, ``keyframe``
+``/mentor/events``      ``scrubin.mentor.AnnotationEvent`` ``{"seq", "event"}`` as the station
+                        (JSON)                           applied it (mentor/DESIGN.md)
+``/session/log``        ``foxglove.Log``                 start/stop, dropped frames
+======================  ===============================  =====================================
+
+Messages of one frame carry the frame id as the MCAP ``sequence`` (uint32, as the frame ids).
+Foxglove's ``FrameTransform`` is the child frame's pose in the parent frame
+(``p_parent = R p_child + t``): ``T_CAMERA_REF`` is written as parent ``camera``, child ``ref``,
+translated from mm to metres (Foxglove's unit); the exact mm matrices are in ``/station/frame``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+TOPIC_VIDEO = "/station/video"
+TOPIC_CALIBRATION = "/station/calibration"
+TOPIC_TF = "/tf"
+TOPIC_IMAGE_ANNOTATIONS = "/station/annotations"
+TOPIC_FRAME = "/station/frame"
+TOPIC_EVENTS = "/mentor/events"
+TOPIC_LOG = "/session/log"
+
+FRAME_SCHEMA_NAME = "scrubin.mentor.FrameMeta"
+EVENT_SCHEMA_NAME = "scrubin.mentor.AnnotationEvent"
+PROFILE = "scrubin.mentor.recording.v1"
+METADATA_NAME = "scrubin.session"
+
+#: JSON schema (draft 2020-12) of ``/station/frame``: the DESIGN.md ``meta`` message plus the
+#: recorder's fields.
+FRAME_JSON_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": FRAME_SCHEMA_NAME,
+    "description": "Per-frame metadata of the surgeon station (mentor/DESIGN.md); LPS/REF mm, "
+                   "Unix seconds, 4x4 row-major matrices T_dst_src",
+    "type": "object",
+    "properties": {
+        "frame_id": {"type": "integer"}, "capture_time": {"type": "number"},
+        "width": {"type": "integer"}, "height": {"type": "integer"},
+        "K": {"type": "array", "items": {"type": "number"}},
+        "dist": {"type": "array", "items": {"type": "number"}},
+        "T_camera_ref": {"type": ["array", "null"], "items": {"type": "number"}},
+        "T_ref_ct": {"type": ["array", "null"], "items": {"type": "number"}},
+        "tracking": {"enum": ["LIVE", "HELD", "STALE", "LOST"]},
+        "fre_mm": {"type": ["number", "null"]}, "tre_mm": {"type": ["number", "null"]},
+        "stages_ms": {"type": "object", "additionalProperties": {"type": "number"}},
+        "annotation_seq": {"type": "integer",
+                           "description": "last annotation event seq applied before drawing"},
+        "keyframe": {"type": "boolean"},
+        "video_bytes": {"type": "integer"},
+        "queue_ms": {"type": "number",
+                     "description": "time the frame waited in the recorder's queue"},
+    },
+    "required": ["frame_id", "capture_time", "width", "height", "K", "dist", "tracking"],
+}
+
+#: JSON schema of ``/mentor/events``.
+EVENT_JSON_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": EVENT_SCHEMA_NAME,
+    "description": "An annotation event as broadcast by the server (mentor/DESIGN.md "
+                   "'Annotations'): normalised points, anchors in REF mm",
+    "type": "object",
+    "properties": {"seq": {"type": "integer"}, "event": {"type": "object"}},
+    "required": ["seq", "event"],
+}
+
+
+def timestamp(msg_field: Any, t_unix_s: float) -> None:
+    """Set a ``google.protobuf.Timestamp`` field from Unix seconds."""
+    ns = int(round(t_unix_s * 1e9))
+    msg_field.seconds, msg_field.nanos = divmod(ns, 1_000_000_000)
+
+
+def video_message(data: bytes, t_unix_s: float) -> Any:
+    """``foxglove.CompressedVideo`` of one H.264 Annex B frame (coordinate frame ``camera``)."""
+    from foxglove_schemas_protobuf.CompressedVideo_pb2 import CompressedVideo
+
+    m = CompressedVideo(frame_id="camera", data=data, format="h264")
+    timestamp(m.timestamp, t_unix_s)
+    return m
+
+
+def calibration_message(meta: dict[str, Any], video_w: int, video_h: int) -> Any:
+    """``foxglove.CameraCalibration``: ``K`` 3x3, ``plumb_bob`` (OpenCV k1 k2 p1 p2 k3), and the
+    pinhole ``P = [K | 0]`` of the video picture (the strip lies below the view: same pixels)."""
+    from foxglove_schemas_protobuf.CameraCalibration_pb2 import CameraCalibration
+
+    fx, fy, cx, cy = (float(v) for v in meta["K"])
+    k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    m = CameraCalibration(frame_id="camera", width=int(video_w), height=int(video_h),
+                          distortion_model="plumb_bob", D=[float(v) for v in meta["dist"]],
+                          K=k, R=[1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0],
+                          P=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+    timestamp(m.timestamp, float(meta["capture_time"]))
+    return m
+
+
+def transforms_message(meta: dict[str, Any]) -> Any | None:
+    """``foxglove.FrameTransforms``: ``camera``->``ref`` (``T_CAMERA_REF``) and ``ref``->``ct``
+    (``T_REF_CT``), translations in metres; None when neither is known."""
+    from foxglove_schemas_protobuf.FrameTransforms_pb2 import FrameTransforms
+    from scipy.spatial.transform import Rotation
+
+    out = FrameTransforms()
+    for key, parent, child in (("T_camera_ref", "camera", "ref"), ("T_ref_ct", "ref", "ct")):
+        vals = meta.get(key)
+        if vals is None:
+            continue
+        m = np.asarray(vals, np.float64).reshape(4, 4)
+        tr = out.transforms.add(parent_frame_id=parent, child_frame_id=child)
+        timestamp(tr.timestamp, float(meta["capture_time"]))
+        tr.translation.x, tr.translation.y, tr.translation.z = (m[:3, 3] * 1e-3).tolist()
+        x, y, z, w = Rotation.from_matrix(m[:3, :3]).as_quat()
+        tr.rotation.x, tr.rotation.y, tr.rotation.z, tr.rotation.w = x, y, z, w
+    return out if len(out.transforms) else None
+
+
+def _rgba(color: str, alpha: float = 1.0) -> tuple[float, float, float, float]:
+    try:
+        r, g, b = (int(color[i: i + 2], 16) / 255.0 for i in (1, 3, 5))
+    except (ValueError, TypeError, IndexError):
+        r, g, b = 1.0, 0.0, 0.0
+    return r, g, b, alpha
+
+
+def image_annotations_message(shapes: list[dict[str, Any]], t_unix_s: float) -> Any:
+    """``foxglove.ImageAnnotations`` from drawn shapes ``{"px": (N, 2) OpenCV pixels, "color",
+    "label", "alpha"}``: a ``LINE_STRIP`` (``POINTS`` for one point) and the author's label."""
+    from foxglove_schemas_protobuf.ImageAnnotations_pb2 import ImageAnnotations
+    from foxglove_schemas_protobuf.PointsAnnotation_pb2 import PointsAnnotation
+
+    m = ImageAnnotations()
+    timestamp(m.timestamp, t_unix_s)
+    for s in shapes:
+        px = np.asarray(s["px"], np.float64)
+        px = px[np.isfinite(px).all(axis=1)]
+        if not len(px):
+            continue
+        pa = m.points.add(type=PointsAnnotation.POINTS if len(px) == 1
+                          else PointsAnnotation.LINE_STRIP, thickness=3.0)
+        timestamp(pa.timestamp, t_unix_s)
+        r, g, b, a = _rgba(s["color"], s.get("alpha", 1.0))
+        for c in (pa.outline_color, pa.fill_color):
+            c.r, c.g, c.b, c.a = r, g, b, a
+        for x, y in px:
+            pa.points.add(x=float(x), y=float(y))
+        ta = m.texts.add(text=str(s.get("label", ""))[:40], font_size=14.0)
+        timestamp(ta.timestamp, t_unix_s)
+        ta.position.x, ta.position.y = float(px[0, 0]) + 8.0, float(px[0, 1]) - 8.0
+        ta.text_color.r, ta.text_color.g, ta.text_color.b, ta.text_color.a = 1.0, 1.0, 1.0, 1.0
+        ta.background_color.a = 0.6
+    return m
+
+
+def log_message(text: str, t_unix_s: float, level: str = "INFO") -> Any:
+    """``foxglove.Log`` line from the station's recorder."""
+    from foxglove_schemas_protobuf.Log_pb2 import Log
+
+    m = Log(level=getattr(Log, level), message=text, name="scrubin.mentor.recording")
+    timestamp(m.timestamp, t_unix_s)
+    return m

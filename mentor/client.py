@@ -30,6 +30,8 @@ import grpc
 
 from scrubin.mentor.errors import MentorError
 from scrubin.mentor.events import event_from_pb, event_to_pb
+from scrubin.mentor.tls import read_pair
+from scrubin.mentor.tokens import SESSION_HEADER
 from scrubin.protos import mentor_pb2 as pb
 from scrubin.protos import mentor_pb2_grpc as pb_grpc
 
@@ -51,14 +53,22 @@ class MentorClient:
         PEM certificate the server presents (its self-signed one, or a CA bundle).
     client_name
         Display name; the author becomes ``role:client_name``.
+    client_cert, client_key
+        PEM client certificate and key for a server with mutual TLS (``scrubin certs``).
     """
 
     def __init__(self, target: str, token: str, cert_path: str | Path,
-                 client_name: str = "") -> None:
+                 client_name: str = "", client_cert: str | Path | None = None,
+                 client_key: str | Path | None = None) -> None:
         cert = Path(cert_path)
         if not cert.is_file():
             raise MentorError(f"{cert}: server certificate not found")
-        creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        if (client_cert is None) != (client_key is None):
+            raise MentorError("client certificate and key go together")
+        pair = read_pair(Path(client_cert), Path(client_key)) \
+            if client_cert is not None and client_key is not None else (None, None)
+        creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes(),
+                                             certificate_chain=pair[0], private_key=pair[1])
         self.channel = grpc.aio.secure_channel(target, creds, options=[
             ("grpc.keepalive_time_ms", 20000), ("grpc.keepalive_timeout_ms", 10000)])
         self.stub = pb_grpc.MentorStub(self.channel)
@@ -66,6 +76,16 @@ class MentorClient:
         if client_name:
             self.metadata += (("x-scrubin-client-name", client_name),)
         self.client_name = client_name
+
+    def use_call_token(self, reply: pb.JoinReply) -> bool:
+        """Send ``reply``'s short-lived call token (and its session) on later calls instead
+        of the session token; False when the server issued none. Join again to renew it."""
+        if not reply.call_token:
+            return False
+        self.metadata = (("authorization", f"Bearer {reply.call_token}"),
+                         (SESSION_HEADER, reply.session_id)) + tuple(
+            m for m in self.metadata if m[0] not in ("authorization", SESSION_HEADER))
+        return True
 
     async def __aenter__(self) -> MentorClient:
         return self

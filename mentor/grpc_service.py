@@ -26,6 +26,7 @@ from scrubin.mentor.events import PB_TO_ROLE, event_from_pb, event_to_pb
 from scrubin.mentor.hub import AuthError, FeedClosedError, Hub
 from scrubin.mentor.store import Identity
 from scrubin.mentor.telemetry import check_frame
+from scrubin.mentor.tokens import SESSION_HEADER
 from scrubin.protos import mentor_pb2 as pb
 from scrubin.protos import mentor_pb2_grpc as pb_grpc
 
@@ -50,14 +51,17 @@ class MentorService(pb_grpc.MentorServicer):
         meta = {m.key: m.value for m in context.invocation_metadata() or ()}
         auth = str(meta.get("authorization", ""))
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        session_id = str(meta.get(SESSION_HEADER, ""))
         try:
-            ident = await self.hub.identify(token, "token", action, context.peer(), roles)
+            ident = await self.hub.identify(token, "token", action, context.peer(), roles,
+                                            session_id)
         except AuthError as exc:
             code = (grpc.StatusCode.UNAUTHENTICATED if exc.code == "unauthenticated"
                     else grpc.StatusCode.PERMISSION_DENIED)
             await context.abort(code, str(exc))
             raise  # pragma: no cover  (abort raises)
-        author = author_name(ident.role, str(meta.get("x-scrubin-client-name", "")))
+        author = ident.author or author_name(ident.role,
+                                             str(meta.get("x-scrubin-client-name", "")))
         return ident, author
 
     async def Join(self, request: pb.JoinRequest,
@@ -76,11 +80,15 @@ class MentorService(pb_grpc.MentorServicer):
                           f"grpc recording={'on' if ident.recording else 'off'}",
                           context.peer())
         w = await self.hub.welcome(ident, author)
+        call_token, expires = self.hub.issue_call_token(ident, author)
         return pb.JoinReply(
             session_id=w["session_id"], role=pb.Role.Value(f"ROLE_{ident.role.upper()}"),
             author=author, recording=w["recording"], last_seq=w["last_seq"],
-            ice_servers=[pb.IceServer(urls=s["urls"]) for s in w["ice_servers"]],
+            ice_servers=[pb.IceServer(urls=s["urls"], username=s.get("username", ""),
+                                      credential=s.get("credential", ""))
+                         for s in w["ice_servers"]],
             surgeon_online=w["surgeon_online"], ice_hosts=w["ice_hosts"],
+            call_token=call_token, call_token_expires=expires,
         )
 
     async def Annotations(self, request_iterator: AsyncIterator[pb.AnnotationClientMessage],

@@ -29,6 +29,8 @@ from typing import Any, TypeVar
 from scrubin.mentor.errors import MentorError
 from scrubin.mentor.events import validate_event
 from scrubin.mentor.store import ROLES, Appended, Identity, Store
+from scrubin.mentor.tokens import CallTokens, TokenRefusedError, looks_like_jwt
+from scrubin.mentor.turn import TurnCredentials
 from scrubin.protos import mentor_pb2 as pb
 
 T = TypeVar("T")
@@ -94,10 +96,13 @@ class Hub:
     """
 
     def __init__(self, store: Store, ice_servers: list[str] | None = None,
-                 ice_hosts: list[str] | None = None) -> None:
+                 ice_hosts: list[str] | None = None, call_tokens: CallTokens | None = None,
+                 turn: TurnCredentials | None = None) -> None:
         self.store = store
         self.ice_servers = list(ice_servers or [])
         self.ice_hosts = list(ice_hosts or [])
+        self.call_tokens = call_tokens  # short-lived JWTs (mentor/tokens.py), None: off
+        self.turn = turn  # per-participant TURN credentials (mentor/turn.py), None: off
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrubin-store")
         self._sessions: dict[str, _Session] = {}
 
@@ -118,14 +123,23 @@ class Hub:
 
     # -- identity ------------------------------------------------------------------------
     async def identify(self, secret: str, kind: str, action: str, peer: str,
-                       roles: tuple[str, ...] = ROLES) -> Identity:
+                       roles: tuple[str, ...] = ROLES, session_id: str = "") -> Identity:
         """Check a token (``kind`` "token") or browser cookie (``kind`` "cookie").
 
-        Refusals are audited and raise :class:`AuthError`: unknown/ended -> unauthenticated,
-        a role not in ``roles`` -> permission.
+        Refusals are audited and raise :class:`AuthError`: unknown/ended/expired ->
+        unauthenticated, a role not in ``roles`` or a token of another session than the
+        ``session_id`` the call names -> permission. A token in JWT form is a call token
+        (:mod:`scrubin.mentor.tokens`; its ``aud`` must be ``session_id``).
         """
-        lookup = self.store.identify_token if kind == "token" else self.store.identify_cookie
-        ident = await self.db(lookup, secret) if secret else None
+        if kind == "token" and self.call_tokens is not None and looks_like_jwt(secret):
+            ident = await self._identify_call_token(secret, action, peer, session_id)
+        else:
+            lookup = self.store.identify_token if kind == "token" else self.store.identify_cookie
+            ident = await self.db(lookup, secret) if secret else None
+        if ident is not None and session_id and ident.session_id != session_id:
+            await self.db(self.store.audit, ident.session_id, ident.role, ident.author or None,
+                          "refused", f"{action}: {kind} of another session", peer)
+            raise AuthError(f"{action}: the {kind} is for another session", "permission")
         if ident is None or ident.ended:
             why = f"{'ended session' if ident else 'unknown'} {kind}"
             await self.db(self.store.audit, ident.session_id if ident else None,
@@ -136,6 +150,27 @@ class Hub:
                           "refused", f"{action}: role {ident.role} may not", peer)
             raise AuthError(f"{action}: the {ident.role} role may not do this", "permission")
         return ident
+
+    async def _identify_call_token(self, token: str, action: str, peer: str,
+                                   session_id: str) -> Identity | None:
+        assert self.call_tokens is not None
+        try:
+            claims = self.call_tokens.verify(token, session_id)
+        except TokenRefusedError as exc:
+            await self.db(self.store.audit, session_id or None, None, None, "refused",
+                          f"{action}: {exc}", peer)
+            raise AuthError(f"{action}: {exc}", exc.code) from None
+        row = await self.db(self.store.session, claims.session_id)
+        if row is None:
+            return None
+        return Identity(claims.session_id, claims.role, bool(row["recording"]), claims.author,
+                        ended=row["ended"] is not None)
+
+    def issue_call_token(self, ident: Identity, author: str) -> tuple[str, float]:
+        """A call token for ``author`` (``("", 0.0)`` when call tokens are off)."""
+        if self.call_tokens is None:
+            return "", 0.0
+        return self.call_tokens.issue(ident.session_id, ident.role, author)
 
     def surgeon_online(self, session_id: str) -> bool:
         """Whether the session's surgeon station has its Signal call open."""
@@ -148,7 +183,8 @@ class Hub:
             "session_id": ident.session_id, "role": ident.role, "author": author,
             "recording": ident.recording, "surgeon_online": self.surgeon_online(ident.session_id),
             "last_seq": await self.db(self.store.last_seq, ident.session_id),
-            "ice_servers": [{"urls": [u]} for u in self.ice_servers],
+            "ice_servers": [{"urls": [u]} for u in self.ice_servers] + (
+                [self.turn.issue(ident.session_id, ident.role)] if self.turn else []),
             "ice_hosts": list(self.ice_hosts),
         }
 

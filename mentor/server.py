@@ -37,9 +37,12 @@ from scrubin.mentor.store import Store
 from scrubin.mentor.tls import (
     ensure_self_signed,
     fingerprint_sha256,
+    read_ca,
     read_pair,
     server_ssl_context,
 )
+from scrubin.mentor.tokens import CallTokens, read_or_make_key
+from scrubin.mentor.turn import TurnCredentials, read_secret
 from scrubin.mentor.web import make_app
 from scrubin.protos import mentor_pb2 as pb
 from scrubin.protos import mentor_pb2_grpc as pb_grpc
@@ -60,6 +63,12 @@ class ServerConfig:
     tls_key: Path | None = None
     ice_hosts: list[str] = field(default_factory=list)
     stun: list[str] = field(default_factory=list)
+    client_ca: Path | None = None  # gRPC mutual TLS: client certificates from this CA only
+    https_client_ca: Path | None = None  # the same for HTTPS (browsers need a client cert)
+    call_token_ttl_s: float = 300.0  # lifetime of Join's call tokens (mentor/tokens.py)
+    turn: list[str] = field(default_factory=list)  # turn:/turns: URLs (mentor/turn.py)
+    turn_secret_file: Path | None = None  # coturn's static-auth-secret, first line
+    turn_ttl_s: int = 3600
 
     def check(self) -> None:
         """Refuse malformed options with a one-line MentorError."""
@@ -74,6 +83,12 @@ class ServerConfig:
             except ValueError:
                 raise MentorError(f"--ice-host {a!r}: expected an IP address such as "
                                   "127.0.0.1") from None
+        for opt, ca in (("--client-ca", self.client_ca),
+                        ("--https-client-ca", self.https_client_ca)):
+            if ca is not None and not Path(ca).is_file():
+                raise MentorError(f"{opt} {ca}: CA certificate file not found")
+        if bool(self.turn) != (self.turn_secret_file is not None):
+            raise MentorError("--turn and --turn-secret-file go together")
         for url in self.stun:
             if url.split(":", 1)[0] not in ("stun", "stuns", "turn", "turns") or ":" not in url:
                 raise MentorError(f"--stun {url!r}: expected a stun:HOST[:PORT] URL")
@@ -157,7 +172,11 @@ class MentorServer:
         cert_pem, key_pem = read_pair(self.cert_path, self.key_path)
         self.fingerprint = fingerprint_sha256(self.cert_path)
         admin_token = _read_or_make_admin_token(self.admin_token_path)
-        self._hub = Hub(Store(cfg.db), cfg.stun, cfg.ice_hosts)
+        client_ca = read_ca(cfg.client_ca) if cfg.client_ca is not None else None
+        turn = (TurnCredentials(cfg.turn, read_secret(cfg.turn_secret_file), cfg.turn_ttl_s)
+                if cfg.turn_secret_file is not None else None)
+        call_tokens = CallTokens(read_or_make_key(self.state_dir), cfg.call_token_ttl_s)
+        self._hub = Hub(Store(cfg.db), cfg.stun, cfg.ice_hosts, call_tokens, turn)
 
         # gRPC: Mentor + health + reflection, TLS only.
         server = grpc.aio.server(options=[
@@ -172,7 +191,8 @@ class MentorServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)
-        creds = grpc.ssl_server_credentials([(key_pem, cert_pem)])
+        creds = grpc.ssl_server_credentials([(key_pem, cert_pem)], root_certificates=client_ca,
+                                            require_client_auth=client_ca is not None)
         grpc_port = server.add_secure_port(f"{self._bracket(cfg.host)}:{cfg.grpc_port}", creds)
         if grpc_port == 0:
             self._hub.close()
@@ -188,7 +208,8 @@ class MentorServer:
                                 access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, cfg.host, cfg.port,
-                           ssl_context=server_ssl_context(self.cert_path, self.key_path))
+                           ssl_context=server_ssl_context(self.cert_path, self.key_path,
+                                                          cfg.https_client_ca))
         try:
             await site.start()
         except OSError as exc:

@@ -38,7 +38,7 @@ const state = {
   pendingLatency: new Map(),  // frame_id -> display_wall (meta not yet arrived)
   myAnnotations: [],          // annotation ids this page created, in order
   firstMoveWall: new Map(),   // annotation_id -> wall time of the first pointermove (s)
-  surgeonOnline: false,
+  surgeonOnline: false, telemetry: null,
   micStream: null, muted: false, ptt: false, pttHeld: false,
   metaCount: 0,
   seqLog: [],                 // seq of every annotation event applied, in order
@@ -61,7 +61,8 @@ function updateStatus() {
   const ws = session ? session.state : 'connecting';
   setText('st-conn', `${ws} / video ${state.peerState}`);
   $('st-conn').dataset.state = ws;
-  const m = state.displayed && state.displayed.meta;
+  // the displayed frame's metadata, else the server's telemetry (no video yet)
+  const m = (state.displayed && state.displayed.meta) || state.telemetry;
   setText('st-track', m ? m.tracking : '-');
   $('st-track').dataset.state = m ? m.tracking : '';
   setText('st-fre', m && m.fre_mm != null ? `${m.fre_mm.toFixed(2)} mm` : '-');
@@ -467,6 +468,7 @@ async function main() {
   });
   session.addEventListener('annotation', (e) => onAnnotationEvent(e.detail));
   session.addEventListener('signal', (e) => onSignal(e.detail));
+  session.addEventListener('telemetry', (e) => { state.telemetry = e.detail; });
   session.addEventListener('state', updateStatus);
   session.addEventListener('presence', (e) => {
     const online = !!e.detail.surgeon_online;

@@ -36,6 +36,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--stun", action="append", default=[], metavar="URL",
         help="STUN/TURN server for clients (repeatable); none by default: host candidates only",
     )
+    parser.add_argument("--client-ca", type=Path, metavar="F",
+                        help="gRPC mutual TLS: require client certificates issued by this CA "
+                             "(scrubin certs)")
+    parser.add_argument("--https-client-ca", type=Path, metavar="F",
+                        help="HTTPS mutual TLS: the same for the page (browsers need a cert)")
+    parser.add_argument("--call-token-ttl", type=float, default=300.0, metavar="S",
+                        help="lifetime of the call tokens Join returns (default %(default)s s)")
+    parser.add_argument("--turn", action="append", default=[], metavar="URL",
+                        help="TURN server for clients, e.g. turns:HOST:443?transport=tcp; each "
+                             "participant gets its own time-limited credential (repeatable)")
+    parser.add_argument("--turn-secret-file", type=Path, metavar="F",
+                        help="coturn's static-auth-secret (first line; use-auth-secret)")
+    parser.add_argument("--turn-ttl", type=int, default=3600, metavar="S",
+                        help="lifetime of TURN credentials (default %(default)s s)")
     parser.add_argument(
         "--db", type=Path, default=default_state_dir() / "mentor.db", metavar="FILE",
         help="SQLite database; its folder is the state folder (default: %(default)s)",
@@ -52,7 +66,9 @@ async def _serve(args: argparse.Namespace) -> int:
     server = MentorServer(ServerConfig(
         db=args.db, host=args.host, port=args.port, grpc_port=args.grpc_port,
         tls_cert=args.tls_cert, tls_key=args.tls_key, ice_hosts=list(args.ice_host),
-        stun=list(args.stun),
+        stun=list(args.stun), client_ca=args.client_ca, https_client_ca=args.https_client_ca,
+        call_token_ttl_s=args.call_token_ttl, turn=list(args.turn),
+        turn_secret_file=args.turn_secret_file, turn_ttl_s=args.turn_ttl,
     ))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -34,7 +34,14 @@ def quiet_pixel_array(path: Path) -> np.ndarray:
     """``dcmread(path).pixel_array`` without pydicom's warnings (stored values, no rescale)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return pydicom.dcmread(path, force=True).pixel_array
+        try:
+            return pydicom.dcmread(path, force=True).pixel_array
+        except Exception:
+            raise
+        except BaseException as exc:  # pyo3 PanicException (Rust decoders) is a BaseException
+            if type(exc).__name__ != "PanicException":
+                raise
+            raise RuntimeError(f"decoder panicked: {exc}") from None
 
 
 

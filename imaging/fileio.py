@@ -39,8 +39,8 @@ def read_json(
         return json.loads(p.read_text())
     except FileNotFoundError:
         raise error(f"{p}: {missing}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise error(f"{p}: {unreadable} ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise error(f"{p}: {unreadable} ({exc})") from None  # RecursionError: nested too deep
 
 
 def temp_path(path: str | Path, suffix: str = ".tmp") -> Path:

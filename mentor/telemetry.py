@@ -8,6 +8,7 @@ of LIVE/HELD/STALE/LOST, ``fre_mm`` / ``tre_mm`` or null, ``stages_ms`` per stag
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from scrubin.mentor.errors import MentorError
@@ -29,6 +30,16 @@ def check_frame(frame: pb.TelemetryFrame) -> None:
             f"telemetry frame {frame.frame_id}: intrinsics.dist has "
             f"{len(frame.intrinsics.dist)} numbers, expected 0, 4, 5, 8, 12 or 14 (OpenCV)"
         )
+    k = frame.intrinsics
+    numbers = {"capture_time": [frame.capture_time], "latency_ms": [frame.latency_ms],
+               "fre_mm": [frame.fre_mm], "tre_mm": [frame.tre_mm],
+               "T_camera_ref": frame.T_camera_ref.m, "T_ref_ct": frame.T_ref_ct.m,
+               "intrinsics": [k.fx, k.fy, k.cx, k.cy, *k.dist],
+               "stages_ms": list(frame.stages_ms.values())}
+    for name, values in numbers.items():  # pages parse the JSON form: NaN/inf are not JSON
+        if not all(math.isfinite(v) for v in values):
+            raise MentorError(f"telemetry frame {frame.frame_id}: {name} holds NaN or infinity, "
+                              "expected finite numbers")
 
 
 def frame_to_json(frame: pb.TelemetryFrame) -> dict[str, Any]:

@@ -129,8 +129,13 @@ class CameraModel:
             ) from None
         known = {"model", "camera_matrix", "dist_coeffs", "image_size", "rms_px"}
         extra = {k: v for k, v in data.items() if k not in known}
-        return cls(np.asarray(matrix, float), np.asarray(dist, float), int(width), int(height),
-                   data.get("rms_px"), extra)
+        try:
+            matrix, dist = np.asarray(matrix, float), np.asarray(dist, float)
+            width, height = int(width), int(height)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise RegistrationError(f"camera JSON: camera_matrix, dist_coeffs and image_size must "
+                                    f"be numbers ({type(exc).__name__}: {exc})") from None
+        return cls(matrix, dist, width, height, data.get("rms_px"), extra)
 
     def save(self, path: str | Path) -> None:
         """Write ``camera.json`` atomically."""

@@ -218,12 +218,21 @@ class Transform:
         unit = data.get("unit", "mm")
         if unit != "mm":
             raise RegistrationError(f"transform JSON unit is {unit!r}; expected 'mm'")
+        source = data.get("source") or {}
+        try:
+            matrix = np.asarray(matrix, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise RegistrationError(f"transform JSON 'matrix': expected 4x4 numbers, mm "
+                                    f"({type(exc).__name__}: {exc})") from None
+        if not isinstance(source, dict):
+            raise RegistrationError(f"transform JSON 'source': expected an object, got "
+                                    f"{type(source).__name__}")
         return cls(
-            np.asarray(matrix, dtype=np.float64),
+            matrix,
             str(src),
             str(dst),
             timestamp=data.get("timestamp"),
-            source={str(k): str(v) for k, v in (data.get("source") or {}).items()},
+            source={str(k): str(v) for k, v in source.items()},
             allow_scale=allow_scale,
             clock=None if data.get("clock") is None else str(data["clock"]),
         )

@@ -155,7 +155,7 @@ def read_pose_file(path: str | Path) -> PoseSeries:
     if p.suffix.lower() == ".json":
         try:
             return _from_json(json.loads(text), str(p))
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             raise PoseFileError(f"{p}: invalid JSON ({exc})") from None
     return parse_pose_text(text, str(p))
 

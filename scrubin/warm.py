@@ -142,7 +142,7 @@ def _warm_truth() -> None:
 
     model = phantom_model(truth_dict(WARM_SAMPLE))
     points_lps_mm = np.zeros((4, 3))
-    for name in model.structure_names():
+    for name in model.structure_names:
         model.signed_distance(name, points_lps_mm)
 
 

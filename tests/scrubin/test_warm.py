@@ -52,3 +52,19 @@ def test_warm_command_rejects_unknown_steps(capsys):
         raise AssertionError("no usage error")
     err = capsys.readouterr().err
     assert "expected a comma-separated subset of samples,truth,model,overlay" in err
+
+
+def test_every_step_runs_and_reaches_its_kernels():
+    # in this process (kernels usually already cached by other tests): a pipeline whose API
+    # drifted would stop a step early, and make install would silently warm less
+    from scrubin.warm import STEPS, warm
+
+    report = warm(STEPS)
+    assert report.failed == {}
+    ready = {k.name for k in report.kernels if k.signatures or k.on_disk}
+    for name in ("scrubin.samples.render._render", "scrubin.samples.model._solid_sdf",
+                 "scrubin.imaging._mc_kernels.fill_rows", "scrubin.imaging.smooth._adjacency",
+                 "scrubin.imaging.runops._window_rows", "scrubin.overlay.raster._rasterize",
+                 "scrubin.overlay.composite.resolve_layers",
+                 "scrubin.registration._edge_kernel.refine_pass"):
+        assert name in ready, name

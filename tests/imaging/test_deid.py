@@ -9,6 +9,7 @@ phantom's geometry and a DICOM SEG read back against the de-identified series.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import re
@@ -322,10 +323,10 @@ def test_uids_consistent_and_dates_shifted_per_patient(small_phantom, tmp_path):
 
 def test_dates_kept_or_removed(tmp_path):
     ds = _read(get_testdata_file("CT_small.dcm"))
-    kept = Deidentifier(DeidOptions(dates="keep")).deidentify(ds.copy())
+    kept = Deidentifier(DeidOptions(dates="keep")).deidentify(copy.deepcopy(ds))
     assert kept.StudyDate == ds.StudyDate and kept.AcquisitionDate == ds.AcquisitionDate
     assert kept.LongitudinalTemporalInformationModified == "UNMODIFIED"
-    removed = Deidentifier(DeidOptions()).deidentify(ds.copy())
+    removed = Deidentifier(DeidOptions()).deidentify(copy.deepcopy(ds))
     assert all(removed.get(k, "") in ("", "19000101") for k in
                ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate"))
 
@@ -403,3 +404,31 @@ def test_file_meta_source_ae_removed():
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     Deidentifier(DeidOptions()).deidentify(ds)
     assert "SourceApplicationEntityTitle" not in ds.file_meta
+
+
+def test_retain_options_keep_what_the_table_names():
+    ds = _read(get_testdata_file("CT_small.dcm"))
+    ds.DeviceSerialNumber = "SN-12345"
+    ds.PatientSex = "F"
+    ds.PatientAge = "042Y"
+    plain = Deidentifier(DeidOptions()).deidentify(copy.deepcopy(ds))
+    assert plain.DeviceSerialNumber != "SN-12345" and "PatientAge" not in plain
+    assert plain.InstitutionName != ds.InstitutionName
+    kept = Deidentifier(DeidOptions(retain=(
+        "device", "institution", "patient-characteristics", "uids"))).deidentify(copy.deepcopy(ds))
+    assert kept.DeviceSerialNumber == "SN-12345" and kept.StationName == ds.StationName
+    assert kept.InstitutionName == ds.InstitutionName
+    assert kept.PatientSex == "F" and kept.PatientAge == "042Y"
+    assert kept.SOPInstanceUID == ds.SOPInstanceUID and kept.StudyInstanceUID == ds.StudyInstanceUID
+    assert {c.CodeValue for c in kept.DeidentificationMethodCodeSequence} == {
+        "113100", "113108", "113109", "113110", "113112"}
+    assert kept.PatientName == "" and kept.PatientID != ds.PatientID  # never retained
+    with pytest.raises(DeidError, match="retain"):
+        Deidentifier(DeidOptions(retain=("everything",)))
+
+
+def test_unknown_attribute_removed():
+    ds = Dataset()
+    ds.add_new(0x00091234 & 0xFFFEFFFF, "UN", b"SECRET")  # (0008,1234): not in the dictionary
+    Deidentifier(DeidOptions()).deidentify(ds)
+    assert 0x00081234 not in ds

@@ -157,8 +157,8 @@ class Hub:
         try:
             claims = self.call_tokens.verify(token, session_id)
         except TokenRefusedError as exc:
-            await self.db(self.store.audit, session_id or None, None, None, "refused",
-                          f"{action}: {exc}", peer)
+            await self.db(self.store.audit, exc.session_id or session_id or None, exc.role,
+                          None, "refused", f"{action}: {exc}", peer)
             raise AuthError(f"{action}: {exc}", exc.code) from None
         row = await self.db(self.store.session, claims.session_id)
         if row is None:

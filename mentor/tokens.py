@@ -51,9 +51,12 @@ _HEADER = {"alg": "HS256", "typ": "JWT"}
 class TokenRefusedError(MentorError):
     """A call token that does not pass; ``code`` is "unauthenticated" or "permission"."""
 
-    def __init__(self, message: str, code: str) -> None:
+    def __init__(self, message: str, code: str, session_id: str | None = None,
+                 role: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.session_id = session_id  # the token's own session (aud) once it is verified
+        self.role = role
 
 
 @dataclass(frozen=True)
@@ -143,19 +146,23 @@ class CallTokens:
         """The claims of ``token`` for a call naming ``session_id`` (else TokenRefusedError)."""
         t = time.time() if now is None else now
         parts = token.split(".")
+        malformed = TokenRefusedError("call token: malformed (expected a JWS compact "
+                                      "serialisation)", "unauthenticated")
         try:
             if len(parts) != 3:
                 raise ValueError("not three parts")
             header: Any = json.loads(_unb64(parts[0]))
-            claims: Any = json.loads(_unb64(parts[1]))
-            signature = _unb64(parts[2])
         except (ValueError, UnicodeDecodeError):
-            raise TokenRefusedError("call token: malformed (expected a JWS compact "
-                               "serialisation)", "unauthenticated") from None
+            raise malformed from None
         if not isinstance(header, dict) or header.get("alg") != "HS256":
             alg = header.get("alg") if isinstance(header, dict) else None
             raise TokenRefusedError(f"call token: alg {alg!r} refused (expected HS256)",
-                               "unauthenticated")
+                                    "unauthenticated")
+        try:
+            claims: Any = json.loads(_unb64(parts[1]))
+            signature = _unb64(parts[2])
+        except (ValueError, UnicodeDecodeError):
+            raise malformed from None
         expected = self._sign(f"{parts[0]}.{parts[1]}".encode("ascii"))
         if not hmac.compare_digest(expected, signature):
             raise TokenRefusedError("call token: bad signature", "unauthenticated")
@@ -168,13 +175,14 @@ class CallTokens:
             raise TokenRefusedError(f"call token: expired {t - exp:.0f} s ago", "unauthenticated")
         if iat > t + CLOCK_SKEW_S or claims.get("nbf", iat) > t + CLOCK_SKEW_S:
             raise TokenRefusedError("call token: not valid yet (iat/nbf in the future)",
-                               "unauthenticated")
+                                    "unauthenticated")
         role, author, aud = claims.get("role"), claims.get("sub"), claims.get("aud")
         if not all(isinstance(v, str) for v in (role, author, aud)):
             raise TokenRefusedError("call token: role/sub/aud missing", "unauthenticated")
         if not session_id:
             raise TokenRefusedError(f"call token: the call names no session ({SESSION_HEADER} "
-                               "metadata)", "unauthenticated")
+                                    "metadata)", "unauthenticated")
         if aud != session_id:
-            raise TokenRefusedError("call token: issued for another session (aud)", "permission")
+            raise TokenRefusedError("call token of another session (aud)", "permission",
+                                    str(aud), str(role))
         return CallClaims(str(aud), str(role), str(author), float(exp), str(claims.get("jti")))

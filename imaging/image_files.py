@@ -42,6 +42,12 @@ def is_image_file(path: Path) -> bool:
 def _reader(path: Path) -> object:
     import SimpleITK as sitk  # noqa: N813
 
+    from scrubin.imaging.image_guard import check_metaimage, check_nrrd
+
+    try:  # ITK trusts the header (sizes, data file, compressed stream): check it first
+        (check_nrrd if _format(path) == "nrrd" else check_metaimage)(path)
+    except OSError as exc:
+        raise ImageFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:

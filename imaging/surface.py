@@ -277,9 +277,14 @@ def extract_surface(
     inside_below
         Inside is ``value <= level`` (air, cavities) instead of ``>= level``.
     refine
-        With ``step > 1``: move each vertex onto the full-resolution level set (two Newton
-        steps on the trilinear interpolant, at most half a fine voxel each), removing most of
-        the coarse grid's interpolation error while keeping its triangle count.
+        With ``step > 1``: move each vertex onto the full-resolution marching-cubes surface
+        along the grid axis closest to its normal (the triangles full-resolution marching
+        cubes would make in the fine cells on that line, within ``step`` cells; where there
+        are none, along the normal onto the fine trilinear level set), removing the coarse
+        grid's interpolation error while keeping its triangle count. Vertices of triangles
+        this would make degenerate stay at their coarse positions, so the surface stays
+        closed. Whether the result is close enough everywhere is checked by
+        :mod:`scrubin.imaging.surface_grid`.
 
     Returns
     -------

@@ -56,3 +56,12 @@ def test_zero_iterations_is_a_copy():
 def test_rejections(kwargs, match):
     with pytest.raises(MeshError, match=match):
         taubin_smooth(_noisy_sphere(), **kwargs)
+
+
+def test_grid_iterations_keep_the_smoothing_length():
+    """Diffusion length ~ edge x sqrt(iterations): on a grid 2x coarser, N / 4 iterations
+    (floored, at least one) smooth over the same length in mm as N at full resolution."""
+    from scrubin.imaging.smooth import grid_iterations
+
+    assert [grid_iterations(n, 2) for n in (0, 1, 3, 4, 10, 20)] == [0, 1, 1, 1, 2, 5]
+    assert grid_iterations(10, 1) == 10 and grid_iterations(18, 3) == 2

@@ -6,11 +6,13 @@ real pipelines on tiny inputs, with the argument types the commands use:
 ``samples``  a 6 mm custom head phantom written as a DICOM series (phantom kernels);
 ``truth``    the phantom's analytic signed distances (used by tests and benchmarks);
 ``model``    ``scrubin model`` on it: bone with ``--exclude-fiducials`` and a DICOM SEG, skin,
-             a seeded threshold, and a 2x-coarser extraction snapped back (``step 2``, what
-             large fine volumes such as the full phantom use);
+             a seeded threshold, vessels, and a 2x-coarser extraction snapped back (``step
+             2``, what large fine volumes such as the full phantom use); run-length morphology
+             on a tiny mask; a region-mode surface and the coarse-surface residual check;
 ``overlay``  three frames of the synthetic surgical scene through tracking, the overlay
              renderer, the lens model and the compositor (creates the small phantom and its
-             models in the sample cache when absent).
+             models in the sample cache when absent); a tiny undistorted renderer with
+             triangles through the near plane.
 
 Every kernel is declared ``cache=True``: numba stores the machine code in ``__pycache__``
 beside the source (or under ``$NUMBA_CACHE_DIR``), indexed by the source file's modification
@@ -167,6 +169,21 @@ def _warm_run_ops() -> None:
     ro.fill_holes_runs(runs)
 
 
+def _warm_surfaces(series: Path) -> None:
+    """Surface paths ``scrubin model`` reaches only on some data: level set within a dilated
+    region (the surface simulator's skin) and the full-resolution residual check of a
+    coarse surface (searches along normals)."""
+    from scrubin.imaging.load import load_volume
+    from scrubin.imaging.segment import segment
+    from scrubin.imaging.surface import extract_surface
+    from scrubin.imaging.surface_grid import grid_residual
+
+    volume = load_volume(series)
+    seg = segment(volume, preset="bone")
+    mesh = extract_surface(volume, mask=seg.mask, level=seg.level, mask_mode="region")
+    grid_residual(mesh, volume, seg.mask, seg.level, points=64)
+
+
 def _warm_model(tmp: Path, series: Path) -> None:
     import numpy as np
 
@@ -181,6 +198,7 @@ def _warm_model(tmp: Path, series: Path) -> None:
         dict(preset="vessels", max_triangles=0, smooth=0),
     ]
     _warm_run_ops()
+    _warm_surfaces(series)
     for k, job in enumerate(jobs):
         try:
             run_model(ModelRequest(input=series, out=tmp / f"m{k}.glb", **job))
@@ -189,11 +207,33 @@ def _warm_model(tmp: Path, series: Path) -> None:
                   file=sys.stderr)
 
 
+def _warm_renderer() -> None:
+    """The renderer paths the synthetic scene skips: a lens without distortion (one opaque
+    layer blended straight onto the frame) and triangles crossing the near plane."""
+    import numpy as np
+
+    from scrubin.overlay.renderer import OverlayRenderer, Structure
+    from scrubin.registration.camera import CameraModel
+    from scrubin.registration.frames import CAMERA, CT, Transform
+
+    camera = CameraModel(np.array([[80.0, 0, 32], [0, 80.0, 24], [0, 0, 1]]), np.zeros(5), 64, 48)
+    # a closed tetrahedron, CT / LPS mm, faces counter-clockwise from outside
+    vertices_ct_mm = np.array([[0, 0, 0], [40, 0, 0], [0, 40, 0], [0, 0, 40]], np.float64)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], np.int64)
+    renderer = OverlayRenderer(camera, [Structure("warm", vertices_ct_mm, faces)])
+    frame_bgr = np.zeros((48, 64, 3), np.uint8)
+    for z_mm in (200.0, 0.0):  # in front of the camera, then through the near plane
+        pose = Transform.from_rt(np.eye(3), [-10.0, -10.0, z_mm], CT, CAMERA)
+        renderer.draw(frame_bgr, pose)
+        renderer.render(pose)
+
+
 def _warm_overlay(tmp: Path) -> None:
     from scrubin.workflows.overlay import OverlayRequest, run_overlay
 
     run_overlay(OverlayRequest("synthetic", tmp / "overlay.mp4", json_path=tmp / "o.json",
                                frames=3))
+    _warm_renderer()
 
 
 def warm(steps: Sequence[str] = STEPS, log: Callable[[str], None] | None = None) -> WarmReport:

@@ -66,5 +66,7 @@ def test_every_step_runs_and_reaches_its_kernels():
                  "scrubin.imaging._mc_kernels.fill_rows", "scrubin.imaging.smooth._adjacency",
                  "scrubin.imaging.runops._window_rows", "scrubin.overlay.raster._rasterize",
                  "scrubin.overlay.composite.resolve_layers",
-                 "scrubin.registration._edge_kernel.refine_pass"):
+                 "scrubin.registration._edge_kernel.refine_pass",
+                 "scrubin.overlay.raster.clip_near", "scrubin.imaging._mc_kernels.dilate6",
+                 "scrubin.overlay.composite.resolve_blend_single"):
         assert name in ready, name

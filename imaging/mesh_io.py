@@ -280,8 +280,8 @@ def load_meshes(
             meshes = [reader(data, path)]
     except MeshError:
         raise
-    except (ValueError, KeyError, IndexError, TypeError, OverflowError, struct.error,
-            UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError, OverflowError, StopIteration,
+            struct.error, UnicodeDecodeError) as exc:
         raise MeshError(f"cannot read {fmt[1:].upper()} file {str(path)!r}: {exc}") from None
     check_frames(meshes, path, expected_frame, allow_unknown_frame)
     return meshes

@@ -30,6 +30,9 @@ def check_frame(frame: pb.TelemetryFrame) -> None:
             f"telemetry frame {frame.frame_id}: intrinsics.dist has "
             f"{len(frame.intrinsics.dist)} numbers, expected 0, 4, 5, 8, 12 or 14 (OpenCV)"
         )
+    if frame.tracking not in pb.TrackingState.values():
+        raise MentorError(f"telemetry frame {frame.frame_id}: tracking state {frame.tracking} is "
+                          f"not one of {', '.join(pb.TrackingState.keys())}")
     k = frame.intrinsics
     numbers = {"capture_time": [frame.capture_time], "latency_ms": [frame.latency_ms],
                "fre_mm": [frame.fre_mm], "tre_mm": [frame.tre_mm],

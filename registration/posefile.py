@@ -22,6 +22,7 @@ target are used (``raw_pose``, the unfiltered measurement, with its timestamp).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +139,10 @@ def _from_json(data: object, name: str) -> PoseSeries:
             mats.append(Transform.from_json(d).matrix)
         except RegistrationError as exc:
             raise PoseFileError(f"{name}: pose {n}: {exc}") from None
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int | float)
+                              or not math.isfinite(float(t) if abs(t) < 1e300 else math.inf)):
+            raise PoseFileError(f"{name}: pose {n}: timestamp {str(t)[:40]!r} is not a finite "
+                                "number (seconds)")
         stamps.append(t)
     ts = None if any(t is None for t in stamps) else np.asarray(stamps, dtype=float)
     return PoseSeries(np.stack(mats), ts, name)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -64,7 +65,7 @@ def _reader(fh: Any) -> Any:
 
     try:
         return make_reader(fh)
-    except (McapError, ValueError, OSError) as exc:
+    except (McapError, ValueError, OSError, struct.error, EOFError) as exc:
         raise RecordingError(f"{getattr(fh, 'name', '?')}: not an MCAP file ({exc})") from None
 
 
@@ -88,7 +89,7 @@ def open_recording(path: str | Path) -> SessionRecording:
             for _, _, msg in rd.iter_messages(topics=[rs.TOPIC_EVENTS], log_time_order=True):
                 d = json.loads(msg.data)
                 rec.events.append((int(d["seq"]), dict(d["event"]), msg.log_time / 1e9))
-        except (McapError, ValueError, KeyError, TypeError) as exc:
+        except (McapError, ValueError, KeyError, TypeError, struct.error, EOFError) as exc:
             raise RecordingError(f"recording {p}: unreadable ({exc})") from None
     rec.events.sort(key=lambda e: e[0])
     return rec
@@ -123,7 +124,7 @@ def iter_frames(path: str | Path) -> Iterator[RecordedFrame]:
                 if fid in video and fid in metas:
                     t, data = video.pop(fid)
                     yield RecordedFrame(fid, t, data, metas.pop(fid))
-        except McapError as exc:
+        except (McapError, ValueError, struct.error, EOFError) as exc:
             raise RecordingError(f"recording {path}: unreadable ({exc})") from None
 
 

@@ -103,6 +103,7 @@ class SurgeonStation:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._buf: np.ndarray | None = None
         self.sent_frames = 0
+        self.recorder: Any = None  # a scrubin.mentor.recording.Recorder when recording
 
     # ------------------------------------------------------------------ signalling
     async def answer(self, peer_id: str, offer_sdp: str, role: str = "mentor",
@@ -188,9 +189,11 @@ class SurgeonStation:
         """
         t = time.perf_counter()
         self._buf = with_strip(view_bgr, meta.frame_id, self._buf)
-        self.fanout.publish(self._buf, meta.capture_time)
+        packets = self.fanout.publish(self._buf, meta.capture_time)
         enc_ms = (time.perf_counter() - t) * 1e3
         meta.stages_ms["encode"] = enc_ms
+        if self.recorder is not None:  # queued only: never waits for the disk
+            self.recorder.add_frame(packets, meta)
         self.history.add(meta)
         self.sent_frames += 1
         msg = json.dumps(meta.to_json(), separators=(",", ":"))

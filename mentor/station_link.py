@@ -95,6 +95,7 @@ class StationLink:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.signal: Any = None
         self.ann: Any = None
+        self.on_join: Any = None  # called with the link once joined, before any event
 
     async def start(self, ice_hosts: list[str] | None = None) -> None:
         """Join, open Signal / Annotations / PublishTelemetry (raises MentorError if refused)."""
@@ -111,6 +112,8 @@ class StationLink:
                               f"({exc.details()})") from None
         self.session_id, self.author, self.recording = (reply.session_id, reply.author,
                                                         reply.recording)
+        if self.on_join is not None:
+            self.on_join(self)
         if not self.station.ice_servers:
             self.station.ice_servers = [u for s in reply.ice_servers for u in s.urls]
         hosts = ice_hosts or list(reply.ice_hosts)
@@ -190,7 +193,8 @@ class StationLink:
     async def _annotations(self) -> None:
         while True:
             seq, ev = await self.ann.events.get()
-            self.board.apply(seq, ev)
+            if self.board.apply(seq, ev) and self.station.recorder is not None:
+                self.station.recorder.add_event(seq, ev)
             op, aid = ev.get("op"), ev.get("annotation_id", "")
             if op in ("create", "update") and ev.get("kind") != "laser" and ev.get(
                     "role") != "surgeon":

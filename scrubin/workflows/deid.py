@@ -43,7 +43,7 @@ def _read(path: Path, header_only: bool) -> pydicom.Dataset | None:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=header_only)
         except (InvalidDicomError, EOFError):
-            return None
+            return _read_without_meta(path, header_only)
         except Exception as exc:  # corrupt DICOM: a user error naming the file
             raise DeidError(f"{path}: not a readable DICOM file "
                             f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
@@ -55,11 +55,37 @@ def _read(path: Path, header_only: bool) -> pydicom.Dataset | None:
     return ds
 
 
+def _read_without_meta(path: Path, header_only: bool) -> pydicom.Dataset | None:
+    """A dataset written without preamble and file meta (PS3.10 7.1 not followed), or None.
+
+    Accepted only when it holds a SOP Class and SOP Instance UID (any file parses as
+    *something* when forced); the file meta it lacks is made from the encoding it was read
+    with, so the output is a proper PS3.10 file.
+    """
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=header_only, force=True)
+        if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
+            return None
+        str(ds.SOPClassUID)
+    except Exception:  # not DICOM at all
+        return None
+    implicit, little = ds.original_encoding
+    meta = pydicom.dataset.FileMetaDataset()
+    meta.TransferSyntaxUID = (pydicom.uid.ImplicitVRLittleEndian if implicit
+                              else pydicom.uid.ExplicitVRLittleEndian if little
+                              else pydicom.uid.ExplicitVRBigEndian)
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta = meta
+    return ds
+
+
 def _has_pixels(path: Path) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = pydicom.dcmread(path, specific_tags=["PixelData", "FloatPixelData",
-                                                  "DoubleFloatPixelData"])
+        ds = pydicom.dcmread(path, force=True,  # known to be DICOM (pass 1 read it)
+                             specific_tags=["PixelData", "FloatPixelData",
+                                            "DoubleFloatPixelData"])
     return any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
 
 
@@ -115,30 +141,45 @@ def deidentify_tree(src: str | Path, dst: str | Path, options: DeidOptions,
     tmp = dst.with_name(f".{dst.name}.{os.urandom(6).hex()}.tmp")
     tmp.mkdir()
     series: dict[str, str] = {}
-    per_series: Counter[str] = Counter()
     try:
-        for p in todo:  # pass 2: de-identify and write
-            ds = _read(p, header_only=False)
-            assert ds is not None
-            deid.deidentify(ds)
-            key = str(ds.get("SeriesInstanceUID", "")) or "none"
-            folder = series.setdefault(key, f"S{len(series) + 1:04d}")
-            per_series[key] += 1
-            (tmp / folder).mkdir(exist_ok=True)
-            out = tmp / folder / f"I{per_series[key]:05d}.dcm"
-            try:
-                # a dataset without SOP Class (not a storable instance) keeps its own form
-                ds.save_as(out, enforce_file_format="SOPClassUID" in ds)
-            except (ValueError, AttributeError, TypeError) as exc:
-                raise DeidError(f"{p}: the de-identified dataset cannot be written "
-                                f"({' '.join(str(exc).split())[:120]})") from None
-            counts["written"] += 1
+        with warnings.catch_warnings():  # pydicom's warnings quote values: not in our logs
+            warnings.simplefilter("ignore")
+            _write_all(todo, deid, tmp, series, counts)
         if dst.exists():
             dst.rmdir()
         os.replace(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return _report(deid, options, burned_in, len(files), counts, len(series))
+
+
+def _write_all(todo: list[Path], deid: Deidentifier, tmp: Path, series: dict[str, str],
+               counts: Counter[str]) -> None:
+    """Pass 2: de-identify each file and write it as ``tmp/Snnnn/Innnnn.dcm``."""
+    per_series: Counter[str] = Counter()
+    for p in todo:
+        ds = _read(p, header_only=False)
+        if ds is None:
+            raise DeidError(f"{p}: changed while being de-identified")
+        deid.deidentify(ds)
+        key = str(ds.get("SeriesInstanceUID", "")) or "none"
+        folder = series.setdefault(key, f"S{len(series) + 1:04d}")
+        per_series[key] += 1
+        (tmp / folder).mkdir(exist_ok=True)
+        out = tmp / folder / f"I{per_series[key]:05d}.dcm"
+        try:
+            # a dataset without SOP Class (not a storable instance) keeps its own form
+            ds.save_as(out, enforce_file_format="SOPClassUID" in ds)
+        except (ValueError, AttributeError, TypeError, OverflowError) as exc:
+            raise DeidError(f"{p}: the de-identified dataset cannot be written "
+                            f"({type(exc).__name__})") from None
+        counts["written"] += 1
+
+
+def _report(deid: Deidentifier, options: DeidOptions, burned_in: str, n_files: int,
+            counts: Counter[str], n_series: int) -> dict[str, object]:
+    """Counts and actions only: no path, name, UID, date or offset."""
     return {
         "standard": deid.table.standard,
         "table": "Table E.1-1",
@@ -148,9 +189,9 @@ def deidentify_tree(src: str | Path, dst: str | Path, options: DeidOptions,
                   "shift": "shifted by one whole-day offset per patient (offsets not recorded)",
                   "keep": "kept"}[options.dates],
         "burned_in_policy": burned_in,
-        "files": {"input": len(files), **dict(sorted(counts.items()))},
+        "files": {"input": n_files, **dict(sorted(counts.items()))},
         "patients": len(deid.patients),
-        "series": len(series),
+        "series": n_series,
         "uids_remapped": len(deid.uids_mapped),
         "actions": dict(sorted(deid.counts.items())),
     }

@@ -55,19 +55,22 @@ NAMED = FAST + [
     "eCT_Supplemental.dcm", "liver.dcm", "rtdose.dcm", "reportsi.dcm", "waveform_ecg.dcm",
     "priv_SQ.dcm", "examples_overlay.dcm", "explicit_VR-UN.dcm", "SC_rgb.dcm",
     "US1_J2KR.dcm", "JPEG-lossy.dcm", "emri_small_jpeg_2k_lossless.dcm",
+    "ExplVR_LitEndNoMeta.dcm", "ExplVR_BigEndNoMeta.dcm", "badVR.dcm", "UN_sequence.dcm",
 ]
 
 
 def _read(path: Path | str) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return pydicom.dcmread(path)
+        return pydicom.dcmread(path, force=True)  # some real files lack the file meta
 
 
 def _save(ds: Dataset, path: Path) -> None:
+    """Write ``ds`` in the form it came in (a file without file meta stays without)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds.save_as(path, enforce_file_format="SOPClassUID" in ds)
+        has_meta = "TransferSyntaxUID" in getattr(ds, "file_meta", {})
+        ds.save_as(path, enforce_file_format="SOPClassUID" in ds and has_meta)
 
 
 def _dciodvfy_errors(path: Path) -> set[str]:

@@ -35,6 +35,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from scrubin.imaging.dicom_guard import check_image_size, check_preamble
 from scrubin.imaging.dicom_header import FastHeader, FastHeaderUnsupportedError, read_fast_header
 from scrubin.imaging.errors import DicomError, NoDicomError
 
@@ -284,7 +285,11 @@ def read_header(path: Path) -> SliceHeader:
     truncated = False
     try:
         with open(path, "rb") as fp:
-            fast = read_fast_header(fp, os.fstat(fp.fileno()).st_size)
+            head, file_size = fp.read(132), os.fstat(fp.fileno()).st_size
+            if head[128:132] == b"DICM":  # PS3.10 §7.5: no executable in the preamble
+                check_preamble(head[:128], path)
+            fp.seek(0)
+            fast = read_fast_header(fp, file_size)
         values: FastHeader | _DatasetValues = fast
         ts, tag = fast.transfer_syntax, fast.pixel_tag
         offset, length = fast.pixel_value_offset, fast.pixel_length
@@ -311,6 +316,10 @@ def read_header(path: Path) -> SliceHeader:
                          f"Columns={cols}, NumberOfFrames={frames})")
     if tag != 0x7FE00010 or ts not in NATIVE_LE or length == 0xFFFFFFFF:
         offset = length = None
+    samples, bits = values.integer("SamplesPerPixel") or 1, values.integer("BitsAllocated") or 16
+    # refuse sizes the file cannot hold before anything is allocated (dicom_guard)
+    check_image_size(path, rows, cols, frames, samples, bits,
+                     None if offset is None else path.stat().st_size)
     image_type = (values.text("ImageType") or "").split("\\")
     try:
         slope = float(values.text("RescaleSlope") or 1.0)

@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "media file (default none)")
     link.add_argument("--record-audio", type=Path, metavar="DIR",
                       help="record each viewer's voice to DIR/mentor-voice-PEER.ogg")
+    link.add_argument("--record", type=Path, metavar="FILE.mcap",
+                      help="record the session (video, poses, annotations, quality, latency) "
+                           "to FILE.mcap; only if it was created with --record")
     link.add_argument("--bitrate", type=int, metavar="BPS",
                       help="H.264 target bit rate (default 2500000, from bench_encode)")
     link.add_argument("--preset", choices=("ultrafast", "superfast", "veryfast"),
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
           if hasattr(args, f.name)}
     req = SurgeonRequest(OverlayRequest(**kw), args.mentor, args.token, args.ca_cert,
                          args.name, list(args.ice_hosts), list(args.ice_servers), args.audio_in,
-                         args.record_audio, args.bitrate, args.preset, controls=True)
+                         args.record_audio, args.bitrate, args.preset, controls=True,
+                         record=args.record)
     report = run_surgeon(req)
     if args.json_path is not None:
         from scrubin.imaging.fileio import write_json_atomic

@@ -54,6 +54,7 @@ class SurgeonRequest:
     bitrate: int | None = None
     preset: str | None = None
     controls: bool = False
+    record: Path | None = None  # session recording (MCAP), mentor/recording.py
 
 
 def grpc_target(spec: str) -> str:
@@ -80,6 +81,10 @@ def validate(req: SurgeonRequest) -> str:
         raise MentorError(f"--ca-cert {req.ca_cert}: server certificate not found")
     if req.record_audio is not None and not req.record_audio.is_dir():
         raise MentorError(f"--record-audio {req.record_audio}: folder does not exist")
+    if req.record is not None and (req.record.suffix != ".mcap" or req.record.exists()
+                                   or not req.record.parent.is_dir()):
+        raise MentorError(f"--record {req.record}: expected a new .mcap file in an existing "
+                          "folder")
     if req.ice_hosts:
         restrict_host_addresses(req.ice_hosts)  # checks the addresses
         restrict_host_addresses(None)
@@ -189,6 +194,12 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
         async def connect() -> tuple[Any, Any]:
             c = MentorClient(target, req.token, req.ca_cert, req.name)
             lk = StationLink(station, c, board, None)
+            if req.record is not None:  # consent checked on joining, before any event
+                from scrubin.mentor.recording import Recorder
+
+                lk.on_join = lambda j: setattr(station, "recorder", Recorder(
+                    req.record, j.recording, j.session_id, j.author,
+                    (encoder.width, encoder.height)).start())
             try:
                 await lk.start(req.ice_hosts or None)
             except BaseException:
@@ -218,9 +229,19 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
             "anchor_failures": link.anchor_failures[-20:], "errors": link.errors[-20:],
             "wall_s": round(time.perf_counter() - t0, 3),
         }
+        rec, station.recorder = station.recorder, None
+        if rec is not None:
+            st = rec.close()
+            report["mentor"]["recording_file"] = {
+                "path": str(rec.path), "frames": st.frames, "events": st.events,
+                "dropped_frames": st.dropped_frames}
         return report
     finally:
         stop.set()
+        rec, station.recorder = station.recorder, None
+        if rec is not None:  # what was recorded before the failure stays readable
+            with contextlib.suppress(Exception):
+                rec.close()
         if link is not None:
             with contextlib.suppress(Exception):
                 loop.call(link.close(), 10)

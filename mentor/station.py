@@ -96,6 +96,8 @@ class SurgeonStation:
         self.fanout = fanout
         self.audio = audio
         self.ice_servers = list(ice_servers)
+        # TURN username/credential for ice_servers (the server's per-participant credential).
+        self.ice_credentials: tuple[str | None, str | None] = (None, None)
         self.record_audio = record_audio
         self.on_peer = on_peer
         self.history = MetaHistory(3.0)
@@ -116,7 +118,7 @@ class SurgeonStation:
             await self.close_peer(peer_id)
         if not isinstance(offer_sdp, str) or "m=video" not in offer_sdp:
             raise SignalError(f"peer {peer_id}: offer has no video section")
-        pc = RTCPeerConnection(ice_configuration(self.ice_servers))
+        pc = RTCPeerConnection(ice_configuration(self.ice_servers, *self.ice_credentials))
         peer = Peer(peer_id, role, author, pc, None)
 
         @pc.on("datachannel")

@@ -116,6 +116,9 @@ class StationLink:
             self.on_join(self)
         if not self.station.ice_servers:
             self.station.ice_servers = [u for s in reply.ice_servers for u in s.urls]
+            for s in reply.ice_servers:  # a TURN entry carries this station's credential
+                if s.username:
+                    self.station.ice_credentials = (s.username, s.credential)
         hosts = ice_hosts or list(reply.ice_hosts)
         if hosts:
             restrict_host_addresses(hosts)

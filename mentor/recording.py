@@ -181,6 +181,7 @@ class Recorder:
         self._last_seq = 0
         self._thread = threading.Thread(target=self._run, name="mcap-recorder", daemon=True)
         self._started = False
+        self._header_done = False
         self.t_start = time.time()
 
     # ------------------------------------------------------------------ producer side
@@ -247,6 +248,7 @@ class Recorder:
         else:
             self._drain()
         try:
+            self._header()
             self._write_log(f"recording stopped: {self.stats.frames} frames, "
                             f"{self.stats.events} events, {self.stats.dropped_frames} dropped",
                             time.time())
@@ -283,8 +285,7 @@ class Recorder:
             if self._error is not None:
                 continue
             try:
-                if not self.stats.frames and not self.stats.events:
-                    self._header()
+                self._header()
                 if kind == "frame":
                     self._write_frame(*item)
                 elif kind == "event":
@@ -323,6 +324,9 @@ class Recorder:
                                sequence=int(seq) % (2 ** 32))
 
     def _header(self) -> None:
+        if self._header_done:
+            return
+        self._header_done = True
         self._mcap.add_metadata(rs.METADATA_NAME, {
             "session_id": self.session_id, "author": self.author, "recording_consent": "true",
             "video_width": str(self.video_size[0]), "video_height": str(self.video_size[1]),

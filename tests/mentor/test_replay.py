@@ -22,7 +22,7 @@ from mcap.reader import make_reader
 from mcap.writer import Writer
 
 from scrubin.mentor import recording_schema as rs
-from scrubin.mentor.recording import RecordingError
+from scrubin.mentor.recording import Recorder, RecordingError
 from scrubin.mentor.replay import open_recording, replay_to_mp4
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -148,5 +148,10 @@ def test_bad_inputs_are_one_line_errors(recording: Path, tmp_path: Path) -> None
     truncated.write_bytes(recording.read_bytes()[: recording.stat().st_size // 2])
     with pytest.raises(RecordingError, match="cut.mcap"):
         replay_to_mp4(truncated, tmp_path / "x.mp4")
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["cut.mcap", "notes.mcap",
-                                                          "other.mcap"]
+    empty = tmp_path / "empty.mcap"
+    Recorder(empty, True, "s").start().close()  # a session that never sent a frame
+    assert open_recording(empty).info["session_id"] == "s"
+    with pytest.raises(RecordingError, match="no decodable video frame"):
+        replay_to_mp4(empty, tmp_path / "x.mp4")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["cut.mcap", "empty.mcap",
+                                                          "notes.mcap", "other.mcap"]

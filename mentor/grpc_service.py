@@ -76,9 +76,12 @@ class MentorService(pb_grpc.MentorServicer):
                                 f"Join: the token is a {ident.role} token, not "
                                 f"{pb.Role.Name(request.role)}")
         author = author_name(ident.role, request.client_name)
+        # Under mutual TLS the client certificate's CN is part of the audited join.
+        cn = b",".join((context.auth_context() or {}).get("x509_common_name", [])).decode(
+            "utf-8", "replace")
         await self.hub.db(self.hub.store.audit, ident.session_id, ident.role, author, "join",
-                          f"grpc recording={'on' if ident.recording else 'off'}",
-                          context.peer())
+                          f"grpc recording={'on' if ident.recording else 'off'}"
+                          + (f" client-cert={cn}" if cn else ""), context.peer())
         w = await self.hub.welcome(ident, author)
         call_token, expires = self.hub.issue_call_token(ident, author)
         return pb.JoinReply(

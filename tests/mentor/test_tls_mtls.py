@@ -166,6 +166,9 @@ def test_grpc_mutual_tls_refuses_missing_and_foreign_client_certs(tmp_path, thea
                                     ours / "client-station-key.pem") as c:
                 reply = await c.join()
             assert reply.session_id == made.session_id and reply.call_token
+            joins = [r["detail"] for r in await server.hub.db(server.hub.store.audit_log)
+                     if r["action"] == "join"]
+            assert joins == ["grpc recording=off client-cert=station"] * 2
     asyncio.run(main())
 
 

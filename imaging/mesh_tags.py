@@ -63,7 +63,9 @@ def stl_header(mesh: Mesh) -> bytes:
     ``solid`` (which would make readers take a binary file for ASCII).
     """
     frame = f" FRAME={mesh.frame}" if mesh.frame else ""
-    text = f"SPACE=LPS{frame} UNIT=mm scrubin {_safe_name(mesh.name)}"
+    deid = mesh.provenance.get("patient_identity_removed", "")  # YES/NO/UNKNOWN (scrubin deid)
+    deid = f" DEID={deid}" if deid else ""
+    text = f"SPACE=LPS{frame} UNIT=mm{deid} scrubin {_safe_name(mesh.name)}"
     return text.encode("ascii", "replace")[:80].ljust(80, b" ")
 
 
@@ -89,6 +91,7 @@ def comment_lines(mesh: Mesh) -> list[str]:
         f"name {mesh.name}",
         f"SeriesInstanceUID {mesh.provenance.get('series_instance_uid', '')}",
         f"FrameOfReferenceUID {mesh.provenance.get('frame_of_reference_uid', '')}",
+        f"PatientIdentityRemoved {mesh.provenance.get('patient_identity_removed', 'UNKNOWN')}",
         "color " + " ".join(f"{c:.6g}" for c in mesh.color),
     ]
 

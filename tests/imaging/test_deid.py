@@ -435,3 +435,21 @@ def test_unknown_attribute_removed():
     ds.add_new(0x00091234 & 0xFFFEFFFF, "UN", b"SECRET")  # (0008,1234): not in the dictionary
     Deidentifier(DeidOptions()).deidentify(ds)
     assert 0x00081234 not in ds
+
+
+@pytest.mark.parametrize("status", ["YES", "NO"])
+@pytest.mark.parametrize("suffix", [".stl", ".ply", ".obj", ".glb"])
+def test_model_files_say_whether_input_was_deidentified(status, suffix, tmp_path):
+    from scrubin.imaging.mesh import Mesh
+    from scrubin.imaging.mesh_io import load_mesh, save_mesh
+
+    verts = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10]], dtype=float)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    mesh = Mesh(verts, faces, "bone", provenance={"patient_identity_removed": status})
+    save_mesh(mesh, tmp_path / f"m{suffix}")
+    data = (tmp_path / f"m{suffix}").read_bytes()
+    tag = {".stl": f"DEID={status}", ".glb": f'"patient_identity_removed":"{status}"'}.get(
+        suffix, f"PatientIdentityRemoved {status}")
+    assert tag.encode() in data
+    back = load_mesh(tmp_path / f"m{suffix}")
+    assert back.name == "bone" and back.frame == "CT"

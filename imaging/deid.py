@@ -189,6 +189,8 @@ class Deidentifier:
         self.counts: Counter[str] = Counter()
         self.uids_mapped: set[str] = set()
         self.patients: set[str] = set()
+        self._patient = ""  # the dataset being processed: its patient key and date offset
+        self._offset = 0
 
     # ------------------------------------------------------------------ keyed maps
     def _mac(self, label: str, value: str) -> bytes:

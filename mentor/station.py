@@ -34,6 +34,10 @@ from scrubin.mentor.strip import with_strip
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT_POLL_S = 0.25   # how often each peer's received-packet count is read
+LINK_TIMEOUT_S = 1.25     # no packet from a connected viewer for this long: link lost
+CONNECT_TIMEOUT_S = 10.0  # an answered peer not connected by then is closed
+
 
 class SignalError(MentorError):
     """An offer the station cannot answer."""
@@ -51,6 +55,7 @@ class Peer:
     meta: Any = None
     audio_in: AudioSink | None = None
     created: float = field(default_factory=time.time)
+    lost_at: float | None = None    # time.time() the heartbeat declared the link lost
 
 
 def _h264_only(transceiver: Any) -> None:
@@ -105,6 +110,8 @@ class SurgeonStation:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._buf: np.ndarray | None = None
         self.sent_frames = 0
+        self.link_timeout_s = LINK_TIMEOUT_S
+        self.link_events: list[tuple[float, str, str]] = []   # (time.time(), peer_id, what)
         self.recorder: Any = None  # a scrubin.mentor.recording.Recorder when recording
 
     # ------------------------------------------------------------------ signalling
@@ -161,7 +168,38 @@ class SurgeonStation:
         self.peers[peer_id] = peer
         if self.on_peer:
             self.on_peer("open", peer)
+        asyncio.ensure_future(self._watch(peer))
         return pc.localDescription.sdp
+
+    async def _watch(self, peer: Peer) -> None:
+        """The link heartbeat (DESIGN.md "Link loss"): a connected viewer sends something at
+        least every 0.25 s (its ``hb`` on ``meta``, RTCP, voice); no packet for
+        ``link_timeout_s`` means the link is gone. aioice's consent checks take ~30 s to
+        notice, and aiortc has no ICE restart, so the peer is closed and the viewer's next
+        offer makes a new connection. A peer not connected after ``CONNECT_TIMEOUT_S`` is
+        closed too."""
+        rx, last_change = -1, time.monotonic()
+        started = last_change
+        while self.peers.get(peer.peer_id) is peer:
+            await asyncio.sleep(HEARTBEAT_POLL_S)
+            if self.peers.get(peer.peer_id) is not peer:
+                return
+            stats = await peer.pc.getStats()
+            n = sum(s.packetsReceived for s in stats.values() if s.type == "transport")
+            now = time.monotonic()
+            if n != rx:
+                rx, last_change = n, now
+            connected = peer.pc.connectionState == "connected"
+            if (connected and now - last_change > self.link_timeout_s) or (
+                    not connected and now - started > CONNECT_TIMEOUT_S):
+                peer.lost_at = time.time()
+                what = "lost" if connected else "never connected"
+                self.link_events.append((peer.lost_at, peer.peer_id, what))
+                log.info("viewer %s: link %s", peer.peer_id, what)
+                if self.on_peer:
+                    self.on_peer("lost", peer)
+                await self.close_peer(peer.peer_id)
+                return
 
     async def close_peer(self, peer_id: str) -> None:
         """Close one viewer's connection (idempotent)."""

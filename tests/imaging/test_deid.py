@@ -250,6 +250,11 @@ def test_series_keeps_geometry_and_seg_its_source(fast_run):
         ds = _read(p)
         assert ds.PatientIdentityRemoved == "YES"
         assert ds.StudyInstanceUID == _read(seg_files[0]).StudyInstanceUID
+    # dciodvfy: no error added (planted input vs output), for a slice and the SEG
+    planted = fast_run["root"] / "in"
+    assert _dciodvfy_errors(sorted(series.iterdir())[0]) <= _dciodvfy_errors(
+        sorted((planted / "phantom").iterdir())[0])
+    assert _dciodvfy_errors(seg_files[0]) <= _dciodvfy_errors(planted / "seg.dcm")
 
 
 def test_report_holds_counts_only(fast_run):

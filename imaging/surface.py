@@ -361,22 +361,37 @@ def extract_surface(
         field = _FineField(fine_array, region_fine if use_mask else None, lvl_f, sign,
                            fine_affine)
         coarse = mesh.vertices.copy()
-        field.snap(mesh.vertices, mesh.vertex_normals(), step)
+        normals = mesh.vertex_normals()
+        field.snap(mesh.vertices, normals, step)
         mesh.normals = None
-        _undo_degenerate(mesh, coarse)
+        _undo_degenerate(mesh, coarse, field, normals, step)
     return mesh
 
 
-def _undo_degenerate(mesh: Mesh, coarse_lps: np.ndarray) -> None:
-    """Put the vertices of triangles that snapping made degenerate (zero area: two vertices
-    met on the fine surface) back at their coarse positions, which marching cubes keeps apart,
-    so the surface stays closed and every triangle keeps an area (in place)."""
+def _undo_degenerate(mesh: Mesh, coarse_lps: np.ndarray, field: _FineField,
+                     normals_lps: np.ndarray, step: int) -> None:
+    """Triangles that snapping made degenerate (zero area: two vertices met on the fine
+    surface) or folded over (normal turned against the coarse triangle's): their vertices are
+    snapped again from the coarse position along the vertex normal onto the fine trilinear
+    level set (a move along the normal rarely folds); those still bad go back to their coarse
+    positions, which marching cubes keeps apart and unfolded. So the surface stays closed,
+    every triangle keeps an area and no fold-over is left (in place)."""
+    coarse = Mesh(coarse_lps, mesh.faces).face_cross()
+
+    def bad_faces() -> np.ndarray:
+        return np.flatnonzero(np.einsum("ij,ij->i", mesh.face_cross(), coarse) <= 0.0)
+
+    bad = bad_faces()
+    if len(bad):
+        idx = np.unique(mesh.faces[bad].reshape(-1))
+        pts = np.ascontiguousarray(coarse_lps[idx])
+        field.along(pts, normals_lps[idx], (step - 0.5) * field.voxel_mm, True)
+        mesh.vertices[idx] = pts
     for _ in range(8):
-        bad = np.flatnonzero(np.linalg.norm(mesh.face_cross(), axis=1) <= 0.0)
+        bad = bad_faces()
         if len(bad) == 0:
             return
         idx = np.unique(mesh.faces[bad].reshape(-1))
         mesh.vertices[idx] = coarse_lps[idx]
-    bad = np.linalg.norm(mesh.face_cross(), axis=1) <= 0.0
-    if bad.any():
+    if len(bad_faces()):
         mesh.vertices[:] = coarse_lps

@@ -9,6 +9,7 @@ no audit row (README "Security" says so); the test pins that down."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import ssl
 import stat
@@ -20,7 +21,7 @@ import aiohttp
 import grpc
 import pytest
 
-from scrubin.mentor.certs import make_theatre
+from scrubin.mentor.certs import issue, make_theatre
 from scrubin.mentor.client import MentorClient
 from scrubin.protos import mentor_pb2 as pb
 from scrubin.protos import mentor_pb2_grpc as pb_grpc
@@ -98,6 +99,9 @@ def theatre(tmp_path_factory):
     other.mkdir()
     make_theatre(ours, ["127.0.0.1"], ["station"])
     make_theatre(other, ["127.0.0.1"], ["station"])
+    # From our CA but expired two days ago (1-day validity starting 3 days ago).
+    issue(ours, "client", "old", days=1,
+          not_before=dt.datetime.now(dt.UTC) - dt.timedelta(days=3))
     return ours, other
 
 
@@ -139,13 +143,13 @@ def test_plaintext_grpc_and_http_refused(tmp_path):
 def test_grpc_mutual_tls_refuses_missing_and_foreign_client_certs(tmp_path, theatre):
     ours, other = theatre
 
-    def creds(client_dir: Path | None) -> grpc.ChannelCredentials:
+    def creds(client_dir: Path | None, name: str = "client-station") -> grpc.ChannelCredentials:
         if client_dir is None:
             return grpc.ssl_channel_credentials((ours / "ca.pem").read_bytes())
         return grpc.ssl_channel_credentials(
             (ours / "ca.pem").read_bytes(),
-            private_key=(client_dir / "client-station-key.pem").read_bytes(),
-            certificate_chain=(client_dir / "client-station.pem").read_bytes())
+            private_key=(client_dir / f"{name}-key.pem").read_bytes(),
+            certificate_chain=(client_dir / f"{name}.pem").read_bytes())
 
     async def main():
         async with running(tmp_path, **mtls_config(ours)) as server:
@@ -157,6 +161,12 @@ def test_grpc_mutual_tls_refuses_missing_and_foreign_client_certs(tmp_path, thea
             assert await join_status(target, creds(other), token) == \
                 grpc.StatusCode.UNAVAILABLE
             assert await join_status(target, None, token) == grpc.StatusCode.UNAVAILABLE
+            # Our CA, but expired; our CA, but a serverAuth-only certificate (RFC 5280
+            # 4.2.1.12: not for client authentication).
+            assert await join_status(target, creds(ours, "client-old"), token) == \
+                grpc.StatusCode.UNAVAILABLE
+            assert await join_status(target, creds(ours, "server"), token) == \
+                grpc.StatusCode.UNAVAILABLE
             # Handshake refusals never reach the application: no audit row for them.
             assert await server.hub.db(server.hub.store.audit_log) == before
             assert await join_status(target, creds(ours), token) == grpc.StatusCode.OK

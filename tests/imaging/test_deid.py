@@ -458,3 +458,17 @@ def test_model_files_say_whether_input_was_deidentified(status, suffix, tmp_path
     assert tag.encode() in data
     back = load_mesh(tmp_path / f"m{suffix}")
     assert back.name == "bone" and back.frame == "CT"
+
+
+def test_shift_moves_datetimes_and_handles_bad_dates():
+    ds = Dataset()
+    ds.PatientID = "P1"
+    ds.AcquisitionDateTime = "20200102101112.5+0100"
+    ds.StudyDate = "20200102"
+    ds.SeriesDate = "2020"  # not a full date: cannot be shifted, so replaced
+    deid = Deidentifier(DeidOptions(dates="shift"))
+    deid.deidentify(ds)
+    shifted = dt.date(2020, 1, 2) + dt.timedelta(days=deid.date_offset_days("P1"))
+    assert ds.StudyDate == shifted.strftime("%Y%m%d")
+    assert ds.AcquisitionDateTime == shifted.strftime("%Y%m%d") + "101112.5+0100"
+    assert ds.SeriesDate == "19000101"

@@ -142,3 +142,18 @@ def test_refusals_leave_nothing(tmp_path, capsys):
     assert exc.value.code == 2
     rc, out, err = _run(capsys, "deid", src, tmp_path / "ok", "--burned-in", "allow")
     assert rc == 0 and "may carry burned-in text" in err
+
+
+def test_same_key_file_same_output(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(get_testdata_file("MR_small.dcm"), src / "mr.dcm")
+    (tmp_path / "key").write_bytes(b"0123456789abcdef0123456789abcdef")
+    uids = []
+    for out in ("a", "b", "c"):
+        key = ["--key", tmp_path / "key"] if out != "c" else []
+        rc, _, err = _run(capsys, "deid", src, tmp_path / out, "--shift-dates", *key)
+        assert rc == 0, err
+        ds = pydicom.dcmread(tmp_path / out / "S0001" / "I00001.dcm")
+        uids.append((ds.SOPInstanceUID, ds.StudyInstanceUID, ds.PatientID, ds.StudyDate))
+    assert uids[0] == uids[1] and uids[2][:3] != uids[0][:3]

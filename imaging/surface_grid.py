@@ -49,7 +49,7 @@ class GridChoice:
     residual_p99_mm
         99th percentile distance (mm) of the coarse surface's sample points to the
         full-resolution level set (NaN when not checked); a point without the level set within
-        reach counts as infinitely far.
+        reach (2 fine voxels) counts as that far.
     tolerance_mm
         The limit it was compared with.
     reason
@@ -82,7 +82,7 @@ def grid_residual(mesh: Mesh, volume: Volume, mask: np.ndarray | None, level: fl
                   seed: int = 0) -> np.ndarray:
     """Distances (mm) from a sample of ``mesh``'s vertices and triangle centroids (LPS mm) to
     the full-resolution level set of ``volume``, along the vertex / face normal, searched up
-    to 2 fine voxels each way; ``inf`` where there is none within reach. Points within 1.5
+    to 2 fine voxels each way; the reach itself where there is none within it. Points within 1.5
     fine voxels of the volume's border (the caps that close an object cut by the field of
     view, not a boundary in the image) are left out."""
     field = fine_field(volume, mask, level, inside_below)
@@ -99,8 +99,9 @@ def grid_residual(mesh: Mesh, volume: Volume, mask: np.ndarray | None, level: fl
     pts, dirs = np.ascontiguousarray(pts[inner]), np.ascontiguousarray(dirs[inner])
     if len(pts) == 0:
         return np.zeros(0)
-    d = np.abs(field.along(pts, dirs, 2.0 * field.voxel_mm, False))
-    d[np.isnan(d)] = np.inf
+    reach = 2.0 * field.voxel_mm
+    d = np.abs(field.along(pts, dirs, reach, False))
+    d[np.isnan(d)] = reach  # no crossing within reach: at least that far
     return d
 
 

@@ -97,6 +97,9 @@ export class Session extends EventTarget {
     ws.onclose = () => {
       if (this.ws !== ws) return;
       this.ws = null;
+      // nothing is sent on the next socket before its welcome: the outbox then goes out in
+      // order, so an update never reaches the server ahead of its unacknowledged create
+      this.welcome = null;
       if (this.closedByUser) { this._setState('closed'); return; }
       this._setState('reconnecting');
       const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];

@@ -44,6 +44,9 @@ from scrubin.mentor.station_meta import FrameMeta
 
 log = logging.getLogger(__name__)
 
+#: audio frames that may wait for the writer (20 ms each)
+MAX_QUEUED_AUDIO = 1000
+
 
 class RecordingError(MentorError):
     """A recording cannot be made or read (consent, file, format)."""
@@ -59,6 +62,8 @@ class RecorderStats:
     dropped_frames: int = 0
     skipped_to_keyframe: int = 0
     video_bytes: int = 0
+    audio_packets: int = 0
+    dropped_audio_frames: int = 0
     max_queue: int = 0
     queue_ms: list[float] = field(default_factory=list)
 
@@ -173,6 +178,8 @@ class Recorder:
         self._channels: dict[str, int] = {}
         self._q: collections.deque[tuple[str, Any]] = collections.deque()
         self._queued_frames = 0
+        self._queued_audio = 0
+        self._voices: dict[str, Any] = {}
         self._cv = threading.Condition()
         self._closing = False
         self._waiting_key = True
@@ -238,6 +245,26 @@ class Recorder:
                 self._q.append(("event", (int(seq), dict(event), t)))
                 self._cv.notify()
 
+    def add_audio(self, name: str, frame: Any, arrival_unix_s: float | None = None) -> bool:
+        """Queue one decoded ``av.AudioFrame`` of voice ``name`` (``/audio/<name>``); the
+        writer encodes it to Opus (:mod:`scrubin.mentor.recording_audio`). At most
+        ``MAX_QUEUED_AUDIO`` frames wait (10 s of 20-ms frames per voice pair); False when
+        dropped."""
+        from scrubin.mentor.recording_audio import audio_topic
+
+        audio_topic(name)
+        t = time.time() if arrival_unix_s is None else float(arrival_unix_s)
+        with self._cv:
+            if self._closing:
+                return False
+            if self._queued_audio >= MAX_QUEUED_AUDIO:
+                self.stats.dropped_audio_frames += 1
+                return False
+            self._q.append(("audio", (name, frame, t)))
+            self._queued_audio += 1
+            self._cv.notify()
+        return True
+
     def close(self) -> RecorderStats:
         """Write what is queued, the summary and index; publish the file under its name."""
         with self._cv:
@@ -282,6 +309,8 @@ class Recorder:
                 kind, item = self._q.popleft()
                 if kind == "frame":
                     self._queued_frames -= 1
+                elif kind == "audio":
+                    self._queued_audio -= 1
             if self._error is not None:
                 continue
             try:
@@ -290,6 +319,8 @@ class Recorder:
                     self._write_frame(*item)
                 elif kind == "event":
                     self._write_event(*item)
+                elif kind == "audio":
+                    self._write_audio(*item)
                 else:
                     self._write_log(f"frame {item[1]} dropped: recorder behind by "
                                     f"{self.max_queued_frames} frames", item[0], "WARNING")
@@ -344,6 +375,16 @@ class Recorder:
         self._last_seq = max(self._last_seq, seq)
         self._put(rs.TOPIC_EVENTS, (rs.EVENT_JSON_SCHEMA, {"seq": seq, "event": event}), t, seq)
         self.stats.events += 1
+
+    def _write_audio(self, name: str, frame: Any, t: float) -> None:
+        from scrubin.mentor.recording_audio import OpusVoice, audio_topic
+
+        voice = self._voices.get(name)
+        if voice is None:
+            voice = self._voices[name] = OpusVoice()
+        for data, tp in voice.encode(frame, t):
+            self._put(audio_topic(name), rs.audio_message(data, tp), tp, voice.packets)
+            self.stats.audio_packets += 1
 
     def _write_frame(self, data: bytes, key: bool, m: dict[str, Any], t_queued: float) -> None:
         t = float(m["capture_time"])

@@ -18,6 +18,8 @@ topic                   schema                           content
 ``/mentor/events``      ``scrubin.mentor.AnnotationEvent`` ``{"seq", "event"}`` as the station
                         (JSON)                           applied it (mentor/DESIGN.md)
 ``/session/log``        ``foxglove.Log``                 start/stop, dropped frames
+``/audio/<name>``       ``foxglove.CompressedAudio``     a voice as raw Opus packets (20 ms;
+                                                         :mod:`~scrubin.mentor.recording_audio`)
 ======================  ===============================  =====================================
 
 Messages of one frame carry the frame id as the MCAP ``sequence`` (uint32, as the frame ids).
@@ -169,6 +171,15 @@ def image_annotations_message(shapes: list[dict[str, Any]], t_unix_s: float) -> 
         ta.position.x, ta.position.y = float(px[0, 0]) + 8.0, float(px[0, 1]) - 8.0
         ta.text_color.r, ta.text_color.g, ta.text_color.b, ta.text_color.a = 1.0, 1.0, 1.0, 1.0
         ta.background_color.a = 0.6
+    return m
+
+
+def audio_message(packet: bytes, t_unix_s: float) -> Any:
+    """``foxglove.CompressedAudio``: one complete raw Opus packet (RFC 6716 section 3)."""
+    from foxglove_schemas_protobuf.CompressedAudio_pb2 import CompressedAudio
+
+    m = CompressedAudio(data=packet, format="opus")
+    timestamp(m.timestamp, t_unix_s)
     return m
 
 

@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "it out of the process list)")
     link.add_argument("--ca-cert", type=Path, default=default_state_dir() / "tls-cert.pem",
                       metavar="F", help="the server's certificate (default: %(default)s)")
+    link.add_argument("--client-cert", type=Path, metavar="F",
+                      help="client certificate for a server with mutual TLS (scrubin certs)")
+    link.add_argument("--client-key", type=Path, metavar="F", help="its private key")
     link.add_argument("--name", default="station", help="display name (author 'surgeon:NAME')")
     link.add_argument("--ice-host", action="append", default=[], metavar="ADDR",
                       dest="ice_hosts", help="limit WebRTC host candidates to ADDR "
@@ -88,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     req = SurgeonRequest(OverlayRequest(**kw), args.mentor, args.token, args.ca_cert,
                          args.name, list(args.ice_hosts), list(args.ice_servers), args.audio_in,
                          args.record_audio, args.bitrate, args.preset, controls=True,
-                         record=args.record)
+                         record=args.record, client_cert=args.client_cert,
+                         client_key=args.client_key)
     report = run_surgeon(req)
     if args.json_path is not None:
         from scrubin.imaging.fileio import write_json_atomic

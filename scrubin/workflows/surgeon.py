@@ -55,6 +55,8 @@ class SurgeonRequest:
     preset: str | None = None
     controls: bool = False
     record: Path | None = None  # session recording (MCAP), mentor/recording.py
+    client_cert: Path | None = None  # mutual TLS (scrubin certs ... --client NAME)
+    client_key: Path | None = None
 
 
 def grpc_target(spec: str) -> str:
@@ -79,6 +81,11 @@ def validate(req: SurgeonRequest) -> str:
                           "(URL-safe characters)")
     if not req.ca_cert.is_file():
         raise MentorError(f"--ca-cert {req.ca_cert}: server certificate not found")
+    if (req.client_cert is None) != (req.client_key is None):
+        raise MentorError("--client-cert and --client-key go together")
+    for opt, p in (("--client-cert", req.client_cert), ("--client-key", req.client_key)):
+        if p is not None and not p.is_file():
+            raise MentorError(f"{opt} {p}: file not found")
     if req.record_audio is not None and not req.record_audio.is_dir():
         raise MentorError(f"--record-audio {req.record_audio}: folder does not exist")
     if req.record is not None and (req.record.suffix != ".mcap" or req.record.exists()
@@ -192,14 +199,21 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
 
     try:
         async def connect() -> tuple[Any, Any]:
-            c = MentorClient(target, req.token, req.ca_cert, req.name)
+            c = MentorClient(target, req.token, req.ca_cert, req.name, req.client_cert,
+                             req.client_key)
             lk = StationLink(station, c, board, None)
             if req.record is not None:  # consent checked on joining, before any event
                 from scrubin.mentor.recording import Recorder
+                from scrubin.mentor.recording_audio import tap_track
 
-                lk.on_join = lambda j: setattr(station, "recorder", Recorder(
-                    req.record, j.recording, j.session_id, j.author,
-                    (encoder.width, encoder.height)).start())
+                def on_join(j: Any) -> None:
+                    station.recorder = Recorder(req.record, j.recording, j.session_id,
+                                                j.author, (encoder.width, encoder.height)).start()
+                    mic = audio.track()  # the theatre microphone, as the viewers hear it
+                    if mic is not None:
+                        tap_track(mic, station.recorder, "station")
+
+                lk.on_join = on_join
             try:
                 await lk.start(req.ice_hosts or None)
             except BaseException:

@@ -215,3 +215,30 @@ def test_server_refuses_a_missing_client_ca_file(tmp_path):
     with pytest.raises(MentorError, match="--client-ca .*nope.pem: CA certificate file"):
         MentorServer(ServerConfig(db=tmp_path / "m.db", client_ca=tmp_path / "nope.pem"))
     assert not os.path.exists(tmp_path / "m.db")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--client-cert", "{cert}"], "--client-cert and --client-key go together"),
+    (["--client-cert", "{cert}", "--client-key", "{missing}"], "--client-key "),
+])
+def test_surgeon_client_certificate_options_refused_in_one_line(tmp_path, capsys, extra,
+                                                                message):
+    from scrubin.cli import main
+
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not read before the connection\n")
+    fill = {"cert": str(cert), "missing": str(tmp_path / "none.pem")}
+    status = main(["surgeon", "--source", "synthetic", "--out", str(tmp_path / "v.mp4"),
+                   "--mentor", "127.0.0.1:50051", "--token", "A" * 43, "--ca-cert", str(cert),
+                   "--frames", "3", *[a.format(**fill) for a in extra]])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.startswith("scrubin: error: ") and "\n" not in err
+    assert message in err and not (tmp_path / "v.mp4").exists()
+
+
+def test_serve_refuses_a_missing_client_ca_in_one_line(tmp_path):
+    r = scrubin("serve", "--db", str(tmp_path / "m.db"), "--port", "0", "--grpc-port", "0",
+                "--client-ca", str(tmp_path / "none.pem"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"scrubin: error: --client-ca {tmp_path / 'none.pem'}: CA " \
+                               "certificate file not found"

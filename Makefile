@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 LOCK   := constraints.txt
 DEB_PACKAGES := libusb-1.0-0 dicom3tools dcmtk libegl1 libgl1-mesa-dri libgl1 chromium coturn
 
-.PHONY: install demo test bench lint clean-cache deb protos lock test-latest
+.PHONY: install demo test bench lint clean-cache deb protos lock test-latest fuzz
 
 install: $(STAMP)
 
@@ -37,6 +37,14 @@ bench: install
 
 protos: install
 	$(BIN)/python -m scrubin.protos.build
+
+# Mutation fuzzing of every parser of untrusted input (fuzz/README.md): FUZZ_TIME seconds,
+# crashes saved in fuzz/out/. `make fuzz FUZZ_TIME=3600 FUZZ_TARGETS=dicom,glb FUZZ_SEED=7`
+FUZZ_TIME ?= 300
+FUZZ_SEED ?= 0
+FUZZ_TARGETS ?=
+fuzz: install
+	$(BIN)/python -m fuzz --time $(FUZZ_TIME) --seed $(FUZZ_SEED) $(if $(FUZZ_TARGETS),--targets $(FUZZ_TARGETS))
 
 lint: install
 	$(BIN)/ruff check .

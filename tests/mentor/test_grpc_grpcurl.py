@@ -89,6 +89,8 @@ def test_grpcurl_joins_and_reads_the_history(server):
                            server.grpc_target, "scrubin.mentor.v1.Mentor/Join")
     assert rc == 0, err
     reply = json.loads(out)
+    # The call token (mentor/tokens.py: a JWT, tested in test_tokens_call.py) and its expiry.
+    assert reply.pop("call_token").count(".") == 2 and reply.pop("call_token_expires") > 0
     assert reply == {"session_id": made.session_id, "role": "ROLE_MENTOR",
                      "author": "mentor:curl", "recording": True}
     stroke = {"event": {"event_id": "g1", "op": "OP_CREATE", "annotation_id": "a1",

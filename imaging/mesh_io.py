@@ -281,7 +281,7 @@ def load_meshes(
     except MeshError:
         raise
     except (ValueError, KeyError, IndexError, TypeError, OverflowError, StopIteration,
-            struct.error, UnicodeDecodeError) as exc:
+            AttributeError, RecursionError, struct.error, UnicodeDecodeError) as exc:
         raise MeshError(f"cannot read {fmt[1:].upper()} file {str(path)!r}: {exc}") from None
     check_frames(meshes, path, expected_frame, allow_unknown_frame)
     return meshes
@@ -454,13 +454,22 @@ def _read_glb(data: bytes, path: Path) -> list[Mesh]:
         view = doc["bufferViews"][acc["bufferView"]]
         width = _WIDTH[acc["type"]]
         dt = np.dtype("<" + _COMPONENTS[acc["componentType"]])
-        start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
-        stride = view.get("byteStride", dt.itemsize * width)
-        raw = np.frombuffer(binary, dtype=np.uint8, count=stride * (acc["count"] - 1)
-                            + dt.itemsize * width, offset=start)
-        rows = np.lib.stride_tricks.as_strided(raw, (acc["count"], dt.itemsize * width),
-                                               (stride, 1))
-        return np.ascontiguousarray(rows).view(dt).reshape(acc["count"], width)
+        size, count = dt.itemsize * width, int(acc["count"])
+        vstart, vlen = int(view.get("byteOffset", 0)), int(view["byteLength"])
+        start = vstart + int(acc.get("byteOffset", 0))
+        stride = int(view.get("byteStride", size))
+        # glTF 2.0 §3.6.2.4 / §5.11: the accessor lies inside its bufferView, the view inside
+        # the buffer, byteStride 4..252 and at least one element (no overlap, never negative)
+        if (count < 1 or vstart < 0 or start < vstart or not size <= stride <= max(252, size)
+                or vstart + vlen > len(binary)
+                or start + stride * (count - 1) + size > vstart + vlen):
+            raise MeshError(f"GLB {str(path)!r}: accessor {i} (count {count}, stride {stride}) "
+                            f"or its bufferView (offset {vstart}, length {vlen}) lies outside "
+                            f"the {len(binary)}-byte binary buffer")
+        raw = np.frombuffer(binary, dtype=np.uint8, count=stride * (count - 1) + size,
+                            offset=start)
+        rows = np.lib.stride_tricks.as_strided(raw, (count, size), (stride, 1))
+        return np.ascontiguousarray(rows).view(dt).reshape(count, width)
 
     node_of_mesh = {n["mesh"]: _node_matrix(n) for n in doc.get("nodes", []) if "mesh" in n}
     out = []

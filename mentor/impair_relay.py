@@ -32,7 +32,7 @@ import contextlib
 import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from scrubin.mentor.impair import Impairer, ImpairError, Impairment
@@ -57,14 +57,20 @@ class ClassCounts:
     stun_bytes: int = 0
     media_packets: int = 0          # DTLS, SRTP, SRTCP (everything but STUN)
     media_bytes: int = 0
+    rtcp: dict[tuple[int, int], int] = field(default_factory=dict)   # (PT, FMT) -> count
 
     def add(self, data: bytes) -> None:
         if data and data[0] <= 3:
             self.stun_packets += 1
             self.stun_bytes += len(data)
-        else:
-            self.media_packets += 1
-            self.media_bytes += len(data)
+            return
+        self.media_packets += 1
+        self.media_bytes += len(data)
+        if len(data) >= 8 and 128 <= data[0] <= 191 and 192 <= data[1] <= 223:
+            # SRTCP leaves the first RTCP header in clear (RFC 3711 section 3.4); RTCP vs RTP
+            # by RFC 5761 section 4: (205, 1) generic NACK, (206, 1) PLI, (206, 15) REMB
+            key = (data[1], data[0] & 0x1F)
+            self.rtcp[key] = self.rtcp.get(key, 0) + 1
 
 
 class _Listen(asyncio.DatagramProtocol):
@@ -176,9 +182,10 @@ class IceRelay:
     other side sees it.
     """
 
-    def __init__(self, a_to_b: Impairment, b_to_a: Impairment, keep_delays: bool = True) -> None:
-        self.a_to_b = Impairer(a_to_b, keep_delays)
-        self.b_to_a = Impairer(b_to_a, keep_delays)
+    def __init__(self, a_to_b: Impairment | Impairer, b_to_a: Impairment | Impairer,
+                 keep_delays: bool = True) -> None:
+        self.a_to_b = a_to_b if isinstance(a_to_b, Impairer) else Impairer(a_to_b, keep_delays)
+        self.b_to_a = b_to_a if isinstance(b_to_a, Impairer) else Impairer(b_to_a, keep_delays)
         self.forwarders: list[UdpForwarder] = []
         self.forwarders_to_a: list[UdpForwarder] = []
         self.forwarders_to_b: list[UdpForwarder] = []
@@ -225,6 +232,16 @@ class IceRelay:
         now = asyncio.get_running_loop().time()
         self.a_to_b.blackout(now, duration_s)
         self.b_to_a.blackout(now, duration_s)
+
+    def rtcp_counts(self, toward_b: bool) -> dict[tuple[int, int], int]:
+        """RTCP packets delivered toward peer b (or a), by (PT, FMT) of the first header."""
+        out: dict[tuple[int, int], int] = {}
+        fwd, rev = (self.forwarders_to_b, self.forwarders_to_a) if toward_b else (
+            self.forwarders_to_a, self.forwarders_to_b)
+        for c in [f.delivered_forward for f in fwd] + [f.delivered_reverse for f in rev]:
+            for k, v in c.rtcp.items():
+                out[k] = out.get(k, 0) + v
+        return out
 
     def delivered_media_bytes(self) -> dict[str, int]:
         """Non-STUN bytes delivered to each peer (``to_a``, ``to_b``) by every forwarder."""

@@ -16,6 +16,7 @@ phantom fiducial in the displayed frame and checks, against the phantom's truth:
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -191,6 +192,13 @@ def test_stroke_on_moving_delayed_video_anchors_on_fiducial(
             assert np.linalg.norm(centroid - uv_true) < 2.0, (out_id, centroid, uv_true)
             checked += 1
         assert checked >= 3
+        # the status line shows connection, the surgeon's tracking state and the measurements
+        page.wait_for_timeout(300)
+        assert page.inner_text("#st-conn").startswith("connected / video connected")
+        assert page.inner_text("#st-track") == "LIVE"
+        assert re.fullmatch(r"\d+ ms", page.inner_text("#st-video"))
+        assert int(page.inner_text("#st-video").split()[0]) >= 150
+        assert re.fullmatch(r"\d+\.\d ms", page.inner_text("#st-rtt"))
         assert station.errors == [] and station.link.errors == [] and page.errors == []
         assert station.link.anchor_failures == []
     finally:

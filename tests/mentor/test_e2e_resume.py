@@ -8,6 +8,8 @@ the surgeon's composited frames must show them.
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
 from scrubin.mentor.station_meta import FrameMeta
@@ -15,6 +17,10 @@ from tests.mentor.browser import new_page
 from tests.mentor.live_station import LiveStation
 
 WAIT_MS = 30000
+COLOURED = """() => { const c = document.getElementById('overlay');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+    return n; }"""
 
 
 def _source(i: int) -> tuple[np.ndarray, FrameMeta]:
@@ -109,6 +115,24 @@ def test_drops_and_reload_reach_the_station_exactly_once(chromium, mentor_server
             assert abs(cols.min() - (0.1 * 1280 - 0.5)) < 6
             assert abs(cols.max() - (0.9 * 1280 - 0.5)) < 12
             assert len(cols) > 0.4 * (cols.max() - cols.min())
+        # an observer gets the same view without tools: video, every stroke; then the
+        # surgeon's hide-all empties both pages' overlays
+        observer = new_page(chromium)
+        observer.goto(f"{mentor_server.url}/m/{sid}#token={tokens['observer']}")
+        observer.wait_for_function("() => window.scrubin.state.frameLog.length > 10",
+                                   timeout=WAIT_MS)
+        assert not observer.is_visible("#tools") and not observer.is_visible("#voice")
+        for aid in expected:
+            observer.wait_for_function(f"() => window.scrubin.model.items.has('{aid}')",
+                                       timeout=WAIT_MS)
+        assert observer.evaluate(COLOURED) > 100 and page.evaluate(COLOURED) > 100
+        asyncio.run_coroutine_threadsafe(station.link.hide_all(), station.loop).result(10)
+        for p in (page, observer):
+            p.wait_for_function("() => window.scrubin.model.hiddenAll", timeout=WAIT_MS)
+            p.wait_for_timeout(100)
+            assert p.evaluate(COLOURED) == 0
+        assert observer.errors == []
+        observer.context.close()
         assert station.errors == [] and station.link.errors == [] and page.errors == []
     finally:
         page.context.close()

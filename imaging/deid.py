@@ -284,6 +284,10 @@ class Deidentifier:
                 self._unlisted(ds, el, depth)
                 continue
             action = rule.action(self.columns)
+            if action == "Z" and rule.basic == "X/Z" and el.VR == "SQ" and el.value:
+                # keep the items, each de-identified (a dummy value, which Z permits): an
+                # empty sequence breaks Type 3 (1-n) ones, removal breaks Type 2 ones
+                action = "D"
             if action == "X" and 0x6000 <= group <= 0x601E and elem == 0x3000:
                 dropped_overlays.add(group)
             self._apply(ds, el, action, depth)

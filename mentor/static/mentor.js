@@ -162,7 +162,8 @@ canvas.addEventListener('pointerdown', (e) => {
 canvas.addEventListener('pointermove', (e) => {
   const s = state.stroke;
   if (!s || e.pointerId !== s.pointerId) return;
-  if (!s.moved) {
+  const first = !s.moved;
+  if (first) {
     s.moved = true;
     state.firstMoveWall.set(s.annotation_id, wallAt(e.timeStamp));
   }
@@ -174,7 +175,8 @@ canvas.addEventListener('pointermove', (e) => {
   const local = model.items.get(s.annotation_id);
   if (local) { local.points = s.points; local.updatedS = performance.now() / 1000; }
   redraw();                 // the mentor's own stroke is drawn at once
-  scheduleFlush();          // and streamed, coalesced to <= 16 ms
+  if (first) flushStroke(); // the first move goes out at once (it starts the visible stroke),
+  else scheduleFlush();     // the rest coalesced to <= 16 ms
 });
 
 function endStroke(e) {

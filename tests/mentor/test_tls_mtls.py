@@ -242,3 +242,23 @@ def test_serve_refuses_a_missing_client_ca_in_one_line(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip() == f"scrubin: error: --client-ca {tmp_path / 'none.pem'}: CA " \
                                "certificate file not found"
+
+
+def test_a_ca_folder_that_is_not_a_usable_ca_is_refused(tmp_path, theatre):
+    from scrubin.mentor.certs import CertError
+
+    ours, other = theatre
+    leaf_as_ca, wrong_key = tmp_path / "leaf", tmp_path / "key"
+    for d in (leaf_as_ca, wrong_key):
+        d.mkdir()
+    (leaf_as_ca / "ca.pem").write_bytes((ours / "server.pem").read_bytes())
+    (leaf_as_ca / "ca-key.pem").write_bytes((ours / "server-key.pem").read_bytes())
+    (wrong_key / "ca.pem").write_bytes((ours / "ca.pem").read_bytes())
+    (wrong_key / "ca-key.pem").write_bytes((other / "ca-key.pem").read_bytes())
+    with pytest.raises(CertError, match="not a CA certificate"):
+        issue(leaf_as_ca, "client", "x")
+    with pytest.raises(CertError, match="does not belong to"):
+        issue(wrong_key, "client", "x")
+    with pytest.raises(CertError, match="CA file not found"):
+        issue(tmp_path, "client", "x")
+    assert sorted(p.name for p in leaf_as_ca.iterdir()) == ["ca-key.pem", "ca.pem"]

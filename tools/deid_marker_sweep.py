@@ -6,14 +6,18 @@ tags (``tests/imaging/deid_markers.py``), de-identify it alone (Basic Profile, b
 images allowed) and search every output byte and the report for the markers. Prints the
 files tried, markers planted and markers found (must be 0). The test suite runs a fixed
 named subset (``tests/imaging/test_deid.py``); this is the full pass (about a minute).
+With ``--dciodvfy`` it also lists the dciodvfy errors an output has that its planted input
+has not (UIDs masked).
 
-    .venv/bin/python tools/deid_marker_sweep.py
+    .venv/bin/python tools/deid_marker_sweep.py [--dciodvfy]
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import subprocess
 import sys
 import tempfile
 import warnings
@@ -40,8 +44,17 @@ def corpus() -> list[Path]:
             and "__pycache__" not in p.parts and p.suffix not in (".py", ".pyc")]
 
 
+def dciodvfy_errors(path: Path) -> set[str]:
+    """dciodvfy's error lines with UIDs masked."""
+    res = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return {re.sub(r"\d+(\.\d+){2,}", "<UID>", " ".join(line.split()))
+            for line in (res.stdout + res.stderr).splitlines() if line.startswith("Error")}
+
+
 def main() -> int:
     """Run the sweep; exit status 1 if any marker is found."""
+    check = "--dciodvfy" in sys.argv[1:]
+    worse = 0
     warnings.simplefilter("ignore")
     tmp = Path(tempfile.mkdtemp(prefix="deid-sweep-"))
     tried = planted = leaked = 0
@@ -75,9 +88,17 @@ def main() -> int:
         kinds.update(planter.kinds)
         if hits:
             print(f"LEAK {path.name}: {[h.decode() for h in hits[:5]]}")
+        if check:
+            new = dciodvfy_errors(next((folder / "out").rglob("*.dcm"))) - dciodvfy_errors(
+                folder / "f.dcm")
+            if new:
+                worse += 1
+                print(f"dciodvfy {path.name}: {sorted(new)[:2]}")
     print(f"files tried {tried}, markers planted {planted} {dict(kinds)}, markers found {leaked}")
     for why, n in sorted(skipped.items()):
         print(f"  skipped {n}: {why}")
+    if check:
+        print(f"files whose output has a dciodvfy error its input has not: {worse}")
     return 1 if leaked else 0
 
 

@@ -1,11 +1,13 @@
 """Pre-checks on hostile DICOM input, applied before a parser or an allocation trusts it.
 
-* :func:`check_preamble` — PS3.10 §7.1 gives the 128-byte File Preamble to applications;
-  §7.5 ("DICOM File Format with the Preamble used for other purposes") and its security note
-  warn that it can make a file a valid executable as well ("dual-personality" files,
-  CVE-2019-11687: a Windows PE image hidden in the preamble). A preamble that starts with an
-  executable header (PE ``MZ``, ELF, Mach-O, a ``#!`` script) is refused; zeros and the TIFF
-  header that §7.5 names as the intended other use are accepted.
+* :func:`check_preamble` — PS3.10 §7.1: the File Preamble is "a fixed 128 byte field
+  available for Application Profile or implementation specified use. If not used ... all
+  bytes shall be set to 00H", and readers "shall not rely on the content of this Preamble".
+  §7.5 (the preamble used for other purposes, e.g. dual TIFF/DICOM files) and CVE-2019-11687
+  note that the same space can hold a Windows PE or ELF header, making the file a valid
+  executable as well ("dual-personality" files). A preamble that starts with an executable
+  header (PE ``MZ``, ELF, Mach-O, a ``#!`` script) is refused; zeros and the TIFF header
+  (``II*\0`` / ``MM\0*``), the other use §7.5 describes, are accepted.
 * :func:`check_image_size` — Rows × Columns × NumberOfFrames × SamplesPerPixel ×
   BitsAllocated/8 is checked against :data:`MAX_IMAGE_BYTES` and, for native (uncompressed)
   pixel data, against the size of the whole file (PS3.5 §8.1.1: native pixel data is that

@@ -132,7 +132,9 @@ def test_pydicom_preamble_example_with_mz_is_refused(tmp_path):
 def _dicomdir_with(tmp_path: Path, file_id: list[str] | str) -> Path:
     ds = pydicom.dcmread(get_testdata_file("DICOMDIR"))
     records = [r for r in ds.DirectoryRecordSequence if "ReferencedFileID" in r]
-    records[0].ReferencedFileID = file_id
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns that '..' is not a valid CS value
+        records[0].ReferencedFileID = file_id
     path = tmp_path / "DICOMDIR"
     path.write_bytes(_save(ds))
     return path

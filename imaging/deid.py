@@ -21,8 +21,14 @@ UIDs map as ``2.25.<UUID integer>`` from an HMAC-SHA256 of the input UID under t
 the same new UID: series, SEG -> source and frame-of-reference references stay intact. Dates
 are either removed (dummy ``19000101``), shifted back by one per-patient number of whole days
 derived from the key and the Patient ID (Retain Longitudinal Temporal Information with
-Modified Dates, E.3.6), or kept (Full Dates option). Patient ID and name become one pseudonym
-per patient under the same key.
+Modified Dates, E.3.6), or kept (Full Dates option). Patient ID becomes one pseudonym per
+patient under the same key; Patient's Name is emptied (Z).
+
+Combined actions resolve without looking up the object's IOD (:meth:`Rule.action`): the
+alternative that keeps any IOD conformant (``D``, else ``Z``; ``X/Z`` on a non-empty sequence
+keeps its items, de-identified). The Clean options (Descriptors, Structured Content,
+Graphics) are not implemented: their ``C`` falls back to a dummy and their codes are never
+claimed; pixel data is never cleaned (see :func:`burned_in_reason`).
 """
 
 from __future__ import annotations

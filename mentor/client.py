@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
@@ -75,7 +76,9 @@ class MentorClient:
         self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),)
         if client_name:
             self.metadata += (("x-scrubin-client-name", client_name),)
+        self._join_metadata = self.metadata  # Join always goes with the session token
         self.client_name = client_name
+        self._renewer: asyncio.Task[None] | None = None
 
     def use_call_token(self, reply: pb.JoinReply) -> bool:
         """Send ``reply``'s short-lived call token (and its session) on later calls instead
@@ -84,8 +87,38 @@ class MentorClient:
             return False
         self.metadata = (("authorization", f"Bearer {reply.call_token}"),
                          (SESSION_HEADER, reply.session_id)) + tuple(
-            m for m in self.metadata if m[0] not in ("authorization", SESSION_HEADER))
+            m for m in self._join_metadata if m[0] != "authorization")
         return True
+
+    async def use_call_tokens(self, role: str = "", renew_at: float = 0.8) -> pb.JoinReply:
+        """Join, then authenticate every later call with a call token, renewed by a new Join
+        (with the session token) at ``renew_at`` of each token's lifetime until closed.
+
+        Calls opened after a renewal carry the new token; a reconnecting stream picks it up.
+        """
+        if not 0.1 <= renew_at <= 0.95:
+            raise MentorError(f"renew_at {renew_at!r}: expected 0.1..0.95 of the lifetime")
+        reply = await self.join(role)
+        if self.use_call_token(reply) and self._renewer is None:
+            self._renewer = asyncio.create_task(self._renew(role, renew_at, reply))
+        return reply
+
+    async def _renew(self, role: str, renew_at: float, reply: pb.JoinReply) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, renew_at * (reply.call_token_expires - time.time())))
+            while True:
+                try:
+                    reply = await self.join(role)
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() in (grpc.StatusCode.UNAUTHENTICATED,
+                                      grpc.StatusCode.PERMISSION_DENIED):
+                        log.warning("call token renewal refused: %s", exc.details())
+                        return  # ended session or revoked token: calls will say so
+                    log.warning("call token renewal failed (retrying in 1 s): %s",
+                                exc.code().name)  # server restarting: streams retry too
+                    await asyncio.sleep(1.0)
+            self.use_call_token(reply)
 
     async def __aenter__(self) -> MentorClient:
         return self
@@ -96,6 +129,11 @@ class MentorClient:
 
     async def close(self) -> None:
         """Close the channel (open calls are cancelled)."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
         await self.channel.close()
 
     async def join(self, role: str = "", timeout: float = 10.0) -> pb.JoinReply:
@@ -103,7 +141,7 @@ class MentorClient:
         req = pb.JoinRequest(client_name=self.client_name)
         if role:
             req.role = pb.Role.Value(f"ROLE_{role.upper()}")
-        return await self.stub.Join(req, metadata=self.metadata, timeout=timeout)
+        return await self.stub.Join(req, metadata=self._join_metadata, timeout=timeout)
 
     def annotations(self, after_seq: int = 0) -> AnnotationStream:
         """An annotation stream that resumes after ``after_seq`` (call ``start()``)."""

@@ -26,7 +26,7 @@ from scrubin.mentor.events import PB_TO_ROLE, event_from_pb, event_to_pb
 from scrubin.mentor.hub import AuthError, FeedClosedError, Hub
 from scrubin.mentor.store import Identity
 from scrubin.mentor.telemetry import check_frame
-from scrubin.mentor.tokens import SESSION_HEADER
+from scrubin.mentor.tokens import SESSION_HEADER, looks_like_jwt
 from scrubin.protos import mentor_pb2 as pb
 from scrubin.protos import mentor_pb2_grpc as pb_grpc
 
@@ -39,6 +39,13 @@ def author_name(role: str, client_name: str) -> str:
     return f"{role}:{name}" if name else role
 
 
+def _bearer(context: grpc.aio.ServicerContext) -> str:
+    """The token of the call's ``authorization: Bearer`` metadata ("" when none)."""
+    meta = {m.key: m.value for m in context.invocation_metadata() or ()}
+    auth = str(meta.get("authorization", ""))
+    return auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+
+
 class MentorService(pb_grpc.MentorServicer):
     """Implementation of ``scrubin.mentor.v1.Mentor`` over a :class:`Hub`."""
 
@@ -49,8 +56,7 @@ class MentorService(pb_grpc.MentorServicer):
                         roles: tuple[str, ...] = ("surgeon", "mentor", "observer")
                         ) -> tuple[Identity, str]:
         meta = {m.key: m.value for m in context.invocation_metadata() or ()}
-        auth = str(meta.get("authorization", ""))
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        token = _bearer(context)
         session_id = str(meta.get(SESSION_HEADER, ""))
         try:
             ident = await self.hub.identify(token, "token", action, context.peer(), roles,
@@ -68,6 +74,12 @@ class MentorService(pb_grpc.MentorServicer):
                    context: grpc.aio.ServicerContext) -> pb.JoinReply:
         """Check the token; audit the join; return the session's facts."""
         ident, _ = await self._identify(context, "Join")
+        if looks_like_jwt(_bearer(context)):  # else a call token could renew itself forever
+            await self.hub.db(self.hub.store.audit, ident.session_id, ident.role,
+                              ident.author or None, "refused",
+                              "Join: a call token cannot renew itself", context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                "Join: needs the session token, not a call token")
         if request.role != pb.ROLE_UNSPECIFIED and PB_TO_ROLE.get(request.role) != ident.role:
             await self.hub.db(self.hub.store.audit, ident.session_id, ident.role, None, "refused",
                               f"Join: asked for role {pb.Role.Name(request.role)}",

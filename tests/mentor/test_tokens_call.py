@@ -31,19 +31,23 @@ def server_key(server) -> bytes:
     return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
 
 
-async def call_join(server, token: str, session_id: str | None) -> grpc.StatusCode:
-    """``Join`` with ``token``; the status it ends with (OK when accepted)."""
+async def call_annotations(server, token: str, session_id: str | None) -> grpc.StatusCode:
+    """An ``Annotations`` call with ``token``: hello, half-close; the status it ends with
+    (OK when accepted: the server replays and ends the call)."""
     meta = [("authorization", f"Bearer {token}")]
     if session_id is not None:
         meta.append((SESSION_HEADER, session_id))
     creds = grpc.ssl_channel_credentials(server.cert_path.read_bytes())
     async with grpc.aio.secure_channel(server.grpc_target, creds) as ch:
-        stub = pb_grpc.MentorStub(ch)
+        call = pb_grpc.MentorStub(ch).Annotations(metadata=meta, timeout=5)
         try:
-            await stub.Join(pb.JoinRequest(), metadata=meta, timeout=5)
+            await call.write(pb.AnnotationClientMessage(hello=pb.Hello(after_seq=0)))
+            await call.done_writing()
+            async for _ in call:
+                pass
         except grpc.aio.AioRpcError as exc:
             return exc.code()
-        return grpc.StatusCode.OK
+        return (await call.code())
 
 
 async def publish(server, token: str, session_id: str) -> grpc.StatusCode:
@@ -114,9 +118,9 @@ def test_expired_and_forged_tokens_unauthenticated_and_audited(tmp_path):
             async with MentorClient(server.grpc_target, made.tokens["mentor"],
                                     server.cert_path) as c:
                 short = (await c.join()).call_token
-            assert await call_join(server, short, sid) == grpc.StatusCode.OK
+            assert await call_annotations(server, short, sid) == grpc.StatusCode.OK
             await asyncio.sleep(1.2)
-            assert await call_join(server, short, sid) == grpc.StatusCode.UNAUTHENTICATED
+            assert await call_annotations(server, short, sid) == grpc.StatusCode.UNAUTHENTICATED
 
             now = int(time.time())
             claims = {"iss": "scrubin", "aud": sid, "sub": "surgeon", "role": "surgeon",
@@ -130,17 +134,17 @@ def test_expired_and_forged_tokens_unauthenticated_and_audited(tmp_path):
             tampered = ".".join((head, base64.urlsafe_b64encode(
                 json.dumps(lifted).encode()).rstrip(b"=").decode(), sig))
             for token in (other_key, unsigned, tampered):
-                assert await call_join(server, token, sid) == grpc.StatusCode.UNAUTHENTICATED
+                assert await call_annotations(server, token, sid) == grpc.StatusCode.UNAUTHENTICATED
             # A server-signed token is accepted only when the call names its session.
-            assert await call_join(server, good, sid) == grpc.StatusCode.OK
-            assert await call_join(server, good, None) == grpc.StatusCode.UNAUTHENTICATED
+            assert await call_annotations(server, good, sid) == grpc.StatusCode.OK
+            assert await call_annotations(server, good, None) == grpc.StatusCode.UNAUTHENTICATED
             details = await refusals(server)
             assert sum("expired" in d for d in details) == 1
             assert sum("bad signature" in d for d in details) == 2
             assert sum("alg 'none' refused" in d for d in details) == 1
             assert sum("names no session" in d for d in details) == 1
             await server.hub.db(server.hub.store.end_session, sid)
-            assert await call_join(server, good, sid) == grpc.StatusCode.UNAUTHENTICATED
+            assert await call_annotations(server, good, sid) == grpc.StatusCode.UNAUTHENTICATED
             assert any("ended session" in d for d in await refusals(server))
     asyncio.run(main())
 
@@ -154,7 +158,7 @@ def test_wrong_session_and_wrong_role_permission_denied_and_audited(tmp_path):
                 observer_a = (await c.join()).call_token
             # Session A's call token and session A's session token, on a call naming B.
             for token in (observer_a, a.tokens["observer"]):
-                assert await call_join(server, token, b.session_id) == \
+                assert await call_annotations(server, token, b.session_id) == \
                     grpc.StatusCode.PERMISSION_DENIED
             # The observer's call token on the surgeon-only PublishTelemetry.
             assert await publish(server, observer_a, a.session_id) == \
@@ -162,8 +166,54 @@ def test_wrong_session_and_wrong_role_permission_denied_and_audited(tmp_path):
             log = await server.hub.db(server.hub.store.audit_log)
             refused = [(r["session_id"], r["role"], r["detail"]) for r in log
                        if r["action"] == "refused"]
-            assert (a.session_id, "observer", "Join: token of another session") in refused
+            assert (a.session_id, "observer", "Annotations: token of another session") in refused
             assert sum("of another session" in d for _, _, d in refused) == 2
             assert (a.session_id, "observer",
                     "PublishTelemetry: role observer may not") in refused
+    asyncio.run(main())
+
+
+def test_join_needs_the_session_token_so_a_call_token_cannot_renew_itself(tmp_path):
+    async def main():
+        async with running(tmp_path) as server:
+            made = await new_session(server)
+            async with MentorClient(server.grpc_target, made.tokens["mentor"],
+                                    server.cert_path) as c:
+                token = (await c.join()).call_token
+            creds = grpc.ssl_channel_credentials(server.cert_path.read_bytes())
+            async with grpc.aio.secure_channel(server.grpc_target, creds) as ch:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await pb_grpc.MentorStub(ch).Join(pb.JoinRequest(), timeout=5, metadata=[
+                        ("authorization", f"Bearer {token}"),
+                        (SESSION_HEADER, made.session_id)])
+            assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "Join: a call token cannot renew itself" in await refusals(server)
+    asyncio.run(main())
+
+
+def test_client_renews_its_call_token_before_it_expires(tmp_path):
+    """2-s tokens renewed at half their life: calls 3 s later still pass, each with a newer
+    token; the first token, expired by then, is refused."""
+    async def main():
+        async with running(tmp_path, call_token_ttl_s=2) as server:
+            made = await new_session(server)
+            async with MentorClient(server.grpc_target, made.tokens["mentor"],
+                                    server.cert_path) as c:
+                first = (await c.use_call_tokens(renew_at=0.5)).call_token
+                await asyncio.sleep(3.0)
+                now = dict(c.metadata)["authorization"].removeprefix("Bearer ")
+                assert now != first and now.count(".") == 2
+                assert await call_annotations(server, now, made.session_id) == \
+                    grpc.StatusCode.OK
+                assert await call_annotations(server, first, made.session_id) == \
+                    grpc.StatusCode.UNAUTHENTICATED
+                stream = c.annotations()  # the project's stream, on the renewed token
+                await stream.start()
+                try:
+                    assert await stream.send(stroke(1)) == 1
+                finally:
+                    await stream.close()
+            joins = [r for r in await server.hub.db(server.hub.store.audit_log)
+                     if r["action"] == "join"]
+            assert len(joins) >= 3  # the first Join and >= 2 renewals in 3 s
     asyncio.run(main())

@@ -143,6 +143,7 @@ class AudioSink:
         self.record_path = record_path
         self._recorder: Any = None
         self._task: asyncio.Task[None] | None = None
+        self.on_frame: Any = None  # called with each received frame (session recorder)
 
     async def start(self) -> None:
         """Start consuming (and recording)."""
@@ -160,6 +161,8 @@ class AudioSink:
         try:
             while True:
                 f = await self.track.recv()
+                if self.on_frame is not None:
+                    self.on_frame(f)
                 a = f.to_ndarray().astype(np.float64).ravel()
                 if f.format.name.startswith("s16"):
                     a /= 32768.0

@@ -265,6 +265,11 @@ class Recorder:
             self._cv.notify()
         return True
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closing
+
     def close(self) -> RecorderStats:
         """Write what is queued, the summary and index; publish the file under its name."""
         with self._cv:

@@ -77,3 +77,30 @@ class OpusVoice:
                 out.append((bytes(p), self._unix_at_pts0 + float(p.pts) / OPUS_RATE))
         self.packets += len(out)
         return out
+
+
+def voice_name(prefix: str, ident: str) -> str:
+    """A topic-safe voice name ``prefix-ident`` (other characters become ``_``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{prefix}-{ident}")[:64]
+
+
+def tap_track(track: Any, recorder: Any, name: str) -> Any:
+    """Feed every frame of an audio track (e.g. a relay subscription of the station's
+    microphone) to ``recorder.add_audio(name, ...)`` until the track or the recorder ends;
+    returns the task (call on the event loop). A relay subscription made with
+    ``buffered=False`` (as the viewers' are) skips frames while the event loop stalls: they are
+    gaps on the voice's media clock, as for the viewers."""
+    import asyncio
+
+    from aiortc.mediastreams import MediaStreamError
+
+    audio_topic(name)
+
+    async def run() -> None:
+        try:
+            while not recorder.closed:
+                recorder.add_audio(name, await track.recv())
+        except (MediaStreamError, asyncio.CancelledError):
+            pass
+
+    return asyncio.ensure_future(run())

@@ -29,6 +29,7 @@ from scrubin.mentor.errors import MentorError
 from scrubin.mentor.ice import ice_configuration
 from scrubin.mentor.media import VideoFanout, hook_keyframe_requests
 from scrubin.mentor.media_audio import AudioSink, AudioSource
+from scrubin.mentor.recording_audio import voice_name
 from scrubin.mentor.station_meta import FrameMeta, MetaHistory
 from scrubin.mentor.strip import with_strip
 
@@ -138,6 +139,9 @@ class SurgeonStation:
             if track.kind == "audio":
                 path = self.record_audio(peer_id) if self.record_audio else None
                 peer.audio_in = AudioSink(track, path)
+                name = voice_name(peer.role or "viewer", peer_id)
+                peer.audio_in.on_frame = lambda f: (self.recorder is not None
+                                                    and self.recorder.add_audio(name, f))
                 asyncio.ensure_future(peer.audio_in.start())
 
         @pc.on("connectionstatechange")

@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mcap.reader import make_reader
 
@@ -33,7 +34,7 @@ async def _session(tmp_path: Path, record: bool) -> dict:
         OverlayRequest("synthetic", tmp_path / "view.mp4", frames=FRAMES, width=640,
                        height=360),
         server.grpc_target, made.tokens["surgeon"], server.cert_path, "theatre 1",
-        record=tmp_path / "session.mcap")
+        audio_in="tone:440", record=tmp_path / "session.mcap")
     station = asyncio.create_task(asyncio.to_thread(run_surgeon, req))
     mentor = MentorClient(server.grpc_target, made.tokens["mentor"], server.cert_path, "Dr M")
     out: dict = {"session_id": made.session_id}
@@ -86,6 +87,14 @@ def test_station_records_a_recorded_session(tmp_path: Path) -> None:
     assert frames[-1]["annotation_seq"] >= out["seq"]
     assert {f["tracking"] for f in frames} <= {"LIVE", "HELD", "STALE", "LOST"}
     assert all("encode" in f["stages_ms"] for f in frames)
+    audio = [x.log_time / 1e9 for t, x in msgs if t == "/audio/station"]  # the theatre mic
+    steps = np.diff(audio) / 0.020  # on the 20-ms media clock; a frame the unbuffered relay
+    assert len(audio) > 10 and np.allclose(steps, np.round(steps), atol=1e-3)  # dropped: gap
+    assert np.mean(np.round(steps) == 1) > 0.5  # the loop stalls on 2 shared cores
+    # one clock: the mic is tapped from joining (before the pipeline's first frame) until
+    # the recorder closes after the last frame (the synthetic source's capture times fall
+    # behind the wall clock when the pipeline runs slower than 30 fps: no upper bound)
+    assert audio[0] < frames[0]["capture_time"] < frames[-1]["capture_time"] < audio[-1]
     rep = replay_to_mp4(rec, tmp_path / "replay.mp4")
     assert rep.frames == len(frames) and rep.strip_mismatch == 0
     assert not rep.drew_annotations and (rep.width, rep.height) == (640, 360)

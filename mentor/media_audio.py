@@ -119,11 +119,12 @@ class AudioSource:
             self._track = self._player.audio
         self._relay = MediaRelay()
 
-    def track(self) -> Any:
-        """A track for one more viewer, or None without an input."""
+    def track(self, buffered: bool = False) -> Any:
+        """A track for one more viewer, or None without an input (``buffered``: every frame
+        queued, for a consumer that must not skip any, e.g. the session recorder)."""
         if self._track is None:
             return None
-        return self._relay.subscribe(self._track, buffered=False)
+        return self._relay.subscribe(self._track, buffered=buffered)
 
     def close(self) -> None:
         """Stop the input."""

@@ -87,9 +87,9 @@ def voice_name(prefix: str, ident: str) -> str:
 def tap_track(track: Any, recorder: Any, name: str) -> Any:
     """Feed every frame of an audio track (e.g. a relay subscription of the station's
     microphone) to ``recorder.add_audio(name, ...)`` until the track or the recorder ends;
-    returns the task (call on the event loop). A relay subscription made with
-    ``buffered=False`` (as the viewers' are) skips frames while the event loop stalls: they are
-    gaps on the voice's media clock, as for the viewers."""
+    returns the task (call on the event loop). Give it a buffered relay subscription: an
+    unbuffered one (as the viewers' senders use) keeps only the newest frame and skips the
+    others whenever the event loop stalls (gaps on the voice's media clock)."""
     import asyncio
 
     from aiortc.mediastreams import MediaStreamError

@@ -209,7 +209,7 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
                 def on_join(j: Any) -> None:
                     station.recorder = Recorder(req.record, j.recording, j.session_id,
                                                 j.author, (encoder.width, encoder.height)).start()
-                    mic = audio.track()  # the theatre microphone, as the viewers hear it
+                    mic = audio.track(buffered=True)  # the theatre microphone, every frame
                     if mic is not None:
                         tap_track(mic, station.recorder, "station")
 

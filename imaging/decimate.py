@@ -21,7 +21,9 @@ def decimate(mesh: Mesh, max_triangles: int, aggressiveness: float = 7.0) -> Mes
     repeated vertex index by collapses are removed; vertices are never welded by position and
     zero-area triangles are kept, since either would open a closed surface. When a watertight
     input comes out non-manifold (the collapses joined two sheets along an edge), decimation is
-    redone with other aggressiveness values (:data:`RETRY_AGGRESSIVENESS`) until it is closed.
+    redone with other aggressiveness values (:data:`RETRY_AGGRESSIVENESS`) and the first
+    closed result within budget is returned; if there is none (very thin sheets decimated
+    hard), the first result is.
 
     Raises
     ------
@@ -34,14 +36,15 @@ def decimate(mesh: Mesh, max_triangles: int, aggressiveness: float = 7.0) -> Mes
         raise MeshError(f"triangle budget must be at least 4, got {max_triangles}")
     if mesh.n_faces <= max_triangles:
         return mesh.copy()
-    closed = mesh.is_watertight()
     out = _simplify(mesh, max_triangles, aggressiveness)
+    if out.is_watertight() or not mesh.is_watertight():
+        return out
     for agg in RETRY_AGGRESSIVENESS:
-        if not closed or out.is_watertight():
-            break
         # the edge collapses occasionally join two sheets along one edge (shared by 4 faces);
-        # another collapse order (aggressiveness) avoids it
-        out = _simplify(mesh, max_triangles, agg)
+        # another collapse order (aggressiveness) often avoids it
+        retry = _simplify(mesh, max_triangles, agg)
+        if retry.n_faces <= max_triangles and retry.is_watertight():
+            return retry
     return out
 
 
@@ -64,6 +67,8 @@ def _simplify(mesh: Mesh, max_triangles: int, aggressiveness: float) -> Mesh:
         if len(tris) <= max_triangles:
             break
         target = int(target * max_triangles / len(tris)) - 1
+        if target < 4:  # the collapses cannot reach the budget; keep the closest result
+            break
         reduction = 1.0 - target / mesh.n_faces
     tris = np.asarray(tris, dtype=np.int64)
     keep = (tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 0] != tris[:, 2])

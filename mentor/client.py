@@ -71,7 +71,9 @@ class MentorClient:
         creds = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes(),
                                              certificate_chain=pair[0], private_key=pair[1])
         self.channel = grpc.aio.secure_channel(target, creds, options=[
-            ("grpc.keepalive_time_ms", 20000), ("grpc.keepalive_timeout_ms", 10000)])
+            ("grpc.keepalive_time_ms", 20000), ("grpc.keepalive_timeout_ms", 10000),
+            ("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.min_reconnect_backoff_ms", 250)])
         self.stub = pb_grpc.MentorStub(self.channel)
         self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),)
         if client_name:

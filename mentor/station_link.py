@@ -36,6 +36,8 @@ from scrubin.mentor.station_meta import FrameMeta
 
 log = logging.getLogger(__name__)
 
+RESIGNAL_S = (0.1, 0.25, 0.5, 1.0, 2.0)  # back-off of reopening the Signal call
+
 
 def telemetry_pb(meta: FrameMeta, latency_ms: float = 0.0) -> Any:
     """The ``TelemetryFrame`` of one frame's metadata."""
@@ -157,30 +159,49 @@ class StationLink:
             loop.call_soon_threadsafe(self._new_meta.set)
 
     async def _telemetry(self) -> None:
-        pub = self.client.telemetry_publisher()
-        try:
-            while True:
-                await self._new_meta.wait()
-                self._new_meta.clear()
-                meta = self._latest
-                if meta is not None:
-                    await pub.send(telemetry_pb(meta, (time.time() - meta.capture_time) * 1e3))
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pub.finish(), 1.0)
-            raise
-        except Exception as exc:  # telemetry loss must not stop the video
-            self.errors.append(f"telemetry: {exc}")
+        while True:  # a failed call (server restart, link loss) is reopened after a pause
+            pub = self.client.telemetry_publisher()
+            try:
+                while True:
+                    await self._new_meta.wait()
+                    self._new_meta.clear()
+                    meta = self._latest
+                    if meta is not None:
+                        await pub.send(telemetry_pb(meta,
+                                                    (time.time() - meta.capture_time) * 1e3))
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pub.finish(), 1.0)
+                raise
+            except Exception as exc:  # telemetry loss must not stop the video
+                self.errors.append(f"telemetry: {exc}")
+            await asyncio.sleep(1.0)
 
     # ------------------------------------------------------------------ signalling
     async def _signals(self) -> None:
+        import grpc
+
         from scrubin.protos import mentor_pb2 as pb
 
+        attempt = 0
         while True:
-            msg = await self.signal.recv()
+            try:
+                msg = await self.signal.recv()
+            except grpc.aio.AioRpcError as exc:
+                msg = None
+                self.errors.append(f"signalling call failed: {exc.code().name}")
             if msg is None:
-                self.errors.append("signalling call ended by the server")
-                return
+                # the server restarted or the link dropped: open a new Signal call (a newer
+                # station call replaces an older one on the server), backing off to 2 s
+                self.errors.append("signalling call ended; reopening")
+                self.signal.close()
+                await asyncio.sleep(RESIGNAL_S[min(attempt, len(RESIGNAL_S) - 1)])
+                attempt += 1
+                self.signal = self.client.signal()
+                with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):
+                    await self.signal.wait_open(5.0)
+                    attempt = 0
+                continue
             if msg.sdp_type == "offer":
                 try:
                     role = pb.Role.Name(msg.role).removeprefix("ROLE_").lower()

@@ -109,7 +109,8 @@ class NativeViewer:
 
     def __post_init__(self) -> None:
         self.relays: list[IceRelay] = []
-        self._answers: asyncio.Queue[Any] = asyncio.Queue()
+        self._answers: asyncio.Queue[Any] = asyncio.Queue()   # (call generation, msg|None)
+        self._gen = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._closing = False
         self.sig: Any = None
@@ -121,13 +122,28 @@ class NativeViewer:
         self._tasks.append(asyncio.create_task(self._run()))
 
     async def _read_signals(self) -> None:
+        import grpc
+
         while True:
-            msg = await self.sig.recv()
-            if msg is None:
-                self.errors.append("signal call ended")
-                return
+            try:
+                msg = await self.sig.recv()
+            except grpc.aio.AioRpcError as exc:
+                msg = None
+                self.errors.append(f"{time.time():.2f} signal call failed: {exc.code().name} "
+                                   f"{exc.details()}")
+            if msg is None:     # reopen (server restart, connection reset) after a pause
+                self._answers.put_nowait((self._gen, None))   # an offer on it is lost
+                self._gen += 1
+                self.sig.close()
+                await asyncio.sleep(0.25)
+                self.sig = self.client.signal()
+                with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):
+                    await self.sig.wait_open(5.0)
+                continue
             if msg.sdp_type == "answer":
-                self._answers.put_nowait(msg)
+                self._answers.put_nowait((self._gen, msg))
+            elif msg.sdp_type == "bye":
+                self._answers.put_nowait((self._gen, None))
 
     @property
     def relay(self) -> IceRelay:
@@ -154,7 +170,7 @@ class NativeViewer:
             try:
                 await self._attempt()
             except Exception as exc:  # recorded; the next attempt starts
-                self.errors.append(repr(exc))
+                self.errors.append(f"{time.time():.2f} {exc!r}")
                 await asyncio.sleep(0.2)
 
     async def _attempt(self) -> None:
@@ -197,8 +213,15 @@ class NativeViewer:
         pc.on("track", lambda tr: tasks.append(asyncio.ensure_future(consume(tr))))
         try:
             await pc.setLocalDescription(await pc.createOffer())
+            gen = self._gen
             await self.sig.send("offer", await self.relay.rewrite_offer(pc.localDescription.sdp))
-            ans = await self._answers.get()          # one outstanding offer at a time
+            while True:          # one outstanding offer per call: its answer is the next one
+                g, ans = await asyncio.wait_for(self._answers.get(), 20.0)
+                if g == gen:
+                    break
+            if ans is None:
+                att.lost = time.time()
+                return
             att.answered = time.time()
             await pc.setRemoteDescription(RTCSessionDescription(
                 await self.relay.rewrite_answer(ans.sdp), "answer"))

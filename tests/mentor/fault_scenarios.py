@@ -52,6 +52,9 @@ class Rig:
             self.plis += 1
             request()
         self.live.encoder.request_keyframe = counted  # type: ignore[method-assign]
+        self.peer_events: list[tuple[float, str, str]] = []
+        self.live.station.on_peer = lambda what, peer: self.peer_events.append(
+            (time.time(), what, peer.peer_id))
         await asyncio.to_thread(self.live.start)
         host, port = self.server.grpc_target.rsplit(":", 1)
         self.tcp = TcpRelay((host, int(port)), self.tcp_cfg, self.tcp_cfg, mode=self.tcp_mode)
@@ -172,8 +175,9 @@ async def blackout_run(tmp: Path, seconds: float, tcp_mode: str = "stall") -> di
         aid, ids, seqs = await stroke
         await asyncio.sleep(0.5)
         lost_viewer = [x.lost for x in rig.viewer.attempts if x.lost and x.lost >= t_cut]
-        lost_station = [t for t, _, what in rig.live.station.link_events
-                        if what == "lost" and t >= t_cut]
+        # the station notices by its heartbeat ("lost") or by the server's bye ("closed")
+        lost_station = [t for t, what, _ in rig.peer_events
+                        if what in ("lost", "closed") and t >= t_cut]
         resumed = [x.first_frame for x in rig.viewer.attempts[n_before:]
                    if x.first_frame is not None and x.first_frame > t_back]
         return {"viewer_lost_after_s": min(lost_viewer) - t_cut if lost_viewer else None,
@@ -181,4 +185,10 @@ async def blackout_run(tmp: Path, seconds: float, tcp_mode: str = "stall") -> di
                 "resumed_after_return_s": min(resumed) - t_back if resumed else None,
                 "new_peer_connections": len(rig.viewer.attempts) - n_before,
                 "stroke": (ids, seqs, rig.station_saw(aid)),
+                "station_by": [w for t, w, _ in rig.peer_events if t >= t_cut][:1],
+                "attempts_tail": [tuple(None if v is None else round(v - t_back, 2) for v in (
+                    x.started, x.answered, x.first_meta, x.first_frame, x.lost))
+                    for x in rig.viewer.attempts[-3:]],
+                "station_peer_events": [(round(t - t_back, 2), w) for t, w, _ in
+                                        rig.peer_events if t >= t_cut][-6:],
                 "tcp_resets": rig.tcp.resets, "viewer_errors": rig.viewer.errors}

@@ -88,9 +88,8 @@ def test_station_records_a_recorded_session(tmp_path: Path) -> None:
     assert {f["tracking"] for f in frames} <= {"LIVE", "HELD", "STALE", "LOST"}
     assert all("encode" in f["stages_ms"] for f in frames)
     audio = [x.log_time / 1e9 for t, x in msgs if t == "/audio/station"]  # the theatre mic
-    steps = np.diff(audio) / 0.020  # on the 20-ms media clock; a frame the unbuffered relay
-    assert len(audio) > 10 and np.allclose(steps, np.round(steps), atol=1e-3)  # dropped: gap
-    assert np.mean(np.round(steps) == 1) > 0.5  # the loop stalls on 2 shared cores
+    assert len(audio) > 10  # every 20-ms packet, on the voice's media clock, none skipped
+    np.testing.assert_allclose(np.diff(audio), 0.020, atol=1e-5)
     # one clock: the mic is tapped from joining (before the pipeline's first frame) until
     # the recorder closes after the last frame (the synthetic source's capture times fall
     # behind the wall clock when the pipeline runs slower than 30 fps: no upper bound)

@@ -233,6 +233,74 @@ def _pb_annotation(data: bytes, workdir: Path) -> None:
         json.dumps(event, allow_nan=False)
 
 
+_MENTOR: dict[str, object] = {}
+
+
+def _mentor_server(workdir: Path) -> tuple[object, tuple[tuple[str, str], ...]]:
+    """A real MentorServer (gRPC over TLS, self-signed) on 127.0.0.1 in a thread of this
+    worker, one session, and the surgeon's call metadata (after Join)."""
+    if "channel" not in _MENTOR:
+        import asyncio
+        import threading
+
+        import grpc
+
+        from scrubin.mentor.server import MentorServer, ServerConfig
+        from scrubin.protos import mentor_pb2 as pb
+        from scrubin.protos import mentor_pb2_grpc as pb_grpc
+
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, daemon=True).start()
+        server = MentorServer(ServerConfig(db=workdir / "mentor" / "mentor.db", host="127.0.0.1",
+                                           port=0, grpc_port=0, ice_hosts=["127.0.0.1"]))
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(60)
+
+        async def session() -> object:
+            return await server.hub.db(server.hub.store.new_session, False, "fuzz")
+
+        made = asyncio.run_coroutine_threadsafe(session(), loop).result(30)
+        assert server.cert_path is not None
+        creds = grpc.ssl_channel_credentials(server.cert_path.read_bytes())
+        channel = grpc.secure_channel(server.grpc_target, creds)
+        reply = pb_grpc.MentorStub(channel).Join(
+            pb.JoinRequest(), timeout=10,
+            metadata=(("authorization", f"Bearer {made.tokens['surgeon']}"),))  # type: ignore[attr-defined]
+        _MENTOR.update(server=server, loop=loop, channel=channel, metadata=(
+            ("authorization", f"Bearer {reply.call_token}"),
+            ("x-scrubin-session", reply.session_id)))
+    return _MENTOR["channel"], _MENTOR["metadata"]  # type: ignore[return-value]
+
+
+def _mentor_grpc(method: str) -> Callable[[bytes, Path], None]:
+    def run(data: bytes, workdir: Path) -> None:
+        """The raw bytes as one request message of a client stream to the real server; the
+        servicer must answer with a status it chose (an unexpected exception in the servicer
+        comes back as UNKNOWN), and the server must keep answering."""
+        import grpc
+
+        from scrubin.mentor.errors import MentorError
+
+        channel, metadata = _mentor_server(workdir)
+        call = channel.stream_stream(f"/scrubin.mentor.v1.Mentor/{method}")  # type: ignore[attr-defined]
+        try:
+            for _ in call(iter([data]), metadata=metadata, timeout=10):
+                pass
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]
+            details = str(exc.details())  # type: ignore[attr-defined]
+            if code == grpc.StatusCode.UNKNOWN and "protobuf.message.DecodeError" in details:
+                # grpc.aio's stream deserializer refused the bytes (the call ends, the server
+                # goes on); the servicer never saw a message
+                raise MentorError(f"{method}: undecodable message") from None
+            if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise AssertionError(f"{method}: {code.name}: {exc.details()}") from None  # type: ignore[attr-defined]
+            raise MentorError(f"{method}: {code.name}") from None
+        health = channel.unary_unary("/grpc.health.v1.Health/Check")  # type: ignore[attr-defined]
+        health(b"", timeout=10)  # still serving (empty HealthCheckRequest)
+
+    return run
+
+
 def _pb_telemetry(data: bytes, workdir: Path) -> None:
     """A TelemetryFrame as PublishTelemetry checks it, then its JSON form sent to pages."""
     from scrubin.mentor.telemetry import check_frame, frame_to_json
@@ -281,6 +349,8 @@ TARGETS: dict[str, Target] = {t.name: t for t in [
     Target("mentor_ws", _ws_message, _mentor_errors, text=True),
     Target("mentor_pb", _pb_annotation, _mentor_errors),
     Target("telemetry_pb", _pb_telemetry, _mentor_errors),
+    Target("mentor_grpc", _mentor_grpc("Annotations"), _mentor_errors),
+    Target("telemetry_grpc", _mentor_grpc("PublishTelemetry"), _mentor_errors),
 ]}
 
 

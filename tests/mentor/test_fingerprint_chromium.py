@@ -48,7 +48,8 @@ STATE_JS = """async () => {
 class AiortcPeer:
     """An aiortc answerer on its own loop/thread (Playwright's sync API owns this thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, config=None) -> None:
+        self.config = config  # RTCConfiguration (default: host candidates on 127.0.0.1)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -61,7 +62,7 @@ class AiortcPeer:
         from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 
         restrict_host_addresses(["127.0.0.1"])
-        self.pc = pc = RTCPeerConnection(ice_configuration())
+        self.pc = pc = RTCPeerConnection(self.config or ice_configuration())
         pc.addTrack(VideoStreamTrack())
 
         @pc.on("datachannel")

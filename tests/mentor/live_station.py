@@ -109,7 +109,10 @@ class LiveStation:
         # annotation id -> (frame id, time.time()) of the first composite showing it with more
         # than one point (the mentor's first pointermove has arrived and is drawn)
         self.first_moved: dict[str, tuple[int, float]] = {}
-        self.frame_id = 0
+        # session-unique ids (DESIGN): a 60 Hz clock since 2026-01-01, so a restarted station
+        # never reuses one; the i-th sent frame has id first_frame_id + i
+        self.first_frame_id = int((time.time() - 1767225600.0) * 60) % 2**32
+        self.frame_id = self.first_frame_id - 1
         self.loop = asyncio.new_event_loop()
         self._stop = threading.Event()
         self._ready = threading.Event()

@@ -122,8 +122,8 @@ def test_stroke_on_moving_delayed_video_anchors_on_fiducial(
         while stroke is None and time.monotonic() < deadline:
             f = page.evaluate(NEXT_FRAME)
             aim = f["frame_id"] + lag
-            assert station.frames[f["frame_id"]].index == f["frame_id"] - 1
-            k = pingpong(aim - 1)
+            assert station.frames[f["frame_id"]].index == f["frame_id"] - station.first_frame_id
+            k = pingpong(aim - station.first_frame_id)
             speed, turn = _motion(scene, k)
             if k > 14 or speed < 50 or turn < 20:   # the camera turns >= 20 deg/s until ~0.5 s
                 continue

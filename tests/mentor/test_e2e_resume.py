@@ -137,3 +137,31 @@ def test_drops_and_reload_reach_the_station_exactly_once(chromium, mentor_server
     finally:
         page.context.close()
         station.stop()
+
+
+def test_video_comes_back_after_the_station_restarts(chromium, mentor_server) -> None:
+    sid, tokens = mentor_server.new_session()
+
+    def start() -> LiveStation:
+        return LiveStation(mentor_server.server.grpc_target, tokens["surgeon"],
+                           str(mentor_server.server.cert_path), _source, None).start()
+
+    station = start()
+    page = new_page(chromium)
+    try:
+        page.goto(f"{mentor_server.url}/m/{sid}#token={tokens['mentor']}")
+        page.wait_for_function("() => window.scrubin.state.frameLog.length > 10",
+                               timeout=WAIT_MS)
+        station.stop()                           # the station goes away (presence false)
+        page.wait_for_function("() => window.scrubin.state.peerState === 'surgeon offline'",
+                               timeout=WAIT_MS)
+        station = start()                        # and comes back: the page offers again
+        first_new = station.first_frame_id
+        page.wait_for_function(
+            f"() => window.scrubin.state.frameLog.filter((f) => f.frame_id >= {first_new})"
+            ".length > 10", timeout=WAIT_MS)
+        assert page.inner_text("#st-conn") == "connected / video connected"
+        assert station.errors == [] and station.link.errors == [] and page.errors == []
+    finally:
+        page.context.close()
+        station.stop()

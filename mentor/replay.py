@@ -145,6 +145,8 @@ class ReplayReport:
     tre_mm_median: float | None = None
     stages_ms_median: dict[str, float] = field(default_factory=dict)
     drew_annotations: bool = False
+    voices: list[str] = field(default_factory=list)
+    voice_packets: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """Plain dict (for ``--json``)."""
@@ -180,12 +182,13 @@ class _Mp4:
 
 
 def replay_to_mp4(path: str | Path, out: str | Path, annotations: str = "auto",
-                  fps: float = 30.0) -> ReplayReport:
+                  fps: float = 30.0, voices: bool = True) -> ReplayReport:
     """Render a recording into ``out`` (MP4, view size, annotations per ``annotations``).
 
     ``annotations``: ``auto`` draws them unless the station drew them into the picture,
     ``draw`` always, ``none`` never. ``fps`` is the nominal rate written in the header (the
-    timestamps are the recorded ones).
+    timestamps are the recorded ones). ``voices``: the recorded voices mixed into one AAC
+    track on the same clock (:mod:`scrubin.mentor.replay_audio`).
     """
     import av
 
@@ -202,6 +205,11 @@ def replay_to_mp4(path: str | Path, out: str | Path, annotations: str = "auto",
     rec = open_recording(path)
     draw = annotations == "draw" or (annotations == "auto" and not rec.annotations_in_video)
     rep = ReplayReport(events=len(rec.events), drew_annotations=draw)
+    if voices:
+        from scrubin.mentor.replay_audio import VoiceMix, mix_voices, voice_topics
+
+        rep.voices = voice_topics(path)
+    mix = None
     board = AnnotationBoard()
     ev_i = 0
     ctx = av.CodecContext.create("h264", "r")
@@ -242,6 +250,8 @@ def replay_to_mp4(path: str | Path, out: str | Path, annotations: str = "auto",
                 if mp4 is None:
                     mp4 = _Mp4(tmp, meta.width, meta.height, fps)
                     t0 = meta.capture_time
+                    if rep.voices:  # every stream is added before the first packet
+                        mix = VoiceMix(mp4.c, t0)
                     rep.width, rep.height = meta.width, meta.height
                 assert t0 is not None
                 mp4.write(view, meta.capture_time - t0)
@@ -256,6 +266,10 @@ def replay_to_mp4(path: str | Path, out: str | Path, annotations: str = "auto",
                     stages.setdefault(k, []).append(float(v))
         if mp4 is None:
             raise RecordingError(f"recording {path}: no decodable video frame")
+        if mix is not None:
+            assert t0 is not None
+            rep.voice_packets = mix_voices(path, mix, rep.voices)
+            mix.close(t0 + rep.duration_s + 1 / fps)
         mp4.close()
         mp4 = None
         tmp.replace(out)

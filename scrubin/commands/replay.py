@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--annotations", choices=("auto", "draw", "none"), default="auto",
                    help="auto: draw them unless the station drew them into the video "
                    "(default); draw: always; none: the video as recorded")
+    p.add_argument("--no-voice", dest="voices", action="store_false",
+                   help="leave the recorded voices out (default: mixed into one AAC track)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the replay report here")
     p.set_defaults(func=run)
 
@@ -32,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
     require_output_folders(("--out", args.out), ("--json", args.json))
     from scrubin.workflows.replay import run_replay
 
-    rep = run_replay(args.recording, args.out, args.annotations, args.json)
+    rep = run_replay(args.recording, args.out, args.annotations, args.json, args.voices)
     states = ", ".join(f"{k} {v}" for k, v in sorted(rep["tracking"].items()))
     how = "drawn" if rep["drew_annotations"] else "as recorded"
     print(f"{rep['out']}: {rep['frames']} frames, {rep['duration_s']:.2f} s, "
-          f"{rep['events']} annotation events ({how}), tracking {states}")
+          f"{rep['events']} annotation events ({how}), {len(rep['voices'])} voices, "
+          f"tracking {states}")
     return 0

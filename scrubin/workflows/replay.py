@@ -15,11 +15,11 @@ from scrubin.imaging.fileio import write_json_atomic
 
 
 def run_replay(recording: Path, out: Path, annotations: str = "auto",
-               report_json: Path | None = None) -> dict[str, Any]:
+               report_json: Path | None = None, voices: bool = True) -> dict[str, Any]:
     """Render ``recording`` into ``out``; write the report to ``report_json`` if given."""
     from scrubin.mentor.replay import replay_to_mp4
 
-    rep = replay_to_mp4(recording, out, annotations=annotations).to_json()
+    rep = replay_to_mp4(recording, out, annotations=annotations, voices=voices).to_json()
     rep["recording"], rep["out"] = str(recording), str(out)
     if report_json is not None:
         write_json_atomic(report_json, rep)

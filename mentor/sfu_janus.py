@@ -73,7 +73,7 @@ def _lib_folder(folder: Path, kind: str, names: list[str], lib: Path) -> Path:
     return out
 
 
-def write_config(folder: Path, interface: str, *, http_port: int = 8088,
+def write_config(folder: Path, interface: str, *, address: str | None = None, http_port: int = 8088,
                  admin_port: int = 7088, rtp_ports: tuple[int, int] = (20000, 20999),
                  lib: Path = JANUS_LIB, debug_level: int = 3) -> JanusConfig:
     """Write ``janus.jcfg``, ``janus.transport.http.jcfg`` and ``janus.plugin.videoroom.jcfg``.
@@ -85,11 +85,21 @@ def write_config(folder: Path, interface: str, *, http_port: int = 8088,
     interface
         Name of the network interface (or address prefix) Janus may gather ICE candidates on
         (``nat.ice_enforce_list``).
+    address
+        The interface's IP address, written into SDP (``general.interface``); Janus's own
+        choice falls back to 127.0.0.1 when it finds no address it likes.
     http_port, admin_port
         Ports of the HTTP and admin APIs, both bound to 127.0.0.1.
     rtp_ports
         Inclusive UDP port range for media (``media.rtp_port_range``).
     """
+    if address is not None:
+        import ipaddress
+
+        try:
+            address = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise JanusError(f"Janus address {address!r}: expected an IP address") from None
     if not interface or any(c in interface for c in '"\\\n'):
         raise JanusError(f"Janus interface {interface!r}: expected an interface name")
     for name, port in (("http_port", http_port), ("admin_port", admin_port)):
@@ -116,6 +126,7 @@ def write_config(folder: Path, interface: str, *, http_port: int = 8088,
 	admin_secret = "{cfg.admin_secret}"
 	session_timeout = {SESSION_TIMEOUT_S}
 	server_name = "scrubin-sfu"
+{f'	interface = "{address}"' if address else ""}
 	protected_folders = ["/bin", "/boot", "/dev", "/etc", "/initrd", "/lib", "/lib32",
 		"/lib64", "/proc", "/sbin", "/sys", "/usr", "/var"]
 }}

@@ -117,7 +117,10 @@ def main() -> None:
     out = {"captures": captures, "cpu_s": cpu, "sent_frames": live.station.sent_frames,
            "seqs": [s for s, _ in live.events],
            "encode_p50_ms": float(np.percentile(enc, 50)) if enc else None,
-           "keyframes": live.encoder.keyframes}
+           "keyframes": live.encoder.keyframes,
+           # encode once: one encoder; its packet tracks (one per direct viewer, one for Janus)
+           "encoder_frames": live.encoder.frames, "fanout_tracks": live.fanout.viewers,
+           "station_peers": len(live.station.peers)}
     print(json.dumps(out), flush=True)
     live.stop()
     server.stop()

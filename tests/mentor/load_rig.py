@@ -224,16 +224,19 @@ def run(viewers: int, seconds: float = 10.0, chromium: bool = False,
                 "latency_p50_ms": float(np.percentile(lat, 50)) if lat else float("nan"),
                 "latency_p95_ms": float(np.percentile(lat, 95)) if lat else float("nan")}
         span = t1 - t0
+        station_fps = sum(1 for c in captures.values() if t0 <= c <= t1) / span
         cpu = {k: (c1[k] - c0[k]) / span for k in c0}   # cores busy (CPU s per s)
         del others
         return {"viewers": per_viewer, "cpu_cores": cpu, "window_s": span,
+                "station_fps": station_fps,
                 "health_ms": {"n": len(probe.ms), "failed": probe.failed,
                               "p50": float(np.percentile(probe.ms, 50)),
                               "p95": float(np.percentile(probe.ms, 95))},
                 "annotations": {"sent": annotations, "acked": len(acked),
                                 "acked_seqs": acked, "station_seqs": out["seqs"]},
                 "sent_frames": out["sent_frames"], "encode_p50_ms": out["encode_p50_ms"],
-                "keyframes": out["keyframes"]}
+                "keyframes": out["keyframes"], "encoder_frames": out["encoder_frames"],
+                "fanout_tracks": out["fanout_tracks"], "station_peers": out["station_peers"]}
     finally:
         if probe is not None:
             probe.stop.set()

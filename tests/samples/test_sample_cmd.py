@@ -30,7 +30,7 @@ def test_cli_writes_a_copy(small_phantom: Path, tmp_path: Path,
     [
         ("huge", "new", "unknown sample 'huge'"),
         ("small", "nonempty", "not an empty folder"),
-        ("small", "file/below", "cannot write"),
+        ("small", "file/below", "output folder"),  # checked by the CLI before any work
     ],
 )
 def test_cli_one_line_errors(name: str, out: str, message: str, tmp_path: Path,

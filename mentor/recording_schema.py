@@ -117,11 +117,35 @@ def calibration_message(meta: dict[str, Any], video_w: int, video_h: int) -> Any
     return m
 
 
+def quaternion_xyzw(r: np.ndarray) -> tuple[float, float, float, float]:
+    """Unit quaternion ``(x, y, z, w)`` of a 3x3 rotation matrix (Shepperd 1978, J. Guidance
+    Control 1(3): the largest of ``w, x, y, z`` from the trace / diagonal, the others from the
+    off-diagonal sums; ``w >= 0``)."""
+    m = np.asarray(r, np.float64)
+    tr = m[0, 0] + m[1, 1] + m[2, 2]
+    k = int(np.argmax([tr, m[0, 0], m[1, 1], m[2, 2]]))
+    if k == 0:
+        s = 2.0 * np.sqrt(1.0 + tr)
+        q = ((m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, s / 4)
+    elif k == 1:
+        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        q = (s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s, (m[2, 1] - m[1, 2]) / s)
+    elif k == 2:
+        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        q = ((m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s, (m[0, 2] - m[2, 0]) / s)
+    else:
+        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        q = ((m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4, (m[1, 0] - m[0, 1]) / s)
+    v = np.asarray(q) / np.linalg.norm(q)
+    if v[3] < 0:
+        v = -v
+    return float(v[0]), float(v[1]), float(v[2]), float(v[3])
+
+
 def transforms_message(meta: dict[str, Any]) -> Any | None:
     """``foxglove.FrameTransforms``: ``camera``->``ref`` (``T_CAMERA_REF``) and ``ref``->``ct``
     (``T_REF_CT``), translations in metres; None when neither is known."""
     from foxglove_schemas_protobuf.FrameTransforms_pb2 import FrameTransforms
-    from scipy.spatial.transform import Rotation
 
     out = FrameTransforms()
     for key, parent, child in (("T_camera_ref", "camera", "ref"), ("T_ref_ct", "ref", "ct")):
@@ -132,7 +156,7 @@ def transforms_message(meta: dict[str, Any]) -> Any | None:
         tr = out.transforms.add(parent_frame_id=parent, child_frame_id=child)
         timestamp(tr.timestamp, float(meta["capture_time"]))
         tr.translation.x, tr.translation.y, tr.translation.z = (m[:3, 3] * 1e-3).tolist()
-        x, y, z, w = Rotation.from_matrix(m[:3, :3]).as_quat()
+        x, y, z, w = quaternion_xyzw(m[:3, :3])
         tr.rotation.x, tr.rotation.y, tr.rotation.z, tr.rotation.w = x, y, z, w
     return out if len(out.transforms) else None
 

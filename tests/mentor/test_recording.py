@@ -226,3 +226,15 @@ def test_bounded_queue_drops_then_resumes_at_a_keyframe(tmp_path: Path) -> None:
                for pic in ctx.decode(av.Packet(bytes(v.data)))]
     got += [read_strip(pic.to_ndarray(format="gray")) for pic in ctx.decode(None)]
     assert got == fids
+
+
+def test_quaternion_against_scipy() -> None:
+    """Shepperd's method (/tf rotations) vs scipy's Rotation, incl. the 180-degree turns where
+    the trace-only formula breaks down."""
+    mats = np.concatenate([Rotation.random(2000, random_state=3).as_matrix(),
+                           [np.diag([1.0, -1, -1]), np.diag([-1.0, 1, -1]),
+                            np.diag([-1.0, -1, 1]), np.eye(3)]])
+    for r in mats:
+        q = rs.quaternion_xyzw(r)
+        np.testing.assert_allclose(Rotation.from_quat(q).as_matrix(), r, atol=1e-12)
+        assert q[3] >= 0 and abs(np.linalg.norm(q) - 1) < 1e-12

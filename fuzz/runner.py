@@ -135,6 +135,9 @@ def worker(mem_mb: int, timeout_s: float) -> None:
             faulthandler.cancel_dump_traceback_later()
         out.write(json.dumps(result) + "\n")
         out.flush()
+    import shutil
+
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ parent side

@@ -183,6 +183,11 @@ class _Worker:
                 self.proc.wait()
         self.err.close()
         self.err_path.unlink(missing_ok=True)
+        import shutil
+        import tempfile
+
+        for left in Path(tempfile.gettempdir()).glob(f"scrubin-fuzz-{self.proc.pid}-*"):
+            shutil.rmtree(left, ignore_errors=True)  # a worker ended by the watchdog
 
 
 def run_inputs(inputs: Iterable[tuple[str, bytes]], out_dir: Path | None = None,

@@ -36,15 +36,16 @@ def main() -> None:
         import scrubin.registration.bodies
         import scrubin.registration.camera
         import scrubin.registration.posefile  # noqa: F401
-    from fuzz.targets import TARGETS, workdir
+    from fuzz.targets import TARGETS
 
     if name not in TARGETS:
         sys.exit(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
     target = TARGETS[name]
     allowed = target.allowed()
-    scratch = workdir()
     corpus = Path(__file__).parent / "out" / "atheris" / name
     corpus.mkdir(parents=True, exist_ok=True)
+    scratch = corpus.parent / f"{name}-scratch"  # libFuzzer exits without cleaning up
+    scratch.mkdir(exist_ok=True)
     for seed in (Path(__file__).parent / "corpus" / name).glob("*"):
         shutil.copy(seed, corpus / seed.name)
 

@@ -57,6 +57,8 @@ class Peer:
     audio_in: AudioSink | None = None
     created: float = field(default_factory=time.time)
     lost_at: float | None = None    # time.time() the heartbeat declared the link lost
+    heartbeats: int = 0             # ``hb`` messages received on ``meta``
+    watch: Any = None               # the heartbeat task
 
 
 def _h264_only(transceiver: Any) -> None:
@@ -134,6 +136,15 @@ class SurgeonStation:
             if channel.label == "meta":
                 peer.meta = channel
 
+                @channel.on("message")
+                def _on_message(message: Any) -> None:
+                    try:
+                        if isinstance(message, str) and len(message) < 256 and \
+                                json.loads(message).get("type") == "hb":
+                            peer.heartbeats += 1
+                    except (ValueError, AttributeError):
+                        pass
+
         @pc.on("track")
         def _on_track(track: Any) -> None:
             if track.kind == "audio":
@@ -172,18 +183,18 @@ class SurgeonStation:
         self.peers[peer_id] = peer
         if self.on_peer:
             self.on_peer("open", peer)
-        asyncio.ensure_future(self._watch(peer))
+        peer.watch = asyncio.ensure_future(self._watch(peer))
         return pc.localDescription.sdp
 
     async def _watch(self, peer: Peer) -> None:
-        """The link heartbeat (DESIGN.md "Link loss"): a connected viewer sends something at
-        least every 0.25 s (its ``hb`` on ``meta``, RTCP, voice); no packet for
-        ``link_timeout_s`` means the link is gone. aioice's consent checks take ~30 s to
+        """The link heartbeat (DESIGN.md "Link loss"): a viewer that sends ``hb`` messages on
+        ``meta`` (every 0.25 s) and from which no packet at all has come for
+        ``link_timeout_s`` has lost its link. aioice's consent checks take ~30 s to
         notice, and aiortc has no ICE restart, so the peer is closed and the viewer's next
         offer makes a new connection. A peer not connected after ``CONNECT_TIMEOUT_S`` is
         closed too."""
-        rx, last_change = -1, time.monotonic()
-        started = last_change
+        rx, silent = -1, 0.0
+        started = last_poll = time.monotonic()
         while self.peers.get(peer.peer_id) is peer:
             await asyncio.sleep(HEARTBEAT_POLL_S)
             if self.peers.get(peer.peer_id) is not peer:
@@ -191,10 +202,15 @@ class SurgeonStation:
             stats = await peer.pc.getStats()
             n = sum(s.packetsReceived for s in stats.values() if s.type == "transport")
             now = time.monotonic()
-            if n != rx:
-                rx, last_change = n, now
+            # silence counts at most two polls per poll: a busy loop that has not yet read
+            # the datagrams waiting for it is not a silent link
+            step, last_poll = min(now - last_poll, 2 * HEARTBEAT_POLL_S), now
+            # only a viewer that sends ``hb`` is held to it: another one may be silent for
+            # seconds while nothing is sent to it (aiortc's RTCP reports come 0.5-1.5 s apart)
+            silent = 0.0 if n != rx or not peer.heartbeats else silent + step
+            rx = n
             connected = peer.pc.connectionState == "connected"
-            if (connected and now - last_change > self.link_timeout_s) or (
+            if (connected and silent > self.link_timeout_s) or (
                     not connected and now - started > CONNECT_TIMEOUT_S):
                 peer.lost_at = time.time()
                 what = "lost" if connected else "never connected"
@@ -210,6 +226,8 @@ class SurgeonStation:
         peer = self.peers.pop(peer_id, None)
         if peer is None:
             return
+        if peer.watch is not None and peer.watch is not asyncio.current_task():
+            peer.watch.cancel()
         if peer.video is not None:
             peer.video.stop()
         if peer.audio_in is not None:

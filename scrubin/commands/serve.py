@@ -50,6 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="coturn's static-auth-secret (first line; use-auth-secret)")
     parser.add_argument("--turn-ttl", type=int, default=3600, metavar="S",
                         help="lifetime of TURN credentials (default %(default)s s)")
+    parser.add_argument("--sfu", metavar="URL",
+                        help="Janus HTTP API on 127.0.0.1 (e.g. http://127.0.0.1:8088/janus): "
+                             "one locked VideoRoom per session for large audiences")
+    parser.add_argument("--sfu-secrets", type=Path, metavar="F",
+                        help="JSON {api_secret, admin_key} of that Janus "
+                             "(scrubin.mentor.sfu_janus.write_config)")
     parser.add_argument(
         "--db", type=Path, default=default_state_dir() / "mentor.db", metavar="FILE",
         help="SQLite database; its folder is the state folder (default: %(default)s)",
@@ -63,6 +69,15 @@ async def _serve(args: argparse.Namespace) -> int:
 
     from scrubin.mentor.server import MentorServer, ServerConfig
 
+    bridge = None
+    if args.sfu or args.sfu_secrets:   # checked (and Janus asked) before anything listens
+        from scrubin.mentor.sfu import SfuError
+        from scrubin.mentor.sfu_bridge import SfuBridge, read_secrets
+
+        if not (args.sfu and args.sfu_secrets):
+            raise SfuError("--sfu and --sfu-secrets go together")
+        bridge = SfuBridge(args.sfu, *read_secrets(args.sfu_secrets))
+        await bridge.start()
     server = MentorServer(ServerConfig(
         db=args.db, host=args.host, port=args.port, grpc_port=args.grpc_port,
         tls_cert=args.tls_cert, tls_key=args.tls_key, ice_hosts=list(args.ice_host),
@@ -74,7 +89,18 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):  # before "ports:" is printed
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        if bridge is not None:
+            await bridge.close()
+        raise
+    if bridge is not None:
+        hub = server.hub
+        bridge.audit = lambda sid, what: asyncio.ensure_future(
+            hub.db(hub.store.audit, sid, "server", "server", "sfu", what))
+        server.sfu = bridge  # type: ignore[attr-defined]
+        print(f"sfu: Janus {args.sfu} (rooms private, pin + secret per session)", flush=True)
     assert server.ports is not None
     print(f"scrubin serve: web {server.url}  grpc {server.grpc_target} (TLS)", flush=True)
     print(f"certificate: {server.cert_path}", flush=True)
@@ -86,6 +112,8 @@ async def _serve(args: argparse.Namespace) -> int:
         await stop.wait()
     finally:
         await server.stop()
+        if bridge is not None:
+            await bridge.close()
     print("scrubin serve: stopped", flush=True)
     return 0
 

@@ -2,8 +2,11 @@
 
 ``python -m tests.mentor.load_host --state DIR [--janus-url URL --janus-secrets F]
 [--ice-host ADDR]`` prints one JSON line when ready (``url``, ``grpc``, ``cert``, ``session``,
-``tokens``; with Janus also ``room``, ``pin``, ``feed``: the station's stream published once
-into a locked room this process made), then runs until a line ``stop`` on stdin, and prints
+``tokens``; with Janus the server's :class:`~scrubin.mentor.sfu_bridge.SfuBridge` makes the
+session's locked room and the station publishes its stream into it once), then serves
+``sub AUTHOR`` (prints Janus's offer for a new observer subscription, made by the bridge: the
+room's pin never leaves this process) and ``ans {"sub": i, "sdp": ...}`` lines until a line
+``stop`` on stdin, and prints
 one JSON line with the capture time of every frame sent (``captures``: frame id -> time.time()),
 the annotation seqs the station applied, its CPU seconds (user + system) and the encoder's
 figures. Run by tests/mentor/load_rig.py so the load generator's CPU is counted apart.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import threading
@@ -44,15 +48,15 @@ def scene(width: int = 1280, height: int = 720):
 
 
 async def publish_to_janus(live: LiveStation, url: str, secrets_file: Path) -> dict:
-    """Server side: make the locked room; station side: publish the shared stream once."""
+    """Server side (:class:`SfuBridge`): the session's locked room; station side: publish the
+    shared stream once (the room number and pin reach only the station)."""
     from scrubin.mentor import sfu
+    from scrubin.mentor.sfu_bridge import SfuBridge, read_secrets
 
-    keys_in = json.loads(secrets_file.read_text())
-    admin = sfu.JanusSession(url, keys_in["api_secret"])
-    await admin.create()
-    h = await admin.attach()
-    keys = await sfu.create_room(h, keys_in["admin_key"], "scrubin load")
-    pub_session = sfu.JanusSession(url, keys_in["api_secret"])
+    bridge = SfuBridge(url, *read_secrets(secrets_file))
+    await bridge.start()
+    keys = await bridge.room_for("load")
+    pub_session = sfu.JanusSession(url, bridge.api_secret)
     await pub_session.create()
     ph = await pub_session.attach()
     track = live.fanout.add_viewer("janus")
@@ -63,8 +67,24 @@ async def publish_to_janus(live: LiveStation, url: str, secrets_file: Path) -> d
         if time.monotonic() > t_end:
             raise RuntimeError(f"publisher not connected: {pc.connectionState}")
         await asyncio.sleep(0.05)
-    live._janus = (admin, pub_session, pc)   # kept alive with the station
-    return {"room": keys.room, "pin": keys.pin, "feed": ph.peer_id}
+    bridge.set_feed("load", ph.peer_id)
+    live._janus = (bridge, pub_session, pc)   # kept alive with the station
+    live._subs = []
+    return {"sfu": True}
+
+
+async def _subscribe(live: LiveStation, author: str) -> dict:
+    bridge = live._janus[0]
+    h, offer = await bridge.subscribe("load", author)
+    live._subs.append(h)
+    return {"sub": len(live._subs) - 1, "offer": offer}
+
+
+async def _answer(live: LiveStation, idx: int, sdp: str) -> dict:
+    from scrubin.mentor import sfu
+
+    await sfu.subscribe_answer(live._subs[idx], live._janus[0].rooms["load"], sdp)
+    return {"ok": True}
 
 
 def main() -> None:
@@ -106,8 +126,15 @@ def main() -> None:
     for line in sys.stdin:
         if line.strip() == "stop":
             break
-        if line.strip() == "cpu":    # CPU seconds so far (the measurement window's bounds)
-            print(json.dumps({"cpu_s": sum(proc.cpu_times()[:2]) - cpu0}), flush=True)
+        if line.startswith("sub "):    # an observer's subscription: Janus's offer
+            fut = asyncio.run_coroutine_threadsafe(_subscribe(live, line[4:].strip()),
+                                                   live.loop)
+            print(json.dumps(fut.result(30)), flush=True)
+        elif line.startswith("ans "):  # its answer: {"sub": i, "sdp": ...}
+            msg = json.loads(line[4:])
+            fut = asyncio.run_coroutine_threadsafe(_answer(live, msg["sub"], msg["sdp"]),
+                                                   live.loop)
+            print(json.dumps(fut.result(30)), flush=True)
     stop.set()
     th.join(2)
     for fid, rec in list(live.frames.items()):
@@ -122,6 +149,14 @@ def main() -> None:
            "encoder_frames": live.encoder.frames, "fanout_tracks": live.fanout.viewers,
            "station_peers": len(live.station.peers)}
     print(json.dumps(out), flush=True)
+    if getattr(live, "_janus", None):
+        async def close_sfu() -> None:
+            bridge, pub_session, pc = live._janus
+            await pc.close()
+            await pub_session.destroy()
+            await bridge.close()
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(close_sfu(), live.loop).result(15)
     live.stop()
     server.stop()
 

@@ -103,23 +103,21 @@ async def _own_viewers(ready: dict, n: int) -> tuple[list[CountingViewer], list[
     return viewers, sigs, client
 
 
-async def _janus_viewers(ready: dict, n: int, url: str, api_secret: str
-                         ) -> tuple[list[CountingViewer], list[Any]]:
-    from scrubin.mentor import sfu
+def _janus_viewers(host: subprocess.Popen, n: int, call: Any) -> list[CountingViewer]:
+    """Observers subscribed through the serving process's SFU bridge (it holds the pin)."""
+    def ask(line: str) -> dict:
+        host.stdin.write(line + "\n")
+        host.stdin.flush()
+        return json.loads(host.stdout.readline())
 
-    keys = sfu.RoomKeys(ready["room"], ready["pin"], "")
-    viewers, sessions = [], []
+    viewers = []
     for i in range(n):
         v = CountingViewer(f"janus{i}")
-        s = sfu.JanusSession(url, api_secret)
-        await s.create()
-        h = await s.attach()
-        offer = await sfu.subscribe_offer(h, keys, ready["feed"])
-        ans = await answer_offer(v, offer, ice_configuration())
-        await sfu.subscribe_answer(h, keys, ans)
+        sub = ask(f"sub observer:janus{i}")
+        ans = call(answer_offer(v, sub["offer"], ice_configuration()))
+        ask("ans " + json.dumps({"sub": sub["sub"], "sdp": ans}))
         viewers.append(v)
-        sessions.append(s)
-    return viewers, sessions
+    return viewers
 
 
 async def _annotate(ready: dict, count: int, period_s: float) -> list[int]:
@@ -152,10 +150,8 @@ def run(viewers: int, seconds: float = 10.0, chromium: bool = False,
     state = Path(tempfile.mkdtemp(prefix="scrubin-load-"))
     cmd = [sys.executable, "-m", "tests.mentor.load_host", "--state", str(state),
            "--ice-host", ice_host]
-    api_secret = ""
     if janus_url:
         cmd += ["--janus-url", janus_url, "--janus-secrets", str(janus_secrets)]
-        api_secret = json.loads(Path(janus_secrets).read_text())["api_secret"]
     host = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
     loop = asyncio.new_event_loop()
@@ -175,7 +171,7 @@ def run(viewers: int, seconds: float = 10.0, chromium: bool = False,
             raise RuntimeError("load host exited before it was ready")
         ready = json.loads(line)
         if janus_url:
-            vs, keep = call(_janus_viewers(ready, viewers, janus_url, api_secret), 120)
+            vs = _janus_viewers(host, viewers, call)
         else:
             vs, sigs, client = call(_own_viewers(ready, viewers), 120)
             keep = [sigs, client]

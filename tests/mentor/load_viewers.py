@@ -62,6 +62,7 @@ class CountingViewer:
         import av
 
         self._dec = av.CodecContext.create("h264", "r")
+        self._dec.thread_count = 1   # no frame threading: each output is the packet just fed
         self._ts_unwrap: int | None = None
 
     def _frame(self, enc: Any) -> None:

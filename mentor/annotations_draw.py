@@ -13,6 +13,8 @@ resume). :meth:`AnnotationBoard.draw` draws the visible annotations into a BGR v
 * a stroke that hit nothing (``2d``) stays in screen space, drawn dashed, so it cannot be
   mistaken for one fixed to the anatomy;
 * a laser point fades out over 1.5 s and is never anchored;
+* :meth:`AnnotationBoard.draw_eye` draws the anchored ones into a headset eye's overlay,
+  projected with that eye's camera and pose (``overlay.stereo.StereoRenderer.annotators``);
 * every annotation carries its author's name; ``hide_all`` (surgeon only, enforced by the
   server) hides every mentor annotation until ``show_all``; ``clear_all`` removes them.
 
@@ -126,21 +128,46 @@ class AnnotationBoard:
         with self._lock:
             return self._draw(image_bgr, meta, now)
 
-    def _draw(self, image_bgr: np.ndarray, meta: FrameMeta, now: float | None) -> int:
+    def draw_eye(self, canvas_bgra: np.ndarray, camera: Any, T_eye_ref: np.ndarray,
+                 now: float | None = None) -> int:
+        """Draw the *anchored* annotations into one headset eye's overlay image.
+
+        The anchors (REF mm) are projected with that eye's own camera (intrinsics and eye-piece
+        distortion of ``camera``, a :class:`~scrubin.registration.camera.CameraModel`) at
+        ``T_eye_ref`` (4x4, REF -> eye frame, mm): ``cv2.projectPoints(T_EYE_REF @ p_REF)``,
+        so each eye sees the stroke on the anatomy with the stereo disparity ``f * IPD / Z``.
+        Strokes not anchored (pending / 2-D / laser) are screen-space marks of the camera
+        view and have no place in a see-through eye; they are not drawn there.
+        ``canvas_bgra`` is the eye's premultiplied BGRA overlay (transparent background):
+        the marks are drawn opaque (alpha 255), anti-aliased edges stay premultiplied.
+        The caller shows the eyes only while tracking is LIVE / HELD (the pipeline renders
+        the stereo views only while the overlay is shown). Returns how many were drawn.
+        """
+        k = np.asarray(camera.matrix, np.float64)
+        dist = tuple(float(d) for d in np.ravel(camera.dist)) or (0.0,) * 5
+        meta = FrameMeta(0, 0.0, int(camera.width), int(camera.height),
+                         (float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2])),
+                         dist, np.asarray(T_eye_ref, np.float64), None, "LIVE")
+        with self._lock:
+            return self._draw(canvas_bgra, meta, now, anchored_only=True)
+
+    def _draw(self, image_bgr: np.ndarray, meta: FrameMeta, now: float | None,
+              anchored_only: bool = False) -> int:
         import cv2
 
         now = time.time() if now is None else now
         h, w = image_bgr.shape[:2]
+        alpha = (255,) if image_bgr.ndim == 3 and image_bgr.shape[2] == 4 else ()
         if self.hidden:
-            if self.items:
+            if self.items and not anchored_only:
                 _label(image_bgr, "mentor annotations hidden", (w - 300, 24), cv2)
             return 0
         show_anchored = meta.tracking in SHOWN_STATES and meta.T_camera_ref is not None
         n = 0
         for a in list(self.items.values()):
-            if not a.points:
+            if not a.points or (anchored_only and not a.anchored):
                 continue
-            colour = hex_to_bgr(a.color)
+            colour = hex_to_bgr(a.color) + alpha
             if a.kind == "laser":
                 age = now - a.received
                 if age > LASER_FADE_S:
@@ -159,7 +186,7 @@ class AnnotationBoard:
             _draw_kind(image_bgr, a, px, colour, dashed, cv2)
             first = px[np.isfinite(px).all(axis=1)][0]
             _label(image_bgr, a.author or a.role or "?", (int(first[0]) + 8, int(first[1]) - 8),
-                   cv2)
+                   cv2, alpha)
             n += 1
         return n
 
@@ -234,8 +261,11 @@ def _draw_kind(img: np.ndarray, a: Annotation, px: np.ndarray, colour: tuple[int
             _polyline(img, run, colour, dashed, cv2)
 
 
-def _label(img: np.ndarray, text: str, org: tuple[int, int], cv2: Any) -> None:
-    """Author name: white on a black outline (readable on any background)."""
-    cv2.putText(img, text[:40], org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(img, text[:40], org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+def _label(img: np.ndarray, text: str, org: tuple[int, int], cv2: Any,
+           alpha: tuple[int, ...] = ()) -> None:
+    """Author name: white on a black outline (readable on any background); ``alpha`` (255,)
+    for a BGRA canvas."""
+    cv2.putText(img, text[:40], org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0) + alpha, 3,
+                cv2.LINE_AA)
+    cv2.putText(img, text[:40], org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255) + alpha, 1,
                 cv2.LINE_AA)

@@ -14,6 +14,9 @@ Placed first among the pipeline's sinks, :class:`StationSink` gets each composit
 4. publishes it (strip, one encode, every viewer, ``meta`` channel) and hands the metadata to
    the gRPC link for telemetry.
 
+With a headset display (``--stereo``) :meth:`StationSink.annotate_eye` draws the anchored
+annotations into each eye's view with that eye's camera and pose.
+
 Sources that run faster than real time (a video file, the synthetic scene) are paced to their
 capture clock (``pace=True``): a frame is not sent before its capture time.
 """
@@ -112,6 +115,13 @@ class StationSink(Sink):
         return FrameMeta(self.ids.next(cap), cap, w, h, self._K, self._dist, t_cam_ref,
                          self._T_ref_ct, item.state if item.state else "LOST",
                          self.registration.fre_mm, self.registration.tre_mm)
+
+    def annotate_eye(self, eye: str, canvas_bgra: np.ndarray, camera: Any, T_eye_ct: Any
+                     ) -> None:
+        """A :class:`~scrubin.overlay.stereo.StereoRenderer` annotator: the anchored
+        annotations in one headset eye, ``T_EYE_REF = T_EYE_CT @ inverse(T_REF_CT)``."""
+        self.board.draw_eye(canvas_bgra, camera,
+                            np.asarray(T_eye_ct.matrix, np.float64) @ self._T_ct_ref)
 
     def write(self, item: SinkItem) -> None:
         """Annotate in place, publish, report (module docstring)."""

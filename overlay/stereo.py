@@ -29,7 +29,7 @@ request; or both eyes side by side in one ``(h, 2w, 4)`` image.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,11 @@ class StereoRenderer:
     """Renders the structures for both eyes of a :class:`DisplayCalibration`.
 
     ``renderer_kw`` are passed to :class:`OverlayRenderer` (scale, near_mm, outline_px, ...).
+    ``annotators``: callables ``f(eye, canvas_bgra, camera, T_eye_ct)`` run on each eye's
+    premultiplied BGRA canvas after the structures are drawn, with that eye's own camera and
+    pose (``LEFT_EYE`` / ``RIGHT_EYE``, ``T_EYE_CT = T_EYE_DISPLAY @ T_DISPLAY_CT``): the
+    surgeon station draws the mentor's anchored annotations there
+    (``scrubin.mentor.station_sink.StationSink.annotate_eye``).
     """
 
     def __init__(self, display: DisplayCalibration, structures: Sequence[Structure],
@@ -173,6 +178,7 @@ class StereoRenderer:
             RIGHT_EYE: OverlayRenderer(display.right, structures, frame=RIGHT_EYE,
                                        **renderer_kw),
         }
+        self.annotators: list[Callable[[str, np.ndarray, CameraModel, Transform], Any]] = []
 
     def warm_up(self) -> None:
         """Load the kernels before the first live frame (see ``OverlayRenderer.warm_up``)."""
@@ -189,8 +195,10 @@ class StereoRenderer:
         out = {}
         for eye, r in self.eyes.items():
             T = self.display.T_eye_display(eye) @ T_display_ct
-            out[eye] = premultiplied_to_rgba(r.render(T, warning=warning).canvas(),
-                                             premultiplied)
+            canvas = r.render(T, warning=warning).canvas()
+            for annotate in self.annotators:
+                annotate(eye, canvas, r.camera, T)
+            out[eye] = premultiplied_to_rgba(canvas, premultiplied)
         return StereoFrame(out[LEFT_EYE], out[RIGHT_EYE], premultiplied)
 
     def render_from_camera(self, T_camera_ct: Transform, **kw: Any) -> StereoFrame:

@@ -258,7 +258,8 @@ def run_overlay(req: OverlayRequest, scene: Any = None,
         sinks = [*(extra_sinks(camera, structures, registration) if extra_sinks else []),
                  VideoFileSink(tmp_out, fps), WindowSink()]
         stereo_sinks = []
-        if stereo is not None:
+        if stereo is not None:  # sinks that draw into the headset eyes (mentor annotations)
+            stereo.annotators += [s.annotate_eye for s in sinks if hasattr(s, "annotate_eye")]
             tmp_stereo = temp_path(stereo_out, stereo_out.suffix)
             stereo_sinks = [VideoFileSink(tmp_stereo, fps)]
         if req.igtl_port is not None:

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -193,7 +194,6 @@ def run(viewers: int, seconds: float = 10.0, chromium: bool = False,
         probe.start()
         time.sleep(0.5)
         chrome = _chromium_pids()
-        others = [host.pid] + ([janus_pid] if janus_pid else [])
         c0 = {"host": _cpu([host.pid]), "janus": _cpu([janus_pid]) if janus_pid else 0.0,
               "chromium": _cpu(chrome), "loadgen": time.process_time()}
         t0 = time.time()
@@ -204,9 +204,9 @@ def run(viewers: int, seconds: float = 10.0, chromium: bool = False,
         c1 = {"host": _cpu([host.pid]), "janus": _cpu([janus_pid]) if janus_pid else 0.0,
               "chromium": _cpu(chrome), "loadgen": time.process_time()}
         probe.stop.set()
+        time.sleep(1.0)     # frames captured in the window may still be on their way
         acked = ann.result(30)
         frame_log = page.evaluate("window.scrubin.state.frameLog") if page else []
-        time.sleep(1.0)   # the station applies the last annotations
         host.stdin.write("stop\n")
         host.stdin.flush()
         out = json.loads(host.stdout.readline())
@@ -222,8 +222,8 @@ def run(viewers: int, seconds: float = 10.0, chromium: bool = False,
         span = t1 - t0
         station_fps = sum(1 for c in captures.values() if t0 <= c <= t1) / span
         cpu = {k: (c1[k] - c0[k]) / span for k in c0}   # cores busy (CPU s per s)
-        del others
         return {"viewers": per_viewer, "cpu_cores": cpu, "window_s": span,
+                "loadavg_1min": os.getloadavg()[0],
                 "station_fps": station_fps,
                 "health_ms": {"n": len(probe.ms), "failed": probe.failed,
                               "p50": float(np.percentile(probe.ms, 50)),

@@ -124,15 +124,24 @@ async def offer_via_station(viewer: CountingViewer, sig: Any, ice_config: Any,
 
 def viewer_stats(v: CountingViewer, captures: dict[int, float], t0: float,
                  t1: float) -> dict[str, float]:
-    """fps and capture-to-arrival latency (ms) of the frames that arrived in [t0, t1].
+    """Delivered fps and capture-to-arrival latency (ms) of the frames *captured* in [t0, t1]
+    (each frame's capture time from its RTP timestamp, see the module docstring); frames
+    of the window that arrive after it count too, frames captured before it do not.
 
     ``captures``: frame id -> capture time (station clock = this machine's clock)."""
     good = [(ts, fid) for ts, fid in v.calib if fid in captures]
-    win = [(t, ts) for t, ts in v.frames if t0 <= t <= t1]
-    out = {"frames": float(len(win)), "fps": len(win) / (t1 - t0), "calibrated": len(good)}
-    if not good or not win:
-        return {**out, "latency_p50_ms": float("nan"), "latency_p95_ms": float("nan")}
+    out: dict[str, float] = {"calibrated": float(len(good))}
+    if not good:
+        win = [t for t, _ in v.frames if t0 <= t <= t1]
+        return {**out, "frames": float(len(win)), "fps": len(win) / (t1 - t0),
+                "latency_p50_ms": float("nan"), "latency_p95_ms": float("nan")}
     c = float(np.median([captures[fid] - ts / 90000 for ts, fid in good]))
-    lat = np.array([(t - (c + ts / 90000)) * 1e3 for t, ts in win])
-    return {**out, "latency_p50_ms": float(np.percentile(lat, 50)),
-            "latency_p95_ms": float(np.percentile(lat, 95))}
+    lat = np.array([(t - (c + ts / 90000)) * 1e3 for t, ts in v.frames
+                    if t0 <= c + ts / 90000 <= t1])
+    if lat.size == 0:
+        return {**out, "frames": 0.0, "fps": 0.0, "latency_p50_ms": float("nan"),
+                "latency_p95_ms": float("nan")}
+    return {**out, "frames": float(lat.size), "fps": lat.size / (t1 - t0),
+            "latency_p50_ms": float(np.percentile(lat, 50)),
+            "latency_p95_ms": float(np.percentile(lat, 95)),
+            "late_150ms_share": float((lat > 150).mean())}

@@ -91,6 +91,7 @@ class Attempt:
     first_meta: float | None = None
     first_frame: float | None = None
     lost: float | None = None
+    why: str = ""
 
 
 @dataclass
@@ -102,6 +103,7 @@ class NativeViewer:
     down: Impairer          # station -> viewer
     lost_after_s: float = 1.0
     attempt_s: float = 4.0
+    answer_s: float = 5.0
     attempts: list[Attempt] = field(default_factory=list)
     frames: list[tuple[float, int]] = field(default_factory=list)   # (time.time(), frame id)
     meta_count: int = 0
@@ -131,6 +133,11 @@ class NativeViewer:
                 msg = None
                 self.errors.append(f"{time.time():.2f} signal call failed: {exc.code().name} "
                                    f"{exc.details()}")
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closing or (task is not None and task.cancelling()):
+                    raise
+                msg = None          # the call was cancelled by an attempt that gave up
             if msg is None:     # reopen (server restart, connection reset) after a pause
                 self._answers.put_nowait((self._gen, None))   # an offer on it is lost
                 self._gen += 1
@@ -215,10 +222,26 @@ class NativeViewer:
             await pc.setLocalDescription(await pc.createOffer())
             gen = self._gen
             await self.sig.send("offer", await self.relay.rewrite_offer(pc.localDescription.sdp))
-            while True:          # one outstanding offer per call: its answer is the next one
-                g, ans = await asyncio.wait_for(self._answers.get(), 20.0)
+            t_end = time.monotonic() + self.answer_s
+            ans = None
+            while time.monotonic() < t_end:  # one offer per call at a time: the next answer
+                try:
+                    g, ans = await asyncio.wait_for(self._answers.get(),
+                                                    max(0.01, t_end - time.monotonic()))
+                except TimeoutError:
+                    break
                 if g == gen:
                     break
+                ans = None
+            else:
+                ans = None
+            if ans is None and gen == self._gen:
+                # no answer in time (a held link): drop this call, so that its late answer
+                # cannot be taken for the next offer's, and wait for the new call
+                self.sig.close()
+                t_end = time.monotonic() + 5.0
+                while gen == self._gen and time.monotonic() < t_end:
+                    await asyncio.sleep(0.05)
             if ans is None:
                 att.lost = time.time()
                 return
@@ -232,15 +255,19 @@ class NativeViewer:
                     att.lost = time.time()
                     return
                 await asyncio.sleep(0.02)
-            rx, last_rx = -1, time.monotonic()
+            rx, silent, last_poll = -1, 0.0, time.monotonic()
             while not self._closing:                 # flowing: watch the link
                 await asyncio.sleep(0.1)
                 stats = await pc.getStats()
                 n = sum(s.packetsReceived for s in stats.values() if s.type == "transport")
-                if n != rx:
-                    rx, last_rx = n, time.monotonic()
-                elif time.monotonic() - last_rx > self.lost_after_s:
+                now = time.monotonic()
+                # a stalled loop (datagrams waiting unread) is not a silent link
+                step, last_poll = min(now - last_poll, 0.2), now
+                silent = 0.0 if n != rx else silent + step
+                rx = n
+                if silent > self.lost_after_s or pc.connectionState in ("failed", "closed"):
                     att.lost = time.time()
+                    att.why = "silent" if silent > self.lost_after_s else pc.connectionState
                     return
         finally:
             for t in tasks:

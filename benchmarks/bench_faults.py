@@ -1,0 +1,63 @@
+"""Mentoring under network faults (issue 10): figures for `make bench`.
+
+Real MentorServer (in-process, TLS gRPC), a live surgeon station (640x360 at 30 fps, shared
+H.264 encoder) and a native aiortc viewer + the mentor's annotation stream behind the seeded
+userspace relays (mentor/impair*.py; the relay is the only path, candidates rewritten in
+signalling). Scenarios, each printed as one line of figures:
+
+* 5 % loss with 80 +- 20 ms one-way delay each way (gRPC: 80 ms, loss as one 200 ms RTO),
+  30 s: decoded fps, W3C freeze share of raw arrivals, frames shown by a 400 ms playout
+  buffer, capture -> decode latency p50/p95, NACK/PLI counts at the relay, keyframes the
+  encoder made on request, relay bytes vs the peers' DTLS transport bytes, stroke events
+  exactly once;
+* a 30 s blackout of the mentor's whole network (media + gRPC held): detection time on each
+  side, resume time after the link's return, new peer connections, stroke events exactly once.
+
+The tests (tests/mentor/test_faults_*.py) run the same scenarios short (8 s, 3 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+from tests.mentor.fault_scenarios import blackout_run, lossy_run
+
+
+def _once_in_order(stroke: tuple) -> str:
+    ids, seqs, saw = stroke
+    mine = [(s, e) for s, e in saw if e in set(ids)]
+    ok = [e for _, e in mine] == ids and [s for s, _ in mine] == seqs == sorted(seqs)
+    return f"{len(ids)} stroke events {'exactly once in order' if ok else 'NOT exactly once'}"
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as d:
+        out = asyncio.run(lossy_run(Path(d), seconds=30.0))
+    rb, vs = out["relay_bytes"], out["viewer_stats"]
+    print(f"faults loss 5% + 80+-20 ms, 30 s: decoded {out['fps']:.1f} fps, "
+          f"{out['decoded']}/{out['sent']} station frames decoded, W3C freezes "
+          f"{out['freezes']} ({out['frozen_share'] * 100:.1f} % of the time on raw arrival), "
+          f"late for a {out['playout_ms']:.0f} ms playout {out['frozen_share_playout'] * 100:.1f} %"
+          f", latency p50 {out['latency_p50_ms']:.0f} / p95 {out['latency_p95_ms']:.0f} ms")
+    print(f"faults loss: NACK {out['nacks']}, PLI {out['plis_at_relay']} at the relay, "
+          f"keyframe requests at the encoder {out['plis_at_encoder']} (PLI + viewer queue "
+          f"drops); media down {out['down'].packets_in} pkts, lost {out['down'].lost} "
+          f"({out['down'].lost / max(1, out['down'].packets_in) * 100:.2f} %); relay -> viewer "
+          f"{rb['to_a']} B vs viewer bytesReceived {vs['bytesReceived']} B; "
+          f"{_once_in_order(out['stroke'])}; peer connections {out['attempts']}")
+    with tempfile.TemporaryDirectory() as d:
+        out = asyncio.run(blackout_run(Path(d), 30.0, "stall"))
+
+    def s(v: float | None) -> str:
+        return "never" if v is None else f"{v:.2f} s"
+    print(f"faults blackout 30 s (media + gRPC held): viewer noticed after "
+          f"{s(out['viewer_lost_after_s'])}, station after {s(out['station_lost_after_s'])} "
+          f"({''.join(out['station_by'])}), video resumed {s(out['resumed_after_return_s'])} "
+          f"after the link's return, {out['new_peer_connections']} new peer connection(s); "
+          f"{_once_in_order(out['stroke'])}")
+
+
+if __name__ == "__main__":
+    main()

@@ -233,18 +233,6 @@ class JanusProcess:
                 self.proc.wait(5)
         self._log.close()
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of the janus process (s) while it runs (psutil)."""
-        import psutil
-
-        try:
-            p = psutil.Process(self.proc.pid)
-            kids = [c for c in p.children(recursive=True) if "janus" in c.name()]
-            procs = kids or [p]
-            return sum(sum(q.cpu_times()[:2]) for q in procs)
-        except psutil.Error:
-            return float("nan")
-
 
 def janus_available() -> str:
     """Empty when Janus and ``ip netns`` can run here, else why not."""

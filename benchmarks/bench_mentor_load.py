@@ -50,7 +50,8 @@ def _summary(res: dict) -> str:
             f"ms, worst viewer p95 {np.nanmax(p95):.0f} ms; health check p50 {h['p50']:.1f} / "
             f"p95 {h['p95']:.1f} ms ({h['failed']} failed); annotations acked "
             f"{ann['acked']}/{ann['sent']}, applied by the station {applied}; "
-            f"CPU cores busy: {parts}")
+            f"CPU cores busy: {parts}; station event loop lag p95 "
+            f"{res.get('loop_lag_p95_ms') or float('nan'):.0f} ms")
 
 
 def _own_ten() -> None:

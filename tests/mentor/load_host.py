@@ -111,6 +111,15 @@ def main() -> None:
         ready.update(fut.result(40))
     captures: dict[int, float] = {}
     stop = threading.Event()
+    lags: list[float] = []
+
+    async def loop_lag() -> None:   # how late the station's event loop runs a 50 ms timer
+        while True:
+            t = time.perf_counter()
+            await asyncio.sleep(0.05)
+            lags.append((time.perf_counter() - t - 0.05) * 1e3)
+
+    asyncio.run_coroutine_threadsafe(loop_lag(), live.loop)
 
     def collect() -> None:
         while not stop.is_set():
@@ -145,6 +154,7 @@ def main() -> None:
            "seqs": [s for s, _ in live.events],
            "encode_p50_ms": float(np.percentile(enc, 50)) if enc else None,
            "keyframes": live.encoder.keyframes,
+           "loop_lag_p95_ms": float(np.percentile(lags[-400:], 95)) if lags else None,
            # encode once: one encoder; its packet tracks (one per direct viewer, one for Janus)
            "encoder_frames": live.encoder.frames, "fanout_tracks": live.fanout.viewers,
            "station_peers": len(live.station.peers)}

@@ -231,7 +231,8 @@ def run(viewers: int, seconds: float = 10.0, chromium: bool = False,
                 "annotations": {"sent": annotations, "acked": len(acked),
                                 "acked_seqs": acked, "station_seqs": out["seqs"]},
                 "sent_frames": out["sent_frames"], "encode_p50_ms": out["encode_p50_ms"],
-                "keyframes": out["keyframes"], "encoder_frames": out["encoder_frames"],
+                "keyframes": out["keyframes"], "loop_lag_p95_ms": out.get("loop_lag_p95_ms"),
+                "encoder_frames": out["encoder_frames"],
                 "fanout_tracks": out["fanout_tracks"], "station_peers": out["station_peers"]}
     finally:
         if probe is not None:

@@ -41,6 +41,7 @@ const state = {
   surgeonOnline: false, telemetry: null,
   micStream: null, muted: false, ptt: false, pttHeld: false,
   metaCount: 0,
+  linkLost: [],               // wall times (s) the heartbeat declared the link lost
   seqLog: [],                 // seq of every annotation event applied, in order
   errors: [],                 // server error messages
 };
@@ -301,6 +302,34 @@ function applyVideoDelay() {
     state.videoReceiver.jitterBufferTarget = state.videoDelayMs;
   }
 }
+
+// ---------------------------------------------------------------- link heartbeat
+// DESIGN.md "Link loss": hb on "meta" every 0.25 s (the station holds the page to it); no
+// packet at all on the peer connection for 1 s = link lost: shown, and a new connection.
+const link = { rx: -1, silentS: 0, lastPoll: performance.now() };
+setInterval(async () => {
+  const pc = state.pc, dc = state.dc;
+  if (dc && dc.readyState === 'open') {
+    try { dc.send(JSON.stringify({ type: 'hb', t: Date.now() / 1000 })); } catch (_) { /* closing */ }
+  }
+  const now = performance.now();
+  const step = Math.min((now - link.lastPoll) / 1000, 0.5);  // a stalled page is not a silent link
+  link.lastPoll = now;
+  if (!pc || pc.connectionState !== 'connected') { link.rx = -1; link.silentS = 0; return; }
+  let n = 0;
+  try {
+    (await pc.getStats()).forEach((s) => { if (s.type === 'transport') n += (s.bytesReceived || 0); });
+  } catch (_) { return; }
+  if (state.pc !== pc) return;
+  link.silentS = n !== link.rx ? 0 : link.silentS + step;
+  link.rx = n;
+  if (link.silentS > 1.0) {
+    link.silentS = 0;
+    state.linkLost.push(Date.now() / 1000);
+    startPeer().then(() => { state.peerState = 'link lost, reconnecting'; }).catch(() => {});
+    state.peerState = 'link lost, reconnecting';
+  }
+}, 250);
 
 function closePeer() {
   clearTimeout(state.offerTimer);

@@ -46,7 +46,7 @@ def main() -> None:
           f"drops); media down {out['down'].packets_in} pkts, lost {out['down'].lost} "
           f"({out['down'].lost / max(1, out['down'].packets_in) * 100:.2f} %); relay -> viewer "
           f"{rb['to_a']} B vs viewer bytesReceived {vs['bytesReceived']} B; "
-          f"{_once_in_order(out['stroke'])}; peer connections {out['attempts']}")
+          f"{_once_in_order(out['stroke'])}; peer connections in the run {out['attempts']}")
     with tempfile.TemporaryDirectory() as d:
         out = asyncio.run(blackout_run(Path(d), 30.0, "stall"))
 

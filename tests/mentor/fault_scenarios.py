@@ -147,7 +147,7 @@ async def lossy_run(tmp: Path, seconds: float, loss: float = 0.05, delay_ms: flo
         out["nacks"] = out["rtcp_to_station"].get((205, 1), 0)
         out["plis_at_relay"] = out["rtcp_to_station"].get((206, 1), 0)
         out["plis_at_encoder"] = rig.plis
-        out["attempts"] = len(rig.viewer.attempts)
+        out["attempts"] = len([x for x in rig.viewer.attempts if x.started >= t0]) + 1
         out["attempt_ends"] = [x.why for x in rig.viewer.attempts if x.lost]
         out["station_link_events"] = [w for _, _, w in rig.live.station.link_events]
         out["stroke"] = (ids, seqs, rig.station_saw(aid))

@@ -9,10 +9,11 @@ The decisions (loss, delay, jitter, reordering, rate, blackouts) are
   ``reverse`` target -> source.
 * :class:`IceRelay` makes the relay the only path between two WebRTC peers by rewriting the
   ``a=candidate`` lines (RFC 8839 section 5.1) of the offer and the answer in signalling: each
-  UDP candidate ``ADDR PORT`` becomes a forwarder's ``127.0.0.1 PORT'`` that leads to it, and
-  every other candidate (TCP, other addresses) is removed. A peer therefore only ever learns
-  relay addresses; the replies it sees come from the forwarder's outbound sockets, which ICE
-  learns as peer-reflexive candidates (RFC 8445 section 7.3.1.3) - behind the same relay.
+  UDP candidate ``127.x.y.z PORT`` becomes a forwarder's ``127.0.0.1 PORT'`` that leads to it,
+  and every other candidate (TCP, IPv6, mDNS, other interfaces) is removed. A peer therefore
+  only ever learns relay addresses; the replies it sees come from the forwarder's outbound
+  sockets, which ICE learns as peer-reflexive candidates (RFC 8445 section 7.3.1.3), behind
+  the same relay.
   Datagrams are counted apart by their first byte (RFC 7983 section 7: 0-3 STUN, 20-63 DTLS,
   128-191 RTP/RTCP), so the DTLS/SRTP bytes a forwarder delivers can be compared with the
   ``transport`` stats (bytesSent/bytesReceived) of the peers' ``RTCPeerConnection``.
@@ -202,7 +203,9 @@ class IceRelay:
                 out.append(line)
                 continue
             foundation, comp, proto, prio, addr, port, typ, rest = m.groups()
-            if proto.lower() != "udp" or ":" in addr or addr.endswith(".local"):
+            if proto.lower() != "udp" or not addr.startswith("127."):
+                # TCP, IPv6, mDNS and other interfaces' candidates: the relay reaches loopback
+                # addresses only, and a candidate left in place would be a direct path
                 self.removed_candidates += 1
                 continue
             key = (addr, int(port))

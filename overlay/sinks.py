@@ -170,18 +170,25 @@ class WindowSink(Sink):
     def __init__(self, title: str = "scrubin overlay") -> None:
         self.title = title
         self.active = display_available()
+        #: called with each key pressed in the window (``cv2.waitKey`` code; the surgeon
+        #: station's hide / clear controls, mentor/surgeon_controls.py)
+        self.key_handlers: list[Any] = []
 
     def write(self, item: SinkItem) -> None:
-        """Show the frame (no-op when inactive)."""
+        """Show the frame (no-op when inactive); pass a pressed key to ``key_handlers``."""
         if not self.active:
             return
         import cv2
 
         try:
             cv2.imshow(self.title, item.image_bgr)
-            cv2.waitKey(1)
+            key = cv2.waitKey(1)
         except cv2.error:
             self.active = False  # head-less OpenCV build
+            return
+        if key >= 0:
+            for handler in self.key_handlers:
+                handler(key)
 
     def close(self) -> None:
         """Close the window."""

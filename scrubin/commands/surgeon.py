@@ -68,6 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     link.add_argument("--record", type=Path, metavar="FILE.mcap",
                       help="record the session (video, poses, annotations, quality, latency) "
                            "to FILE.mcap; only if it was created with --record")
+    link.add_argument("--control-fifo", type=Path, metavar="PATH",
+                      help="headless surgeon controls: a named pipe (made 0600 if missing) "
+                           "read line by line: hide, show, toggle, clear (e.g. echo hide > "
+                           "PATH); the window keys h / c and the terminal do the same")
     link.add_argument("--bitrate", type=int, metavar="BPS",
                       help="H.264 target bit rate (default 2500000, from bench_encode)")
     link.add_argument("--preset", choices=("ultrafast", "superfast", "veryfast"),
@@ -92,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                          args.name, list(args.ice_hosts), list(args.ice_servers), args.audio_in,
                          args.record_audio, args.bitrate, args.preset, controls=True,
                          record=args.record, client_cert=args.client_cert,
-                         client_key=args.client_key)
+                         client_key=args.client_key, control_fifo=args.control_fifo)
     report = run_surgeon(req)
     if args.json_path is not None:
         from scrubin.imaging.fileio import write_json_atomic

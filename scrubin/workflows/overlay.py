@@ -257,6 +257,7 @@ def run_overlay(req: OverlayRequest, scene: Any = None,
     try:
         sinks = [*(extra_sinks(camera, structures, registration) if extra_sinks else []),
                  VideoFileSink(tmp_out, fps), WindowSink()]
+        sinks[-1].key_handlers += [s.on_key for s in sinks if getattr(s, "on_key", None)]
         stereo_sinks = []
         if stereo is not None:  # sinks that draw into the headset eyes (mentor annotations)
             stereo.annotators += [s.annotate_eye for s in sinks if hasattr(s, "annotate_eye")]

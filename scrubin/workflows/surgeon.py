@@ -14,8 +14,10 @@ overlay workflow builds the pipeline); in addition the station:
 Threads: the frame loop (tracking, render, HUD, annotation drawing, encode) runs on the
 calling thread; WebRTC and gRPC run on an asyncio loop in a second thread. The overlay's
 numba kernels release the GIL (``nogil=True``), so a render does not stall the network.
-Surgeon controls on a terminal: ``h`` + Enter hides / shows every mentor annotation,
-``c`` + Enter clears them (the server accepts these from the surgeon only).
+Surgeon controls (mentor/surgeon_controls.py; the server accepts them from the surgeon only):
+``h`` hides / shows every mentor annotation and ``c`` clears them, as keys in the station's
+overlay window or + Enter on its terminal; a headless station takes the same commands as lines
+on a named pipe (``control_fifo``, ``scrubin surgeon --control-fifo PATH``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class SurgeonRequest:
     record: Path | None = None  # session recording (MCAP), mentor/recording.py
     client_cert: Path | None = None  # mutual TLS (scrubin certs ... --client NAME)
     client_key: Path | None = None
+    control_fifo: Path | None = None  # headless surgeon controls (mentor/surgeon_controls.py)
 
 
 def grpc_target(spec: str) -> str:
@@ -130,27 +133,6 @@ class _LoopThread:
             self.loop.close()
 
 
-def _controls(loop: _LoopThread, link: Any, stop: threading.Event) -> None:
-    """Terminal controls: 'h' hides/shows all mentor annotations, 'c' clears them."""
-    hidden = False
-    while not stop.is_set():
-        line = sys.stdin.readline()
-        if not line:
-            return
-        cmd = line.strip().lower()
-        try:
-            if cmd == "h":
-                loop.call(link.show_all() if hidden else link.hide_all(), 5)
-                hidden = not hidden
-                print(f"scrubin surgeon: mentor annotations {'hidden' if hidden else 'shown'}",
-                      flush=True)
-            elif cmd == "c":
-                loop.call(link.clear_all(), 5)
-                print("scrubin surgeon: mentor annotations cleared", flush=True)
-        except Exception as exc:  # a failed control is reported, not fatal
-            print(f"scrubin: warning: {exc}", file=sys.stderr, flush=True)
-
-
 def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
     """Run the overlay with the mentor link (module docstring); the overlay report + "mentor"."""
     from scrubin.mentor.anchor import Anchorer
@@ -162,9 +144,12 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
     from scrubin.mentor.station_link import StationLink
     from scrubin.mentor.station_sink import StationSink
     from scrubin.mentor.strip import STRIP_HEIGHT
+    from scrubin.mentor.surgeon_controls import SurgeonControls, close_fifo, make_fifo
     from scrubin.workflows.overlay import run_overlay
 
     target = validate(req)
+    if req.control_fifo is not None:
+        make_fifo(req.control_fifo)   # refused before any work when not a pipe
     width, height = _view_size(req.overlay)
     if width % 2 or height % 2:
         raise MentorError(f"the camera image is {width}x{height}: the H.264 stream needs even "
@@ -184,6 +169,7 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
     client = link = None
     stop = threading.Event()
     viewers_peak = 0
+    controls: Any = None
 
     def make_sinks(camera: Any, structures: Any, registration: Any) -> list[Any]:
         meshes = [(s.vertices_ct_mm, s.faces) for s in structures]
@@ -194,8 +180,10 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
             viewers_peak = max(viewers_peak, len(station.peers))
             link.frame_sent(meta)
 
-        return [StationSink(station, board, camera, registration, on_frame,
-                            pace=not req.overlay.source.startswith("camera:"))]
+        sink = StationSink(station, board, camera, registration, on_frame,
+                           pace=not req.overlay.source.startswith("camera:"))
+        sink.on_key = controls.key  # keys in the surgeon's overlay window
+        return [sink]
 
     try:
         async def connect() -> tuple[Any, Any]:
@@ -226,8 +214,11 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
         except TimeoutError:
             raise MentorError(f"--mentor {target}: no answer from the server within 30 s"
                               ) from None
+        controls = SurgeonControls(link, loop.loop)
         if req.controls and sys.stdin.isatty():
-            threading.Thread(target=_controls, args=(loop, link, stop), daemon=True).start()
+            controls.watch_terminal(stop)
+        if req.control_fifo is not None:
+            controls.watch_fifo(req.control_fifo, stop)
         t0 = time.perf_counter()
         report = run_overlay(req.overlay, extra_sinks=make_sinks)
         enc = np.asarray(encoder.encode_ms[-900:] or [np.nan])
@@ -252,6 +243,7 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
         return report
     finally:
         stop.set()
+        close_fifo(req.control_fifo)
         rec, station.recorder = station.recorder, None
         if rec is not None:  # what was recorded before the failure stays readable
             with contextlib.suppress(Exception):

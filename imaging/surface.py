@@ -23,7 +23,6 @@ parallel over slabs; first call compiles, later calls load the cache).
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from scrubin.imaging import _grid_kernels as grid
 from scrubin.imaging import _mc_kernels as kern
@@ -327,6 +326,8 @@ def extract_surface(
         box = np.clip(box + np.array([-margin, margin] * 3), 0, shape)
         if level is None:  # label mode: the blurred mask is the image
             sl = tuple(slice(box[2 * a], box[2 * a + 1]) for a in range(3))
+            from scipy import ndimage  # label mode only: importing it costs ~0.1 s CPU
+
             array = ndimage.gaussian_filter(region[sl].astype(np.float32), 0.6)
             level, region, below = 0.5, None, False
             affine[:3, 3] = volume.affine[:3, :3] @ box[[4, 2, 0]] + volume.affine[:3, 3]

@@ -12,8 +12,8 @@
    process) and Chromium.
 2. Where one process tops out: light viewers only, stepping the count; the first step where a
    viewer falls below 28 fps or its latency p95 passes 150 ms (the station's own frame rate is
-   printed: on a shared machine it can be below 30 before any viewer is), and the serving
-   process's CPU per viewer (a straight-line fit over the steps).
+   printed: on a shared machine it can be below 30 before any viewer is), the serving
+   process's CPU and its event loop's timer lag at each step.
 3. Fifteen observers through Janus (Debian ``janus``, VideoRoom, the station publishing once)
    against the same fifteen through our process, both inside one network namespace made here
    (root; skipped otherwise): fps, latency and the CPU of each part.
@@ -66,7 +66,7 @@ def _own_ten() -> None:
 
 def _top_out() -> None:
     """Every step of the sweep, the first step where a viewer misses the floor, and the
-    serving process's CPU fitted as a + b * viewers (least squares over the steps)."""
+    serving process's CPU at each step."""
     from tests.mentor.load_rig import run
 
     first = None
@@ -91,12 +91,8 @@ def _top_out() -> None:
             if st < FPS_FLOOR else ""
         print(f"  -> one process tops out at {n} viewers here: worst viewer {f:.1f} fps, p95 "
               f"{p:.0f} ms; station sent {st:.1f} fps{limited}", flush=True)
-    if len(ns) >= 2:
-        b, a = np.polyfit(ns, cores, 1)
-        if b > 0:
-            print(f"  serving process CPU ~ {a:.2f} + {b:.3f} x viewers cores: one core (its "
-                  f"event loop + frame thread) is busy at ~{(1 - a) / b:.0f} viewers "
-                  "(extrapolated)", flush=True)
+    print("  serving process CPU (cores) by viewers: " + ", ".join(
+        f"{n}: {c:.2f}" for n, c in zip(ns, cores, strict=True)), flush=True)
 
 
 def _janus_vs_own(n: int = 15) -> None:

@@ -331,10 +331,47 @@ setInterval(async () => {
   }
 }, 250);
 
+// ---------------------------------------------------------------- loss guard
+// Under packet loss each lost video packet waits one NACK round trip for its retransmission;
+// Chromium's jitter buffer does not wait that long and the picture freezes. While NACKs are
+// being sent (the last 5 s) the page asks for a playout delay of 1.5 RTT + 60 ms (at most
+// 500 ms; RTT from the ICE candidate pair), and drops it after 10 s without one. An explicit
+// delay (fragment delay_ms, setVideoDelay) wins. DESIGN.md "Link loss".
+const lossGuard = { nack: -1, lastNackAt: -1e9, targetMs: null };
+state.lossGuard = lossGuard;
+setInterval(async () => {
+  const pc = state.pc, recv = state.videoReceiver;
+  if (!pc || !recv || state.videoDelayMs !== null || !('jitterBufferTarget' in recv)) return;
+  let nack = 0, rtt = null;
+  try {
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') nack = s.nackCount || 0;
+      if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime != null) {
+        rtt = s.currentRoundTripTime;
+      }
+    });
+  } catch (_) { return; }
+  if (state.pc !== pc) return;
+  const now = performance.now();
+  if (lossGuard.nack >= 0 && nack > lossGuard.nack) lossGuard.lastNackAt = now;
+  lossGuard.nack = nack;
+  let target = null;
+  if (now - lossGuard.lastNackAt < 5000) {
+    target = Math.min(500, Math.round(1.5 * (rtt == null ? 0.2 : rtt) * 1000 + 60));
+  } else if (now - lossGuard.lastNackAt < 10000) {
+    target = lossGuard.targetMs;
+  }
+  if (target !== lossGuard.targetMs) {
+    lossGuard.targetMs = target;
+    recv.jitterBufferTarget = target;
+  }
+}, 1000);
+
 function closePeer() {
   clearTimeout(state.offerTimer);
   if (state.pc) { try { state.pc.close(); } catch (_) { /* closed */ } }
   state.pc = null; state.dc = null; state.videoReceiver = null;
+  lossGuard.nack = -1; lossGuard.targetMs = null;
 }
 
 async function startPeer() {

@@ -110,6 +110,11 @@ class StreamEncoder:
         self.keyframes = 0
         self.keyframe_requests = 0
         self.encode_ms: list[float] = []
+        # forced IDRs at most this often (s); a request inside the gap waits, is not lost.
+        # 0 = at once. Many viewers each asking after a drop otherwise make most pictures
+        # IDRs (measured: 125 of 418 with 20 viewers, benchmarks/bench_mentor_load.py).
+        self.min_keyframe_gap_s = 0.0
+        self._last_forced = -math.inf
 
     def request_keyframe(self) -> None:
         """Make the next encoded picture an IDR (PLI/FIR, a new viewer, a viewer that dropped)."""
@@ -135,7 +140,10 @@ class StreamEncoder:
         frame.pts = int(pts_90k)
         frame.time_base = VIDEO_TIME_BASE
         with self._lock:
-            force, self._force = self._force, False
+            now = time.monotonic()
+            force = self._force and now - self._last_forced >= self.min_keyframe_gap_s
+            if force:
+                self._force, self._last_forced = False, now
             frame.pict_type = (av.video.frame.PictureType.I if force
                                else av.video.frame.PictureType.NONE)
             packets = list(self._ctx.encode(frame))

@@ -144,13 +144,13 @@ async def _annotate(ready: dict, count: int, period_s: float) -> list[int]:
 def run(viewers: int, seconds: float = 10.0, chromium: bool = False,
         janus_url: str | None = None, janus_secrets: Path | None = None,
         ice_host: str = "127.0.0.1", janus_pid: int | None = None,
-        annotations: int = 20) -> dict[str, Any]:
+        annotations: int = 20, keyframe_gap_s: float = 0.0) -> dict[str, Any]:
     """One scenario (module docstring); per-viewer fps/latency, CPU per process, health p95,
     annotations sent/acked/applied by the station."""
     restrict_host_addresses([ice_host])
     state = Path(tempfile.mkdtemp(prefix="scrubin-load-"))
     cmd = [sys.executable, "-m", "tests.mentor.load_host", "--state", str(state),
-           "--ice-host", ice_host]
+           "--ice-host", ice_host, "--keyframe-gap", str(keyframe_gap_s)]
     if janus_url:
         cmd += ["--janus-url", janus_url, "--janus-secrets", str(janus_secrets)]
     host = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -286,9 +286,10 @@ def main() -> None:
     ap.add_argument("--janus-pid", type=int)
     ap.add_argument("--ice-host", default="127.0.0.1")
     ap.add_argument("--annotations", type=int, default=20)
+    ap.add_argument("--keyframe-gap", type=float, default=0.0)
     a = ap.parse_args()
     res = run(a.viewers, a.seconds, a.chromium, a.janus_url, a.janus_secrets, a.ice_host,
-              a.janus_pid, a.annotations)
+              a.janus_pid, a.annotations, a.keyframe_gap)
     print("RESULT " + json.dumps(res), flush=True)
 
 

@@ -14,7 +14,8 @@
    viewer falls below 28 fps or its latency p95 passes 150 ms (the station's own frame rate is
    printed: on a shared machine it can be below 30 before any viewer is), the serving
    process's CPU and its event loop's timer lag at each step.
-3. Fifteen observers through Janus (Debian ``janus``, VideoRoom, the station publishing once)
+3. The top-out step again with forced IDRs spaced 0.5 s apart (``min_keyframe_gap_s``).
+4. Fifteen observers through Janus (Debian ``janus``, VideoRoom, the station publishing once)
    against the same fifteen through our process, both inside one network namespace made here
    (root; skipped otherwise): fps, latency and the CPU of each part.
 """
@@ -50,6 +51,7 @@ def _summary(res: dict) -> str:
             f"ms, worst viewer p95 {np.nanmax(p95):.0f} ms; health check p50 {h['p50']:.1f} / "
             f"p95 {h['p95']:.1f} ms ({h['failed']} failed); annotations acked "
             f"{ann['acked']}/{ann['sent']}, applied by the station {applied}; "
+            f"IDR pictures {res['keyframes']}/{res['sent_frames']}; "
             f"CPU cores busy: {parts}; station event loop lag p95 "
             f"{res.get('loop_lag_p95_ms') or float('nan'):.0f} ms")
 
@@ -95,6 +97,18 @@ def _top_out() -> None:
         f"{n}: {c:.2f}" for n, c in zip(ns, cores, strict=True)), flush=True)
 
 
+def _keyframe_gap(n: int = 20, gap_s: float = 0.5) -> None:
+    """The same step with forced IDRs spaced (``StreamEncoder.min_keyframe_gap_s``): each
+    viewer that drops a packet asks for an IDR, and with many viewers most pictures become
+    IDRs (large, many packets) unless the requests are spaced."""
+    from tests.mentor.load_rig import run
+
+    res = run(viewers=n, seconds=WINDOW_S, chromium=False, annotations=10,
+              keyframe_gap_s=gap_s)
+    print(f"own process, IDRs at most every {gap_s} s: {_summary(res)}; load average "
+          f"{res['loadavg_1min']:.1f}", flush=True)
+
+
 def _janus_vs_own(n: int = 15) -> None:
     from tests.mentor.janus_netns import available, janus_in_netns
 
@@ -120,6 +134,7 @@ def _janus_vs_own(n: int = 15) -> None:
 def main() -> None:
     _own_ten()
     _top_out()
+    _keyframe_gap()
     _janus_vs_own()
 
 

@@ -10,6 +10,8 @@ signalling). Scenarios, each printed as one line of figures:
   buffer, capture -> decode latency p50/p95, NACK/PLI counts at the relay, keyframes the
   encoder made on request, relay bytes vs the peers' DTLS transport bytes, stroke events
   exactly once;
+* the same link to the mentor page in headless Chromium, 30 s: Chromium's decoded fps,
+  totalFreezesDuration share, NACK/PLI counts and jitter-buffer delay;
 * a 30 s blackout of the mentor's whole network (media + gRPC held): detection time on each
   side, resume time after the link's return, new peer connections, stroke events exactly once.
 
@@ -32,6 +34,28 @@ def _once_in_order(stroke: tuple) -> str:
     return f"{len(ids)} stroke events {'exactly once in order' if ok else 'NOT exactly once'}"
 
 
+def _page_loss() -> None:
+    """The same link for the mentor page in headless Chromium (its own inbound-rtp figures)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.mentor.browser import ServerThread, launch_chromium
+    from tests.mentor.test_faults_page import page_under_loss
+
+    with tempfile.TemporaryDirectory() as d, sync_playwright() as pw:
+        server = ServerThread(Path(d))
+        browser = launch_chromium(pw)
+        try:
+            out = page_under_loss(browser, server, 30.0)
+        finally:
+            browser.close()
+            server.stop()
+    print(f"faults loss, Chromium page, 30 s: decoded {out['fps']:.1f} fps, frozen "
+          f"{out['frozen_share'] * 100:.1f} % of the time ({out['freezes']} freezes), NACK "
+          f"{out['nack']}, PLI {out['pli']}, jitter buffer {out['jitter_buffer_ms']:.0f} ms "
+          f"(loss guard target {out['guard_ms']} ms), relay loss "
+          f"{out['relay_loss'] * 100:.2f} %, peer connections {out['peer_connections']}")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         out = asyncio.run(lossy_run(Path(d), seconds=30.0))
@@ -47,6 +71,7 @@ def main() -> None:
           f"({out['down'].lost / max(1, out['down'].packets_in) * 100:.2f} %); relay -> viewer "
           f"{rb['to_a']} B vs viewer bytesReceived {vs['bytesReceived']} B; "
           f"{_once_in_order(out['stroke'])}; peer connections in the run {out['attempts']}")
+    _page_loss()
     with tempfile.TemporaryDirectory() as d:
         out = asyncio.run(blackout_run(Path(d), 30.0, "stall"))
 

@@ -27,6 +27,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -99,6 +100,34 @@ def _encoder_ssim(views: list[np.ndarray], bitrate: int) -> float:
                     scores.append(structural_similarity(views[i - len(views)], shown,
                                                         channel_axis=2, data_range=255))
     return float(np.median(scores)) if scores else float("nan")
+
+
+def _breakdown(probes: list[str], first_move: dict[str, float], station: Any,
+               hub_times: list[tuple[str, float, float, float]]) -> dict[str, list[float]]:
+    """Where the annotation latency goes, per probe, on the one wall clock (s).
+
+    pointermove (event timestamp) -> page sends the update (its ``client_time``) -> server
+    has it (WebSocket read, JSON) -> stored (validation + SQLite commit, synchronous=FULL)
+    -> broadcast -> station has it (gRPC stream, board applied) -> composite drawn (waiting
+    for the next frame of the 30 fps loop + drawing).
+    """
+    times = {e: (t_in, t_st, t_bc) for e, t_in, t_st, t_bc in hub_times}
+    steps = ("page: pointermove -> WebSocket send", "WebSocket: send -> server handler",
+             "server: validate + SQLite commit", "server: commit -> broadcast",
+             "gRPC: broadcast -> station board", "station: board -> composite drawn")
+    out: dict[str, list[float]] = {k: [] for k in steps}
+    for a in probes:
+        arr = station.first_move_arrival.get(a)
+        if arr is None or a not in first_move or a not in station.first_moved:
+            continue
+        t_station, event_id, t_sent = arr
+        if event_id not in times:
+            continue
+        t_in, t_st, t_bc = times[event_id]
+        marks = (first_move[a], t_sent, t_in, t_st, t_bc, t_station, station.first_moved[a][1])
+        for k, (t0, t1) in zip(steps, zip(marks, marks[1:], strict=False), strict=True):
+            out[k].append(t1 - t0)
+    return out
 
 
 def main() -> None:
@@ -191,6 +220,7 @@ def main() -> None:
                 sent_fps = (station.station.sent_frames - sent0) / elapsed
                 log = page.evaluate("window.scrubin.state.frameLog")
                 first_move = page.evaluate("Object.fromEntries(window.scrubin.state.firstMoveWall)")
+                hub_times = list(server.server.hub.submit_times)
                 rtt_ms = page.evaluate("window.scrubin.session.roundTripsMs")
                 page.context.close()
                 browser.close()
@@ -211,6 +241,7 @@ def main() -> None:
     decoded_fps = (s1.get("framesDecoded", 0) - s0.get("framesDecoded", 0)) / elapsed
     ann = [station.first_moved[a][1] - first_move[a] for a in probes
            if a in station.first_moved and a in first_move]
+    breakdown = _breakdown(probes, first_move, station, hub_times)
     cpu = {k: (c1[k] - c0[k]) / elapsed * 100 for k in c0}
     chromium_pct = (cr1 - cr0) / elapsed * 100
     proc_pct = (proc1 - proc0) / elapsed * 100
@@ -233,6 +264,8 @@ def main() -> None:
     print(f"annotation first pointermove->surgeon composite: p50 {ap50 * 1e3:.1f} ms, "
           f"p95 {ap95 * 1e3:.1f} ms (targets 30/60: "
           f"{verdict(ap50 <= TARGETS['ann_p50'] and ap95 <= TARGETS['ann_p95'])})")
+    for name, v in breakdown.items():
+        print(f"  {name}: p50 {_pct(v, 50) * 1e3:.1f} ms, p95 {_pct(v, 95) * 1e3:.1f} ms")
     print(f"station sent {sent_fps:.1f} fps; Chromium decoded {decoded_fps:.1f} fps "
           f"({verdict(decoded_fps >= TARGETS['fps'])}); longest "
           f"display gap {gaps.max() * 1e3:.0f} ms ({verdict(gaps.max() <= TARGETS['freeze'])}); "

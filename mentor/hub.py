@@ -2,14 +2,16 @@
 
 One :class:`Hub` per server, used from the event loop only. It is the single path from a
 connection (gRPC stream or WebSocket) to the store: every store call runs on one worker
-thread (:meth:`Hub.db`), so SQLite's fsyncs (``synchronous=FULL``) never block the loop.
+thread (:meth:`Hub.db`), so SQLite's writes and fsyncs never block the loop.
 
 * Annotations: :meth:`Hub.submit` validates, checks the role, appends the event (seq assigned
   in the store's transaction, a resent ``event_id`` returns the original seq) and broadcasts
   it to every :class:`Feed` of the session, under a per-session lock so broadcasts go out in
-  seq order. A :class:`Feed` registers for live events *before* reading the replay from the
-  store and then drops live events with seq <= the last replayed one, so a resuming client
-  sees every event exactly once and in order.
+  seq order; then it syncs the store to disk before returning (the caller acks after that),
+  so the disk's flush delays the author's ack, not the other participants. A :class:`Feed`
+  registers for live events *before* reading the replay from the store and then drops
+  live events with seq <= the last replayed one, so a resuming client sees every event
+  exactly once and in order.
 * Telemetry: the station's latest frame is fanned out to watchers; each watcher holds one
   frame at most (a slow watcher skips frames, never delays the station).
 * Signalling: the surgeon station's open ``Signal`` call receives each viewer's offer with a
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -104,6 +107,9 @@ class Hub:
         self.call_tokens = call_tokens  # short-lived JWTs (mentor/tokens.py), None: off
         self.turn = turn  # per-participant TURN credentials (mentor/turn.py), None: off
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrubin-store")
+        #: the last accepted events' timing, ``(event_id, received, committed, broadcast)``
+        #: (``time.time()``; the latency bench's breakdown)
+        self.submit_times: deque[tuple[str, float, float, float]] = deque(maxlen=2000)
         self._sessions: dict[str, _Session] = {}
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -192,14 +198,18 @@ class Hub:
     async def submit(self, ident: Identity, author: str, raw: Any, peer: str) -> Appended:
         """Validate, store and broadcast one client event; a refusal is audited and raises."""
         state = self._state(ident.session_id)
+        t_in = time.time()
         try:
             event = validate_event(raw, ident.role, author)
             async with state.lock:  # broadcasts leave in seq order
                 done = await self.db(self.store.append_event, ident.session_id, event, peer,
                                      ident.role == "surgeon")
+                t_stored = time.time()
                 if not done.duplicate:
                     for feed in list(state.feeds):
                         feed.push(done.seq, done.event)
+                    self.submit_times.append((event["event_id"], t_in, t_stored, time.time()))
+            await self.db(self.store.sync)  # on disk before the author's ack (store docstring)
         except MentorError as exc:
             event_id = raw.get("event_id", "") if isinstance(raw, dict) else ""
             await self.db(self.store.audit, ident.session_id, ident.role, author, "refused",

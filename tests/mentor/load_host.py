@@ -29,6 +29,7 @@ from scrubin.mentor.ice import restrict_host_addresses
 from scrubin.mentor.station_meta import FrameMeta
 from tests.mentor.browser import ServerThread
 from tests.mentor.live_station import LiveStation
+from tests.mentor.load_viewers import nal_digest
 
 
 def scene(width: int = 1280, height: int = 720):
@@ -112,6 +113,21 @@ def main() -> None:
         fut = asyncio.run_coroutine_threadsafe(
             publish_to_janus(live, args.janus_url, args.janus_secrets), live.loop)
         ready.update(fut.result(40))
+    digests: dict[int, str] = {}
+
+    class Digests:   # the station's recorder hook sees every frame's packets once
+        def add_frame(self, packets, meta) -> None:
+            digests[meta.frame_id] = nal_digest(b"".join(bytes(p) for p in packets))
+            while len(digests) > 3000:
+                digests.pop(next(iter(digests)))
+
+        def add_event(self, seq, event) -> None:
+            pass
+
+        def add_audio(self, name, frame) -> None:
+            pass
+
+    live.station.recorder = Digests()
     captures: dict[int, float] = {}
     stop = threading.Event()
     lags: list[float] = []
@@ -154,7 +170,7 @@ def main() -> None:
     cpu = sum(proc.cpu_times()[:2]) - cpu0
     enc = live.encoder.encode_ms[-300:]
     out = {"captures": captures, "cpu_s": cpu, "sent_frames": live.station.sent_frames,
-           "seqs": [s for s, _ in live.events],
+           "seqs": [s for s, _ in live.events], "digests": digests,
            "encode_p50_ms": float(np.percentile(enc, 50)) if enc else None,
            "keyframes": live.encoder.keyframes,
            "loop_lag_p95_ms": float(np.percentile(lags[-400:], 95)) if lags else None,

@@ -212,6 +212,11 @@ def run(viewers: int, seconds: float = 10.0, chromium: bool = False,
         out = json.loads(host.stdout.readline())
         captures = {int(k): v for k, v in out["captures"].items()}
         per_viewer = {v.name: viewer_stats(v, captures, t0, t1) for v in vs}
+        sent_digests = {int(k): d for k, d in out.get("digests", {}).items()}
+        for v in vs:   # frames received byte-identical to what the station encoded
+            same = [fid for fid, d in v.digests.items() if sent_digests.get(fid) == d]
+            per_viewer[v.name]["identical"] = float(len(same))
+            per_viewer[v.name]["compared"] = float(sum(f in sent_digests for f in v.digests))
         if page is not None:
             win = [f for f in frame_log if t0 <= f["display_wall"] <= t1]
             lat = [f["latency_s"] * 1e3 for f in win if f.get("latency_s") is not None]

@@ -18,7 +18,9 @@ times of those ids (reported by the host afterwards), ``capture(ts) = c + ts / 9
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import queue
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +30,17 @@ import numpy as np
 from scrubin.mentor.strip import read_strip
 
 CALIBRATE_FRAMES = 5
+_START = re.compile(b"\x00\x00\x00\x01|\x00\x00\x01")
+
+
+def nal_digest(annexb: bytes) -> str:
+    """SHA-256 of an access unit's NAL units, start codes removed (RFC 6184 carries NAL units,
+    not start codes: a forwarder that does not re-encode keeps these bytes)."""
+    h = hashlib.sha256()
+    for nal in _START.split(annexb):
+        if nal:
+            h.update(len(nal).to_bytes(4, "big") + nal)
+    return h.hexdigest()
 
 
 class _CountingQueue:
@@ -55,6 +68,7 @@ class CountingViewer:
     name: str
     frames: list[tuple[float, int]] = field(default_factory=list)
     calib: list[tuple[int, int]] = field(default_factory=list)
+    digests: dict[int, str] = field(default_factory=dict)   # frame id -> nal_digest
     pc: Any = None
     bytes_in: int = 0
 
@@ -78,6 +92,7 @@ class CountingViewer:
                 fid = read_strip(f.to_ndarray(format="gray"))
                 if fid is not None:
                     self.calib.append((int(enc.timestamp), fid))
+                    self.digests[fid] = nal_digest(bytes(enc.data))
         except av.error.FFmpegError:
             pass    # a P-frame before the first keyframe
 

@@ -37,6 +37,8 @@ def test_ten_viewers_one_stream() -> None:
         assert math.isfinite(v["latency_p95_ms"]) and 0 < v["latency_p50_ms"] < 500, (name, v)
         if name != "chromium":
             assert v["calibrated"] >= 3, (name, v)   # frame ids read back through the strip
+            # encode once: each viewer gets the very bytes the one encoder made
+            assert v["compared"] >= 3 and v["identical"] == v["compared"], (name, v)
     # encode once: one encoder, one packet track per viewer, every station frame encoded once
     assert res["fanout_tracks"] == 10 == res["station_peers"]
     assert abs(res["encoder_frames"] - res["sent_frames"]) <= 1

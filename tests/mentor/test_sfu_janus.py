@@ -82,6 +82,8 @@ def test_observers_through_janus(tmp_path) -> None:
     for name, v in res["viewers"].items():
         assert v["fps"] >= 0.9 * res["station_fps"], (name, v, res["station_fps"])
         assert v["calibrated"] >= 3, (name, v)      # frame ids of sent frames, CRC-checked
+        # forwarded, not re-encoded: the NAL units received are the station's encoder's bytes
+        assert v["compared"] >= 3 and v["identical"] == v["compared"], (name, v)
         assert 0 < v["latency_p50_ms"] < 500, (name, v)
     assert res["cpu_cores"]["janus"] > 0
     ann = res["annotations"]

@@ -51,6 +51,36 @@ def test_help_imports_no_heavy_library(argv):
     assert not set(KERNEL_MODULES) & mods
 
 
+#: Libraries ``scrubin model DICOM-FOLDER --preset bone --out X.stl`` has no use for: other
+#: readers (SimpleITK, nibabel), mesh/render/vision stacks, DICOM SEG, the label-mode blur
+#: (scipy.ndimage), the mentor's network stack.
+NOT_FOR_MODEL_STL = {
+    "vtk", "open3d", "SimpleITK", "nibabel", "highdicom", "skimage", "trimesh", "cv2",
+    "moderngl", "aiortc", "av", "grpc", "aiohttp", "pyigtl", "scipy.ndimage", "scipy.spatial",
+    "scrubin.imaging.seg_dicom", "scrubin.overlay.renderer", "scrubin.registration.icp",
+}
+
+
+def test_model_stl_imports_only_what_it_uses(small_phantom, tmp_path):
+    # what a bone model of a DICOM series to STL imports, in a fresh interpreter
+    out = tmp_path / "bone.stl"
+    code = (
+        "import sys, json\n"
+        "import scrubin.cli as c\n"
+        f"rc = c.main(['model', {str(small_phantom)!r}, '--preset', 'bone', '--out', "
+        f"{str(out)!r}])\n"
+        "sys.stdout.flush()\n"
+        "print('@@' + json.dumps([rc, sorted(sys.modules)]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    rc, mods = json.loads(run.stdout.split("@@")[-1])
+    assert rc == 0 and out.stat().st_size > 0, run.stderr
+    assert {"numba", "pydicom", "scrubin.imaging.surface"} <= set(mods)  # it did the work
+    loaded = set(mods) | {m.split(".")[0] for m in mods}
+    assert not loaded & NOT_FOR_MODEL_STL, sorted(loaded & NOT_FOR_MODEL_STL)
+
+
 def test_build_parser_imports_no_heavy_library():
     code = ("import scrubin.cli as c; c.build_parser(); import sys, json; "
             "print(json.dumps(sorted(sys.modules)))")

@@ -70,3 +70,35 @@ def test_every_step_runs_and_reaches_its_kernels():
                  "scrubin.overlay.raster.clip_near", "scrubin.imaging._mc_kernels.dilate6",
                  "scrubin.overlay.composite.resolve_blend_single"):
         assert name in ready, name
+
+
+def test_bytecode_is_written_checked_against_the_source(tmp_path):
+    import importlib.util
+    import struct
+    import tomllib
+
+    from scrubin.warm import compile_bytecode, package_folders
+
+    # the folders are those of pyproject's package-dir mapping
+    root = Path(__file__).parents[2]
+    mapping = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-dir"]
+    assert sorted(package_folders()) == sorted((root / d).resolve() for d in mapping.values())
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "cache").mkdir()
+    (pkg / "a.py").write_text("X = 1\n")
+    (pkg / "sub" / "b.py").write_text("Y = 2\n")
+    (pkg / "cache" / "c.py").write_text("Z = 3\n")
+    (pkg / "broken.py").write_text("def (\n")
+    modules, failed = compile_bytecode([pkg])
+    assert modules == 2 and failed == [pkg / "broken.py"]
+    assert not (pkg / "cache" / "__pycache__").exists()
+    for src in (pkg / "a.py", pkg / "sub" / "b.py"):
+        data = Path(importlib.util.cache_from_source(str(src))).read_bytes()
+        # PEP 552 header: magic, flags (0: timestamp-based), source mtime, source size
+        magic, flags, mtime, size = data[:4], *struct.unpack("<3I", data[4:16])
+        st = src.stat()
+        assert magic == importlib.util.MAGIC_NUMBER and flags == 0
+        assert (mtime, size) == (int(st.st_mtime) & 0xFFFFFFFF, st.st_size)

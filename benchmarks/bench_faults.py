@@ -53,7 +53,9 @@ def _page_loss() -> None:
           f"{out['frozen_share'] * 100:.1f} % of the time ({out['freezes']} freezes), NACK "
           f"{out['nack']}, PLI {out['pli']}, jitter buffer {out['jitter_buffer_ms']:.0f} ms "
           f"(loss guard target {out['guard_ms']} ms), relay loss "
-          f"{out['relay_loss'] * 100:.2f} %, peer connections {out['peer_connections']}")
+          f"{out['relay_loss'] * 100:.2f} %, peer connections {out['peer_connections']}; "
+          f"station voice (tone) {out['audio_dbfs']:.1f} dBFS, Chromium concealed "
+          f"{out['audio_concealed_share'] * 100:.1f} % of its samples")
 
 
 def main() -> None:

@@ -64,8 +64,14 @@ function updateStatus() {
   $('st-conn').dataset.state = ws;
   // the displayed frame's metadata, else the server's telemetry (no video yet)
   const m = (state.displayed && state.displayed.meta) || state.telemetry;
-  setText('st-track', m ? m.tracking : '-');
-  $('st-track').dataset.state = m ? m.tracking : '';
+  // no frame displayed for 1 s (link lost, station gone): the last frame's LIVE would lie
+  let age = 0;
+  for (let i = state.frameLog.length - 1; i >= 0; i -= 1) {   // last frame with a valid id
+    if (state.frameLog[i].frame_id > 0) { age = Date.now() / 1000 - state.frameLog[i].display_wall; break; }
+  }
+  const track = age > 1.0 ? `NO VIDEO ${Math.floor(age)} s` : (m ? m.tracking : '-');
+  setText('st-track', track);
+  $('st-track').dataset.state = age > 1.0 ? 'LOST' : (m ? m.tracking : '');
   setText('st-fre', m && m.fre_mm != null ? `${m.fre_mm.toFixed(2)} mm` : '-');
   const recent = state.frameLog.slice(-60).map((f) => f.latency_s).filter((x) => x != null);
   const vl = median(recent);
@@ -334,7 +340,7 @@ setInterval(async () => {
 // ---------------------------------------------------------------- loss guard
 // Under packet loss each lost video packet waits one NACK round trip for its retransmission;
 // Chromium's jitter buffer does not wait that long and the picture freezes. While NACKs are
-// being sent (the last 5 s) the page asks for a playout delay of 1.5 RTT + 60 ms (at most
+// being sent (the last 5 s) the page asks for a playout delay of 2 RTT + 60 ms (at most
 // 500 ms; RTT from the ICE candidate pair), and drops it after 10 s without one. An explicit
 // delay (fragment delay_ms, setVideoDelay) wins. DESIGN.md "Link loss".
 const lossGuard = { nack: -1, lastNackAt: -1e9, targetMs: null };
@@ -357,7 +363,7 @@ setInterval(async () => {
   lossGuard.nack = nack;
   let target = null;
   if (now - lossGuard.lastNackAt < 5000) {
-    target = Math.min(500, Math.round(1.5 * (rtt == null ? 0.2 : rtt) * 1000 + 60));
+    target = Math.min(500, Math.round(2 * (rtt == null ? 0.2 : rtt) * 1000 + 60));
   } else if (now - lossGuard.lastNackAt < 10000) {
     target = lossGuard.targetMs;
   }

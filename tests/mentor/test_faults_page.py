@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import threading
 import time
@@ -133,6 +134,10 @@ def test_page_blackout_heartbeat_and_reconnect(chromium, mentor_server) -> None:
                                ".includes('link lost')", timeout=int((t_cut + 2.0 - time.time())
                                                                      * 1000), polling=50)
         shown = time.time() - t_cut
+        # the tracking state does not go on saying LIVE from the last frame
+        page.wait_for_function("() => document.getElementById('st-track').textContent"
+                               ".startsWith('NO VIDEO')", timeout=int((t_cut + 2.0 - time.time())
+                                                                      * 1000), polling=50)
         page.wait_for_function(f"() => window.scrubin.state.frameLog.some("
                                f"(f) => f.display_wall > {t_back})", timeout=15000, polling=50)
         resumed = page.evaluate(f"() => window.scrubin.state.frameLog.find("
@@ -155,23 +160,31 @@ def test_page_blackout_heartbeat_and_reconnect(chromium, mentor_server) -> None:
         relay.stop()
 
 
-INBOUND_VIDEO = """async () => { let v = null;
+INBOUND_VIDEO = """async () => { let v = null; const audio = {};
     (await window.scrubin.state.pc.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') v = s; });
+      if (s.type === 'inbound-rtp' && s.kind === 'video') v = s;
+      if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+        audio.samples = s.totalSamplesReceived || 0;
+        audio.concealed = s.concealedSamples || 0;
+        audio.energy = s.totalAudioEnergy || 0; audio.duration = s.totalSamplesDuration || 0;
+      } });
     return v && {t: performance.now() / 1000, framesDecoded: v.framesDecoded,
                  freezes: v.freezeCount || 0, frozen: v.totalFreezesDuration || 0,
                  nack: v.nackCount || 0, pli: v.pliCount || 0, lost: v.packetsLost || 0,
                  received: v.packetsReceived, jb: v.jitterBufferDelay || 0,
-                 emitted: v.jitterBufferEmittedCount || 0}; }"""
+                 emitted: v.jitterBufferEmittedCount || 0, ...audio}; }"""
 
 
 def page_under_loss(chromium, mentor_server, seconds: float, loss: float = 0.05,
                     delay_ms: float = 80, jitter_ms: float = 20) -> dict:
-    """Chromium's own figures (inbound-rtp video) over ``seconds`` of impaired media."""
+    """Chromium's own figures (inbound-rtp video and audio) over ``seconds`` of impaired
+    media; the station sends a 440 Hz tone as its voice."""
+    from scrubin.mentor.media_audio import AudioSource
+
     sid, tokens = mentor_server.new_session()
     station = LiveStation(mentor_server.server.grpc_target, tokens["surgeon"],
                           str(mentor_server.server.cert_path), moving_source(), None,
-                          640, 360).start()
+                          640, 360, audio=AudioSource("tone:440")).start()
     relay = RelayThread(Impairment(loss=loss, delay_ms=delay_ms, jitter_ms=jitter_ms, seed=21))
     page = new_page(chromium)
     try:
@@ -192,6 +205,11 @@ def page_under_loss(chromium, mentor_server, seconds: float, loss: float = 0.05,
                 "pli": b["pli"] - a["pli"],
                 "jitter_buffer_ms": 1e3 * (b["jb"] - a["jb"]) / max(1, b["emitted"] - a["emitted"]),
                 "relay_loss": lost_down, "peer_connections": len(relay.relays),
+                "audio_concealed_share": (b["concealed"] - a["concealed"]) / max(
+                    1, b["samples"] - a["samples"]),
+                # mean power over the window as dBFS (energy = sum of level^2 x duration)
+                "audio_dbfs": 10 * math.log10(max(1e-12, (b["energy"] - a["energy"]) / max(
+                    1e-9, b["duration"] - a["duration"]))),
                 "station_frames": station.station.sent_frames,
                 "errors": station.errors + page.errors}
     finally:
@@ -217,4 +235,8 @@ def test_page_video_under_5pct_loss_80ms(chromium, mentor_server) -> None:
     assert out["fps"] >= 20.0, out
     assert out["frozen_share"] <= 0.05, out
     assert out["peer_connections"] == 1 and out["errors"] == []
+    # the station's voice plays on at its level (AudioSource "tone:440", about -7 dBFS sent);
+    # Chromium's concealed share (11-20 % here, CPU starvation included) is reported by
+    # benchmarks/bench_faults.py, not asserted: it does not establish intelligibility
+    assert out["audio_dbfs"] > -20.0, out
 

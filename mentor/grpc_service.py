@@ -197,6 +197,22 @@ class MentorService(pb_grpc.MentorServicer):
         finally:
             self.hub.unwatch(ident.session_id, watcher)
 
+    async def _sfu(self, context: grpc.aio.ServicerContext, ident: Any, author: str,
+                   peer_id: str, msg: pb.SignalMessage, queue: asyncio.Queue) -> None:
+        """An ``sfu-*`` message: the server's SfuBridge answers (``serve --sfu``)."""
+        bridge = getattr(self.hub, "sfu", None)
+        if bridge is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "this server has no SFU (scrubin serve --sfu)")
+        try:
+            kind, sdp = await bridge.signal(ident.session_id, ident.role, author, peer_id,
+                                            msg.sdp_type, msg.sdp)
+        except MentorError as exc:
+            await self.hub.db(self.hub.store.audit, ident.session_id, ident.role, author,
+                              "sfu_refused", str(exc), context.peer())
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        queue.put_nowait(pb.SignalMessage(peer_id=peer_id, sdp_type=kind, sdp=sdp))
+
     async def Signal(self, request_iterator: AsyncIterator[pb.SignalMessage],
                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.SignalMessage]:
         """WebRTC signalling: the surgeon station's call, or a native viewer's."""
@@ -209,13 +225,18 @@ class MentorService(pb_grpc.MentorServicer):
 
             async def read() -> None:
                 async for msg in request_iterator:
-                    if msg.sdp_type == "answer":
+                    if msg.sdp_type.startswith("sfu-"):   # issue 10: Janus, mentor/sfu_bridge.py
+                        await self._sfu(context, ident, author, "", msg, queue)
+                    elif msg.sdp_type == "answer":
                         self.hub.signal_to_viewer(sid, msg)
         else:
             peer_id, queue = self.hub.add_viewer(sid)
 
             async def read() -> None:
                 async for msg in request_iterator:
+                    if msg.sdp_type.startswith("sfu-"):
+                        await self._sfu(context, ident, author, peer_id, msg, queue)
+                        continue
                     try:
                         self.hub.signal_to_station(ident, author, peer_id, msg.sdp_type or
                                                    "offer", msg.sdp)

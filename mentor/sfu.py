@@ -271,3 +271,57 @@ async def subscribe_answer(handle: VideoRoomHandle, keys: RoomKeys, answer_sdp: 
                                    {"type": "answer", "sdp": answer_sdp})
     if data.get("started") != "ok":
         raise SfuError(f"VideoRoom start: unexpected answer {data}")
+
+
+async def publish_via_link(link: Any, track: Any, on_keyframe_request: Any = None,
+                           ice_config: Any = None, timeout: float = 20.0) -> Any:
+    """The surgeon station publishes ``track`` through our server (``serve --sfu``): its
+    offer goes as ``sfu-offer`` on the station's own ``Signal`` call (a
+    :class:`~scrubin.mentor.station_link.StationLink`), the server's bridge publishes it
+    into the session's locked room and returns Janus's answer as ``sfu-answer``. The
+    station never sees Janus's API, room number or pin. Returns the ``RTCPeerConnection``."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    from scrubin.mentor.ice import ice_configuration
+    from scrubin.mentor.media import hook_keyframe_requests
+
+    answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def on_sfu(msg: Any) -> None:
+        if msg.sdp_type == "sfu-answer" and not answer.done():
+            answer.set_result(msg.sdp)
+
+    link.on_sfu = on_sfu
+    pc = RTCPeerConnection(ice_config or ice_configuration())
+    tr = pc.addTransceiver(track, direction="sendonly")
+    _prefer_h264(tr)
+    if on_keyframe_request is not None:
+        hook_keyframe_requests(tr.sender, on_keyframe_request)
+    await pc.setLocalDescription(await pc.createOffer())
+    await link.signal.send("sfu-offer", pc.localDescription.sdp)
+    try:
+        sdp = await asyncio.wait_for(answer, timeout)
+    except TimeoutError:
+        await pc.close()
+        raise SfuError(f"no sfu-answer from the server in {timeout:.0f} s") from None
+    await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+    return pc
+
+
+async def subscribe_via_signal(sig: Any, answer_offer: Any, timeout: float = 20.0) -> None:
+    """A viewer subscribes through our server: ``sfu-subscribe`` on its ``Signal`` call,
+    Janus's offer back as ``sfu-offer``, ``answer_offer(sdp) -> answer sdp`` (the viewer's
+    peer connection), ``sfu-answer``, and the server's ``sfu-started``."""
+    await sig.send("sfu-subscribe")
+    offer = await _wait_kind(sig, "sfu-offer", timeout)
+    await sig.send("sfu-answer", await answer_offer(offer))
+    await _wait_kind(sig, "sfu-started", timeout)
+
+
+async def _wait_kind(sig: Any, kind: str, timeout: float) -> str:
+    while True:
+        msg = await asyncio.wait_for(sig.recv(), timeout)
+        if msg is None:
+            raise SfuError(f"signal call ended while waiting for {kind}")
+        if msg.sdp_type == kind:
+            return str(msg.sdp)

@@ -72,6 +72,7 @@ class SfuBridge:
         self._session: sfu.JanusSession | None = None
         self._handle: sfu.VideoRoomHandle | None = None
         self._subs: list[sfu.JanusSession] = []
+        self._pending: dict[tuple[str, str], sfu.VideoRoomHandle] = {}
 
     async def start(self) -> None:
         """Check Janus answers and insists on the API secret; open the admin session."""
@@ -120,6 +121,52 @@ class SfuBridge:
         if self.audit:
             self.audit(session_id, f"sfu subscription for {author}")
         return h, offer
+
+    async def signal(self, session_id: str, role: str, author: str, peer_id: str, kind: str,
+                     sdp: str) -> tuple[str, str]:
+        """One ``sfu-*`` message of a ``Signal`` call; the reply ``(sdp_type, sdp)``.
+
+        - surgeon ``sfu-offer`` (the station's sendonly H.264 offer): joined as the room's
+          publisher, ``publish``; reply ``sfu-answer`` (Janus's answer);
+        - any other role ``sfu-subscribe``: a subscription to the station's feed; reply
+          ``sfu-offer`` (Janus's offer), then the viewer's ``sfu-answer`` -> ``start``; reply
+          ``sfu-started``.
+        """
+        if kind == "sfu-offer":
+            if role != "surgeon":
+                raise SfuError(f"signal {kind}: only the surgeon station publishes")
+            if not sdp.startswith("v=0"):
+                raise SfuError("signal sdp: not an SDP (expected it to start with 'v=0')")
+            keys = await self.room_for(session_id)
+            s = sfu.JanusSession(self.url, self.api_secret)
+            await s.create()
+            self._subs.append(s)
+            h = await s.attach()
+            data, _ = await h.message({"request": "join", "ptype": "publisher",
+                                       "room": keys.room, "pin": keys.pin,
+                                       "display": author})
+            h.peer_id = int(data["id"])
+            data, jsep = await h.message({"request": "publish", "audio": False,
+                                          "video": True, "data": False},
+                                         {"type": "offer", "sdp": sdp})
+            if jsep is None or jsep.get("type") != "answer":
+                raise SfuError(f"VideoRoom publish: no SDP answer ({data})")
+            self.set_feed(session_id, h.peer_id)
+            if self.audit:
+                self.audit(session_id, f"sfu publisher {author}")
+            return "sfu-answer", str(jsep["sdp"])
+        if kind == "sfu-subscribe":
+            h, offer = await self.subscribe(session_id, author)
+            self._pending[(session_id, peer_id)] = h
+            return "sfu-offer", offer
+        if kind == "sfu-answer":
+            h = self._pending.pop((session_id, peer_id), None)
+            if h is None:
+                raise SfuError("signal sfu-answer without an sfu-subscribe on this call")
+            await sfu.subscribe_answer(h, self.rooms[session_id], sdp)
+            return "sfu-started", ""
+        raise SfuError(f"signal sdp_type {kind!r}: expected sfu-offer, sfu-subscribe or "
+                       "sfu-answer")
 
     async def close(self) -> None:
         """Destroy the rooms and sessions this bridge made."""

@@ -96,6 +96,7 @@ class StationLink:
         self._new_meta = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.signal: Any = None
+        self.on_sfu: Any = None   # called with each sfu-* SignalMessage (issue 10, Janus)
         self.ann: Any = None
         self.on_join: Any = None  # called with the link once joined, before any event
 
@@ -212,6 +213,8 @@ class StationLink:
                     await self.signal.send("bye", "", msg.peer_id)
             elif msg.sdp_type == "bye":
                 await self.station.close_peer(msg.peer_id)
+            elif msg.sdp_type.startswith("sfu-") and self.on_sfu is not None:
+                self.on_sfu(msg)   # the server's SFU answer (mentor/sfu.publish_via_link)
 
     # ------------------------------------------------------------------ annotations
     async def _annotations(self) -> None:

@@ -99,7 +99,7 @@ async def _serve(args: argparse.Namespace) -> int:
         hub = server.hub
         bridge.audit = lambda sid, what: asyncio.ensure_future(
             hub.db(hub.store.audit, sid, "server", "server", "sfu", what))
-        server.sfu = bridge  # type: ignore[attr-defined]
+        hub.sfu = bridge  # Signal sfu-* messages go to it (grpc_service._sfu)
         print(f"sfu: Janus {args.sfu} (rooms private, pin + secret per session)", flush=True)
     assert server.ports is not None
     print(f"scrubin serve: web {server.url}  grpc {server.grpc_target} (TLS)", flush=True)

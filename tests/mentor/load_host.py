@@ -2,11 +2,10 @@
 
 ``python -m tests.mentor.load_host --state DIR [--janus-url URL --janus-secrets F]
 [--ice-host ADDR]`` prints one JSON line when ready (``url``, ``grpc``, ``cert``, ``session``,
-``tokens``; with Janus the server's :class:`~scrubin.mentor.sfu_bridge.SfuBridge` makes the
-session's locked room and the station publishes its stream into it once), then serves
-``sub AUTHOR`` (prints Janus's offer for a new observer subscription, made by the bridge: the
-room's pin never leaves this process) and ``ans {"sub": i, "sdp": ...}`` lines until a line
-``stop`` on stdin, and prints
+``tokens``; with Janus the server runs an :class:`~scrubin.mentor.sfu_bridge.SfuBridge` as
+``serve --sfu`` does, and the station publishes its stream once through its ``Signal`` call:
+observers then subscribe through the server's ``Signal`` too), runs until a line ``stop`` on
+stdin, and prints
 one JSON line with the capture time of every frame sent (``captures``: frame id -> time.time()),
 the annotation seqs the station applied, its CPU seconds (user + system) and the encoder's
 figures. Run by tests/mentor/load_rig.py so the load generator's CPU is counted apart.
@@ -22,6 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,44 +48,32 @@ def scene(width: int = 1280, height: int = 720):
     return source
 
 
-async def publish_to_janus(live: LiveStation, url: str, secrets_file: Path) -> dict:
-    """Server side (:class:`SfuBridge`): the session's locked room; station side: publish the
-    shared stream once (the room number and pin reach only the station)."""
-    from scrubin.mentor import sfu
+def start_sfu(server: ServerThread, url: str, secrets_file: Path) -> Any:
+    """``serve --sfu`` in-process: the server's SfuBridge on the server's loop, as hub.sfu."""
     from scrubin.mentor.sfu_bridge import SfuBridge, read_secrets
 
+    hub = server.server.hub
     bridge = SfuBridge(url, *read_secrets(secrets_file))
-    await bridge.start()
-    keys = await bridge.room_for("load")
-    pub_session = sfu.JanusSession(url, bridge.api_secret)
-    await pub_session.create()
-    ph = await pub_session.attach()
+    bridge.audit = lambda sid, what: asyncio.ensure_future(
+        hub.db(hub.store.audit, sid, "server", "server", "sfu", what))
+    server.call(bridge.start)
+    hub.sfu = bridge
+    return bridge
+
+
+async def publish_via_server(live: LiveStation) -> Any:
+    """The station publishes its shared stream once, through the server's Signal call."""
+    from scrubin.mentor import sfu
+
     track = live.fanout.add_viewer("janus")
-    pc = await sfu.publish(ph, keys, track,
-                           on_keyframe_request=live.fanout.encoder.request_keyframe)
+    pc = await sfu.publish_via_link(live.link, track,
+                                    on_keyframe_request=live.fanout.encoder.request_keyframe)
     t_end = time.monotonic() + 15
     while pc.connectionState != "connected":
         if time.monotonic() > t_end:
             raise RuntimeError(f"publisher not connected: {pc.connectionState}")
         await asyncio.sleep(0.05)
-    bridge.set_feed("load", ph.peer_id)
-    live._janus = (bridge, pub_session, pc)   # kept alive with the station
-    live._subs = []
-    return {"sfu": True}
-
-
-async def _subscribe(live: LiveStation, author: str) -> dict:
-    bridge = live._janus[0]
-    h, offer = await bridge.subscribe("load", author)
-    live._subs.append(h)
-    return {"sub": len(live._subs) - 1, "offer": offer}
-
-
-async def _answer(live: LiveStation, idx: int, sdp: str) -> dict:
-    from scrubin.mentor import sfu
-
-    await sfu.subscribe_answer(live._subs[idx], live._janus[0].rooms["load"], sdp)
-    return {"ok": True}
+    return pc
 
 
 def main() -> None:
@@ -109,10 +97,12 @@ def main() -> None:
     restrict_host_addresses(sorted({args.ice_host, "127.0.0.1"}))
     ready = {"url": server.url, "grpc": server.server.grpc_target,
              "cert": str(server.server.cert_path), "session": sid, "tokens": tokens}
+    bridge = pub_pc = None
     if args.janus_url:
-        fut = asyncio.run_coroutine_threadsafe(
-            publish_to_janus(live, args.janus_url, args.janus_secrets), live.loop)
-        ready.update(fut.result(40))
+        bridge = start_sfu(server, args.janus_url, args.janus_secrets)
+        pub_pc = asyncio.run_coroutine_threadsafe(publish_via_server(live), live.loop
+                                                  ).result(40)
+        ready["sfu"] = True
     digests: dict[int, str] = {}
 
     class Digests:   # the station's recorder hook sees every frame's packets once
@@ -154,15 +144,6 @@ def main() -> None:
     for line in sys.stdin:
         if line.strip() == "stop":
             break
-        if line.startswith("sub "):    # an observer's subscription: Janus's offer
-            fut = asyncio.run_coroutine_threadsafe(_subscribe(live, line[4:].strip()),
-                                                   live.loop)
-            print(json.dumps(fut.result(30)), flush=True)
-        elif line.startswith("ans "):  # its answer: {"sub": i, "sdp": ...}
-            msg = json.loads(line[4:])
-            fut = asyncio.run_coroutine_threadsafe(_answer(live, msg["sub"], msg["sdp"]),
-                                                   live.loop)
-            print(json.dumps(fut.result(30)), flush=True)
     stop.set()
     th.join(2)
     for fid, rec in list(live.frames.items()):
@@ -178,14 +159,13 @@ def main() -> None:
            "encoder_frames": live.encoder.frames, "fanout_tracks": live.fanout.viewers,
            "station_peers": len(live.station.peers)}
     print(json.dumps(out), flush=True)
-    if getattr(live, "_janus", None):
-        async def close_sfu() -> None:
-            bridge, pub_session, pc = live._janus
-            await pc.close()
-            await pub_session.destroy()
-            await bridge.close()
+    if bridge is not None:
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(close_sfu(), live.loop).result(15)
+            asyncio.run_coroutine_threadsafe(pub_pc.close(), live.loop).result(10)
+            server.call(bridge.close)
+        audit = server.db(server.server.hub.store.audit_log)
+        out2 = {"sfu_audit": [a.get("detail", "") for a in audit if a.get("action") == "sfu"]}
+        print(json.dumps(out2), flush=True)
     live.stop()
     server.stop()
 

@@ -104,21 +104,25 @@ async def _own_viewers(ready: dict, n: int) -> tuple[list[CountingViewer], list[
     return viewers, sigs, client
 
 
-def _janus_viewers(host: subprocess.Popen, n: int, call: Any) -> list[CountingViewer]:
-    """Observers subscribed through the serving process's SFU bridge (it holds the pin)."""
-    def ask(line: str) -> dict:
-        host.stdin.write(line + "\n")
-        host.stdin.flush()
-        return json.loads(host.stdout.readline())
+async def _janus_viewers(ready: dict, n: int) -> tuple[list[CountingViewer], list[Any], Any]:
+    """Observers subscribed from Janus through our server's Signal (sfu-subscribe)."""
+    from scrubin.mentor.client import MentorClient
+    from scrubin.mentor.sfu import subscribe_via_signal
 
-    viewers = []
+    client = MentorClient(ready["grpc"], ready["tokens"]["observer"], ready["cert"], "load")
+    viewers, sigs = [], []
     for i in range(n):
         v = CountingViewer(f"janus{i}")
-        sub = ask(f"sub observer:janus{i}")
-        ans = call(answer_offer(v, sub["offer"], ice_configuration()))
-        ask("ans " + json.dumps({"sub": sub["sub"], "sdp": ans}))
+        sig = client.signal()
+        await sig.wait_open()
+
+        async def answer(offer: str, v: CountingViewer = v) -> str:
+            return await answer_offer(v, offer, ice_configuration())
+
+        await subscribe_via_signal(sig, answer)
         viewers.append(v)
-    return viewers
+        sigs.append(sig)
+    return viewers, sigs, client
 
 
 async def _annotate(ready: dict, count: int, period_s: float) -> list[int]:
@@ -172,7 +176,8 @@ def run(viewers: int, seconds: float = 10.0, chromium: bool = False,
             raise RuntimeError("load host exited before it was ready")
         ready = json.loads(line)
         if janus_url:
-            vs = _janus_viewers(host, viewers, call)
+            vs, sigs, client = call(_janus_viewers(ready, viewers), 120)
+            keep = [sigs, client]
         else:
             vs, sigs, client = call(_own_viewers(ready, viewers), 120)
             keep = [sigs, client]
@@ -210,6 +215,7 @@ def run(viewers: int, seconds: float = 10.0, chromium: bool = False,
         host.stdin.write("stop\n")
         host.stdin.flush()
         out = json.loads(host.stdout.readline())
+        sfu_audit = json.loads(host.stdout.readline())["sfu_audit"] if janus_url else []
         captures = {int(k): v for k, v in out["captures"].items()}
         per_viewer = {v.name: viewer_stats(v, captures, t0, t1) for v in vs}
         sent_digests = {int(k): d for k, d in out.get("digests", {}).items()}
@@ -238,7 +244,8 @@ def run(viewers: int, seconds: float = 10.0, chromium: bool = False,
                 "sent_frames": out["sent_frames"], "encode_p50_ms": out["encode_p50_ms"],
                 "keyframes": out["keyframes"], "loop_lag_p95_ms": out.get("loop_lag_p95_ms"),
                 "encoder_frames": out["encoder_frames"],
-                "fanout_tracks": out["fanout_tracks"], "station_peers": out["station_peers"]}
+                "fanout_tracks": out["fanout_tracks"], "station_peers": out["station_peers"],
+                "sfu_audit": sfu_audit}
     finally:
         if probe is not None:
             probe.stop.set()

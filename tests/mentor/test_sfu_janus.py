@@ -3,8 +3,9 @@
 Janus, the serving process (server + station publishing once) and the observers run inside
 the namespace (tests/mentor/janus_netns.py). Checked: Janus's APIs answer only on the
 namespace's 127.0.0.1, and without our server's secrets nobody makes a session, a room, or
-joins ours; the station's encoded stream goes to Janus once and every observer receives it
-at the station's frame rate, frame ids intact (read back through the strip).
+joins ours; the station publishes its encoded stream once through our server's ``Signal``
+(``sfu-offer``), observers subscribe through it too (``sfu-subscribe``), and every observer
+receives the station's frames at its frame rate, byte for byte (no re-encoding).
 """
 
 from __future__ import annotations
@@ -86,5 +87,10 @@ def test_observers_through_janus(tmp_path) -> None:
         assert v["compared"] >= 3 and v["identical"] == v["compared"], (name, v)
         assert 0 < v["latency_p50_ms"] < 500, (name, v)
     assert res["cpu_cores"]["janus"] > 0
+    # the server made the room, took the station's offer and each subscription: audited
+    audit = res["sfu_audit"]
+    assert sum(a.startswith("sfu room ") for a in audit) == 1, audit
+    assert sum(a.startswith("sfu publisher surgeon") for a in audit) == 1, audit
+    assert sum(a.startswith("sfu subscription for observer") for a in audit) == 4, audit
     ann = res["annotations"]
     assert ann["acked"] == ann["sent"] and set(ann["acked_seqs"]) <= set(ann["station_seqs"])

@@ -6,8 +6,9 @@
   event is stored and broadcast once.
 * kill -9: ``scrubin serve`` in a subprocess is killed (SIGKILL: no shutdown code runs) while a
   mentor's event is committed but not yet acknowledged; a new server process on the same
-  ports and database takes over; the surgeon's and the mentor's streams reconnect by
-  themselves, the session, every annotation (once each, seq 1..N) and the audit log from
+  ports and database takes over; the surgeon's and the mentor's streams and a live surgeon
+  station (Signal, Annotations, telemetry) reconnect by themselves; the session, every
+  annotation (once each, seqs 1..N without a gap) and the audit log from
   before the kill are there, and the resent event is not applied twice.
 """
 
@@ -28,6 +29,8 @@ from scrubin.mentor.impair import Impairment
 from scrubin.mentor.impair_relay import TcpRelay
 from scrubin.mentor.server import MentorServer, ServerConfig
 from scrubin.mentor.store import Store
+from tests.mentor.fault_harness import moving_source
+from tests.mentor.live_station import LiveStation
 
 
 def _event(aid: str, i: int) -> dict:
@@ -149,11 +152,13 @@ async def _kill9(tmp_path) -> dict:
     await relay.start()
     surgeon = MentorClient(target, made.tokens["surgeon"], cert, "S")
     mentor = MentorClient(relay.target_str, made.tokens["mentor"], cert, "M")
-    await mentor.join()
+    station = LiveStation(target, made.tokens["surgeon"], str(cert), moving_source(320, 180),
+                          None, 320, 180, 15.0)
+    await asyncio.to_thread(station.start)
+    out: dict = {"online_before": (await mentor.join()).surgeon_online}
     s_ann, m_ann = surgeon.annotations(), mentor.annotations()
     await s_ann.start()
     await m_ann.start()
-    out: dict = {}
     try:
         aid = str(uuid.uuid4())
         sent = [_event(aid, i) for i in range(8)]
@@ -179,15 +184,26 @@ async def _kill9(tmp_path) -> dict:
         out["resumed_s"] = time.time() - t_kill
         out["seqs"] = seqs
         out["sent_ids"] = [e["event_id"] for e in sent]
-        seen = await _drain(s_ann, len(sent))
+        await asyncio.sleep(1.0)                  # the station's anchor of the settled stroke
+        store = Store(db)
+        n_stored = len(store.events_after(made.session_id, 0))
+        store.close()
+        seen = await _drain(s_ann, n_stored)
         out["seen"] = [(s, e["event_id"]) for s, e in seen]
-        await mentor.join()                                   # the session is still there
+        out["station_events"] = [(s, e["event_id"]) for s, e in list(station.events)]
+        # the session is still there, and the station's Signal call is back (it reopens it)
+        t_end = time.time() + 20
+        while not (await mentor.join()).surgeon_online and time.time() < t_end:
+            await asyncio.sleep(0.2)
+        out["station_back_s"] = time.time() - t_kill
+        out["online_after"] = (await mentor.join()).surgeon_online
         store = Store(db)
         out["stored"] = [(s, e["event_id"]) for s, e in store.events_after(made.session_id, 0)]
         out["audit_after"] = store.audit_log(made.session_id)
         store.close()
         out["connects"] = (s_ann.connects, m_ann.connects)
     finally:
+        await asyncio.to_thread(station.stop)
         await s_ann.close()
         await m_ann.close()
         await surgeon.close()
@@ -207,10 +223,16 @@ async def _kill9(tmp_path) -> dict:
 def test_server_kill9_mid_session_loses_and_duplicates_nothing(tmp_path):
     out = asyncio.run(_kill9(tmp_path))
     assert len(out["stored_before_kill"]) == 1 and not out["acked_before_kill"]
-    n = len(out["sent_ids"])
-    assert out["seqs"] == list(range(1, n + 1))
-    assert out["stored"] == list(zip(range(1, n + 1), out["sent_ids"], strict=True))
-    assert out["seen"] == out["stored"]                   # the surgeon: every event once
+    # the station anchors the mentor's stroke too (its own "anchor" events share the seqs)
+    stored, ids = out["stored"], out["sent_ids"]
+    assert [s for s, _ in stored] == list(range(1, len(stored) + 1))
+    assert len({e for _, e in stored}) == len(stored)               # nothing applied twice
+    mine = [x for x in stored if x[1] in set(ids)]
+    assert [e for _, e in mine] == ids and [s for s, _ in mine] == out["seqs"]
+    assert out["seen"] == stored                          # the surgeon: every event once
     assert out["connects"][0] >= 2 and out["connects"][1] >= 2
     assert out["audit_after"][:len(out["audit_before"])] == out["audit_before"]
     assert any(a["action"] == "session_new" for a in out["audit_after"])
+    # the live station came back online by itself and applied every event once, in order
+    assert out["online_before"] and out["online_after"], out["station_back_s"]
+    assert [x for x in out["station_events"] if x[1] in set(ids)] == mine

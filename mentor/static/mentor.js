@@ -65,13 +65,17 @@ function updateStatus() {
   // the displayed frame's metadata, else the server's telemetry (no video yet)
   const m = (state.displayed && state.displayed.meta) || state.telemetry;
   // no frame displayed for 1 s (link lost, station gone): the last frame's LIVE would lie
-  let age = 0;
-  for (let i = state.frameLog.length - 1; i >= 0; i -= 1) {   // last frame with a valid id
-    if (state.frameLog[i].frame_id > 0) { age = Date.now() / 1000 - state.frameLog[i].display_wall; break; }
+  // age of the newest frame (ids only grow; a re-presented old frame or one without a valid
+  // strip does not count as new video)
+  let newest = 0, newestWall = 0;
+  for (const f of state.frameLog.slice(-300)) {
+    if (f.frame_id > newest) { newest = f.frame_id; newestWall = f.display_wall; }
   }
-  const track = age > 1.0 ? `NO VIDEO ${Math.floor(age)} s` : (m ? m.tracking : '-');
+  const age = newest > 0 ? Date.now() / 1000 - newestWall : 0;
+  const noVideo = age > 1.0 || String(state.peerState).startsWith('link lost');
+  const track = noVideo ? `NO VIDEO ${Math.floor(age)} s` : (m ? m.tracking : '-');
   setText('st-track', track);
-  $('st-track').dataset.state = age > 1.0 ? 'LOST' : (m ? m.tracking : '');
+  $('st-track').dataset.state = noVideo ? 'LOST' : (m ? m.tracking : '');
   setText('st-fre', m && m.fre_mm != null ? `${m.fre_mm.toFixed(2)} mm` : '-');
   const recent = state.frameLog.slice(-60).map((f) => f.latency_s).filter((x) => x != null);
   const vl = median(recent);
@@ -334,6 +338,7 @@ setInterval(async () => {
     state.linkLost.push(Date.now() / 1000);
     startPeer().then(() => { state.peerState = 'link lost, reconnecting'; }).catch(() => {});
     state.peerState = 'link lost, reconnecting';
+    updateStatus();
   }
 }, 250);
 

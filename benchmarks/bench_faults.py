@@ -12,8 +12,9 @@ signalling). Scenarios, each printed as one line of figures:
   exactly once;
 * the same link to the mentor page in headless Chromium, 30 s: Chromium's decoded fps,
   totalFreezesDuration share, NACK/PLI counts and jitter-buffer delay;
-* a 30 s blackout of the mentor's whole network (media + gRPC held): detection time on each
-  side, resume time after the link's return, new peer connections, stroke events exactly once.
+* blackouts of the mentor's whole network, 3 s (gRPC connections reset) and 30 s (gRPC
+  held): detection time on each side, resume time after the link's return, new peer
+  connections, stroke events exactly once.
 
 The tests (tests/mentor/test_faults_*.py) run the same scenarios short (8 s, 3 s).
 """
@@ -74,16 +75,18 @@ def main() -> None:
           f"{rb['to_a']} B vs viewer bytesReceived {vs['bytesReceived']} B; "
           f"{_once_in_order(out['stroke'])}; peer connections in the run {out['attempts']}")
     _page_loss()
-    with tempfile.TemporaryDirectory() as d:
-        out = asyncio.run(blackout_run(Path(d), 30.0, "stall"))
-
     def s(v: float | None) -> str:
         return "never" if v is None else f"{v:.2f} s"
-    print(f"faults blackout 30 s (media + gRPC held): viewer noticed after "
-          f"{s(out['viewer_lost_after_s'])}, station after {s(out['station_lost_after_s'])} "
-          f"({''.join(out['station_by'])}), video resumed {s(out['resumed_after_return_s'])} "
-          f"after the link's return, {out['new_peer_connections']} new peer connection(s); "
-          f"{_once_in_order(out['stroke'])}")
+    for seconds, mode in ((3.0, "reset"), (30.0, "stall")):
+        with tempfile.TemporaryDirectory() as d:
+            out = asyncio.run(blackout_run(Path(d), seconds, mode))
+        held = "held" if mode == "stall" else "reset"
+        print(f"faults blackout {seconds:.0f} s (media cut, gRPC {held}): viewer noticed after "
+              f"{s(out['viewer_lost_after_s'])}, station after "
+              f"{s(out['station_lost_after_s'])} ({''.join(out['station_by'])}), video resumed "
+              f"{s(out['resumed_after_return_s'])} after the link's return, "
+              f"{out['new_peer_connections']} new peer connection(s); "
+              f"{_once_in_order(out['stroke'])}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import { AnnotationModel, drawAnnotations, LASER_FADE_S } from './annotations.js
 import { MetaRing } from './meta.js';
 import { Session, uuid } from './session.js';
 import { readStrip, STRIP_ROWS } from './strip.js';
+import { watchLink } from './link.js';
 
 const $ = (id) => document.getElementById(id);
 const wallNow = () => (performance.timeOrigin + performance.now()) / 1000;
@@ -313,76 +314,14 @@ function applyVideoDelay() {
   }
 }
 
-// ---------------------------------------------------------------- link heartbeat
-// DESIGN.md "Link loss": hb on "meta" every 0.25 s (the station holds the page to it); no
-// packet at all on the peer connection for 1 s = link lost: shown, and a new connection.
-const link = { rx: -1, silentS: 0, lastPoll: performance.now() };
-setInterval(async () => {
-  const pc = state.pc, dc = state.dc;
-  if (dc && dc.readyState === 'open') {
-    try { dc.send(JSON.stringify({ type: 'hb', t: Date.now() / 1000 })); } catch (_) { /* closing */ }
-  }
-  const now = performance.now();
-  const step = Math.min((now - link.lastPoll) / 1000, 0.5);  // a stalled page is not a silent link
-  link.lastPoll = now;
-  if (!pc || pc.connectionState !== 'connected') { link.rx = -1; link.silentS = 0; return; }
-  let n = 0;
-  try {
-    (await pc.getStats()).forEach((s) => { if (s.type === 'transport') n += (s.bytesReceived || 0); });
-  } catch (_) { return; }
-  if (state.pc !== pc) return;
-  link.silentS = n !== link.rx ? 0 : link.silentS + step;
-  link.rx = n;
-  if (link.silentS > 1.0) {
-    link.silentS = 0;
-    state.linkLost.push(Date.now() / 1000);
-    startPeer().then(() => { state.peerState = 'link lost, reconnecting'; }).catch(() => {});
-    state.peerState = 'link lost, reconnecting';
-    updateStatus();
-  }
-}, 250);
-
-// ---------------------------------------------------------------- loss guard
-// Under packet loss each lost video packet waits one NACK round trip for its retransmission;
-// Chromium's jitter buffer does not wait that long and the picture freezes. While NACKs are
-// being sent (the last 5 s) the page asks for a playout delay of 2 RTT + 60 ms (at most
-// 500 ms; RTT from the ICE candidate pair), and drops it after 10 s without one. An explicit
-// delay (fragment delay_ms, setVideoDelay) wins. DESIGN.md "Link loss".
-const lossGuard = { nack: -1, lastNackAt: -1e9, targetMs: null };
+// ---------------------------------------------------------------- link heartbeat, loss guard
+const lossGuard = watchLink(state, { reconnect: () => startPeer(), redraw: () => updateStatus() });
 state.lossGuard = lossGuard;
-setInterval(async () => {
-  const pc = state.pc, recv = state.videoReceiver;
-  if (!pc || !recv || state.videoDelayMs !== null || !('jitterBufferTarget' in recv)) return;
-  let nack = 0, rtt = null;
-  try {
-    (await pc.getStats()).forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') nack = s.nackCount || 0;
-      if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime != null) {
-        rtt = s.currentRoundTripTime;
-      }
-    });
-  } catch (_) { return; }
-  if (state.pc !== pc) return;
-  const now = performance.now();
-  if (lossGuard.nack >= 0 && nack > lossGuard.nack) lossGuard.lastNackAt = now;
-  lossGuard.nack = nack;
-  let target = null;
-  if (now - lossGuard.lastNackAt < 5000) {
-    target = Math.min(500, Math.round(2 * (rtt == null ? 0.2 : rtt) * 1000 + 60));
-  } else if (now - lossGuard.lastNackAt < 10000) {
-    target = lossGuard.targetMs;
-  }
-  if (target !== lossGuard.targetMs) {
-    lossGuard.targetMs = target;
-    recv.jitterBufferTarget = target;
-  }
-}, 1000);
 
 function closePeer() {
   clearTimeout(state.offerTimer);
   if (state.pc) { try { state.pc.close(); } catch (_) { /* closed */ } }
   state.pc = null; state.dc = null; state.videoReceiver = null;
-  lossGuard.nack = -1; lossGuard.targetMs = null;
 }
 
 async function startPeer() {

@@ -1,0 +1,74 @@
+// The page's link heartbeat and loss guard (mentor/DESIGN.md "Link loss").
+//
+// Heartbeat: "hb" on the "meta" data channel every 0.25 s (the station holds the page to it);
+// no packet at all on the peer connection (transport bytesReceived) for 1 s while connected =
+// link lost: recorded in state.linkLost, shown, and a new peer connection (aiortc has no ICE
+// restart). Silence counts at most 0.5 s per 0.25 s tick: a stalled page is not a silent link.
+//
+// Loss guard: under packet loss each lost video packet waits one NACK round trip for its
+// retransmission; Chromium's jitter buffer does not wait that long and the picture freezes.
+// While NACKs are being sent (the last 5 s) the page asks for a playout delay of 2 RTT + 60 ms
+// (at most 500 ms; RTT from the ICE candidate pair) and drops it 10 s after the last one. An
+// explicit delay (fragment delay_ms, setVideoDelay: state.videoDelayMs) wins.
+
+export const HB_MS = 250;
+export const LINK_LOST_S = 1.0;
+
+export function watchLink(state, { reconnect, redraw }) {
+  const link = { rx: -1, silentS: 0, lastPoll: performance.now() };
+  setInterval(async () => {
+    const pc = state.pc, dc = state.dc;
+    if (dc && dc.readyState === 'open') {
+      try { dc.send(JSON.stringify({ type: 'hb', t: Date.now() / 1000 })); } catch (_) { /* closing */ }
+    }
+    const now = performance.now();
+    const step = Math.min((now - link.lastPoll) / 1000, 2 * HB_MS / 1000);
+    link.lastPoll = now;
+    if (!pc || pc.connectionState !== 'connected') { link.rx = -1; link.silentS = 0; return; }
+    let n = 0;
+    try {
+      (await pc.getStats()).forEach((s) => { if (s.type === 'transport') n += (s.bytesReceived || 0); });
+    } catch (_) { return; }
+    if (state.pc !== pc) return;
+    link.silentS = n !== link.rx ? 0 : link.silentS + step;
+    link.rx = n;
+    if (link.silentS > LINK_LOST_S) {
+      link.silentS = 0;
+      state.linkLost.push(Date.now() / 1000);
+      reconnect().then(() => { state.peerState = 'link lost, reconnecting'; }).catch(() => {});
+      state.peerState = 'link lost, reconnecting';
+      redraw();
+    }
+  }, HB_MS);
+
+  const guard = { nack: -1, lastNackAt: -1e9, targetMs: null, pc: null };
+  setInterval(async () => {
+    const pc = state.pc, recv = state.videoReceiver;
+    if (!pc || !recv || state.videoDelayMs !== null || !('jitterBufferTarget' in recv)) return;
+    if (guard.pc !== pc) { guard.pc = pc; guard.nack = -1; guard.targetMs = null; }
+    let nack = 0, rtt = null;
+    try {
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') nack = s.nackCount || 0;
+        if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime != null) {
+          rtt = s.currentRoundTripTime;
+        }
+      });
+    } catch (_) { return; }
+    if (state.pc !== pc) return;
+    const now = performance.now();
+    if (guard.nack >= 0 && nack > guard.nack) guard.lastNackAt = now;
+    guard.nack = nack;
+    let target = null;
+    if (now - guard.lastNackAt < 5000) {
+      target = Math.min(500, Math.round(2 * (rtt == null ? 0.2 : rtt) * 1000 + 60));
+    } else if (now - guard.lastNackAt < 10000) {
+      target = guard.targetMs;
+    }
+    if (target !== guard.targetMs) {
+      guard.targetMs = target;
+      recv.jitterBufferTarget = target;
+    }
+  }, 1000);
+  return guard;
+}

@@ -186,9 +186,9 @@ canvas.addEventListener('pointermove', (e) => {
   s.dirty = true;
   const local = model.items.get(s.annotation_id);
   if (local) { local.points = s.points; local.updatedS = performance.now() / 1000; }
-  redraw();                 // the mentor's own stroke is drawn at once
-  if (first) flushStroke(); // the first move goes out at once (it starts the visible stroke),
-  else scheduleFlush();     // the rest coalesced to <= 16 ms
+  if (first) flushStroke(); // the first move goes out at once, before the local redraw (it
+  redraw();                 // starts the visible stroke); then the own stroke is drawn
+  if (!first) scheduleFlush(); // the rest coalesced to <= 16 ms
 });
 
 function endStroke(e) {

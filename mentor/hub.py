@@ -107,6 +107,9 @@ class Hub:
         self.call_tokens = call_tokens  # short-lived JWTs (mentor/tokens.py), None: off
         self.turn = turn  # per-participant TURN credentials (mentor/turn.py), None: off
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrubin-store")
+        # fsyncs on a thread of their own: the next commit does not wait behind one
+        self._sync_executor = ThreadPoolExecutor(max_workers=1,
+                                                 thread_name_prefix="scrubin-store-sync")
         #: the last accepted events' timing, ``(event_id, received, committed, broadcast)``
         #: (``time.time()``; the latency bench's breakdown)
         self.submit_times: deque[tuple[str, float, float, float]] = deque(maxlen=2000)
@@ -118,6 +121,7 @@ class Hub:
 
     def close(self) -> None:
         """Stop the store thread (after its pending calls) and close the store."""
+        self._sync_executor.shutdown(wait=True)
         self._executor.submit(self.store.close).result()
         self._executor.shutdown(wait=True)
 
@@ -209,7 +213,9 @@ class Hub:
                     for feed in list(state.feeds):
                         feed.push(done.seq, done.event)
                     self.submit_times.append((event["event_id"], t_in, t_stored, time.time()))
-            await self.db(self.store.sync)  # on disk before the author's ack (store docstring)
+            # on disk before the author's ack (store docstring)
+            await asyncio.get_running_loop().run_in_executor(self._sync_executor,
+                                                             self.store.sync)
         except MentorError as exc:
             event_id = raw.get("event_id", "") if isinstance(raw, dict) else ""
             await self.db(self.store.audit, ident.session_id, ident.role, author, "refused",

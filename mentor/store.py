@@ -26,6 +26,7 @@ import json
 import os
 import secrets
 import sqlite3
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -143,6 +144,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise MentorError(f"{self.path}: not a usable SQLite database ({exc})") from None
         self._synced_changes = -1
+        self._tx_lock = threading.Lock()
 
     def close(self) -> None:
         """Close the connection (after a last :meth:`sync`)."""
@@ -154,11 +156,14 @@ class Store:
 
         A checkpoint syncs what it moves into the database file itself (NORMAL in WAL mode);
         what is still in the WAL is synced here. Cheap when nothing was written since.
+        Thread-safe against the store's own thread (the hub syncs on a thread of its own, so
+        the next event's commit does not queue behind a flush): the change count is read
+        between transactions, and only changes counted before the ``fsync`` are marked synced.
         """
-        changes = self._db.total_changes
+        with self._tx_lock:
+            changes = self._db.total_changes
         if changes == self._synced_changes:
             return
-        self._synced_changes = changes
         for f in (Path(f"{self.path}-wal"), self.path):
             try:
                 fd = os.open(f, os.O_RDONLY)
@@ -168,7 +173,8 @@ class Store:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            return
+            break
+        self._synced_changes = changes
 
     # -- sessions and tokens -------------------------------------------------------------
     def new_session(self, recording: bool = False, label: str = "") -> NewSession:
@@ -352,17 +358,27 @@ class Store:
         )
 
     def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self._db, self._tx_lock)
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection,
+    holding the store's transaction lock (:meth:`Store.sync` reads the change count between
+    transactions)."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+        self._db, self._lock = db, lock
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        try:
+            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self._lock.release()

@@ -143,3 +143,53 @@ def _meta():  # a camera-view frame with tracking live
     from scrubin.mentor.station_meta import FrameMeta
     return FrameMeta(1, 0.0, W, H, (500.0, 500.0, 320.0, 180.0), (0.0,) * 5, np.eye(4), None,
                      "LIVE")
+
+
+def test_scrubin_overlay_stereo_draws_the_station_board_in_both_eyes(tmp_path) -> None:
+    """Wiring: run_overlay(--stereo) with the station's sink (real SurgeonStation, encoder,
+    board) draws an anchored stroke on a phantom fiducial into both eyes of the stereo video;
+    the same run without the stroke has no such green there."""
+    import json
+
+    import av
+
+    from scrubin.mentor.media import StreamEncoder, VideoFanout
+    from scrubin.mentor.station import SurgeonStation
+    from scrubin.mentor.strip import STRIP_HEIGHT
+    from scrubin.samples.phantom import ensure_sample, load_truth
+    from scrubin.workflows.overlay import OverlayRequest, run_overlay
+
+    display = {"model": "stereo_display", "ipd_mm": 63.0,
+               "eye": {"image_size": [320, 180], "fov_deg": [40.0, 23.0]},
+               "T_DISPLAY_CAMERA": [[1, 0, 0, 0], [0, 1, 0, -20], [0, 0, 1, -10],
+                                    [0, 0, 0, 1]]}
+    (tmp_path / "display.json").write_text(json.dumps(display))
+    truth = load_truth(ensure_sample("small"))
+    c_ct = np.array(truth["fiducials"][0]["center_lps"], np.float64)
+
+    def green_per_eye(anchored: bool) -> tuple[int, int]:
+        board = AnnotationBoard()
+
+        def sinks(camera, structures, registration):
+            if anchored:
+                p_ref = registration.T_ref_ct.matrix @ np.append(c_ct, 1.0)
+                ev = {"op": "create", "annotation_id": "a", "color": "#00ff00",
+                      "author": "mentor:m", "role": "mentor", "frame_id": 1,
+                      "points": [[0.5, 0.5]]}
+                board.apply(1, ev)
+                board.apply(2, {**ev, "op": "anchor", "anchors_ref_mm": [p_ref[:3].tolist()],
+                                "anchor_state": "anchored"})
+            enc = StreamEncoder(camera.width, camera.height + STRIP_HEIGHT)
+            return [StationSink(SurgeonStation(VideoFanout(enc)), board, camera, registration)]
+
+        out = tmp_path / f"o{int(anchored)}.mp4"
+        run_overlay(OverlayRequest("synthetic", out, frames=3, width=320, height=180,
+                                   stereo=tmp_path / "display.json"), extra_sinks=sinks)
+        with av.open(str(out.with_name(out.stem + "_stereo.mp4"))) as c:
+            img = next(iter(c.decode(video=0))).to_ndarray(format="bgr24").astype(int)
+        green = (img[..., 1] > 150) & (img[..., 0] < 90) & (img[..., 2] < 90)
+        return int(green[:, :320].sum()), int(green[:, 320:].sum())
+
+    left, right = green_per_eye(True)
+    assert left > 15 and right > 15, (left, right)
+    assert green_per_eye(False) == (0, 0)

@@ -47,12 +47,16 @@ class SurgeonControls:
         The asyncio loop the link runs on (another thread).
     report
         Called with one line per applied command (default: print to stdout).
+    board
+        The station's :class:`~scrubin.mentor.annotations_draw.AnnotationBoard`: ``toggle``
+        starts from its state (a hide of an earlier run of the session, replayed on joining),
+        then follows this object's own commands (not racing their broadcast).
     """
 
     def __init__(self, link: Any, loop: asyncio.AbstractEventLoop,
-                 report: Callable[[str], Any] | None = None) -> None:
-        self.link, self.loop = link, loop
-        self.hidden = False
+                 report: Callable[[str], Any] | None = None, board: Any = None) -> None:
+        self.link, self.loop, self.board = link, loop, board
+        self.hidden: bool | None = None
         self.sent: list[str] = []
         self._report = report or (lambda line: print(line, flush=True))
         self._lock = threading.Lock()
@@ -67,7 +71,10 @@ class SurgeonControls:
             return False
         with self._lock:
             if op == "toggle":
-                op = "show" if self.hidden else "hide"
+                # the controls' own last command; before any, the board's (replayed) state
+                hidden = self.hidden if self.hidden is not None or self.board is None \
+                    else self.board.hidden
+                op = "show" if hidden else "hide"
             if op == "clear":
                 coro: Coroutine[Any, Any, Any] = self.link.clear_all()
             else:

@@ -214,7 +214,7 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
         except TimeoutError:
             raise MentorError(f"--mentor {target}: no answer from the server within 30 s"
                               ) from None
-        controls = SurgeonControls(link, loop.loop)
+        controls = SurgeonControls(link, loop.loop, board=board)
         if req.controls and sys.stdin.isatty():
             controls.watch_terminal(stop)
         if req.control_fifo is not None:

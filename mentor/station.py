@@ -57,6 +57,7 @@ class Peer:
     audio_in: AudioSink | None = None
     created: float = field(default_factory=time.time)
     lost_at: float | None = None    # time.time() the heartbeat declared the link lost
+    rx_at: float | None = None      # time.time() a packet was last seen from the viewer
     heartbeats: int = 0             # ``hb`` messages received on ``meta``
     watch: Any = None               # the heartbeat task
 
@@ -207,6 +208,8 @@ class SurgeonStation:
             step, last_poll = min(now - last_poll, 2 * HEARTBEAT_POLL_S), now
             # only a viewer that sends ``hb`` is held to it: another one may be silent for
             # seconds while nothing is sent to it (aiortc's RTCP reports come 0.5-1.5 s apart)
+            if n != rx:
+                peer.rx_at = time.time()
             silent = 0.0 if n != rx or not peer.heartbeats else silent + step
             rx = n
             connected = peer.pc.connectionState == "connected"

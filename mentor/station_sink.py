@@ -93,6 +93,9 @@ class StationSink(Sink):
         self._last_capture: float | None = None
         self.sent = 0
         self.annotated = 0
+        #: a :class:`~scrubin.mentor.link_status.LinkMonitor` drawing the mentoring link's
+        #: state into every frame after the annotations (None: not drawn)
+        self.status: Any = None
 
     def _unix(self, capture_time_s: float) -> float:
         """Capture clock -> Unix time: one offset, renewed when the source clock restarts."""
@@ -137,6 +140,8 @@ class StationSink(Sink):
         t = time.perf_counter()
         if self.board.draw(item.image_bgr, meta):
             self.annotated += 1
+        if self.status is not None:
+            self.status.draw(item.image_bgr)
         meta.stages_ms["annotate"] = (time.perf_counter() - t) * 1e3
         self.station.publish(item.image_bgr, meta)
         self.sent += 1

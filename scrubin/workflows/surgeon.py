@@ -138,6 +138,7 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
     from scrubin.mentor.anchor import Anchorer
     from scrubin.mentor.annotations_draw import AnnotationBoard
     from scrubin.mentor.client import MentorClient
+    from scrubin.mentor.link_status import LinkMonitor
     from scrubin.mentor.media import DEFAULT_BITRATE, DEFAULT_PRESET, StreamEncoder, VideoFanout
     from scrubin.mentor.media_audio import AudioSource
     from scrubin.mentor.station import SurgeonStation
@@ -170,6 +171,7 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
     stop = threading.Event()
     viewers_peak = 0
     controls: Any = None
+    monitors: list[Any] = []
 
     def make_sinks(camera: Any, structures: Any, registration: Any) -> list[Any]:
         meshes = [(s.vertices_ct_mm, s.faces) for s in structures]
@@ -183,6 +185,10 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
         sink = StationSink(station, board, camera, registration, on_frame,
                            pace=not req.overlay.source.startswith("camera:"))
         sink.on_key = controls.key  # keys in the surgeon's overlay window
+        # the mentoring link's state drawn into every frame (server link, viewers, staleness)
+        sink.status = LinkMonitor(station, client.channel)
+        loop.loop.call_soon_threadsafe(sink.status.start)
+        monitors.append(sink.status)
         return [sink]
 
     try:
@@ -251,6 +257,9 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
         if link is not None:
             with contextlib.suppress(Exception):
                 loop.call(link.close(), 10)
+        for mon in monitors:
+            with contextlib.suppress(Exception):
+                loop.call(mon.stop(), 5)
         if client is not None:
             with contextlib.suppress(Exception):
                 loop.call(client.close(), 5)

@@ -30,6 +30,8 @@ import numpy as np
 
 #: marker colours (BGR) per severity
 COLOURS = {"ok": (0, 200, 0), "warn": (0, 190, 255), "lost": (0, 0, 255)}
+#: a probe answer older than this is not taken as "connected" (s)
+STALE_PROBE_S = 2.0
 #: lost viewers are listed for this long after the loss unless they reconnect (s)
 LOST_SHOWN_S = 60.0
 
@@ -81,7 +83,6 @@ class LinkMonitor:
             self._task = None
 
     async def _probe(self) -> None:
-        import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         stub = health_pb2_grpc.HealthStub(self.channel)
@@ -90,7 +91,7 @@ class LinkMonitor:
             try:
                 await stub.Check(health_pb2.HealthCheckRequest(), timeout=self.timeout_s)
                 ok = True
-            except grpc.aio.AioRpcError:
+            except Exception:   # AioRpcError, or a closed channel: down either way
                 ok = False
             self.probes += 1
             if ok:
@@ -104,8 +105,12 @@ class LinkMonitor:
     # ------------------------------------------------------------------ reading
     def lines(self, now: float | None = None) -> list[StatusLine]:
         """The status now (see :func:`status_lines`)."""
-        return status_lines(self.station, self.server_up if self.channel is not None else None,
-                            self.server_down_since, now, self._rx)
+        now = time.time() if now is None else now
+        up, since = self.server_up, self.server_down_since
+        if up and self.last_ok is not None and now - self.last_ok > STALE_PROBE_S:
+            up, since = False, self.last_ok   # the probe itself is stuck: not known to be up
+        return status_lines(self.station, up if self.channel is not None else None,
+                            since, now, self._rx)
 
     def draw(self, image_bgr: np.ndarray, now: float | None = None) -> list[StatusLine]:
         """Draw the status into ``image_bgr`` in place; returns the lines drawn."""

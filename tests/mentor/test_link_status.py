@@ -163,3 +163,12 @@ def test_blackout_shown_in_view_within_2s_and_cleared_after(tmp_path) -> None:
     lost = [t for t in out["lost_texts"] if t.startswith("VIEWER ")]
     # the age shown is since the viewer's last packet: the heartbeat's 1.25 s or more
     assert lost and float(lost[0].split("last rx ")[1].split(" s")[0]) >= 1.2, out
+
+
+def test_a_stuck_probe_is_not_shown_as_connected() -> None:
+    station = SurgeonStation(VideoFanout(StreamEncoder(64, 80)))   # no viewers
+    mon = LinkMonitor(station, channel=object())   # never started: only last_ok ages
+    mon.server_up, mon.last_ok = True, 1000.0
+    assert mon.lines(now=1001.0)[0].text == "SERVER CONNECTED"
+    texts = [ln.text for ln in mon.lines(now=1005.0)]
+    assert texts[:2] == ["SERVER RECONNECTING 5 s", "ANNOTATIONS MAY BE STALE"]

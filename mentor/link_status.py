@@ -12,7 +12,7 @@ Two links can fail on their own:
   new peer connection.
 
 :func:`status_lines` turns both into text lines with a severity, and :func:`draw_status` draws
-them into a BGR frame (top right, a coloured marker per line: green OK, amber degraded,
+them into a BGR frame (bottom right, a coloured marker per line: green OK, amber degraded,
 red lost). :class:`StationSink` calls :meth:`LinkMonitor.draw` on every frame, so the view
 changes on the first frame after a state change.
 """
@@ -186,40 +186,40 @@ def status_lines(station: Any, server_up: bool | None, server_down_since: float 
     return out
 
 
+def _layout(shape: tuple[int, ...], lines: list[StatusLine], scale: float
+            ) -> tuple[int, int, int, int]:
+    """(x0, y0, row height, marker size) of the status box at the bottom right (the HUD
+    uses the top left and the top centre, overlay/hud.py)."""
+    h, w = shape[:2]
+    sizes = [cv2.getTextSize(ln.text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0] for ln in lines]
+    row = max(s[1] for s in sizes) + 8
+    box_w = max(s[0] for s in sizes) + row + 12
+    return max(0, w - box_w - 8), max(0, h - row * len(lines) - 14), row, row - 8
+
+
 def draw_status(image_bgr: np.ndarray, lines: list[StatusLine], scale: float = 0.5) -> None:
-    """Draw ``lines`` at the top right of ``image_bgr`` (in place): a dark box, a square
-    marker of the line's severity colour at the left of each line, white text."""
+    """Draw ``lines`` at the bottom right of ``image_bgr`` (in place): a darkened box, a
+    square marker of the line's severity colour at the left of each line, white text."""
     if not lines:
         return
     h, w = image_bgr.shape[:2]
-    font, thick = cv2.FONT_HERSHEY_SIMPLEX, 1
-    sizes = [cv2.getTextSize(ln.text, font, scale, thick)[0] for ln in lines]
-    row = max(s[1] for s in sizes) + 8
-    box_w = max(s[0] for s in sizes) + row + 12
-    x0, y0 = max(0, w - box_w - 8), 8
+    x0, y0, row, m = _layout(image_bgr.shape, lines, scale)
     y1 = min(h, y0 + row * len(lines) + 6)
     roi = image_bgr[y0:y1, x0:w - 8]
     roi[...] = (roi.astype(np.uint16) // 3).astype(image_bgr.dtype)
     for i, ln in enumerate(lines):
         top = y0 + 4 + i * row
-        m = row - 8
         cv2.rectangle(image_bgr, (x0 + 4, top + 2), (x0 + 4 + m, top + 2 + m),
                       COLOURS.get(ln.severity, COLOURS["warn"]), -1)
-        cv2.putText(image_bgr, ln.text, (x0 + row + 4, top + row - 6), font, scale,
-                    (255, 255, 255), thick, cv2.LINE_AA)
+        cv2.putText(image_bgr, ln.text, (x0 + row + 4, top + row - 6), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, (255, 255, 255), 1, cv2.LINE_AA)
 
 
 def marker_colours(image_bgr: np.ndarray, n_lines: int, lines: list[StatusLine],
                    scale: float = 0.5) -> list[tuple[int, int, int]]:
     """Read back the marker colour of each drawn line from the frame (BGR at the marker's
     centre), for checking a rendered frame; ``lines`` gives the layout that was drawn."""
-    h, w = image_bgr.shape[:2]
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    sizes = [cv2.getTextSize(ln.text, font, scale, 1)[0] for ln in lines]
-    row = max(s[1] for s in sizes) + 8
-    box_w = max(s[0] for s in sizes) + row + 12
-    x0, y0 = max(0, w - box_w - 8), 8
-    m = row - 8
+    x0, y0, row, m = _layout(image_bgr.shape, lines, scale)
     out = []
     for i in range(n_lines):
         top = y0 + 4 + i * row

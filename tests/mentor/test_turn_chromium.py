@@ -16,8 +16,16 @@ from tests.mentor.test_fingerprint_chromium import STATE_JS, AiortcPeer
 from tests.mentor.test_turn_coturn import candidates, relay_config
 
 pytestmark = [pytest.mark.timeout(90),
-              pytest.mark.skipif(bool(coturn_netns.available()),
-                                 reason=coturn_netns.available() or "runs")]
+              pytest.mark.usefixtures("_coturn_required")]
+
+
+@pytest.fixture()
+def _coturn_required() -> None:
+    """make install installs coturn and the tests run as root: missing means a broken set-up,
+    which fails here instead of turning into a skip."""
+    reason = coturn_netns.available()
+    if reason:
+        pytest.fail(f"TURN test cannot run: {reason}")
 
 OFFER_JS = """async (ice) => {
   const pc = new RTCPeerConnection({iceServers: [ice], iceTransportPolicy: 'relay'});

@@ -22,8 +22,16 @@ from tests.mentor import coturn_netns
 from tests.mentor.test_grpc import new_session, running
 
 pytestmark = [pytest.mark.timeout(60),
-              pytest.mark.skipif(bool(coturn_netns.available()),
-                                 reason=coturn_netns.available() or "runs")]
+              pytest.mark.usefixtures("_coturn_required")]
+
+
+@pytest.fixture()
+def _coturn_required() -> None:
+    """make install installs coturn and the tests run as root: missing means a broken set-up,
+    which fails here instead of turning into a skip."""
+    reason = coturn_netns.available()
+    if reason:
+        pytest.fail(f"TURN test cannot run: {reason}")
 
 
 @pytest.fixture()

@@ -101,6 +101,12 @@ def _vtk_model(vtk: object, folder: Path, affine: np.ndarray, out: Path, level: 
     spacing = np.array(image.GetSpacing())
     vimg = _vtk_image(vtk, clamped, spacing)
     vimg.SetOrigin(*(-spacing))
+    return _vtk_surface_path(vtk, vimg, level, out)
+
+
+def _vtk_surface_path(vtk: object, vimg: object, level: float, out: Path) -> object:
+    """The VTK peer path after the image: flying edges, windowed-sinc smoothing (SMOOTH
+    iterations), quadric decimation to MAX_TRIANGLES, binary STL; returns the polydata."""
     fe2 = _flying_edges(vtk, vimg, level)
     smooth = vtk.vtkWindowedSincPolyDataFilter()
     smooth.SetInputConnection(fe2.GetOutputPort())
@@ -284,24 +290,7 @@ def main() -> None:
         s = segment(vol, preset="bone")
         clamped = np.where(s.mask, arr, np.minimum(arr, np.int16(level - 1)))
         vimg = _vtk_image(vtk, clamped, np.array(image.GetSpacing()))
-        fe2 = _flying_edges(vtk, vimg, level)
-        smooth = vtk.vtkWindowedSincPolyDataFilter()
-        smooth.SetInputConnection(fe2.GetOutputPort())
-        smooth.SetNumberOfIterations(SMOOTH)
-        smooth.SetPassBand(0.1)
-        smooth.NonManifoldSmoothingOn()
-        smooth.NormalizeCoordinatesOn()
-        smooth.Update()
-        n = smooth.GetOutput().GetNumberOfCells()
-        dec = vtk.vtkQuadricDecimation()
-        dec.SetInputConnection(smooth.GetOutputPort())
-        dec.SetTargetReduction(1.0 - MAX_TRIANGLES / n)
-        writer = vtk.vtkSTLWriter()
-        writer.SetInputConnection(dec.GetOutputPort())
-        writer.SetFileName(str(tmp / "vtk.stl"))
-        writer.SetFileTypeToBinary()
-        writer.Write()
-        results["vtk"] = dec.GetOutput()
+        results["vtk"] = _vtk_surface_path(vtk, vimg, level, tmp / "vtk.stl")
 
     ours_path()  # warm-up (file cache, numba cache)
     ours_t: list[float] = []

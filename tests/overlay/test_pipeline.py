@@ -245,17 +245,11 @@ def test_load_registration(tmp_path) -> None:
         load_registration(tmp_path / "missing.json")
 
 
-# ---------------------------------------------------------------------- pointer / landmark
-@pytest.fixture(scope="module")
-def pointer_runs(structures):
-    """The same 720p frames (pointer resting on a fiducial in frames 0..3) through a pipeline
-    with the pointer check and one without."""
-    from scrubin.overlay.pointer import Landmark, PointerTracking
+def _prerendered_source(sc: SyntheticScene) -> type:
+    """A FrameSource class replaying the scene's frames, rendered once up front (each run of
+    the pipeline then costs tracking + overlay only; t0 = when the frame is handed over)."""
     from scrubin.overlay.sources import Frame, FrameSource
-    from scrubin.samples.synthetic import POINTER_LANDMARK
 
-    sc = SyntheticScene.from_phantom("small", default_camera(1280, 720), n_frames=6,
-                                     pointer_touch=(0, 4))
     frames = []
     for i in range(sc.n_frames):
         tr = sc.render(i)
@@ -263,11 +257,24 @@ def pointer_runs(structures):
 
     class Replay(FrameSource):
         def __iter__(self):
-            import time
-
             for f in frames:
                 f.t0 = time.perf_counter()
                 yield f
+
+    return Replay
+
+
+# ---------------------------------------------------------------------- pointer / landmark
+@pytest.fixture(scope="module")
+def pointer_runs(structures):
+    """The same 720p frames (pointer resting on a fiducial in frames 0..3) through a pipeline
+    with the pointer check and one without."""
+    from scrubin.overlay.pointer import Landmark, PointerTracking
+    from scrubin.samples.synthetic import POINTER_LANDMARK
+
+    sc = SyntheticScene.from_phantom("small", default_camera(1280, 720), n_frames=6,
+                                     pointer_touch=(0, 4))
+    Replay = _prerendered_source(sc)
 
     out = {}
     for with_pointer in (True, False):
@@ -347,22 +354,9 @@ def test_pointer_rejected_with_another_camera_size(scene, structures) -> None:
 def held_runs(structures):
     """30 Hz, 720p, the plate hidden in frames 12 and 13 (HELD: 33 and 67 ms old), run with
     the held pose predicted to the frame's time and held unchanged (filter on in both)."""
-    from scrubin.overlay.sources import Frame, FrameSource
-
     sc = SyntheticScene.from_phantom("small", default_camera(1280, 720), n_frames=16,
                                      fps=30.0, occlusion=(12, 14))
-    frames = []
-    for i in range(sc.n_frames):
-        tr = sc.render(i)
-        frames.append(Frame(i, tr.capture_time_s, tr.image_bgr, 0.0, 0.0, tr))
-
-    class Replay(FrameSource):
-        def __iter__(self):
-            import time
-
-            for f in frames:
-                f.t0 = time.perf_counter()
-                yield f
+    Replay = _prerendered_source(sc)
 
     out = {}
     for predict in (True, False):

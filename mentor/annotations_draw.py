@@ -8,8 +8,10 @@ resume). :meth:`AnnotationBoard.draw` draws the visible annotations into a BGR v
   ``T_CAMERA_REF`` and intrinsics (:func:`scrubin.mentor.anchor.project_anchors`) and drawn
   solid; like the overlay model they are hidden unless tracking is ``LIVE`` or ``HELD`` (the
   gate's stale/lost states hide them);
-* a stroke not yet anchored (``pending``) is drawn solid in screen space at once (the next
-  frame after it arrives), then follows the anatomy once the station's ``anchor`` event lands;
+* a stroke not yet anchored (``pending``) is drawn solid in screen space at once (the
+  station's display compositor re-composites the latest view as soon as an event is applied,
+  :mod:`scrubin.mentor.station_display`; the next camera frame carries it too), then
+  follows the anatomy once the station's ``anchor`` event lands;
 * a stroke that hit nothing (``2d``) stays in screen space, drawn dashed, so it cannot be
   mistaken for one fixed to the anatomy;
 * a laser point fades out over 1.5 s and is never anchored;
@@ -26,6 +28,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +66,15 @@ class Annotation:
             a is not None for a in self.anchors_ref_mm)
 
 
+@dataclass
+class DrawReport:
+    """What one :meth:`AnnotationBoard.draw` showed: the board version and, per drawn
+    annotation id, how many points it had."""
+
+    version: int = -1
+    points: dict[str, int] = field(default_factory=dict)
+
+
 def hex_to_bgr(color: str) -> tuple[int, int, int]:
     """``#rrggbb`` -> (b, g, r); invalid -> red."""
     try:
@@ -81,12 +93,25 @@ class AnnotationBoard:
         self.hidden = False
         self.last_seq = 0
         self.applied = 0
+        #: bumped by every applied event (a composite drawn at version v shows every event
+        #: applied before it)
+        self.version = 0
+        #: called with the new :attr:`version` after each applied event, on the applying
+        #: thread, outside the lock (the station's display compositor wakes on it)
+        self.listeners: list[Callable[[int], Any]] = []
         self._lock = threading.Lock()
 
     def apply(self, seq: int, event: dict[str, Any]) -> bool:
         """Apply one ordered event; False when it was already seen (``seq`` <= last)."""
         with self._lock:
-            return self._apply(seq, event)
+            done = self._apply(seq, event)
+            if done:
+                self.version += 1
+            version = self.version
+        if done:
+            for fn in list(self.listeners):
+                fn(version)
+        return done
 
     def _apply(self, seq: int, event: dict[str, Any]) -> bool:
         if seq <= self.last_seq:
@@ -123,10 +148,19 @@ class AnnotationBoard:
         return True
 
     # ------------------------------------------------------------------ drawing
-    def draw(self, image_bgr: np.ndarray, meta: FrameMeta, now: float | None = None) -> int:
-        """Draw the visible annotations into the view; returns how many were drawn."""
+    def draw(self, image_bgr: np.ndarray, meta: FrameMeta, now: float | None = None,
+             report: DrawReport | None = None) -> int:
+        """Draw the visible annotations into the view; returns how many were drawn.
+
+        ``report``, when given, is filled with the board :attr:`version` drawn and each drawn
+        annotation's number of points (one consistent state: events apply under the same lock).
+        """
         with self._lock:
-            return self._draw(image_bgr, meta, now)
+            if report is not None:
+                report.version = self.version
+                report.points.clear()
+            return self._draw(image_bgr, meta, now,
+                              drawn=report.points if report is not None else None)
 
     def draw_eye(self, canvas_bgra: np.ndarray, camera: Any, T_eye_ref: np.ndarray,
                  now: float | None = None) -> int:
@@ -152,7 +186,7 @@ class AnnotationBoard:
             return self._draw(canvas_bgra, meta, now, anchored_only=True)
 
     def _draw(self, image_bgr: np.ndarray, meta: FrameMeta, now: float | None,
-              anchored_only: bool = False) -> int:
+              anchored_only: bool = False, drawn: dict[str, int] | None = None) -> int:
         import cv2
 
         now = time.time() if now is None else now
@@ -188,6 +222,8 @@ class AnnotationBoard:
             _label(image_bgr, a.author or a.role or "?", (int(first[0]) + 8, int(first[1]) - 8),
                    cv2, alpha)
             n += 1
+            if drawn is not None:
+                drawn[a.annotation_id] = len(a.points)
         return n
 
 

@@ -14,6 +14,12 @@ Placed first among the pipeline's sinks, :class:`StationSink` gets each composit
 4. publishes it (strip, one encode, every viewer, ``meta`` channel) and hands the metadata to
    the gRPC link for telemetry.
 
+Between camera frames, :attr:`StationSink.display` (a
+:class:`~scrubin.mentor.station_display.DisplayCompositor`) re-composites the latest view as
+soon as an annotation event is applied and hands it to the surgeon's display callbacks
+(``display.displays``, e.g. the window's :meth:`~scrubin.overlay.sinks.WindowSink.show`), with
+the same drawing as the frame's; it is shown, not encoded (no new frame id).
+
 With a headset display (``--stereo``) :meth:`StationSink.annotate_eye` draws the anchored
 annotations into each eye's view with that eye's camera and pose.
 
@@ -23,14 +29,17 @@ capture clock (``pace=True``): a frame is not sent before its capture time.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from scrubin.mentor.annotations_draw import AnnotationBoard
+from scrubin.mentor.annotations_draw import AnnotationBoard, DrawReport
 from scrubin.mentor.errors import MentorError
 from scrubin.mentor.station import SurgeonStation
+from scrubin.mentor.station_display import Composite, DisplayCompositor
 from scrubin.mentor.station_meta import FrameMeta
 from scrubin.overlay.sinks import Sink, SinkItem
 
@@ -96,6 +105,12 @@ class StationSink(Sink):
         #: a :class:`~scrubin.mentor.link_status.LinkMonitor` drawing the mentoring link's
         #: state into every frame after the annotations (None: not drawn)
         self.status: Any = None
+        self._status_lock = threading.Lock()   # drawn by the frame loop and the display
+        #: the between-frames display composites (module docstring); its ``displays`` are
+        #: the surgeon's display callbacks (none: nothing is re-composited)
+        self.display = DisplayCompositor(board, self.compose)
+        #: called with each camera frame's :class:`Composite` (drawn, before it is encoded)
+        self.on_composite: Callable[[Composite], Any] | None = None
 
     def _unix(self, capture_time_s: float) -> float:
         """Capture clock -> Unix time: one offset, renewed when the source clock restarts."""
@@ -138,12 +153,30 @@ class StationSink(Sink):
             if 0 < wait < 1.0:
                 time.sleep(wait)
         t = time.perf_counter()
-        if self.board.draw(item.image_bgr, meta):
-            self.annotated += 1
-        if self.status is not None:
-            self.status.draw(item.image_bgr)
+        report = DrawReport()
+        self.display.base(item.image_bgr, meta)
+        try:
+            if self.compose(item.image_bgr, meta, report):
+                self.annotated += 1
+        finally:
+            self.display.shown(report.version)
         meta.stages_ms["annotate"] = (time.perf_counter() - t) * 1e3
+        if self.on_composite is not None:
+            self.on_composite(Composite("frame", meta, item.image_bgr, report, time.time()))
         self.station.publish(item.image_bgr, meta)
         self.sent += 1
         if self.on_frame is not None:
             self.on_frame(meta)
+
+    def compose(self, image_bgr: np.ndarray, meta: FrameMeta, report: DrawReport) -> int:
+        """Draw the annotations, then the link status, into ``image_bgr`` (in place); the
+        number of annotations drawn. Used for camera frames and display composites alike."""
+        n = self.board.draw(image_bgr, meta, report=report)
+        if self.status is not None:
+            with self._status_lock:
+                self.status.draw(image_bgr)
+        return n
+
+    def close(self) -> None:
+        """Stop the display compositor."""
+        self.display.close()

@@ -1,14 +1,18 @@
 """A live surgeon station for the end-to-end tests and the latency bench.
 
 The station's real parts: :class:`~scrubin.mentor.station.SurgeonStation` (shared H.264
-encoder, one peer connection per viewer) and :class:`~scrubin.mentor.station_link.StationLink`
+encoder, one peer connection per viewer), :class:`~scrubin.mentor.station_link.StationLink`
 (gRPC to a real MentorServer: Join, Signal answers, Annotations into the board, anchoring of
-settled strokes at the pose of the frame they were drawn on, telemetry). Only the frame loop is
-the harness's own: it plays a caller's frames with their *true* poses (so the checks compare
-with ground truth, not with a tracker's estimate) and draws the board into every frame it
-sends, as the station's pipeline sink does. Frames come from a caller's
+settled strokes at the pose of the frame they were drawn on, telemetry) and the pipeline's
+:class:`~scrubin.mentor.station_sink.StationSink` (annotations drawn into every frame, the
+between-frames display composites of :mod:`scrubin.mentor.station_display`, publish), as
+``scrubin surgeon`` runs them. Only the frame source is the harness's own: it plays a caller's
+frames with their *true* poses (so the checks compare with ground truth, not with a tracker's
+estimate; :class:`TruthSink` takes each frame's metadata from the source instead of the
+tracker) and numbers them ``first_frame_id + i``. Frames come from a caller's
 ``source(i) -> (view_bgr, FrameMeta without id)``, paced at ``fps`` on their own thread; every
-sent frame's metadata and (optionally) composited picture are kept for the checks.
+sent frame's metadata and (optionally) composited picture are kept for the checks, and every
+composite the surgeon's display got (camera frames and display composites) is noted.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -29,9 +34,12 @@ from scrubin.mentor.annotations_draw import AnnotationBoard
 from scrubin.mentor.client import MentorClient
 from scrubin.mentor.media import StreamEncoder, VideoFanout
 from scrubin.mentor.station import SurgeonStation
+from scrubin.mentor.station_display import Composite
 from scrubin.mentor.station_link import StationLink
 from scrubin.mentor.station_meta import FrameMeta
+from scrubin.mentor.station_sink import StationSink
 from scrubin.mentor.strip import STRIP_HEIGHT
+from scrubin.overlay.sinks import SinkItem
 
 
 @dataclass
@@ -76,6 +84,22 @@ class RecordingBoard(AnnotationBoard):
         return super().apply(seq, event)
 
 
+class TruthSink(StationSink):
+    """The station's sink with each frame's metadata taken from the source (true pose,
+    tracking state, id) rather than built from the tracker's pose: ``item.extra["meta"]``."""
+
+    def __init__(self, station: SurgeonStation, board: AnnotationBoard, width: int,
+                 height: int, on_frame: Callable[[FrameMeta], Any]) -> None:
+        camera = SimpleNamespace(matrix=np.eye(3), dist=np.zeros(5), width=width,
+                                 height=height)
+        registration = SimpleNamespace(T_ref_ct=SimpleNamespace(matrix=np.eye(4)),
+                                       fre_mm=None, tre_mm=None)
+        super().__init__(station, board, camera, registration, on_frame)
+
+    def meta_of(self, item: SinkItem) -> FrameMeta:
+        return item.extra["meta"]
+
+
 @dataclass
 class FrameRecord:
     meta: FrameMeta
@@ -109,9 +133,12 @@ class LiveStation:
         self.on_composite = on_composite
         self.strokes: dict[str, StrokeRecord] = {}
         self.events: list[tuple[int, dict[str, Any]]] = []
-        # annotation id -> (frame id, time.time()) of the first composite showing it with more
-        # than one point (the mentor's first pointermove has arrived and is drawn)
-        self.first_moved: dict[str, tuple[int, float]] = {}
+        # annotation id -> (frame id, time.time(), kind) of the first composite the surgeon's
+        # display got showing it with more than one point (the mentor's first pointermove has
+        # arrived and is drawn); kind "frame" (camera frame) or "display" (a re-composite of
+        # the latest frame between camera frames, scrubin.mentor.station_display)
+        self.first_moved: dict[str, tuple[int, float, str]] = {}
+        self.display_composites: list[tuple[int, float, int]] = []  # (frame id, done, version)
         # annotation id -> (time.time() on arrival, event_id, page client_time) of its first
         # event with more than one point (the latency breakdown of the bench)
         self.first_move_arrival: dict[str, tuple[float, str, float]] = {}
@@ -128,6 +155,10 @@ class LiveStation:
         self.link: StationLink | None = None
         self.encode_ms: list[float] = []
         self.cpu_s = 0.0
+        self.sink = TruthSink(self.station, self.board, width, height,
+                              lambda meta: self.link.frame_sent(meta))
+        self.sink.on_composite = self._shown
+        self.sink.display.displays.append(self._shown)   # the harness's "display"
 
     # ------------------------------------------------------------------ life cycle
     def start(self, timeout: float = 20.0) -> LiveStation:
@@ -140,6 +171,7 @@ class LiveStation:
     def stop(self) -> None:
         self._stop.set()
         self._frame_thread.join(5)
+        self.sink.close()
         fut = asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
         with contextlib.suppress(Exception):
             fut.result(10)
@@ -166,6 +198,22 @@ class LiveStation:
             await self.client.close()
 
     # ------------------------------------------------------------------ frames
+    def _shown(self, c: Composite) -> None:
+        """A composite reached the surgeon's display (frame loop or display thread)."""
+        if c.kind == "display":
+            self.display_composites.append((c.meta.frame_id, c.done, c.report.version))
+        for aid, n in c.report.points.items():
+            if n > 1 and aid not in self.first_moved:
+                self.first_moved[aid] = (c.meta.frame_id, c.done, c.kind)
+        if c.kind != "frame":
+            return
+        if self.on_composite is not None:
+            self.on_composite(c.meta.frame_id, c.image_bgr)
+        if self.keep_composites:
+            self.composites[c.meta.frame_id] = c.image_bgr
+            while len(self.composites) > self.keep_composites:
+                self.composites.popitem(last=False)
+
     def _frame_loop(self) -> None:
         period = 1.0 / self.fps
         t_next = time.perf_counter()
@@ -176,25 +224,14 @@ class LiveStation:
             self.frame_id += 1
             meta.frame_id = self.frame_id
             meta.capture_time = time.time()
-            img = view.copy()
             with self.board_lock:
                 version = self.board_version
-            moved = [aid for aid, a in list(self.board.items.items())
-                     if len(a.points) > 1 and aid not in self.first_moved]
-            n_drawn = self.board.draw(img, meta) if self.board.items else 0
             rec = FrameRecord(meta, i, 0.0, version)
-            if n_drawn:
-                t_done = time.time()
-                for aid in moved:
-                    self.first_moved[aid] = (meta.frame_id, t_done)
-            if self.on_composite is not None:
-                self.on_composite(meta.frame_id, img)
-            if self.keep_composites:
-                self.composites[meta.frame_id] = img
-                while len(self.composites) > self.keep_composites:
-                    self.composites.popitem(last=False)
-            self.encode_ms.append(self.station.publish(img, meta))
-            self.link.frame_sent(meta)
+            sent0 = self.station.sent_frames
+            self.sink.write(SinkItem(i, meta.capture_time, view.copy(), meta.tracking, None,
+                                     {"meta": meta}))
+            if self.station.sent_frames > sent0:
+                self.encode_ms.append(meta.stages_ms.get("encode", float("nan")))
             rec.sent_time = time.time()
             self.frames[meta.frame_id] = rec
             while len(self.frames) > 600:

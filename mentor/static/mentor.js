@@ -39,6 +39,8 @@ const state = {
   pendingLatency: new Map(),  // frame_id -> display_wall (meta not yet arrived)
   myAnnotations: [],          // annotation ids this page created, in order
   firstMoveWall: new Map(),   // annotation_id -> wall time of the first pointermove (s)
+  firstRawWall: new Map(),    // annotation_id -> wall time of the first pointerrawupdate (s)
+  firstMoveHandled: new Map(), // annotation_id -> wall time its first pointermove was handled
   surgeonOnline: false, telemetry: null,
   micStream: null, muted: false, ptt: false, pttHeld: false,
   metaCount: 0,
@@ -171,14 +173,17 @@ canvas.addEventListener('pointerdown', (e) => {
   session.sendAnnotation(eventBase('create', a));
 });
 
-canvas.addEventListener('pointermove', (e) => {
-  const s = state.stroke;
-  if (!s || e.pointerId !== s.pointerId) return;
+// Chromium dispatches pointermove aligned to animation frames (up to a frame after the input
+// arrived); pointerrawupdate (secure contexts: the page is HTTPS) as soon as it arrives. Where
+// the browser has it, points and sends come from pointerrawupdate (the first move of a stroke
+// goes out at once, the rest coalesced to <= 16 ms) and pointermove only redraws the own stroke;
+// without it pointermove does everything. The first pointermove's input time (event timestamp)
+// stays the latency bench's start either way.
+const RAW_UPDATES = 'onpointerrawupdate' in window;
+
+function takeMove(s, e) {
   const first = !s.moved;
-  if (first) {
-    s.moved = true;
-    state.firstMoveWall.set(s.annotation_id, wallAt(e.timeStamp));
-  }
+  s.moved = true;
   const evs = e.getCoalescedEvents ? e.getCoalescedEvents() : [];
   const pts = (evs.length ? evs : [e]).map(normOf);
   if (s.kind === 'arrow' || s.kind === 'circle') s.points = [s.points[0], pts[pts.length - 1]];
@@ -186,9 +191,28 @@ canvas.addEventListener('pointermove', (e) => {
   s.dirty = true;
   const local = model.items.get(s.annotation_id);
   if (local) { local.points = s.points; local.updatedS = performance.now() / 1000; }
-  if (first) flushStroke(); // the first move goes out at once, before the local redraw (it
-  redraw();                 // starts the visible stroke); then the own stroke is drawn
-  if (!first) scheduleFlush(); // the rest coalesced to <= 16 ms
+  if (first) flushStroke();   // the first move goes out at once (it starts the visible stroke)
+  else scheduleFlush();       // the rest coalesced to <= 16 ms
+}
+
+if (RAW_UPDATES) {
+  canvas.addEventListener('pointerrawupdate', (e) => {
+    const s = state.stroke;
+    if (!s || e.pointerId !== s.pointerId) return;
+    if (!s.raw) { s.raw = true; state.firstRawWall.set(s.annotation_id, wallAt(e.timeStamp)); }
+    takeMove(s, e);
+  });
+}
+
+canvas.addEventListener('pointermove', (e) => {
+  const s = state.stroke;
+  if (!s || e.pointerId !== s.pointerId) return;
+  if (!state.firstMoveWall.has(s.annotation_id)) {
+    state.firstMoveWall.set(s.annotation_id, wallAt(e.timeStamp));
+    state.firstMoveHandled.set(s.annotation_id, wallNow());
+  }
+  if (!s.raw) takeMove(s, e);  // no pointerrawupdate came for this stroke: points from here
+  redraw();
 });
 
 function endStroke(e) {

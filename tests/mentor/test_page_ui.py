@@ -256,3 +256,38 @@ def test_laser_fades_and_text_is_stored(chromium, mentor_server) -> None:
     assert page.evaluate(COLOURED_PIXELS) > 50   # the text is drawn
     assert page.errors == []
     page.context.close()
+
+
+def test_first_move_sent_from_pointerrawupdate(chromium, mentor_server, session) -> None:
+    """The first move of a stroke leaves the page from pointerrawupdate, before Chromium
+    dispatches the (animation-frame aligned) pointermove of the same input; the points are
+    taken once (not again from pointermove), and the latency start stays the input time."""
+    sid, tokens = session
+    page = open_page(chromium, mentor_server, sid, tokens["mentor"])
+    assert page.evaluate("'onpointerrawupdate' in window")   # a secure context (HTTPS)
+    box = canvas_box(page)
+    xs = box["x"] + box["w"] * np.array([0.3, 0.35, 0.4, 0.45])
+    ys = box["y"] + box["h"] * np.array([0.6, 0.62, 0.64, 0.66])
+    page.mouse.move(xs[0], ys[0])
+    page.mouse.down()
+    page.wait_for_timeout(60)
+    for x, y in zip(xs[1:], ys[1:], strict=True):
+        page.mouse.move(x, y)
+        page.wait_for_timeout(40)
+    page.mouse.up()
+    wait_outbox_empty(page)
+    aid = page.evaluate("window.scrubin.state.myAnnotations.at(-1)")
+    raw, move, handled = page.evaluate(f"""[window.scrubin.state.firstRawWall.get('{aid}'),
+        window.scrubin.state.firstMoveWall.get('{aid}'),
+        window.scrubin.state.firstMoveHandled.get('{aid}')]""")
+    assert raw is not None and move is not None
+    assert abs(raw - move) < 1e-3          # one input: the same event timestamp
+    events = stored_annotation(mentor_server, sid, aid)
+    first_update = next(ev for ev in events if ev["op"] == "update")
+    assert len(first_update["points"]) == 2
+    assert first_update["client_time"] <= handled   # sent before pointermove was handled
+    expected = np.c_[(xs - box["x"]) / box["w"], (ys - box["y"]) / box["h"]]
+    got = np.array(final_points(events))
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-6
+    assert page.errors == []
+    page.context.close()

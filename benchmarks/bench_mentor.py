@@ -8,8 +8,11 @@ Measured at 1280x720, 30 fps (synthetic phantom scene, one H.264 stream to one m
   ``requestVideoFrameCallback`` (wall clock via ``performance.timeOrigin``) minus the frame's
   capture time (station ``time.time()``, same machine), keyed by the frame id read from the
   strip; p50/p95 and drift (median of the last 30 s minus the first 30 s);
-- annotation latency: the mentor's first ``pointermove`` (event timestamp, wall clock) ->
-  the first station composite that shows that point (``time.time()`` after drawing);
+- annotation latency: the mentor's first ``pointermove`` (event timestamp, wall clock: the
+  input's time, whichever event sent it) -> the first composite the surgeon's display got
+  that shows that point (``time.time()`` after drawing): a camera frame's, or the station's
+  re-composite of the latest frame when the stroke arrived between frames
+  (:mod:`scrubin.mentor.station_display`), both by the real ``StationSink``;
 - quality floor: decoded frame rate (``getStats`` inbound-rtp ``framesDecoded``), longest gap
   between displayed frames, SSIM (scikit-image) of displayed frames grabbed from the page
   against the station's composited source of the same frame id;
@@ -114,7 +117,8 @@ def _breakdown(probes: list[str], first_move: dict[str, float], station: Any,
     times = {e: (t_in, t_st, t_bc) for e, t_in, t_st, t_bc in hub_times}
     steps = ("page: pointermove -> WebSocket send", "WebSocket: send -> server handler",
              "server: validate + SQLite commit", "server: commit -> broadcast",
-             "gRPC: broadcast -> station board", "station: board -> composite drawn")
+             "gRPC: broadcast -> station board",
+             "station: board -> composite drawn (display re-composite or next frame)")
     out: dict[str, list[float]] = {k: [] for k in steps}
     for a in probes:
         arr = station.first_move_arrival.get(a)
@@ -220,6 +224,8 @@ def main() -> None:
                 sent_fps = (station.station.sent_frames - sent0) / elapsed
                 log = page.evaluate("window.scrubin.state.frameLog")
                 first_move = page.evaluate("Object.fromEntries(window.scrubin.state.firstMoveWall)")
+                first_raw = page.evaluate("Object.fromEntries(window.scrubin.state.firstRawWall)")
+                outbox_ms = page.evaluate("window.scrubin.session.outboxWriteMs")
                 hub_times = list(server.server.hub.submit_times)
                 rtt_ms = page.evaluate("window.scrubin.session.roundTripsMs")
                 page.context.close()
@@ -266,6 +272,15 @@ def main() -> None:
           f"{verdict(ap50 <= TARGETS['ann_p50'] and ap95 <= TARGETS['ann_p95'])})")
     for name, v in breakdown.items():
         print(f"  {name}: p50 {_pct(v, 50) * 1e3:.1f} ms, p95 {_pct(v, 95) * 1e3:.1f} ms")
+    kinds = [station.first_moved[a][2] for a in probes if a in station.first_moved]
+    raw_lag = [first_move[a] - first_raw[a] for a in probes if a in first_raw and a in first_move]
+    print(f"  first shown by: {kinds.count('display')} display re-composites, "
+          f"{kinds.count('frame')} camera frames; {len(station.display_composites)} display "
+          f"composites in all ({station.sink.display.dropped} dropped: a newer frame came)")
+    print(f"  page: {len(raw_lag)}/{len(probes)} strokes sent from pointerrawupdate (its "
+          f"timestamp - the pointermove's: max {max(map(abs, raw_lag), default=0) * 1e3:.2f} "
+          f"ms); outbox write (localStorage) before each send p50 {_pct(outbox_ms, 50):.2f} "
+          f"ms, p95 {_pct(outbox_ms, 95):.2f} ms")
     print(f"station sent {sent_fps:.1f} fps; Chromium decoded {decoded_fps:.1f} fps "
           f"({verdict(decoded_fps >= TARGETS['fps'])}); longest "
           f"display gap {gaps.max() * 1e3:.0f} ms ({verdict(gaps.max() <= TARGETS['freeze'])}); "
@@ -282,7 +297,7 @@ def main() -> None:
     else:
         print("SSIM: no grabbed frame matched a kept source frame")
     enc = np.asarray(station.encode_ms[-int(elapsed * 30):])
-    print(f"encode (strip + x264 ultrafast) p50 {np.median(enc):.1f} ms, p95 "
+    print(f"encode (strip + x264 {station.encoder.preset}) p50 {np.median(enc):.1f} ms, p95 "
           f"{np.percentile(enc, 95):.1f} ms per frame")
     print(f"CPU for the one stream (% of one core): station {station_pct:.0f}% (of which "
           + ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items() if k.startswith(("frame", "Web")))

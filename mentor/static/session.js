@@ -76,6 +76,7 @@ export class Session extends EventTarget {
     this.sentAt = new Map();      // event_id -> performance.now() of the first send
     this.roundTripsMs = [];       // recent annotation round trips (send -> ack), ms
     this.pingMs = [];
+    this.outboxWriteMs = [];      // recent outbox writes (localStorage) before a send, ms
     this.closedByUser = false;
     this.stats = { sent: 0, acked: 0, replayedDropped: 0, reconnects: 0 };
   }
@@ -131,7 +132,10 @@ export class Session extends EventTarget {
 
   /** Queue an annotation event (persisted first) and send it when the link is up. */
   sendAnnotation(event) {
+    const t0 = performance.now();
     this.outbox.push(event);
+    this.outboxWriteMs.push(performance.now() - t0);
+    if (this.outboxWriteMs.length > 200) this.outboxWriteMs.shift();
     if (!this.sentAt.has(event.event_id)) this.sentAt.set(event.event_id, performance.now());
     if (this.open) { this._send({ type: 'annotation', event }); this.stats.sent += 1; }
   }

@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -32,13 +33,16 @@ import grpc
 from scrubin.mentor.errors import MentorError
 from scrubin.mentor.events import event_from_pb, event_to_pb
 from scrubin.mentor.tls import read_pair
-from scrubin.mentor.tokens import SESSION_HEADER
+from scrubin.mentor.tokens import SESSION_HEADER, unverified_lifetime
 from scrubin.protos import mentor_pb2 as pb
 from scrubin.protos import mentor_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 RECONNECT_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
+RENEW_AT = 2 / 3          # renew a call token at this fraction of its lifetime ...
+RENEW_JITTER = 0.1        # ... +- this fraction (stations do not renew in step)
+RENEW_RETRY_S = (0.25, 0.5, 1.0, 2.0, 4.0)   # back-off of a failed renewal (x U(0.5, 1))
 
 
 class MentorClient:
@@ -80,47 +84,124 @@ class MentorClient:
             self.metadata += (("x-scrubin-client-name", client_name),)
         self._join_metadata = self.metadata  # Join always goes with the session token
         self.client_name = client_name
+        self.session_id = ""
+        self._role = ""
         self._renewer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._token_changed = asyncio.Event()
+        self._token_life = (0.0, 0.0)   # (exp - iat, time.monotonic() on receipt)
+        self.token_generation = 0   # +1 per call token taken into use
+        self.token_expires = 0.0    # exp of the current call token (Unix s; 0: none)
+        self.renewals = 0
+        self.refused = ""           # why the server refused a renewal ("" while it has not)
+        self.on_refused: Callable[[str], None] | None = None
 
     def use_call_token(self, reply: pb.JoinReply) -> bool:
         """Send ``reply``'s short-lived call token (and its session) on later calls instead
-        of the session token; False when the server issued none. Join again to renew it."""
+        of the session token; False when the server issued none. :meth:`use_call_tokens`
+        also renews it."""
         if not reply.call_token:
             return False
-        self.metadata = (("authorization", f"Bearer {reply.call_token}"),
-                         (SESSION_HEADER, reply.session_id)) + tuple(
-            m for m in self._join_metadata if m[0] != "authorization")
+        self.session_id = reply.session_id
+        self._set_call_token(reply.call_token, reply.call_token_expires)
         return True
 
-    async def use_call_tokens(self, role: str = "", renew_at: float = 0.8) -> pb.JoinReply:
-        """Join, then authenticate every later call with a call token, renewed by a new Join
-        (with the session token) at ``renew_at`` of each token's lifetime until closed.
+    def _set_call_token(self, token: str, expires: float) -> None:
+        self.metadata = (("authorization", f"Bearer {token}"),
+                         (SESSION_HEADER, self.session_id)) + tuple(
+            m for m in self._join_metadata if m[0] != "authorization")
+        self.token_expires = float(expires)
+        self._token_life = (unverified_lifetime(token), time.monotonic())
+        self.token_generation += 1
+        self._token_changed.set()
+        self._token_changed = asyncio.Event()
 
-        Calls opened after a renewal carry the new token; a reconnecting stream picks it up.
+    async def use_call_tokens(self, role: str = "", renew_at: float = RENEW_AT,
+                              jitter: float = RENEW_JITTER,
+                              on_refused: Callable[[str], None] | None = None) -> pb.JoinReply:
+        """Join, then authenticate every later call with a call token renewed before it
+        expires (mentor/DESIGN.md "Renewal").
+
+        A ``Renew`` (authenticated by the session token) is made at ``renew_at`` ± ``jitter``
+        of each token's lifetime (``exp - iat``, so a skew between the clocks does not
+        matter); a renewal that fails for want of the server (unreachable, restarting) is
+        retried with jittered back-off (:data:`RENEW_RETRY_S`) for as long as it takes. A
+        renewal the server refuses (the session ended, the token was revoked) stops it:
+        :attr:`refused` says why and ``on_refused(message)`` is called once. Calls opened after
+        a renewal carry the new token (the reconnecting streams read :attr:`metadata` anew).
         """
-        if not 0.1 <= renew_at <= 0.95:
-            raise MentorError(f"renew_at {renew_at!r}: expected 0.1..0.95 of the lifetime")
+        if not 0.1 <= renew_at <= 0.95 or not 0.0 <= jitter <= 0.25 \
+                or not 0.05 <= renew_at - jitter or renew_at + jitter > 0.95:
+            raise MentorError(f"renew_at {renew_at!r} +- jitter {jitter!r}: expected renew_at in "
+                              "0.1..0.95 of the lifetime, jitter 0..0.25, together in 0.05..0.95")
         reply = await self.join(role)
+        self._role = role
+        self.on_refused = on_refused
         if self.use_call_token(reply) and self._renewer is None:
-            self._renewer = asyncio.create_task(self._renew(role, renew_at, reply))
+            self._renewer = asyncio.create_task(self._renew(renew_at, jitter))
         return reply
 
-    async def _renew(self, role: str, renew_at: float, reply: pb.JoinReply) -> None:
+    async def renew(self, timeout: float = 5.0) -> pb.RenewReply:
+        """One ``Renew`` with the session token (raises grpc.aio.AioRpcError when refused)."""
+        req = pb.RenewRequest(client_name=self.client_name)
+        if self._role:
+            req.role = pb.Role.Value(f"ROLE_{self._role.upper()}")
+        return await self.stub.Renew(req, metadata=self._join_metadata, timeout=timeout)
+
+    async def _renew(self, renew_at: float, jitter: float) -> None:
         while True:
-            await asyncio.sleep(max(0.05, renew_at * (reply.call_token_expires - time.time())))
+            life, got_at = self._token_life
+            due = got_at + life * (renew_at + random.uniform(-jitter, jitter))
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, due - time.monotonic()))
+            self._wake.clear()
+            attempt = 0
             while True:
                 try:
-                    reply = await self.join(role)
+                    reply = await self.renew()
                     break
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() in (grpc.StatusCode.UNAUTHENTICATED,
-                                      grpc.StatusCode.PERMISSION_DENIED):
-                        log.warning("call token renewal refused: %s", exc.details())
-                        return  # ended session or revoked token: calls will say so
-                    log.warning("call token renewal failed (retrying in 1 s): %s",
-                                exc.code().name)  # server restarting: streams retry too
-                    await asyncio.sleep(1.0)
-            self.use_call_token(reply)
+                                      grpc.StatusCode.PERMISSION_DENIED,
+                                      grpc.StatusCode.FAILED_PRECONDITION):
+                        self._refuse(f"the mentor server refused to renew the call token "
+                                     f"({exc.code().name}: {exc.details()})")
+                        return
+                    pause = RENEW_RETRY_S[min(attempt, len(RENEW_RETRY_S) - 1)]
+                    pause *= random.uniform(0.5, 1.0)   # jitter: stations do not retry in step
+                    log.warning("call token renewal failed (%s), retrying in %.1f s",
+                                exc.code().name, pause)
+                    attempt += 1
+                    await asyncio.sleep(pause)
+            self._set_call_token(reply.call_token, reply.call_token_expires)
+            self.renewals += 1
+
+    def _refuse(self, message: str) -> None:
+        self.refused = message
+        log.warning("%s", message)
+        self._token_changed.set()
+        if self.on_refused is not None:
+            self.on_refused(message)
+
+    async def token_refused(self, generation: int, timeout: float = 30.0) -> bool:
+        """A call made with the token of ``generation`` was refused UNAUTHENTICATED: renew at
+        once (unless a newer token exists) and say whether a retry can succeed (False: no
+        renewal here, or the server refused it - :attr:`refused` says why)."""
+        if self._renewer is None or self._renewer.done() or self.refused:
+            return False
+        if generation != self.token_generation:
+            return True
+        changed = self._token_changed
+        self._wake.set()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout)
+        return not self.refused
+
+    async def ice_servers(self, timeout: float = 5.0) -> pb.IceServersReply:
+        """``IceServers``: STUN/TURN entries with a TURN credential issued now, for one new
+        peer connection (raises grpc.aio.AioRpcError when refused)."""
+        return await self.stub.IceServers(pb.IceServersRequest(), metadata=self.metadata,
+                                          timeout=timeout)
 
     async def __aenter__(self) -> MentorClient:
         return self
@@ -223,6 +304,7 @@ class AnnotationStream:
     async def _run(self) -> None:
         attempt = 0
         while not self._closing:
+            generation = self.client.token_generation   # the token this call goes with
             call = self.client.stub.Annotations(metadata=self.client.metadata)
             self._call = call
             try:
@@ -240,6 +322,9 @@ class AnnotationStream:
                     attempt = 0
                     self._on_reply(reply)
             except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED and \
+                        await self.client.token_refused(generation):
+                    continue  # a call token that expired while the link was down: renewed
                 if exc.code() in (grpc.StatusCode.UNAUTHENTICATED,
                                   grpc.StatusCode.PERMISSION_DENIED):
                     self._fail_all(MentorError(f"annotations refused: {exc.details()}"))
@@ -306,6 +391,7 @@ class TelemetryPublisher:
     """The station's ``PublishTelemetry`` call: ``send`` frames, ``finish`` for the summary."""
 
     def __init__(self, client: MentorClient) -> None:
+        self.generation = client.token_generation
         self._call = client.stub.PublishTelemetry(metadata=client.metadata)
 
     async def send(self, frame: pb.TelemetryFrame) -> None:
@@ -322,6 +408,7 @@ class SignalStream:
     """A ``Signal`` call: ``send`` offers/answers, ``recv`` the other side's messages."""
 
     def __init__(self, client: MentorClient) -> None:
+        self.generation = client.token_generation   # the call token it was opened with
         self._call = client.stub.Signal(metadata=client.metadata)
 
     async def send(self, sdp_type: str, sdp: str = "", peer_id: str = "") -> None:

@@ -27,6 +27,7 @@ from scrubin.mentor.hub import AuthError, FeedClosedError, Hub
 from scrubin.mentor.store import Identity
 from scrubin.mentor.telemetry import check_frame
 from scrubin.mentor.tokens import SESSION_HEADER, looks_like_jwt
+from scrubin.mentor.turn import ice_server_entries
 from scrubin.protos import mentor_pb2 as pb
 from scrubin.protos import mentor_pb2_grpc as pb_grpc
 
@@ -74,19 +75,7 @@ class MentorService(pb_grpc.MentorServicer):
                    context: grpc.aio.ServicerContext) -> pb.JoinReply:
         """Check the token; audit the join; return the session's facts."""
         ident, _ = await self._identify(context, "Join")
-        if looks_like_jwt(_bearer(context)):  # else a call token could renew itself forever
-            await self.hub.db(self.hub.store.audit, ident.session_id, ident.role,
-                              ident.author or None, "refused",
-                              "Join: a call token cannot renew itself", context.peer())
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                "Join: needs the session token, not a call token")
-        if request.role != pb.ROLE_UNSPECIFIED and PB_TO_ROLE.get(request.role) != ident.role:
-            await self.hub.db(self.hub.store.audit, ident.session_id, ident.role, None, "refused",
-                              f"Join: asked for role {pb.Role.Name(request.role)}",
-                              context.peer())
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"Join: the token is a {ident.role} token, not "
-                                f"{pb.Role.Name(request.role)}")
+        await self._session_token_only(context, ident, "Join", request.role)
         author = author_name(ident.role, request.client_name)
         # Under mutual TLS the client certificate's CN is part of the audited join.
         cn = b",".join((context.auth_context() or {}).get("x509_common_name", [])).decode(
@@ -105,6 +94,59 @@ class MentorService(pb_grpc.MentorServicer):
             surgeon_online=w["surgeon_online"], ice_hosts=w["ice_hosts"],
             call_token=call_token, call_token_expires=expires,
         )
+
+    async def _session_token_only(self, context: grpc.aio.ServicerContext, ident: Identity,
+                                  action: str, role: int) -> None:
+        """Refuse (audited) a call token or another role where the session token is needed."""
+        if looks_like_jwt(_bearer(context)):  # else a call token could renew itself forever
+            await self.hub.db(self.hub.store.audit, ident.session_id, ident.role,
+                              ident.author or None, "refused",
+                              f"{action}: a call token cannot renew itself", context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"{action}: needs the session token, not a call token")
+        if role != pb.ROLE_UNSPECIFIED and PB_TO_ROLE.get(role) != ident.role:
+            await self.hub.db(self.hub.store.audit, ident.session_id, ident.role, None, "refused",
+                              f"{action}: asked for role {pb.Role.Name(role)}", context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"{action}: the token is a {ident.role} token, not "
+                                f"{pb.Role.Name(role)}")
+
+    async def Renew(self, request: pb.RenewRequest,
+                    context: grpc.aio.ServicerContext) -> pb.RenewReply:
+        """A new call token for a participant whose session token still holds (audited).
+
+        The session token, not the call token, authenticates the renewal (mentor/DESIGN.md
+        "Renewal"): a stolen call token dies at its ``exp``, and a station whose call token
+        expired during a network outage longer than its lifetime can still renew. The session
+        is looked up, so an ended session or a revoked token is refused (UNAUTHENTICATED).
+        """
+        ident, _ = await self._identify(context, "Renew")
+        await self._session_token_only(context, ident, "Renew", request.role)
+        if self.hub.call_tokens is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "Renew: this server issues no call tokens")
+        author = author_name(ident.role, request.client_name)
+        token, expires = self.hub.issue_call_token(ident, author)
+        jti = self.hub.call_tokens.verify(token, ident.session_id).token_id
+        await self.hub.db(self.hub.store.audit, ident.session_id, ident.role, author, "renew",
+                          f"grpc call token jti={jti} exp={int(expires)}", context.peer())
+        return pb.RenewReply(call_token=token, call_token_expires=expires)
+
+    async def IceServers(self, request: pb.IceServersRequest,
+                         context: grpc.aio.ServicerContext) -> pb.IceServersReply:
+        """ICE servers with a TURN credential issued now, for one new peer connection."""
+        ident, author = await self._identify(context, "IceServers")
+        entries = ice_server_entries(self.hub.ice_servers, self.hub.turn, ident.session_id,
+                                     ident.role)
+        turn = next((e for e in entries if e.get("username")), None)
+        if turn is not None:
+            await self.hub.db(self.hub.store.audit, ident.session_id, ident.role, author,
+                              "turn_credential", f"grpc username={turn['username']}",
+                              context.peer())
+        return pb.IceServersReply(
+            ice_servers=[pb.IceServer(urls=e["urls"], username=e.get("username", ""),
+                                      credential=e.get("credential", "")) for e in entries],
+            turn_expires=float(turn["expires"]) if turn is not None else 0.0)
 
     async def Annotations(self, request_iterator: AsyncIterator[pb.AnnotationClientMessage],
                           context: grpc.aio.ServicerContext

@@ -99,6 +99,8 @@ class StationLink:
         self.on_sfu: Any = None   # called with each sfu-* SignalMessage (issue 10, Janus)
         self.ann: Any = None
         self.on_join: Any = None  # called with the link once joined, before any event
+        self.ended = ""           # why the link ended itself (renewal refused), "" while up
+        self._server_ice = False  # ICE servers from the server: a fresh TURN credential per peer
 
     async def start(self, ice_hosts: list[str] | None = None) -> None:
         """Join, open Signal / Annotations / PublishTelemetry (raises MentorError if refused)."""
@@ -109,7 +111,8 @@ class StationLink:
         self.loop = asyncio.get_running_loop()
         self.station.loop = self.loop
         try:
-            reply = await self.client.join("surgeon")
+            # call tokens renewed before they expire (DESIGN "Renewal"); a refusal ends the link
+            reply = await self.client.use_call_tokens("surgeon", on_refused=self._renewal_refused)
         except grpc.aio.AioRpcError as exc:
             raise MentorError(f"mentor server refused the station: {exc.code().name} "
                               f"({exc.details()})") from None
@@ -117,11 +120,9 @@ class StationLink:
                                                         reply.recording)
         if self.on_join is not None:
             self.on_join(self)
-        if not self.station.ice_servers:
-            self.station.ice_servers = [u for s in reply.ice_servers for u in s.urls]
-            for s in reply.ice_servers:  # a TURN entry carries this station's credential
-                if s.username:
-                    self.station.ice_credentials = (s.username, s.credential)
+        self._server_ice = not self.station.ice_servers
+        if self._server_ice:
+            self._use_ice(reply.ice_servers)
         hosts = ice_hosts or list(reply.ice_hosts)
         if hosts:
             restrict_host_addresses(hosts)
@@ -191,6 +192,8 @@ class StationLink:
             except grpc.aio.AioRpcError as exc:
                 msg = None
                 self.errors.append(f"signalling call failed: {exc.code().name}")
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:  # expired during an outage
+                    await self.client.token_refused(self.signal.generation)
             if msg is None:
                 # the server restarted or the link dropped: open a new Signal call (a newer
                 # station call replaces an older one on the server), backing off to 2 s
@@ -206,6 +209,7 @@ class StationLink:
             if msg.sdp_type == "offer":
                 try:
                     role = pb.Role.Name(msg.role).removeprefix("ROLE_").lower()
+                    await self._fresh_ice()
                     sdp = await self.station.answer(msg.peer_id, msg.sdp, role, msg.author)
                     await self.signal.send("answer", sdp, msg.peer_id)
                 except MentorError as exc:
@@ -277,3 +281,46 @@ class StationLink:
     async def clear_all(self) -> int:
         """Remove every annotation; the event's seq."""
         return await self._session_op("clear_all")
+
+    # ------------------------------------------------------------------ renewal (DESIGN)
+    def _use_ice(self, servers: Any) -> None:
+        self.station.ice_servers = [u for s in servers for u in s.urls]
+        for s in servers:  # a TURN entry carries this station's credential
+            if s.username:
+                self.station.ice_credentials = (s.username, s.credential)
+
+    async def _fresh_ice(self) -> None:
+        """A TURN credential issued now for the peer connection about to be made, so a viewer
+        reconnecting hours into the session (or after a blackout) never meets an expired one;
+        on failure the last credential is kept (an allocation needs it only while valid)."""
+        if not self._server_ice:
+            return
+        import grpc
+
+        try:
+            self._use_ice((await self.client.ice_servers()).ice_servers)
+        except grpc.aio.AioRpcError as exc:
+            self.errors.append(f"fresh ICE servers: {exc.code().name} ({exc.details()})")
+
+    def _renewal_refused(self, message: str) -> None:
+        """The server refused to renew the station's call token (the session ended, the token
+        was revoked): end the mentoring link - its calls and the viewers' connections - and
+        say why. The surgeon's own view goes on."""
+        self.ended = f"mentoring link ended: {message}"
+        self.errors.append(self.ended)
+        log.error("%s", self.ended)
+        self._tasks.append(asyncio.ensure_future(self._end()))
+
+    async def _end(self) -> None:
+        for t in self._tasks:
+            if t is not asyncio.current_task():
+                t.cancel()
+        for h in self._pending.values():
+            h.cancel()
+        if self.signal is not None:
+            self.signal.close()
+        if self.ann is not None:
+            with contextlib.suppress(Exception):
+                await self.ann.close()
+        for pid in list(self.station.peers):
+            await self.station.close_peer(pid)

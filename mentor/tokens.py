@@ -189,3 +189,19 @@ class CallTokens:
             raise TokenRefusedError("call token of another session (aud)", "permission",
                                     str(aud), str(role))
         return CallClaims(str(aud), str(role), str(author), float(exp), str(claims.get("jti")))
+
+
+def unverified_lifetime(token: str) -> float:
+    """``exp - iat`` of a call token, read without checking the signature (s).
+
+    For the client's renewal schedule only (what the server granted, independent of a skew
+    between the two clocks); the server never trusts a claim it has not verified.
+    """
+    try:
+        claims = json.loads(_unb64(token.split(".")[1]))
+        life = float(claims["exp"]) - float(claims["iat"])
+    except (IndexError, KeyError, TypeError, ValueError):
+        raise MentorError("call token: expected a JWT with exp and iat claims") from None
+    if not life > 0:
+        raise MentorError(f"call token: lifetime {life} s (exp <= iat)")
+    return life

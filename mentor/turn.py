@@ -29,6 +29,8 @@ from typing import Any
 
 from scrubin.mentor.errors import MentorError
 
+MIN_TTL_S = 5   # a credential must outlive ICE gathering and the TURN allocation (seconds)
+
 
 def turn_password(secret: str, username: str) -> str:
     """``base64(HMAC-SHA1(secret, username))`` (draft-uberti-behave-turn-rest-00, 2.2)."""
@@ -59,7 +61,11 @@ class TurnCredentials:
     secret
         coturn's ``static-auth-secret``.
     ttl_s
-        Lifetime of a credential (seconds, 60..86400).
+        Lifetime of a credential (seconds, 5..86400). It bounds only when a credential can
+        *start* an allocation: coturn (4.6, ``use-auth-secret``) checks the username's
+        timestamp on ALLOCATE and keeps an allocation's REFRESH, CreatePermission and
+        ChannelBind working past it (tests/mentor/test_turn_renewal.py), and every new peer
+        connection gets a credential issued at that moment (:func:`ice_server_entries`).
     """
 
     def __init__(self, urls: Sequence[str], secret: str, ttl_s: int = 3600) -> None:
@@ -72,8 +78,8 @@ class TurnCredentials:
                                   "turns:HOST[:PORT]?transport=tcp URL")
         if not isinstance(secret, str) or len(secret) < 16:
             raise MentorError("TURN secret: expected >= 16 characters")
-        if not isinstance(ttl_s, int) or not 60 <= ttl_s <= 86400:
-            raise MentorError(f"--turn-ttl {ttl_s!r}: expected 60..86400 seconds")
+        if not isinstance(ttl_s, int) or not MIN_TTL_S <= ttl_s <= 86400:
+            raise MentorError(f"--turn-ttl {ttl_s!r}: expected {MIN_TTL_S}..86400 seconds")
         self.urls = list(urls)
         self._secret = secret
         self.ttl_s = ttl_s
@@ -86,3 +92,15 @@ class TurnCredentials:
         username = f"{expires}:{session_id}.{role}.{secrets.token_hex(4)}"
         return {"urls": list(self.urls), "username": username,
                 "credential": turn_password(self._secret, username), "expires": expires}
+
+
+def ice_server_entries(stun_urls: Sequence[str], turn: TurnCredentials | None, session_id: str,
+                       role: str) -> list[dict[str, Any]]:
+    """The ICE servers one participant is handed now: the STUN URLs, then (with TURN) an entry
+    with a credential issued at this moment (``expires`` in Unix seconds).
+
+    Called for every new peer connection (gRPC ``IceServers``, the page's
+    ``POST /api/ice-servers``), so a reconnect never reuses a credential issued hours ago.
+    """
+    return [{"urls": [u]} for u in stun_urls] + (
+        [turn.issue(session_id, role)] if turn is not None else [])

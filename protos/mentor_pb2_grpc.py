@@ -59,6 +59,16 @@ class MentorStub:
                 request_serializer=scrubin_dot_mentor_dot_v1_dot_mentor__pb2.SignalMessage.SerializeToString,
                 response_deserializer=scrubin_dot_mentor_dot_v1_dot_mentor__pb2.SignalMessage.FromString,
                 _registered_method=True)
+        self.Renew = channel.unary_unary(
+                '/scrubin.mentor.v1.Mentor/Renew',
+                request_serializer=scrubin_dot_mentor_dot_v1_dot_mentor__pb2.RenewRequest.SerializeToString,
+                response_deserializer=scrubin_dot_mentor_dot_v1_dot_mentor__pb2.RenewReply.FromString,
+                _registered_method=True)
+        self.IceServers = channel.unary_unary(
+                '/scrubin.mentor.v1.Mentor/IceServers',
+                request_serializer=scrubin_dot_mentor_dot_v1_dot_mentor__pb2.IceServersRequest.SerializeToString,
+                response_deserializer=scrubin_dot_mentor_dot_v1_dot_mentor__pb2.IceServersReply.FromString,
+                _registered_method=True)
 
 
 class MentorServicer:
@@ -102,6 +112,24 @@ class MentorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Renew(self, request, context):
+        """A new call token before the current one expires (mentor/DESIGN.md "Renewal").
+        Authenticated by the session token, as Join (a call token here -> PERMISSION_DENIED), so
+        a leaked call token cannot extend itself; an ended session or a revoked token ->
+        UNAUTHENTICATED. Audited ("renew").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IceServers(self, request, context):
+        """Fresh ICE servers (a new time-limited TURN credential) for a new peer connection; any
+        token of the session. Audited ("turn_credential").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MentorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +157,16 @@ def add_MentorServicer_to_server(servicer, server):
                     servicer.Signal,
                     request_deserializer=scrubin_dot_mentor_dot_v1_dot_mentor__pb2.SignalMessage.FromString,
                     response_serializer=scrubin_dot_mentor_dot_v1_dot_mentor__pb2.SignalMessage.SerializeToString,
+            ),
+            'Renew': grpc.unary_unary_rpc_method_handler(
+                    servicer.Renew,
+                    request_deserializer=scrubin_dot_mentor_dot_v1_dot_mentor__pb2.RenewRequest.FromString,
+                    response_serializer=scrubin_dot_mentor_dot_v1_dot_mentor__pb2.RenewReply.SerializeToString,
+            ),
+            'IceServers': grpc.unary_unary_rpc_method_handler(
+                    servicer.IceServers,
+                    request_deserializer=scrubin_dot_mentor_dot_v1_dot_mentor__pb2.IceServersRequest.FromString,
+                    response_serializer=scrubin_dot_mentor_dot_v1_dot_mentor__pb2.IceServersReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +304,60 @@ class Mentor:
             '/scrubin.mentor.v1.Mentor/Signal',
             scrubin_dot_mentor_dot_v1_dot_mentor__pb2.SignalMessage.SerializeToString,
             scrubin_dot_mentor_dot_v1_dot_mentor__pb2.SignalMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Renew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scrubin.mentor.v1.Mentor/Renew',
+            scrubin_dot_mentor_dot_v1_dot_mentor__pb2.RenewRequest.SerializeToString,
+            scrubin_dot_mentor_dot_v1_dot_mentor__pb2.RenewReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IceServers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scrubin.mentor.v1.Mentor/IceServers',
+            scrubin_dot_mentor_dot_v1_dot_mentor__pb2.IceServersRequest.SerializeToString,
+            scrubin_dot_mentor_dot_v1_dot_mentor__pb2.IceServersReply.FromString,
             options,
             channel_credentials,
             insecure,

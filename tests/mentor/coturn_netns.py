@@ -55,8 +55,10 @@ def _ip(*args: str) -> None:
 
 
 @contextlib.contextmanager
-def coturn(tmp: Path) -> Iterator[Coturn]:
-    """Start coturn in a fresh namespace; stop it and remove the namespace afterwards."""
+def coturn(tmp: Path, extra: tuple[str, ...] = ()) -> Iterator[Coturn]:
+    """Start coturn in a fresh namespace; stop it and remove the namespace afterwards.
+
+    ``extra``: more turnserver.conf lines (e.g. ``stale-nonce=2``)."""
     tag = f"{os.getpid() % 100000}{secrets.token_hex(2)}"
     ns, veth_out, veth_in = f"scrubin-turn-{tag}", f"st{tag}a"[:15], f"st{tag}b"[:15]
     r = secrets.randbelow(200) + 20
@@ -77,7 +79,7 @@ def coturn(tmp: Path) -> Iterator[Coturn]:
         "use-auth-secret", f"static-auth-secret={secret}", "realm=scrubin.test",
         "fingerprint", "no-cli", "no-multicast-peers", "min-port=49152", "max-port=49407",
         f"log-file={log}", "simple-log", "verbose", f"pidfile={tmp / 'turnserver.pid'}",
-        "no-software-attribute", "",
+        "no-software-attribute", *extra, "",
     ]))
     proc = None
     _ip("netns", "add", ns)

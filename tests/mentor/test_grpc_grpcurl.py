@@ -72,7 +72,8 @@ def test_grpcurl_lists_services_through_reflection(server):
                            "scrubin.mentor.v1.Mentor")
     assert rc == 0, err
     assert set(out.split()) == {f"scrubin.mentor.v1.Mentor.{m}" for m in (
-        "Join", "Annotations", "PublishTelemetry", "WatchTelemetry", "Signal")}
+        "Join", "Annotations", "PublishTelemetry", "WatchTelemetry", "Signal", "Renew",
+        "IceServers")}
 
 
 def test_grpcurl_checks_health(server):

@@ -34,6 +34,7 @@ def test_descriptor_names_follow_the_proto_text():
     methods = {m.name: (m.client_streaming, m.server_streaming) for m in service.methods}
     assert methods == {"Join": (False, False), "Annotations": (True, True),
                        "PublishTelemetry": (True, False), "WatchTelemetry": (False, True),
-                       "Signal": (True, True)}
+                       "Signal": (True, True), "Renew": (False, False),
+                       "IceServers": (False, False)}
     for name in methods:
         assert f"rpc {name}(" in proto

@@ -8,19 +8,24 @@ removes that wait:
 
 * the frame loop (:class:`~scrubin.mentor.station_sink.StationSink`) hands it each camera view
   *before* the annotations are drawn into it (overlay + HUD: :meth:`DisplayCompositor.base`)
-  and, once drawn, the board version that composite shows (:meth:`DisplayCompositor.shown`);
+  and, once drawn, the frame's composite (:meth:`DisplayCompositor.frame`), which goes to the
+  display callbacks at once (before it is encoded);
 * the :class:`~scrubin.mentor.annotations_draw.AnnotationBoard` calls it after every applied
   event (the station's asyncio thread); when no composite shows that board version yet, its own
   thread copies the latest view, draws the board into it with the sink's own drawing function,
   and hands the result to the display callbacks at once.
 
+The display callbacks get composites in order, (camera frame, board version) increasing: one
+drawn from an older view or an older board state than one already shown is not shown, so the
+display never steps back (a stroke never blinks out for a frame).
+
 Such a composite is an extra *display* composite of the latest camera frame: same frame id,
 pose, tracking state and capture time. It is not encoded and gets no new frame id: the
 viewers' video keeps exactly one frame per camera frame (its ids, capture times and the
 metadata history used for anchoring name real camera frames), and the next camera frame carries
-the stroke to them. A composite overtaken by a newer camera view while it was being drawn is
-dropped (the display never steps back to an older camera frame); the newer view is then
-composited if its own frame composite does not yet show the event.
+the stroke to them. A display composite overtaken by a newer camera view while it was drawn is
+dropped; the newer view is then composited if its own frame composite does not yet show the
+event.
 """
 
 from __future__ import annotations
@@ -70,10 +75,14 @@ class DisplayCompositor:
     def __init__(self, board: AnnotationBoard,
                  compose: Callable[[np.ndarray, FrameMeta, DrawReport], Any]) -> None:
         self.board, self.compose = board, compose
-        #: called with each display composite (its image is the compositor's: copy to keep)
+        #: the surgeon's display: called with every composite, camera frames' and display
+        #: ones, in order (module docstring); the image is the callee's (never drawn into
+        #: again). None registered: no view is copied, no thread runs.
         self.displays: list[Callable[[Composite], Any]] = []
         self.composites = 0          # display composites handed to the displays
         self.dropped = 0             # overtaken by a newer camera view while being drawn
+        self._present_lock = threading.Lock()
+        self._presented = (-1, -1)   # (camera view serial, board version) last shown
         self._cond = threading.Condition()
         self._base: np.ndarray | None = None
         self._base_meta: FrameMeta | None = None
@@ -99,12 +108,28 @@ class DisplayCompositor:
             self._base_serial += 1
             self._drawing_frame = True
 
-    def shown(self, version: int) -> None:
-        """The frame loop's composite of the current base shows board ``version``."""
+    def frame(self, c: Composite | None) -> None:
+        """The frame loop's composite of the current base (None: drawing it failed): shown."""
+        if not self.displays:
+            return
         with self._cond:
-            self._shown = max(self._shown, version)
+            serial = self._base_serial
+            if c is not None:
+                self._shown = max(self._shown, c.report.version)
             self._drawing_frame = False
             self._cond.notify_all()
+        if c is not None:
+            self._present(serial, c)
+
+    def _present(self, serial: int, c: Composite) -> bool:
+        with self._present_lock:
+            key = (serial, c.report.version)
+            if key <= self._presented:
+                return False
+            self._presented = key
+            for show in list(self.displays):
+                show(c)
+            return True
 
     def close(self) -> None:
         """Stop the thread (idempotent)."""
@@ -137,7 +162,6 @@ class DisplayCompositor:
                               and self._wanted > self._shown)
 
     def _run(self) -> None:
-        work: np.ndarray | None = None
         while True:
             with self._cond:
                 self._cond.wait_for(self._due)
@@ -145,18 +169,16 @@ class DisplayCompositor:
                     return
                 base, meta, serial = self._base, self._base_meta, self._base_serial
                 assert base is not None and meta is not None
-                if work is None or work.shape != base.shape:
-                    work = np.empty_like(base)
-                np.copyto(work, base)
+                work = base.copy()
             report = DrawReport()
             self.compose(work, meta, report)
-            done = time.time()
+            c = Composite("display", meta, work, report, time.time())
             with self._cond:
                 if serial != self._base_serial:   # a newer camera view came meanwhile
                     self.dropped += 1
                     continue
                 self._shown = max(self._shown, report.version)
-            self.composites += 1
-            c = Composite("display", meta, work, report, done)
-            for show in list(self.displays):
-                show(c)
+            if self._present(serial, c):
+                self.composites += 1
+            else:
+                self.dropped += 1

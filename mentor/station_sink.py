@@ -17,8 +17,8 @@ Placed first among the pipeline's sinks, :class:`StationSink` gets each composit
 Between camera frames, :attr:`StationSink.display` (a
 :class:`~scrubin.mentor.station_display.DisplayCompositor`) re-composites the latest view as
 soon as an annotation event is applied and hands it to the surgeon's display callbacks
-(``display.displays``, e.g. the window's :meth:`~scrubin.overlay.sinks.WindowSink.show`), with
-the same drawing as the frame's; it is shown, not encoded (no new frame id).
+(``display.displays``; :meth:`StationSink.attach_display` makes the station's window that
+display), with the same drawing as the frame's; it is shown, not encoded (no new frame id).
 
 With a headset display (``--stereo``) :meth:`StationSink.annotate_eye` draws the anchored
 annotations into each eye's view with that eye's camera and pose.
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -109,8 +108,6 @@ class StationSink(Sink):
         #: the between-frames display composites (module docstring); its ``displays`` are
         #: the surgeon's display callbacks (none: nothing is re-composited)
         self.display = DisplayCompositor(board, self.compose)
-        #: called with each camera frame's :class:`Composite` (drawn, before it is encoded)
-        self.on_composite: Callable[[Composite], Any] | None = None
 
     def _unix(self, capture_time_s: float) -> float:
         """Capture clock -> Unix time: one offset, renewed when the source clock restarts."""
@@ -155,14 +152,14 @@ class StationSink(Sink):
         t = time.perf_counter()
         report = DrawReport()
         self.display.base(item.image_bgr, meta)
+        c = None
         try:
             if self.compose(item.image_bgr, meta, report):
                 self.annotated += 1
+            c = Composite("frame", meta, item.image_bgr, report, time.time())
         finally:
-            self.display.shown(report.version)
+            self.display.frame(c)   # to the surgeon's display before the encode
         meta.stages_ms["annotate"] = (time.perf_counter() - t) * 1e3
-        if self.on_composite is not None:
-            self.on_composite(Composite("frame", meta, item.image_bgr, report, time.time()))
         self.station.publish(item.image_bgr, meta)
         self.sent += 1
         if self.on_frame is not None:
@@ -176,6 +173,14 @@ class StationSink(Sink):
             with self._status_lock:
                 self.status.draw(image_bgr)
         return n
+
+    def attach_display(self, window: Any) -> None:
+        """Make ``window`` (a :class:`~scrubin.overlay.sinks.WindowSink`) the surgeon's display
+        fed by this sink: every camera frame's composite (before it is encoded) and every
+        display composite between frames, in order; the window's own :meth:`write` then shows
+        nothing (it would show the frame again, after the encode)."""
+        window.frames_from_write = False
+        self.display.displays.append(lambda c: window.show(c.image_bgr))
 
     def close(self) -> None:
         """Stop the display compositor."""

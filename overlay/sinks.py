@@ -6,8 +6,9 @@ A sink gets every output frame with its record (:class:`SinkItem`): ``write(item
 * :class:`VideoFileSink` encodes H.264 (libx264, yuv420p) into MP4 with PyAV; it writes a
   temporary file in the target folder and renames it into place on ``close()`` only, so a
   failed run leaves no partial video.
-* :class:`WindowSink` shows frames with ``cv2.imshow`` when a display exists; without
-  ``DISPLAY`` / ``WAYLAND_DISPLAY`` (or with a head-less OpenCV build) it does nothing, silently.
+* :class:`WindowSink` shows frames with ``cv2.imshow`` (on its own thread, which also takes
+  extra images between frames) when a display exists; without ``DISPLAY`` /
+  ``WAYLAND_DISPLAY`` (or with a head-less OpenCV build) it does nothing, silently.
 * :class:`StreamSink` is a bounded queue of :class:`StreamItem` (frame, id, capture time,
   pose, tracking state) for a publisher thread (remote mentoring); when full it drops the oldest
   item, never blocking the frame loop.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -163,7 +165,13 @@ def display_available() -> bool:
 
 
 class WindowSink(Sink):
-    """``cv2.imshow`` window; silently inactive without a display or GUI support."""
+    """``cv2.imshow`` window; silently inactive without a display or GUI support.
+
+    The window has its own thread (every highgui call is made there): :meth:`write` (the frame
+    loop) and :meth:`show` (any thread: e.g. the surgeon station's display composite between
+    camera frames, ``scrubin.mentor.station_display``) hand it the newest image, which it
+    shows at once; it polls keys every 10 ms between images.
+    """
 
     name = "window"
 
@@ -171,35 +179,70 @@ class WindowSink(Sink):
         self.title = title
         self.active = display_available()
         #: called with each key pressed in the window (``cv2.waitKey`` code; the surgeon
-        #: station's hide / clear controls, mentor/surgeon_controls.py)
+        #: station's hide / clear controls, mentor/surgeon_controls.py), on the window thread
         self.key_handlers: list[Any] = []
+        self.shown = 0  # images shown
+        #: False when another sink feeds the window through :meth:`show` (the surgeon
+        #: station's sink: every frame as soon as it is composited, and composites between
+        #: frames); :meth:`write` then shows nothing
+        self.frames_from_write = True
+        self._cond = threading.Condition()
+        self._next: np.ndarray | None = None
+        self._closing = False
+        self._thread: threading.Thread | None = None
 
     def write(self, item: SinkItem) -> None:
-        """Show the frame (no-op when inactive); pass a pressed key to ``key_handlers``."""
+        """Show the frame (no-op when inactive or fed by another sink)."""
+        if self.frames_from_write:
+            self.show(item.image_bgr)
+
+    def show(self, image_bgr: np.ndarray) -> None:
+        """Show ``image_bgr`` next (any thread; not copied: the caller no longer draws into it;
+        an image not yet shown is replaced by a newer one)."""
         if not self.active:
             return
+        with self._cond:
+            if self._closing:
+                return
+            self._next = image_bgr
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="overlay-window",
+                                                 daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
         import cv2
 
-        try:
-            cv2.imshow(self.title, item.image_bgr)
-            key = cv2.waitKey(1)
-        except cv2.error:
-            self.active = False  # head-less OpenCV build
-            return
-        if key >= 0:
-            for handler in self.key_handlers:
-                handler(key)
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._next is not None or self._closing, 0.01)
+                img, self._next = self._next, None
+                closing = self._closing
+            try:
+                if closing:
+                    cv2.destroyWindow(self.title)
+                    return
+                if img is not None:
+                    cv2.imshow(self.title, img)
+                    self.shown += 1
+                key = cv2.waitKey(1)
+            except cv2.error:
+                self.active = False  # head-less OpenCV build
+                return
+            if key >= 0:
+                for handler in self.key_handlers:
+                    handler(key)
 
     def close(self) -> None:
-        """Close the window."""
-        if self.active:
-            import cv2
-
-            try:
-                cv2.destroyWindow(self.title)
-            except cv2.error:
-                pass
-            self.active = False
+        """Close the window (after the thread's last image)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+            t = self._thread
+        if t is not None:
+            t.join(2.0)
+        self.active = False
 
 
 @dataclass(frozen=True)

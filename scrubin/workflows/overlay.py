@@ -258,6 +258,9 @@ def run_overlay(req: OverlayRequest, scene: Any = None,
         sinks = [*(extra_sinks(camera, structures, registration) if extra_sinks else []),
                  VideoFileSink(tmp_out, fps), WindowSink()]
         sinks[-1].key_handlers += [s.on_key for s in sinks if getattr(s, "on_key", None)]
+        feeders = [s for s in sinks if hasattr(s, "attach_display")]
+        if sinks[-1].active and feeders:  # the mentoring station's sink feeds the window itself
+            feeders[0].attach_display(sinks[-1])   # (annotations shown between frames too)
         stereo_sinks = []
         if stereo is not None:  # sinks that draw into the headset eyes (mentor annotations)
             stereo.annotators += [s.annotate_eye for s in sinks if hasattr(s, "annotate_eye")]

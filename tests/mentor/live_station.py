@@ -157,8 +157,8 @@ class LiveStation:
         self.cpu_s = 0.0
         self.sink = TruthSink(self.station, self.board, width, height,
                               lambda meta: self.link.frame_sent(meta))
-        self.sink.on_composite = self._shown
-        self.sink.display.displays.append(self._shown)   # the harness's "display"
+        # the harness's "display": every composite, camera frames' and between-frame ones
+        self.sink.display.displays.append(self._shown)
 
     # ------------------------------------------------------------------ life cycle
     def start(self, timeout: float = 20.0) -> LiveStation:

@@ -106,6 +106,7 @@ class Hub:
         self.ice_hosts = list(ice_hosts or [])
         self.call_tokens = call_tokens  # short-lived JWTs (mentor/tokens.py), None: off
         self.turn = turn  # per-participant TURN credentials (mentor/turn.py), None: off
+        self._sfu: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrubin-store")
         # fsyncs on a thread of their own: the next commit does not wait behind one
         self._sync_executor = ThreadPoolExecutor(max_workers=1,
@@ -130,6 +131,18 @@ class Hub:
         if state is None:
             state = self._sessions[session_id] = _Session()
         return state
+
+    @property
+    def sfu(self) -> Any:
+        """``serve --sfu``: the Janus bridge (mentor/sfu_bridge.SfuBridge), or None."""
+        return self._sfu
+
+    @sfu.setter
+    def sfu(self, bridge: Any) -> None:
+        self._sfu = bridge   # stations already attached publish now (mentor/sfu_station.py)
+        for state in self._sessions.values():
+            if bridge is not None and state.station is not None:
+                state.station.put_nowait(pb.SignalMessage(sdp_type="sfu-available"))
 
     # -- identity ------------------------------------------------------------------------
     async def identify(self, secret: str, kind: str, action: str, peer: str,
@@ -286,6 +299,8 @@ class Hub:
         state = self._state(session_id)
         q: asyncio.Queue[pb.SignalMessage] = asyncio.Queue()
         state.station = q
+        if self.sfu is not None:  # the station publishes into Janus (mentor/sfu_station.py)
+            q.put_nowait(pb.SignalMessage(sdp_type="sfu-available"))
         self._presence_changed(state)
         return q
 
@@ -294,6 +309,8 @@ class Hub:
         state = self._state(session_id)
         if state.station is q:
             state.station = None
+            if self.sfu is not None:  # its Janus feed goes with it
+                self.sfu.station_left(session_id)
             self._presence_changed(state)
 
     def add_viewer(self, session_id: str) -> tuple[str, asyncio.Queue[pb.SignalMessage]]:

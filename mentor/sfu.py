@@ -274,12 +274,17 @@ async def subscribe_answer(handle: VideoRoomHandle, keys: RoomKeys, answer_sdp: 
 
 
 async def publish_via_link(link: Any, track: Any, on_keyframe_request: Any = None,
-                           ice_config: Any = None, timeout: float = 20.0) -> Any:
+                           ice_config: Any = None, timeout: float = 20.0,
+                           audio_track: Any = None, pc: Any = None) -> Any:
     """The surgeon station publishes ``track`` through our server (``serve --sfu``): its
     offer goes as ``sfu-offer`` on the station's own ``Signal`` call (a
     :class:`~scrubin.mentor.station_link.StationLink`), the server's bridge publishes it
     into the session's locked room and returns Janus's answer as ``sfu-answer``. The
-    station never sees Janus's API, room number or pin. Returns the ``RTCPeerConnection``."""
+    station never sees Janus's API, room number or pin. Returns the ``RTCPeerConnection``.
+
+    ``audio_track``: the theatre voice (Opus), published too; ``pc``: the peer connection to
+    use (made here when None), e.g. one with a data channel already made (Janus VideoRoom
+    relays a publisher's data channel messages to every subscriber, under the same label)."""
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     from scrubin.mentor.ice import ice_configuration
@@ -292,11 +297,13 @@ async def publish_via_link(link: Any, track: Any, on_keyframe_request: Any = Non
             answer.set_result(msg.sdp)
 
     link.on_sfu = on_sfu
-    pc = RTCPeerConnection(ice_config or ice_configuration())
+    pc = pc or RTCPeerConnection(ice_config or ice_configuration())
     tr = pc.addTransceiver(track, direction="sendonly")
     _prefer_h264(tr)
     if on_keyframe_request is not None:
         hook_keyframe_requests(tr.sender, on_keyframe_request)
+    if audio_track is not None:
+        pc.addTransceiver(audio_track, direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())
     await link.signal.send("sfu-offer", pc.localDescription.sdp)
     try:

@@ -12,11 +12,21 @@ media; our server keeps tokens, signalling, annotations and audit. The bridge:
   ``secret`` (edit/destroy) that never leave the server except to the session's own station
   (publisher) and, per subscription, inside the server (:meth:`subscribe` returns Janus's SDP
   offer; the observer answers through our signalling);
-* calls ``audit(session_id, what)`` for every room made and every subscription.
+* calls ``audit(session_id, what)`` for every room made and every subscription;
+* keeps one publisher per session: a new ``sfu-offer`` of the station (it republishes after
+  its ``Signal`` call was reopened) replaces the room's old publisher, and
+  :meth:`SfuBridge.station_left` drops it when the station's call ends; the pages that
+  follow the session (:meth:`SfuBridge.listen`) are told each time the feed comes or goes;
+* serves the mentor page's subscription over its WebSocket (:class:`PageSfu`, mentor/web.py):
+  the same ``sfu-subscribe`` -> ``sfu-offer`` -> ``sfu-answer`` -> ``sfu-started`` exchange
+  as the ``Signal`` call's, as JSON ``{"type": "sfu", "sdp_type": ..., "sdp": ...}``, plus
+  ``{"type": "sfu", "feed": true|false}`` whenever the station's feed comes or goes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import json
 from collections.abc import Callable
@@ -25,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from scrubin.mentor import sfu
+from scrubin.mentor.errors import MentorError
 from scrubin.mentor.sfu import RoomKeys, SfuError
 
 
@@ -73,6 +84,9 @@ class SfuBridge:
         self._handle: sfu.VideoRoomHandle | None = None
         self._subs: list[sfu.JanusSession] = []
         self._pending: dict[tuple[str, str], sfu.VideoRoomHandle] = {}
+        self._publishers: dict[str, sfu.JanusSession] = {}     # session id -> its publisher
+        self._viewers: dict[tuple[str, str], sfu.JanusSession] = {}   # (session, peer) -> sub
+        self._listeners: dict[str, set[asyncio.Queue[bool]]] = {}
 
     async def start(self) -> None:
         """Check Janus answers and insists on the API secret; open the admin session."""
@@ -105,17 +119,58 @@ class SfuBridge:
     def set_feed(self, session_id: str, feed: int) -> None:
         """The station's publisher id in the session's room (after it published)."""
         self.feeds[session_id] = int(feed)
+        self._notify(session_id, True)
 
-    async def subscribe(self, session_id: str, author: str
+    # -- who follows the feed --------------------------------------------------------------
+    def listen(self, session_id: str) -> asyncio.Queue[bool]:
+        """A queue that gets whether the session has a feed now and each time that changes."""
+        q: asyncio.Queue[bool] = asyncio.Queue()
+        q.put_nowait(session_id in self.feeds)
+        self._listeners.setdefault(session_id, set()).add(q)
+        return q
+
+    def unlisten(self, session_id: str, q: asyncio.Queue[bool]) -> None:
+        """Stop a :meth:`listen` queue."""
+        self._listeners.get(session_id, set()).discard(q)
+
+    def _notify(self, session_id: str, ready: bool) -> None:
+        for q in list(self._listeners.get(session_id, ())):
+            q.put_nowait(ready)
+
+    def _drop(self, s: sfu.JanusSession | None) -> None:
+        """Destroy a Janus session in the background (its handles and peers go with it)."""
+        if s is not None:
+            with contextlib.suppress(ValueError):
+                self._subs.remove(s)
+            asyncio.ensure_future(s.destroy())
+
+    def station_left(self, session_id: str) -> None:
+        """The station's Signal call ended: its publisher leaves the room, pages are told."""
+        had = self.feeds.pop(session_id, None) is not None
+        self._drop(self._publishers.pop(session_id, None))
+        if had:
+            self._notify(session_id, False)
+
+    def drop_viewer(self, session_id: str, peer_id: str) -> None:
+        """A viewer left: its subscription's Janus session is destroyed."""
+        self._pending.pop((session_id, peer_id), None)
+        self._drop(self._viewers.pop((session_id, peer_id), None))
+
+    async def subscribe(self, session_id: str, author: str, peer_id: str = ""
                         ) -> tuple[sfu.VideoRoomHandle, str]:
-        """A subscription for one observer: (its handle, Janus's SDP offer)."""
+        """A subscription for one observer: (its handle, Janus's SDP offer). A viewer's
+        (``peer_id``) earlier subscription is ended first."""
         feed = self.feeds.get(session_id)
         if feed is None:
             raise SfuError(f"session {session_id}: the station has not published to the SFU")
         keys = await self.room_for(session_id)
+        if peer_id:
+            self.drop_viewer(session_id, peer_id)
         s = sfu.JanusSession(self.url, self.api_secret)
         await s.create()
         self._subs.append(s)
+        if peer_id:
+            self._viewers[(session_id, peer_id)] = s
         h = await s.attach()
         offer = await sfu.subscribe_offer(h, keys, feed)
         if self.audit:
@@ -138,16 +193,25 @@ class SfuBridge:
             if not sdp.startswith("v=0"):
                 raise SfuError("signal sdp: not an SDP (expected it to start with 'v=0')")
             keys = await self.room_for(session_id)
+            # one publisher per room: a station that publishes again replaces its old one
+            old = self._publishers.pop(session_id, None)
+            if old is not None:
+                self.feeds.pop(session_id, None)
+                self._notify(session_id, False)
+                with contextlib.suppress(ValueError):
+                    self._subs.remove(old)
+                await old.destroy()
             s = sfu.JanusSession(self.url, self.api_secret)
             await s.create()
             self._subs.append(s)
+            self._publishers[session_id] = s
             h = await s.attach()
             data, _ = await h.message({"request": "join", "ptype": "publisher",
                                        "room": keys.room, "pin": keys.pin,
                                        "display": author})
             h.peer_id = int(data["id"])
-            data, jsep = await h.message({"request": "publish", "audio": False,
-                                          "video": True, "data": False},
+            data, jsep = await h.message({"request": "publish", "audio": "m=audio" in sdp,
+                                          "video": True, "data": "m=application" in sdp},
                                          {"type": "offer", "sdp": sdp})
             if jsep is None or jsep.get("type") != "answer":
                 raise SfuError(f"VideoRoom publish: no SDP answer ({data})")
@@ -156,7 +220,9 @@ class SfuBridge:
                 self.audit(session_id, f"sfu publisher {author}")
             return "sfu-answer", str(jsep["sdp"])
         if kind == "sfu-subscribe":
-            h, offer = await self.subscribe(session_id, author)
+            if role == "surgeon":
+                raise SfuError(f"signal {kind}: the surgeon station publishes, not subscribes")
+            h, offer = await self.subscribe(session_id, author, peer_id)
             self._pending[(session_id, peer_id)] = h
             return "sfu-offer", offer
         if kind == "sfu-answer":
@@ -182,3 +248,77 @@ class SfuBridge:
         if self._session is not None:
             await self._session.destroy()
         self.rooms.clear()
+
+
+class PageSfu:
+    """One mentor page's Janus subscription over its WebSocket (mentor/web.py ``/api/ws``).
+
+    The page (mentor/static/sfu.js) sends ``{"type": "sfu", "sdp_type": "sfu-subscribe"}``
+    and gets ``{"type": "sfu", "sdp_type": "sfu-offer", "sdp": Janus's offer}``; it answers
+    ``{"type": "sfu", "sdp_type": "sfu-answer", "sdp": ...}`` and gets ``sfu-started``; an
+    integer ``req`` of the page's message is echoed in the reply (a page that asked again
+    ignores the answers to its earlier requests). A refusal is ``{"type": "sfu", "sdp_type":
+    "sfu-error", "message": ...}`` and audited
+    ``sfu_refused`` (as on the ``Signal`` call). :meth:`follow` sends ``{"type": "sfu",
+    "feed": bool}`` at once and whenever the station's feed comes or goes. The WebSocket was
+    authenticated by the join cookie before any of this (no cookie, no subscription).
+
+    Parameters
+    ----------
+    hub
+        The server's :class:`~scrubin.mentor.hub.Hub` (``hub.sfu`` is the bridge).
+    ident, author, peer
+        The page's identity, author name and network peer (for the audit log).
+    send
+        Queues one JSON message to the page.
+    """
+
+    def __init__(self, hub: Any, ident: Any, author: str, peer: str,
+                 send: Callable[[dict[str, Any]], None]) -> None:
+        self.hub, self.ident, self.author, self.peer, self.send = hub, ident, author, peer, send
+        self.bridge: SfuBridge = hub.sfu
+        self.key = f"ws-{id(self):x}"
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def follow(self) -> None:
+        """Tell the page whether the station's feed is there, now and on each change."""
+        sid = self.ident.session_id
+        q = self.bridge.listen(sid)
+        try:
+            while True:
+                self.send({"type": "sfu", "feed": await q.get()})
+        finally:
+            self.bridge.unlisten(sid, q)
+
+    def handle(self, msg: dict[str, Any]) -> None:
+        """One ``sfu`` message of the page (answered in the background, in order)."""
+        task = asyncio.ensure_future(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, msg: dict[str, Any]) -> None:
+        kind, sdp, req = msg.get("sdp_type"), msg.get("sdp", ""), msg.get("req")
+        if not isinstance(req, int) or isinstance(req, bool):
+            req = None
+        async with self._lock:
+            try:
+                if kind not in ("sfu-subscribe", "sfu-answer") or not isinstance(sdp, str):
+                    raise SfuError(f"sfu sdp_type {kind!r}: a page sends sfu-subscribe or "
+                                   "sfu-answer (with an SDP string)")
+                reply, out = await self.bridge.signal(
+                    self.ident.session_id, self.ident.role, self.author, self.key, kind, sdp)
+            except MentorError as exc:
+                await self.hub.db(self.hub.store.audit, self.ident.session_id, self.ident.role,
+                                  self.author, "sfu_refused", str(exc), self.peer)
+                self.send({"type": "sfu", "sdp_type": "sfu-error", "message": str(exc),
+                           "req": req})
+                return
+            self.send({"type": "sfu", "sdp_type": reply, "sdp": out, "req": req})
+
+    async def close(self) -> None:
+        """The page left: its subscription ends."""
+        for t in list(self._tasks):
+            t.cancel()
+        self.bridge.drop_viewer(self.ident.session_id, self.key)
+

@@ -97,6 +97,7 @@ class StationLink:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.signal: Any = None
         self.on_sfu: Any = None   # called with each sfu-* SignalMessage (issue 10, Janus)
+        self.sfu: Any = None      # mentor/sfu_station.SfuPublisher once the server has an SFU
         self.ann: Any = None
         self.on_join: Any = None  # called with the link once joined, before any event
         self.ended = ""           # why the link ended itself (renewal refused), "" while up
@@ -143,6 +144,8 @@ class StationLink:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self.sfu is not None:
+            await self.sfu.close()
         await self.station.close()
         if self.signal is not None:
             self.signal.close()
@@ -157,6 +160,8 @@ class StationLink:
         if loop is None or loop.is_closed():
             return
         self._latest = meta
+        if self.sfu is not None:
+            self.sfu.frame_sent(meta)   # per-frame meta on the Janus publisher's data channel
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._new_meta.set)
 
@@ -217,6 +222,10 @@ class StationLink:
                     await self.signal.send("bye", "", msg.peer_id)
             elif msg.sdp_type == "bye":
                 await self.station.close_peer(msg.peer_id)
+            elif msg.sdp_type == "sfu-available":   # serve --sfu: publish once (or again)
+                from scrubin.mentor.sfu_station import SfuPublisher
+                self.sfu = self.sfu or SfuPublisher(self)
+                self.sfu.start()
             elif msg.sdp_type.startswith("sfu-") and self.on_sfu is not None:
                 self.on_sfu(msg)   # the server's SFU answer (mentor/sfu.publish_via_link)
 

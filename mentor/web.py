@@ -37,6 +37,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from scrubin.mentor.errors import MentorError
 from scrubin.mentor.grpc_service import author_name
 from scrubin.mentor.hub import AuthError, FeedClosedError, Hub
+from scrubin.mentor.sfu_bridge import PageSfu
 from scrubin.mentor.store import Identity
 from scrubin.mentor.telemetry import frame_to_json
 
@@ -149,6 +150,8 @@ class _WsConnection:
         self.tasks: list[asyncio.Task[Any]] = []
         self.feed = hub.open_feed(ident.session_id)
         self.peers: list[str] = []
+        # serve --sfu: this page's Janus subscription (mentor/sfu_bridge.PageSfu)
+        self.sfu = PageSfu(hub, ident, self.author, peer, self.send) if hub.sfu else None
 
     def send(self, msg: dict[str, Any]) -> None:
         self.outbox.put_nowait(msg)
@@ -201,8 +204,11 @@ class _WsConnection:
             after = msg.get("after_seq", 0)
             if not isinstance(after, int) or isinstance(after, bool) or after < 0:
                 raise MentorError(f"hello after_seq: {after!r} is not a non-negative integer")
-            self.send({"type": "welcome", **await self.hub.welcome(self.ident, self.author)})
+            self.send({"type": "welcome", **await self.hub.welcome(self.ident, self.author),
+                       "sfu": self.sfu is not None})
             self.tasks.append(asyncio.create_task(self._follow(after), name="follow"))
+            if self.sfu is not None:
+                self.tasks.append(asyncio.create_task(self.sfu.follow()))
             self.tasks.append(asyncio.create_task(self._telemetry()))
             self.tasks.append(asyncio.create_task(self._presence()))
         elif kind == "annotation":
@@ -234,6 +240,8 @@ class _WsConnection:
                 raise
         elif kind == "ping":
             self.send({"type": "pong", "t": msg.get("t")})
+        elif kind == "sfu" and self.sfu is not None:
+            self.sfu.handle(msg)
         else:
             raise MentorError(f"message type {kind!r}: expected hello, annotation, signal "
                               "or ping")
@@ -259,6 +267,8 @@ class _WsConnection:
             self.feed.close()
             for peer_id in self.peers:
                 self.hub.remove_viewer(self.ident.session_id, peer_id)
+            if self.sfu is not None:
+                await self.sfu.close()
             for task in (*self.tasks, writer):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -10,6 +10,7 @@ import { MetaRing } from './meta.js';
 import { Session, uuid } from './session.js';
 import { readStrip, STRIP_ROWS } from './strip.js';
 import { watchLink } from './link.js';
+import { SfuPath } from './sfu.js';
 
 const $ = (id) => document.getElementById(id);
 const wallNow = () => (performance.timeOrigin + performance.now()) / 1000;
@@ -341,6 +342,7 @@ function applyVideoDelay() {
 // ---------------------------------------------------------------- link heartbeat, loss guard
 const lossGuard = watchLink(state, { reconnect: () => startPeer(), redraw: () => updateStatus() });
 state.lossGuard = lossGuard;
+const sfu = new SfuPath(state, { closePeer: () => closePeer(), onMeta: (d) => onMeta(d) });
 
 function closePeer() {
   clearTimeout(state.offerTimer);
@@ -349,6 +351,7 @@ function closePeer() {
 }
 
 async function startPeer() {
+  if (sfu.wanted()) { sfu.start(); return; }   // observer under serve --sfu: from Janus
   closePeer();
   const iceServers = (session.welcome && session.welcome.ice_servers) || [];
   const pc = new RTCPeerConnection({ iceServers });
@@ -500,6 +503,7 @@ async function main() {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
   session = new Session({ sessionId: state.sessionId, wsUrl: `${proto}//${location.host}/api/ws` });
   window.scrubin.session = session;
+  sfu.attach(session);
   session.addEventListener('welcome', async (e) => {
     setRole(e.detail.role, e.detail.author);
     if (state.role !== 'observer' && !state.micStream) await startMic();

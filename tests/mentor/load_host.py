@@ -62,18 +62,14 @@ def start_sfu(server: ServerThread, url: str, secrets_file: Path) -> Any:
 
 
 async def publish_via_server(live: LiveStation) -> Any:
-    """The station publishes its shared stream once, through the server's Signal call."""
-    from scrubin.mentor import sfu
-
-    track = live.fanout.add_viewer("janus")
-    pc = await sfu.publish_via_link(live.link, track,
-                                    on_keyframe_request=live.fanout.encoder.request_keyframe)
+    """The station publishes its shared stream once, through the server's Signal call: by
+    itself, on the server's ``sfu-available`` (mentor/sfu_station.py); its peer connection."""
     t_end = time.monotonic() + 15
-    while pc.connectionState != "connected":
+    while live.link.sfu is None or live.link.sfu.state != "connected":
         if time.monotonic() > t_end:
-            raise RuntimeError(f"publisher not connected: {pc.connectionState}")
+            raise RuntimeError(f"publisher not connected: {live.link.sfu and live.link.sfu.errors}")
         await asyncio.sleep(0.05)
-    return pc
+    return live.link.sfu.pc
 
 
 def main() -> None:

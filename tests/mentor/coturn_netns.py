@@ -32,6 +32,7 @@ class Coturn:
     ca: Path
     log: Path
     secret_file: Path
+    outside: str = ""   # the test's own end of the veth pair (a TURN peer address)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -103,7 +104,7 @@ def coturn(tmp: Path, extra: tuple[str, ...] = ()) -> Iterator[Coturn]:
                     raise RuntimeError(f"coturn did not start: {log.read_text()[-2000:]}"
                                        if log.exists() else "coturn did not start") from None
                 time.sleep(0.1)
-        yield Coturn(inside, secret, pki / "ca.pem", log, secret_file)
+        yield Coturn(inside, secret, pki / "ca.pem", log, secret_file, outside)
     finally:
         if proc is not None:
             proc.terminate()

@@ -12,7 +12,16 @@ DEB_PACKAGES := libusb-1.0-0 dicom3tools dcmtk libegl1 libgl1-mesa-dri libgl1 ch
 
 .PHONY: install demo test bench lint clean-cache deb protos lock test-latest fuzz
 
-install: $(STAMP)
+# Foxglove Studio's prebuilt MCAP reader and Foxglove's schemas (npm, pinned by the lock file)
+# for tests/mentor/test_recording_foxglove.py; npm comes with nodesource's nodejs, Debian's
+# nodejs needs its npm package.
+FOXGLOVE := tests/mentor/foxglove
+install: $(STAMP) $(FOXGLOVE)/node_modules/.installed
+
+$(FOXGLOVE)/node_modules/.installed: $(FOXGLOVE)/package.json $(FOXGLOVE)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || sh .ci/deb-packages.sh nodejs npm
+	cd $(FOXGLOVE) && npm ci --ignore-scripts --no-audit --no-fund
+	@touch $@
 
 deb:
 	@sh .ci/deb-packages.sh $(DEB_PACKAGES)

@@ -395,9 +395,11 @@ class Recorder:
         t = float(m["capture_time"])
         fid = int(m["frame_id"])
         queue_ms = (time.perf_counter() - t_queued) * 1e3
-        m = {**m, "annotation_seq": self._last_seq, "keyframe": key, "video_bytes": len(data),
-             "queue_ms": round(queue_ms, 3)}
-        m.pop("type", None)
+        # unknown values (no pose, no FRE) are left out, not null: Foxglove Studio types a JSON
+        # channel from its schema and refuses nullable fields (recording_schema)
+        m = {k: v for k, v in m.items() if v is not None and k != "type"}
+        m.update(annotation_seq=self._last_seq, keyframe=key, video_bytes=len(data),
+                 queue_ms=round(queue_ms, 3))
         self._put(rs.TOPIC_VIDEO, rs.video_message(data, t), t, fid)
         self._put(rs.TOPIC_FRAME, (rs.FRAME_JSON_SCHEMA, m), t, fid)
         self._put(rs.TOPIC_CALIBRATION, rs.calibration_message(m, *self.video_size), t, fid)

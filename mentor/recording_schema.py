@@ -13,8 +13,9 @@ topic                   schema                           content
 ``/station/calibration`` ``foxglove.CameraCalibration``  K, ``plumb_bob`` D of that frame (px)
 ``/tf``                 ``foxglove.FrameTransforms``     ``camera`` -> ``ref`` -> ``ct`` (metres)
 ``/station/annotations`` ``foxglove.ImageAnnotations``   annotations as drawn on that frame (px)
-``/station/frame``      ``scrubin.mentor.FrameMeta``     the ``meta`` channel message (mm, exact)
-                        (JSON)                           + ``annotation_seq``, ``keyframe``
+``/station/frame``      ``scrubin.mentor.FrameMeta``     the ``meta`` channel message (mm, exact;
+                        (JSON)                           unknown values absent, not null)
+                                                         + ``annotation_seq``, ``keyframe``
 ``/mentor/events``      ``scrubin.mentor.AnnotationEvent`` ``{"seq", "event"}`` as the station
                         (JSON)                           applied it (mentor/DESIGN.md)
 ``/session/log``        ``foxglove.Log``                 start/stop, dropped frames
@@ -47,24 +48,44 @@ EVENT_SCHEMA_NAME = "scrubin.mentor.AnnotationEvent"
 PROFILE = "scrubin.mentor.recording.v1"
 METADATA_NAME = "scrubin.session"
 
+#: Foxglove Studio reads a ``jsonschema`` channel's schema to type its messages (its
+#: ``parseJsonSchema``, @foxglove/studio-base 1.48 and Lichtblick alike) and drops the channel
+#: with an error when a property under ``properties`` has no single ``type`` of boolean,
+#: string, number, integer, object (with ``properties``) or array (of those; not of arrays), so
+#: these schemas keep to that subset: a value that may be unknown is left out of the message
+#: instead of being ``null``, maps have empty ``properties`` plus ``additionalProperties``, and
+#: arrays of arrays are constrained under ``patternProperties`` (which Studio ignores).
+#: tests/mentor/test_recording_foxglove.py opens a recording with Studio's own reader.
+
 #: JSON schema (draft 2020-12) of ``/station/frame``: the DESIGN.md ``meta`` message plus the
-#: recorder's fields.
+#: recorder's fields; ``T_camera_ref`` (no pose), ``T_ref_ct``, ``fre_mm``, ``tre_mm`` are
+#: absent when unknown.
 FRAME_JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": FRAME_SCHEMA_NAME,
     "description": "Per-frame metadata of the surgeon station (mentor/DESIGN.md); LPS/REF mm, "
-                   "Unix seconds, 4x4 row-major matrices T_dst_src",
+                   "Unix seconds, 4x4 row-major matrices T_dst_src; a field that is unknown on "
+                   "a frame (no pose, no registration) is absent",
     "type": "object",
     "properties": {
         "frame_id": {"type": "integer"}, "capture_time": {"type": "number"},
         "width": {"type": "integer"}, "height": {"type": "integer"},
-        "K": {"type": "array", "items": {"type": "number"}},
-        "dist": {"type": "array", "items": {"type": "number"}},
-        "T_camera_ref": {"type": ["array", "null"], "items": {"type": "number"}},
-        "T_ref_ct": {"type": ["array", "null"], "items": {"type": "number"}},
-        "tracking": {"enum": ["LIVE", "HELD", "STALE", "LOST"]},
-        "fre_mm": {"type": ["number", "null"]}, "tre_mm": {"type": ["number", "null"]},
-        "stages_ms": {"type": "object", "additionalProperties": {"type": "number"}},
+        "K": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
+              "description": "fx, fy, cx, cy (px)"},
+        "dist": {"type": "array", "items": {"type": "number"},
+                 "description": "OpenCV distortion coefficients k1 k2 p1 p2 [k3 ...]"},
+        "T_camera_ref": {"type": "array", "items": {"type": "number"}, "minItems": 16,
+                         "maxItems": 16, "description": "T_CAMERA_REF, row-major, mm; absent "
+                         "without a pose"},
+        "T_ref_ct": {"type": "array", "items": {"type": "number"}, "minItems": 16,
+                     "maxItems": 16, "description": "T_REF_CT, row-major, mm; absent before "
+                     "registration"},
+        "tracking": {"type": "string", "enum": ["LIVE", "HELD", "STALE", "LOST"]},
+        "fre_mm": {"type": "number"}, "tre_mm": {"type": "number",
+                                                 "description": "predicted TRE at the target"},
+        "stages_ms": {"type": "object", "properties": {},
+                      "additionalProperties": {"type": "number"},
+                      "description": "stage name -> latency (ms)"},
         "annotation_seq": {"type": "integer",
                            "description": "last annotation event seq applied before drawing"},
         "keyframe": {"type": "boolean"},
@@ -75,14 +96,36 @@ FRAME_JSON_SCHEMA: dict[str, Any] = {
     "required": ["frame_id", "capture_time", "width", "height", "K", "dist", "tracking"],
 }
 
-#: JSON schema of ``/mentor/events``.
+#: JSON schema of ``/mentor/events`` (the canonical event of mentor/events.py).
 EVENT_JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": EVENT_SCHEMA_NAME,
     "description": "An annotation event as broadcast by the server (mentor/DESIGN.md "
-                   "'Annotations'): normalised points, anchors in REF mm",
+                   "'Annotations'): points normalised [[x, y], ...], anchors_ref_mm "
+                   "[[x, y, z] | null, ...] in REF mm",
     "type": "object",
-    "properties": {"seq": {"type": "integer"}, "event": {"type": "object"}},
+    "properties": {
+        "seq": {"type": "integer"},
+        "event": {
+            "type": "object",
+            "properties": {
+                **{k: {"type": "string"} for k in ("event_id", "op", "annotation_id", "author",
+                                                   "role", "kind", "color", "text",
+                                                   "anchor_state")},
+                "frame_id": {"type": "integer"}, "capture_time": {"type": "number"},
+                "client_time": {"type": "number"},
+            },
+            "patternProperties": {
+                "^points$": {"type": "array", "items": {
+                    "type": "array", "items": {"type": "number"}, "minItems": 2,
+                    "maxItems": 2}},
+                "^anchors_ref_mm$": {"type": "array", "items": {
+                    "type": ["array", "null"], "items": {"type": "number"}, "minItems": 3,
+                    "maxItems": 3}},
+            },
+            "required": ["event_id", "op"],
+        },
+    },
     "required": ["seq", "event"],
 }
 

@@ -93,13 +93,34 @@ def stream() -> Stream:
     return Stream(metas, packets, events, anchor_ref, keys)
 
 
-def record(path: Path, annotations_in_video: bool = False, **kw: Any) -> Any:
-    """Record :func:`stream` into ``path`` the way the station feeds a recorder."""
+def tone_frames(n: int, hz: float = 440.0, rate: int = 48000, samples: int = 960) -> list[Any]:
+    """``n`` consecutive 20-ms mono s16 ``av.AudioFrame`` s of a sine (pts on ``1/rate``)."""
+    import fractions
+
+    import av
+
+    out = []
+    for k in range(n):
+        t = (k * samples + np.arange(samples)) / rate
+        f = av.AudioFrame.from_ndarray((8000 * np.sin(2 * np.pi * hz * t)).astype(np.int16)[None],
+                                       format="s16", layout="mono")
+        f.sample_rate, f.pts, f.time_base = rate, k * samples, fractions.Fraction(1, rate)
+        out.append(f)
+    return out
+
+
+def record(path: Path, annotations_in_video: bool = False, voice_frames: int = 0,
+           **kw: Any) -> Any:
+    """Record :func:`stream` into ``path`` the way the station feeds a recorder; with
+    ``voice_frames`` > 0, that many 20-ms frames of a tone as the voice ``station``, one per
+    frame period from the first frame's capture time."""
     from scrubin.mentor.recording import Recorder
 
     s = stream()
     rec = Recorder(path, True, "session-1", "surgeon:station",
                    annotations_in_video=annotations_in_video, **kw).start()
+    for k, frame in enumerate(tone_frames(voice_frames)):
+        rec.add_audio("station", frame, s.metas[0].capture_time + 0.02 * k)
     for k, (meta, pk) in enumerate(zip(s.metas, s.packets, strict=True)):
         for seq, ev in s.events_before.get(k, []):
             rec.add_event(seq, ev, meta.capture_time - 0.01)

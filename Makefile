@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # newest releases; `make test-latest` runs the suite on the newest releases without touching
 # the lock (see README "Reproducible installs").
 LOCK   := constraints.txt
-DEB_PACKAGES := libusb-1.0-0 dicom3tools dcmtk libegl1 libgl1-mesa-dri libgl1 chromium coturn janus
+DEB_PACKAGES := libusb-1.0-0 dicom3tools dcmtk libegl1 libgl1-mesa-dri libgl1 chromium coturn janus espeak-ng
 
 .PHONY: install demo test bench lint clean-cache deb protos lock test-latest fuzz
 

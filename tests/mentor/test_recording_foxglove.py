@@ -225,6 +225,16 @@ def _nullable_pose(name: str, data: bytes) -> bytes:
     return json.dumps(d).encode()
 
 
+def _late_annotations(topic: str, seq: int, data: bytes) -> bytes:
+    from foxglove_schemas_protobuf.ImageAnnotations_pb2 import ImageAnnotations
+
+    if topic != rs.TOPIC_IMAGE_ANNOTATIONS or seq != stream().metas[5].frame_id:
+        return data
+    m = ImageAnnotations.FromString(data)
+    m.timestamp.nanos += 1_000_000  # stamped 1 ms after its picture
+    return m.SerializeToString()
+
+
 def _cut_tf(topic: str, seq: int, data: bytes) -> bytes:
     return data[: len(data) // 2] if topic == rs.TOPIC_TF and seq == stream().metas[3].frame_id \
         else data
@@ -236,6 +246,8 @@ def _cut_tf(topic: str, seq: int, data: bytes) -> bytes:
     ("nullable", None, _nullable_pose,
      'Unsupported type ["array","null"] for T_camera_ref'),
     ("cut-tf", _cut_tf, None, "Studio problem: error: Error decoding message on /tf"),
+    ("late-annotations", _late_annotations, None,
+     "/station/annotations: no message at the timestamp of 1 of 16 video frames"),
 ])
 def test_a_broken_copy_is_caught(folder: Path, studio_page, name, message, schema,
                                  want) -> None:

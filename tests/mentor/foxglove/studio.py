@@ -197,8 +197,23 @@ def findings(report: dict[str, Any], want_topics: dict[str, str],
         for fid in sorted({m["frame_id"] for m in msgs if m}):
             if fid not in tf_frames:
                 out.append(f"{topic}: frame_id {fid!r} is not in the /tf tree {sorted(tf_frames)}")
+    # the image panel shows annotations (and uses the calibration) whose timestamp equals the
+    # picture's when its annotations are synchronised; pictures in increasing time
+    video_t = _stamps(report["video_messages"])
+    if any(b <= a for a, b in zip(video_t, video_t[1:], strict=False)):
+        out.append(f"{video_topic}: timestamps not increasing")
+    for topic in ("/station/annotations", "/station/calibration"):
+        other = _stamps(by_topic.get(topic, []))
+        if other != video_t:
+            n = len(set(video_t) - set(other))
+            out.append(f"{topic}: no message at the timestamp of {n} of {len(video_t)} "
+                       "video frames")
     out += video_findings(report, by_topic.get("/station/calibration", []))
     return out
+
+
+def _stamps(msgs: list[dict[str, Any] | None]) -> list[tuple[int, int]]:
+    return [(m["timestamp"]["sec"], m["timestamp"]["nsec"]) for m in msgs if m]
 
 
 def video_findings(report: dict[str, Any], calibrations: list[dict[str, Any]]) -> list[str]:

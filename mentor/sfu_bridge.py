@@ -38,6 +38,8 @@ from scrubin.mentor import sfu
 from scrubin.mentor.errors import MentorError
 from scrubin.mentor.sfu import RoomKeys, SfuError
 
+PUBLISHER_UP_S = 15.0   # a publisher's WebRTC must be up within this long (s)
+
 
 def read_secrets(path: Path) -> tuple[str, str]:
     """``(api_secret, admin_key)`` from the JSON file ``scrubin serve --sfu-secrets`` names."""
@@ -144,6 +146,22 @@ class SfuBridge:
                 self._subs.remove(s)
             asyncio.ensure_future(s.destroy())
 
+    async def _feed_when_up(self, session_id: str, s: sfu.JanusSession,
+                            h: sfu.VideoRoomHandle) -> None:
+        """The feed is offered to viewers once Janus says the publisher's WebRTC is up
+        (``webrtcup``): before that a subscriber's join is refused (428 "No such feed")."""
+        q = s._queues[h.handle_id]
+        try:
+            async with asyncio.timeout(PUBLISHER_UP_S):
+                while (await q.get()).get("janus") != "webrtcup":
+                    pass
+        except TimeoutError:
+            if self.audit:
+                self.audit(session_id, f"sfu publisher not up within {PUBLISHER_UP_S:.0f} s")
+            return
+        if self._publishers.get(session_id) is s and h.peer_id is not None:
+            self.set_feed(session_id, h.peer_id)
+
     def station_left(self, session_id: str) -> None:
         """The station's Signal call ended: its publisher leaves the room, pages are told."""
         had = self.feeds.pop(session_id, None) is not None
@@ -161,6 +179,17 @@ class SfuBridge:
         """A subscription for one observer: (its handle, Janus's SDP offer). A viewer's
         (``peer_id``) earlier subscription is ended first."""
         feed = self.feeds.get(session_id)
+        if feed is None and session_id in self._publishers:   # published, not yet up
+            q = self.listen(session_id)
+            try:
+                async with asyncio.timeout(PUBLISHER_UP_S):
+                    while not await q.get():
+                        pass
+            except TimeoutError:
+                pass
+            finally:
+                self.unlisten(session_id, q)
+            feed = self.feeds.get(session_id)
         if feed is None:
             raise SfuError(f"session {session_id}: the station has not published to the SFU")
         keys = await self.room_for(session_id)
@@ -215,7 +244,7 @@ class SfuBridge:
                                          {"type": "offer", "sdp": sdp})
             if jsep is None or jsep.get("type") != "answer":
                 raise SfuError(f"VideoRoom publish: no SDP answer ({data})")
-            self.set_feed(session_id, h.peer_id)
+            asyncio.ensure_future(self._feed_when_up(session_id, s, h))
             if self.audit:
                 self.audit(session_id, f"sfu publisher {author}")
             return "sfu-answer", str(jsep["sdp"])

@@ -15,8 +15,9 @@ Janus's handles (admin API: publisher / subscriber and their ICE pairs); then ``
 is restarted (SIGTERM, same ports and state): the station reopens its Signal call and
 publishes again, the page subscribes again; frames after the restart are reported too.
 
-``refused``: a page with a wrong token, a WebSocket without a cookie and one with the cookie
-of an ended session; what each got, the audit log and Janus's handles.
+``refused``: a page with a wrong token, a WebSocket without a cookie, one with an observer's
+cookie that answers without a subscription, and one with the cookie of an ended session;
+what each got, the audit log and Janus's handles.
 """
 
 from __future__ import annotations
@@ -301,6 +302,7 @@ def run_refused(a: argparse.Namespace) -> dict[str, Any]:
             browser.close()
         res["ws_no_cookie"] = asyncio.run(_ws_attempt(serve.url, None))
         cookie = asyncio.run(_join_cookie(serve.url, made["tokens"]["observer"]))
+        res["ws_answer_first"] = asyncio.run(_ws_attempt(serve.url, cookie, "sfu-answer"))
         serve.session("end", sid)
         res["ws_ended_cookie"] = asyncio.run(_ws_attempt(serve.url, cookie))
         res["janus"] = janus_handles(a.janus_admin, admin_secret)
@@ -320,8 +322,8 @@ async def _join_cookie(url: str, token: str) -> str:
         return r.cookies["scrubin_session"].value
 
 
-async def _ws_attempt(url: str, cookie: str | None) -> str:
-    """Open /api/ws (with ``cookie``) and ask for a subscription; what happened."""
+async def _ws_attempt(url: str, cookie: str | None, kind: str = "sfu-subscribe") -> str:
+    """Open /api/ws (with ``cookie``) and send an ``sfu`` message ``kind``; what came back."""
     import aiohttp
 
     cookies = {"scrubin_session": cookie} if cookie else None
@@ -330,12 +332,13 @@ async def _ws_attempt(url: str, cookie: str | None) -> str:
             async with http.ws_connect(url.replace("https", "wss") + "/api/ws",
                                        ssl=False) as ws:
                 await ws.send_json({"type": "hello", "after_seq": 0})
-                await ws.send_json({"type": "sfu", "sdp_type": "sfu-subscribe"})
-                msgs = []
+                await ws.send_json({"type": "sfu", "sdp_type": kind, "sdp": "v=0\r\n", "req": 1})
                 with contextlib.suppress(TimeoutError):
                     while True:
-                        msgs.append((await ws.receive(timeout=3)).data)
-                return f"opened: {msgs}"
+                        msg = json.loads((await ws.receive(timeout=3)).data)
+                        if msg.get("type") == "sfu" and "sdp_type" in msg:
+                            return f"opened: {msg}"
+                return "opened: no sfu answer"
         except aiohttp.WSServerHandshakeError as exc:
             return f"refused {exc.status}"
 

@@ -11,6 +11,9 @@ Routes (mentor/DESIGN.md):
     Exchanges the token for a cookie ``scrubin_session`` (HttpOnly, Secure, SameSite=Strict,
     path /) bound to the session and role (stored hashed); answers ``{session_id, role,
     author, recording}``. Unknown/ended tokens: 401; audited either way.
+``POST /api/ice-servers``
+    (cookie) ICE servers with a TURN credential issued now, fetched by the page before each
+    new peer connection (the welcome's may have expired during a long session).
 ``GET /api/ws``
     WebSocket authenticated by that cookie (401 before the upgrade without it). JSON text
     messages as in DESIGN.md "WebSocket /api/ws".
@@ -40,6 +43,7 @@ from scrubin.mentor.hub import AuthError, FeedClosedError, Hub
 from scrubin.mentor.sfu_bridge import PageSfu
 from scrubin.mentor.store import Identity
 from scrubin.mentor.telemetry import frame_to_json
+from scrubin.mentor.turn import ice_server_entries
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +304,24 @@ async def _new_session(request: web.Request) -> web.StreamResponse:
     })
 
 
+async def _ice_servers(request: web.Request) -> web.StreamResponse:
+    """``POST /api/ice-servers`` (cookie): ``{ice_servers, turn_expires}`` with a TURN
+    credential issued now, for the page's next peer connection (DESIGN "Renewal"); audited."""
+    hub = request.app[HUB_KEY]
+    try:
+        ident = await hub.identify(request.cookies.get(COOKIE, ""), "cookie", "ice-servers",
+                                   _peer(request))
+    except AuthError as exc:
+        raise web.HTTPUnauthorized(text=str(exc)) from None
+    entries = ice_server_entries(hub.ice_servers, hub.turn, ident.session_id, ident.role)
+    turn = next((e for e in entries if e.get("username")), None)
+    if turn is not None:
+        await hub.db(hub.store.audit, ident.session_id, ident.role, ident.author or None,
+                     "turn_credential", f"web username={turn['username']}", _peer(request))
+    return web.json_response({"ice_servers": entries,
+                              "turn_expires": turn["expires"] if turn is not None else 0})
+
+
 async def _end_session(request: web.Request) -> web.StreamResponse:
     _admin(request)
     hub = request.app[HUB_KEY]
@@ -326,6 +348,7 @@ def make_app(hub: Hub, admin_token: str, public_url: Callable[[], str]) -> web.A
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/m/{session_id}", _page)
     app.router.add_post("/api/join", _join)
+    app.router.add_post("/api/ice-servers", _ice_servers)
     app.router.add_get("/api/ws", _ws)
     app.router.add_post("/api/admin/sessions", _new_session)
     app.router.add_post("/api/admin/sessions/{session_id}/end", _end_session)

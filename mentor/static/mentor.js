@@ -10,6 +10,7 @@ import { MetaRing } from './meta.js';
 import { Session, uuid } from './session.js';
 import { readStrip, STRIP_ROWS } from './strip.js';
 import { watchLink } from './link.js';
+import { freshIceServers } from './ice.js';
 import { SfuPath } from './sfu.js';
 
 const $ = (id) => document.getElementById(id);
@@ -353,7 +354,9 @@ function closePeer() {
 async function startPeer() {
   if (sfu.wanted()) { sfu.start(); return; }   // observer under serve --sfu: from Janus
   closePeer();
-  const iceServers = (session.welcome && session.welcome.ice_servers) || [];
+  // a TURN credential issued now: the welcome's may have expired (DESIGN "Renewal")
+  const iceServers = await freshIceServers((session.welcome && session.welcome.ice_servers) || []);
+  closePeer();   // another startPeer may have run while this one waited
   const pc = new RTCPeerConnection({ iceServers });
   state.pc = pc;
   state.peerState = 'offering';

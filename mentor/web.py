@@ -18,7 +18,7 @@ Routes (mentor/DESIGN.md):
     WebSocket authenticated by that cookie (401 before the upgrade without it). JSON text
     messages as in DESIGN.md "WebSocket /api/ws".
 ``POST /api/admin/sessions`` ``{"record": bool, "label": str}``, ``POST
-/api/admin/sessions/<id>/end``
+/api/admin/sessions/<id>/end``, ``POST /api/admin/sessions/<id>/revoke`` ``{"role": R}``
     For ``scrubin session new|end``: ``Authorization: Bearer <admin token>`` (the secret the
     server keeps in its state folder at mode 0600).
 """
@@ -209,7 +209,7 @@ class _WsConnection:
             if not isinstance(after, int) or isinstance(after, bool) or after < 0:
                 raise MentorError(f"hello after_seq: {after!r} is not a non-negative integer")
             self.send({"type": "welcome", **await self.hub.welcome(self.ident, self.author),
-                       "sfu": self.sfu is not None})
+                       **({"sfu": True} if self.sfu is not None else {})})
             self.tasks.append(asyncio.create_task(self._follow(after), name="follow"))
             if self.sfu is not None:
                 self.tasks.append(asyncio.create_task(self.sfu.follow()))
@@ -332,6 +332,20 @@ async def _end_session(request: web.Request) -> web.StreamResponse:
     return web.json_response({"session_id": session_id, "ended": True})
 
 
+async def _revoke_role(request: web.Request) -> web.StreamResponse:
+    """Revoke one role's token (``{"role": R}``): its joins, renewals (the station's link ends
+    at its next renewal), call tokens and cookies are refused from now on; audited."""
+    _admin(request)
+    hub = request.app[HUB_KEY]
+    session_id = request.match_info["session_id"]
+    role = (await _json_body(request)).get("role")
+    if role not in ("surgeon", "mentor", "observer"):
+        raise web.HTTPBadRequest(text=f"'role' {role!r}: expected surgeon, mentor or observer")
+    if not await hub.db(hub.store.revoke_role, session_id, role):
+        raise web.HTTPNotFound(text=f"session {session_id}: no {role} token to revoke")
+    return web.json_response({"session_id": session_id, "role": role, "revoked": True})
+
+
 async def _close_sockets(app: web.Application) -> None:
     """On shutdown, close open WebSockets (1001 going away) so the pages reconnect later."""
     for ws in list(app[SOCKETS_KEY]):
@@ -352,6 +366,7 @@ def make_app(hub: Hub, admin_token: str, public_url: Callable[[], str]) -> web.A
     app.router.add_get("/api/ws", _ws)
     app.router.add_post("/api/admin/sessions", _new_session)
     app.router.add_post("/api/admin/sessions/{session_id}/end", _end_session)
+    app.router.add_post("/api/admin/sessions/{session_id}/revoke", _revoke_role)
     if STATIC_DIR.is_dir():
         app.router.add_static("/static/", STATIC_DIR, follow_symlinks=False)
     return app

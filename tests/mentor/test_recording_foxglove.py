@@ -98,6 +98,8 @@ def test_studio_lists_every_topic_and_decodes_every_message(report, folder: Path
     got = {t: len(_studio_messages(report, t)) for t in WANT_TOPICS}
     assert got == WANT_COUNTS
     assert report["profile"] == rs.PROFILE
+    # Studio typed our JSON channels from their schemas (message paths for plots, raw messages)
+    assert {rs.FRAME_SCHEMA_NAME, f"{rs.EVENT_SCHEMA_NAME}.event"} <= set(report["datatypes"])
     # the time range Studio's timeline shows: the file's first and last log time (Python reader)
     with open(folder / "session.mcap", "rb") as fh:
         times = [m.log_time for _, _, m in make_reader(fh).iter_messages()]

@@ -222,7 +222,9 @@ def video_findings(report: dict[str, Any], calibrations: list[dict[str, Any]]) -
     out = [f"WebCodecs error: {e}" for e in v["errors"]]
     if not report.get("secure_context"):
         out.append("page is not a secure context (Foxglove's video player needs one)")
-    if v["supported"] is not True:
+    if v["config"] is None:
+        out.append("no keyframe message with an SPS: Foxglove's decoder is never configured")
+    elif v["supported"] is not True:
         out.append(f"VideoDecoder does not support {v['config']}")
     for f in v["frames"]:
         where = f"video message {f['index']}"

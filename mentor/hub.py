@@ -163,8 +163,9 @@ class Hub:
             await self.db(self.store.audit, ident.session_id, ident.role, ident.author or None,
                           "refused", f"{action}: {kind} of another session", peer)
             raise AuthError(f"{action}: the {kind} is for another session", "permission")
-        if ident is None or ident.ended:
-            why = f"{'ended session' if ident else 'unknown'} {kind}"
+        if ident is None or ident.ended or ident.revoked:
+            state = "unknown" if not ident else "ended session" if ident.ended else "revoked"
+            why = f"{state} {kind}"
             await self.db(self.store.audit, ident.session_id if ident else None,
                           ident.role if ident else None, None, "refused", f"{action}: {why}", peer)
             raise AuthError(f"{action}: {why}", "unauthenticated")
@@ -186,8 +187,9 @@ class Hub:
         row = await self.db(self.store.session, claims.session_id)
         if row is None:
             return None
+        revoked = await self.db(self.store.role_revoked, claims.session_id, claims.role)
         return Identity(claims.session_id, claims.role, bool(row["recording"]), claims.author,
-                        ended=row["ended"] is not None)
+                        ended=row["ended"] is not None, revoked=revoked)
 
     def issue_call_token(self, ident: Identity, author: str) -> tuple[str, float]:
         """A call token for ``author`` (``("", 0.0)`` when call tokens are off)."""

@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS tokens (
     role TEXT NOT NULL,
     UNIQUE (session_id, role)
 );
+CREATE TABLE IF NOT EXISTS revoked (
+    token_sha256 TEXT PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(session_id),
+    role TEXT NOT NULL,
+    time REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS cookies (
     cookie_sha256 TEXT PRIMARY KEY,
     session_id TEXT NOT NULL REFERENCES sessions(session_id),
@@ -99,6 +105,7 @@ class Identity:
     recording: bool
     author: str = ""
     ended: bool = False
+    revoked: bool = False   # the role's token was revoked (Store.revoke_role)
 
 
 @dataclass(frozen=True)
@@ -228,8 +235,33 @@ class Store:
             (sha256_hex(token),),
         ).fetchone()
         if row is None:
-            return None
+            row = self._db.execute(
+                "SELECT r.session_id, r.role, s.recording, s.ended FROM revoked r JOIN sessions s "
+                "USING (session_id) WHERE r.token_sha256=?", (sha256_hex(token),)).fetchone()
+            return None if row is None else Identity(row[0], row[1], bool(row[2]),
+                                                     ended=row[3] is not None, revoked=True)
         return Identity(row[0], row[1], bool(row[2]), ended=row[3] is not None)
+
+    def revoke_role(self, session_id: str, role: str) -> bool:
+        """Revoke the token of one role of a session (its joins, renewals, call tokens and
+        browser cookies stop working; the others' go on); False if there is none to revoke."""
+        with self._tx():
+            row = self._db.execute("SELECT token_sha256 FROM tokens WHERE session_id=? AND "
+                                   "role=?", (session_id, role)).fetchone()
+            if row is not None:
+                self._db.execute("INSERT INTO revoked (token_sha256, session_id, role, time) "
+                                 "VALUES (?,?,?,?)", (row[0], session_id, role, time.time()))
+                self._db.execute("DELETE FROM tokens WHERE token_sha256=?", (row[0],))
+                self._db.execute("DELETE FROM cookies WHERE session_id=? AND role=?",
+                                 (session_id, role))
+                self._audit(session_id, role, None, "revoke", f"{role} token revoked", "")
+        self.sync()
+        return row is not None
+
+    def role_revoked(self, session_id: str, role: str) -> bool:
+        """Whether the token of ``role`` in ``session_id`` was revoked (call tokens check it)."""
+        return self._db.execute("SELECT 1 FROM revoked WHERE session_id=? AND role=? LIMIT 1",
+                                (session_id, role)).fetchone() is not None
 
     def new_cookie(self, ident: Identity, author: str) -> str:
         """A fresh browser cookie value for ``ident`` (stored hashed)."""

@@ -345,3 +345,55 @@ def test_use_call_tokens_checks_its_schedule(tmp_path):
                     with pytest.raises(MentorError, match="renew_at"):
                         await c.use_call_tokens(renew_at=renew_at, jitter=jitter)
     asyncio.run(main())
+
+
+def test_revoked_surgeon_token_ends_the_station_link_at_its_next_renewal(tmp_path):
+    """The admin revokes the surgeon's token (HTTPS admin API): the station's call token is
+    refused on new calls at once, its next renewal is refused (audited "revoked token") and
+    the link ends itself; the mentor's calls and renewals go on."""
+    import json
+    import ssl
+    import urllib.request
+
+    async def main():
+        async with running(tmp_path, call_token_ttl_s=TTL_S) as server:
+            made = await new_session(server)
+            link = await start_link(server, made.tokens["surgeon"])
+            mentor = MentorClient(server.grpc_target, made.tokens["mentor"], server.cert_path)
+            await mentor.use_call_tokens("mentor")
+            admin = (server.state_dir / "admin-token").read_text().strip()
+            req = urllib.request.Request(
+                f"{server.url}/api/admin/sessions/{made.session_id}/revoke",
+                data=json.dumps({"role": "surgeon"}).encode(), method="POST",
+                headers={"Authorization": f"Bearer {admin}",
+                         "Content-Type": "application/json"})
+            ctx = ssl.create_default_context(cafile=str(server.cert_path))
+            revoked_at = time.time()
+            answer = await asyncio.to_thread(
+                lambda: json.loads(urllib.request.urlopen(req, context=ctx, timeout=5).read()))
+            with pytest.raises(grpc.aio.AioRpcError) as at_once:
+                await link.client.ice_servers()
+            deadline = time.monotonic() + 2 * TTL_S
+            while not link.ended and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            generation = mentor.token_generation
+            await asyncio.sleep(max(0.0, revoked_at + 1.5 * TTL_S - time.time()))
+            stream = mentor.annotations()
+            await stream.start()
+            seq = await asyncio.wait_for(stream.send(stroke(1)), 10)
+            await stream.close()
+            out = (answer, at_once.value.code(), link.ended, mentor.token_generation - generation,
+                   seq, mentor.refused, await audit(server))
+            await mentor.close()
+            await stop_link(link)
+            return out
+
+    answer, at_once, ended, mentor_renewed, seq, mentor_refused, log = asyncio.run(main())
+    assert answer == {"session_id": answer["session_id"], "role": "surgeon", "revoked": True}
+    assert at_once == grpc.StatusCode.UNAUTHENTICATED
+    assert ended.startswith("mentoring link ended: the mentor server refused to renew")
+    assert "revoked token" in ended
+    assert mentor_renewed >= 1 and seq == 1 and mentor_refused == ""
+    refused = [x["detail"] for x in log if x["action"] == "refused"]
+    assert refused == ["IceServers: revoked token", "Renew: revoked token"]
+    assert [x["detail"] for x in log if x["action"] == "revoke"] == ["surgeon token revoked"]

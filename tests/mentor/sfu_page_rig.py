@@ -8,9 +8,10 @@ server says ``sfu-available`` (the code ``scrubin surgeon`` runs; the frames are
 own, with a pose that changes every frame), and Debian's Chromium loading the real page as an
 observer.
 
-``watch``: the page's displayed frames (frame ids from the strip, CRC-checked), the metadata it
-holds for them next to what the station sent for the same ids, its selected ICE pair and
-decoded-frame count (Chromium's getStats), the station's direct peers and fan-out tracks,
+``watch`` (the station's theatre audio a 440 Hz tone): the page's displayed frames (frame ids
+from the strip, CRC-checked), the metadata it holds for them next to what the station sent for
+the same ids, its selected ICE pair, decoded video frames and received audio packets
+(Chromium's getStats), the station's direct peers and fan-out tracks,
 Janus's handles (admin API: publisher / subscriber and their ICE pairs); then ``scrubin serve``
 is restarted (SIGTERM, same ports and state): the station reopens its Signal call and
 publishes again, the page subscribes again; frames after the restart are reported too.
@@ -218,6 +219,7 @@ def _wait_page(page: Any, js: str, arg: Any, timeout_s: float) -> None:
 def run_watch(a: argparse.Namespace) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
+    from scrubin.mentor.media_audio import AudioSource
     from tests.mentor.browser import launch_chromium, new_page
 
     admin_secret = json.loads(a.secrets.read_text())["admin_secret"]
@@ -225,7 +227,7 @@ def run_watch(a: argparse.Namespace) -> dict[str, Any]:
     serve.start()
     made = serve.session()
     station = Station(serve.grpc, made["tokens"]["surgeon"], str(a.state / "tls-cert.pem"),
-                      source(), None).start()
+                      source(), None, audio=AudioSource("tone:440")).start()
     res: dict[str, Any] = {}
     try:
         wait_for(lambda: station.link.sfu is not None and station.link.sfu.state == "connected",

@@ -65,6 +65,7 @@ def test_observer_page_watches_through_janus(tmp_path) -> None:
     assert page["sfuSubscribes"] == 1 and page["sfuStarted"] == 1 and not page["sfuErrors"]
     # decoded, ids read from the strip, and the per-frame metadata came through Janus
     assert page["framesDecoded"] >= 40 and page["sfuMetaCount"] == page["metaCount"] > 0
+    assert page["audioPackets"] > 50, page           # the theatre audio (Opus) too
     assert _checked_frames(res["first"], res["sent"]) >= 30
     assert not page["dc"] and not page["linkLost"]   # no heartbeat owed; no loss declared
     # the bytes came from Janus: the page's pair ends at Janus's media port, on Janus's side

@@ -12,7 +12,8 @@ observer.
 from the strip, CRC-checked), the metadata it holds for them next to what the station sent for
 the same ids, its selected ICE pair, decoded video frames and received audio packets
 (Chromium's getStats), the station's direct peers and fan-out tracks,
-Janus's handles (admin API: publisher / subscriber and their ICE pairs); then ``scrubin serve``
+Janus's handles (admin API: publisher / subscriber and their ICE pairs); a mentor's page on the
+same server (direct connection to the station); then ``scrubin serve``
 is restarted (SIGTERM, same ports and state): the station reopens its Signal call and
 publishes again, the page subscribes again; frames after the restart are reported too.
 
@@ -250,6 +251,15 @@ def run_watch(a: argparse.Namespace) -> dict[str, Any]:
             sent = {fid: r.meta for fid, r in list(station.frames.items())}
             res["sent"] = {str(f["frame_id"]): sent[f["frame_id"]].to_json()["T_camera_ref"]
                            for f in res["first"] if f["frame_id"] in sent}
+            # a mentor on the same server keeps the direct connection to the station
+            mentor = new_page(browser)
+            mentor.goto(made["links"]["mentor"])
+            _wait_page(mentor, "() => window.scrubin.state.frameLog.filter("
+                       "(f) => f.latency_s != null).length > 20", None, 30)
+            res["mentor"] = mentor.evaluate(PAGE_STATS)
+            res["mentor_station"] = station.call(lambda: sorted(
+                p.role for p in station.station.peers.values()))
+            mentor.context.close()
             # restart the server: the station republishes, the page subscribes again
             serve.stop()
             t_up = serve.start()

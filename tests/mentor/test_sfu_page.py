@@ -80,6 +80,11 @@ def test_observer_page_watches_through_janus(tmp_path) -> None:
     assert station["peers"] == 0 and station["fanout_tracks"] == 1, station   # encoded once
     assert station["publishes"] == 1 and station["meta_sent"] > 0, station
     assert station["keyframe_requests"] >= 1, station   # Janus's PLI reached the encoder
+    # mentors keep the direct path: the station answers the mentor's own offer
+    assert res["mentor"]["role"] == "mentor" and res["mentor"]["sfuSubscribes"] == 0
+    assert res["mentor"]["framesDecoded"] > 20 and res["mentor_station"] == ["mentor"]
+    assert res["mentor"]["remote"]["port"] < RTP_PORTS[0] or \
+        res["mentor"]["remote"]["port"] > RTP_PORTS[1], res["mentor"]   # not Janus's
     # server restarted: the station published again, the page subscribed again
     after, page2 = res["after"], res["page_after"]
     assert res["station_after"]["publishes"] == 2 and not res["station_after"]["errors"]

@@ -4,6 +4,8 @@
 // no packet at all on the peer connection (transport bytesReceived) for 1 s while connected =
 // link lost: recorded in state.linkLost, shown, and a new peer connection (aiortc has no ICE
 // restart). Silence counts at most 0.5 s per 0.25 s tick: a stalled page is not a silent link.
+// Observers under serve --sfu (sfu.js): no channel to the station (state.dc null), so no "hb";
+// loss is judged on the bytes from Janus alone, and reconnect() subscribes again.
 //
 // Loss guard: under packet loss each lost video packet waits one NACK round trip for its
 // retransmission; Chromium's jitter buffer does not wait that long and the picture freezes.

@@ -7,7 +7,9 @@ overlay workflow builds the pipeline); in addition the station:
   (:mod:`scrubin.mentor.station_link`), TLS trusting ``--ca-cert`` (default: the server's
   state folder ``tls-cert.pem``, as ``scrubin session`` uses);
 * is the media server (:mod:`scrubin.mentor.station`): one H.264 encoder whatever the
-  number of viewers, one peer connection per viewer, Opus voice both ways;
+  number of viewers, one peer connection per viewer, Opus voice both ways; when the server
+  runs with ``--sfu`` the station's link also publishes that one stream into the session's
+  Janus room by itself, and again after a reconnect (:mod:`scrubin.mentor.sfu_station`);
 * draws the mentor's annotations into the surgeon's own view (window and ``--out`` video)
   and anchors each stroke on the registered models at the pose of the frame it was drawn on.
 
@@ -240,6 +242,10 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
             "anchor_failures": link.anchor_failures[-20:], "errors": link.errors[-20:],
             "wall_s": round(time.perf_counter() - t0, 3),
         }
+        if link.sfu is not None:   # serve --sfu: published into Janus (mentor/sfu_station.py)
+            report["mentor"]["sfu"] = {"state": link.sfu.state, "publishes": link.sfu.publishes,
+                                       "keyframe_requests": link.sfu.keyframe_requests,
+                                       "errors": link.sfu.errors[-20:]}
         rec, station.recorder = station.recorder, None
         if rec is not None:
             st = rec.close()

@@ -56,7 +56,8 @@ def test_drops_and_reload_reach_the_station_exactly_once(chromium, mentor_server
     url = f"{mentor_server.url}/m/{sid}#token={tokens['mentor']}"
     try:
         page.goto(url)
-        page.wait_for_function("() => window.scrubin.session.state === 'connected'",
+        page.wait_for_function("() => window.scrubin.session"
+                               " && window.scrubin.session.state === 'connected'",
                                timeout=WAIT_MS)
         page.locator("#color").fill("#00ff00")
         box = page.eval_on_selector("#overlay", "c => { const r = c.getBoundingClientRect();"
@@ -79,7 +80,8 @@ def test_drops_and_reload_reach_the_station_exactly_once(chromium, mentor_server
         page.reload()
         page.mouse.up()
         expected[aid] = pts
-        page.wait_for_function("() => window.scrubin.session.state === 'connected'"
+        page.wait_for_function("() => window.scrubin.session"
+                               " && window.scrubin.session.state === 'connected'"
                                " && window.scrubin.session.outbox.size === 0", timeout=WAIT_MS)
         last = mentor_server.events(sid)[-1][0]
         page.wait_for_function(f"() => window.scrubin.session.lastSeq >= {last}",

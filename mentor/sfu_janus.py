@@ -174,6 +174,8 @@ cors: {{
 	string_ids = false
 }}
 """)
+    for name in ("janus.jcfg", "janus.transport.http.jcfg", "janus.plugin.videoroom.jcfg"):
+        (folder / name).chmod(0o600)   # the secrets: readable by Janus's user only
     return cfg
 
 

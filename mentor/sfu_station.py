@@ -21,7 +21,8 @@ one after a server restart or link loss) the server queues an ``sfu-available`` 
   skips frames);
 * on a new ``sfu-available`` closes its old publisher connection and publishes again (the
   server has replaced the room's publisher; Janus gives the new one a new feed id and our
-  server tells the pages to subscribe again).
+  server tells the pages to subscribe again); a publish that fails, or a publisher connection
+  that fails later, is tried again after 1, 2, 5, 10 and 30 s (:data:`RETRY_S`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 META_LABEL = "meta"
 CONNECT_TIMEOUT_S = 15.0
+RETRY_S = (1.0, 2.0, 5.0, 10.0, 30.0)   # back-off of publishing again after a failure
 
 
 class SfuPublisher:
@@ -63,10 +65,17 @@ class SfuPublisher:
         self.errors: list[str] = []
         self.state = "new"            # new | publishing | connected | failed | closed
         self._task: asyncio.Task[Any] | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._failures = 0
 
     # ------------------------------------------------------------------ life cycle
     def start(self) -> None:
         """(Re)publish: an attempt still running is cancelled first (event loop)."""
+        if self.state == "closed":
+            return
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
         self._task = asyncio.ensure_future(self._publish())
@@ -109,24 +118,41 @@ class SfuPublisher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:   # the direct viewers' path goes on without Janus
-            self.state = "failed"
-            self.errors.append(f"sfu publish: {exc}")
-            log.warning("sfu publish failed: %s", exc)
-            if self.pc is pc:
-                await self._close_pc()
+            await self._failed(pc, f"sfu publish: {exc}")
             return
         self.publishes += 1
+        self._failures = 0
         self.state = "connected"
         log.info("published the station's stream into the session's Janus room")
 
+        @pc.on("connectionstatechange")
+        def _on_state() -> None:   # Janus gone or the path failed: publish again
+            if pc is self.pc and pc.connectionState == "failed":
+                asyncio.ensure_future(self._failed(pc, "sfu publisher connection failed"))
+
+    async def _failed(self, pc: Any, why: str) -> None:
+        """Record ``why``, drop ``pc`` and publish again after a back-off."""
+        if pc is not self.pc or self.state == "closed":
+            return
+        self.state = "failed"
+        self.errors.append(why)
+        log.warning("%s", why)
+        await self._close_pc()
+        if self._failures < len(RETRY_S):   # then only a new sfu-available publishes again
+            self._retry = asyncio.get_running_loop().call_later(RETRY_S[self._failures],
+                                                                self.start)
+        self._failures += 1
+
     async def close(self) -> None:
         """Stop publishing."""
+        self.state = "closed"
+        if self._retry is not None:
+            self._retry.cancel()
         if self._task is not None and not self._task.done():
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
         await self._close_pc()
-        self.state = "closed"
 
     # ------------------------------------------------------------------ frames
     def frame_sent(self, meta: Any) -> None:

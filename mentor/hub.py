@@ -329,6 +329,8 @@ class Hub:
     def remove_viewer(self, session_id: str, peer_id: str) -> None:
         """A viewer left: forget it and tell the station ("bye")."""
         state = self._state(session_id)
+        if self.sfu is not None:  # its Janus subscription, if any, ends too
+            self.sfu.drop_viewer(session_id, peer_id)
         if state.viewers.pop(peer_id, None) is not None and state.station is not None:
             state.station.put_nowait(pb.SignalMessage(peer_id=peer_id, sdp_type="bye"))
 

@@ -281,6 +281,14 @@ def run_watch(a: argparse.Namespace) -> dict[str, Any]:
                                 for f in after if f["frame_id"] in sent})
             res["page_errors"] = list(page.errors)
             browser.close()
+        # the page left: its Janus subscription ends with its WebSocket
+        deadline = time.monotonic() + 10
+        while True:
+            res["janus_after_close"] = janus_handles(a.janus_admin, admin_secret)
+            if time.monotonic() > deadline or not any(
+                    h["type"] == "subscriber" for h in res["janus_after_close"]):
+                break
+            time.sleep(0.2)
     finally:
         station.stop()
         serve.stop()

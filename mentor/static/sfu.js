@@ -16,6 +16,8 @@
 // Nothing holds the page to the "hb" heartbeat here (Janus drops a subscriber's data), so
 // state.dc stays null; link.js still watches the peer connection's received bytes.
 
+import { freshIceServers } from './ice.js';
+
 const OFFER_WAIT_MS = 5000;
 const RETRY_MS = 1000;
 
@@ -80,7 +82,8 @@ export class SfuPath {
     }
     if (msg.req !== this.req) return;   // the answer to an earlier subscribe: a newer one is out
     if (msg.sdp_type === 'sfu-offer') {
-      this.answer(msg.sdp).catch((err) => { st.sfuErrors.push(String(err)); this.retry(); });
+      this.answer(msg.sdp, msg.req)
+        .catch((err) => { st.sfuErrors.push(String(err)); this.retry(); });
     } else if (msg.sdp_type === 'sfu-started') {
       st.sfuStarted += 1;
       if (st.peerState === 'answering') st.peerState = 'subscribed';
@@ -96,11 +99,14 @@ export class SfuPath {
       RETRY_MS);
   }
 
-  async answer(offerSdp) {
+  async answer(offerSdp, req) {
     const st = this.state;
     clearTimeout(this.timer);
     this.closePeer();
-    const iceServers = (this.session.welcome && this.session.welcome.ice_servers) || [];
+    // TURN credentials issued now (ice.js), as for the direct path's peer connections
+    const iceServers = await freshIceServers(
+      (this.session.welcome && this.session.welcome.ice_servers) || []);
+    if (req !== this.req || st.pc) return;   // asked again meanwhile
     const pc = new RTCPeerConnection({ iceServers });
     st.pc = pc;
     st.dc = null;

@@ -3,7 +3,8 @@
 aiortc's ``MediaRelay`` hands out decoded frames and every ``RTCRtpSender`` owns an encoder, so
 N viewers cost N encodes. Here the station encodes each composited frame once
 (:class:`StreamEncoder`, PyAV libx264: ``tune=zerolatency``, a fast preset, no B-frames,
-Baseline profile, a keyframe every ``keyframe_interval_s`` and on request) and hands the
+Baseline profile, periodic intra refresh, an IDR picture at the start and on request) and
+hands the
 ``av.Packet`` to every viewer's :class:`PacketTrack`. aiortc's sender *packs* a track's
 ``av.Packet`` (``H264Encoder.pack``: Annex-B split into NAL units, RTP payloads per RFC 6184)
 instead of encoding it (aiortc 1.16 ``RTCRtpSender._next_encoded_frame``).
@@ -12,6 +13,18 @@ Keyframes: the sender's RTCP handler answers a PLI / FIR (RFC 4585 section 6.3.1
 section 4.3.1) with ``self._send_keyframe()``, which only sets a private flag read when
 *encoding* a Frame; :func:`hook_keyframe_requests` replaces that method on the sender instance
 so a PLI asks the shared encoder for an IDR picture instead.
+
+Intra refresh instead of periodic IDRs: x264's ``intra-refresh`` codes one sweeping column
+of macroblocks intra in every P picture, so the whole picture is refreshed every
+``refresh_s`` without a keyframe-sized picture (H.264 recovery point SEI, ITU-T H.264 D.2.8).
+A periodic IDR picture costs 3-4x a P picture's bits under the same VBV buffer and came out
+starved (SSIM 0.92-0.93 against ~0.98 for the P pictures around it, for ~5 pictures: the
+issue's 0.95 floor missed on every keyframe). Decoders still start at an IDR only (Chromium's
+WebRTC receiver drops pictures until one; RFC 6184 has no other entry point), so IDRs come at
+the start and on request (a new viewer, PLI/FIR, a viewer that dropped a packet), spaced by
+``min_keyframe_gap_s``, and coded at a lower QP than P pictures (``ipratio``) so they do not
+dip either. ``is_keyframe`` on the packets means *IDR* (libavcodec also flags the first
+picture of each refresh cycle, which no decoder can start from).
 
 Per-viewer queues hold one packet at most (the newest; never a backlog). A viewer that
 missed a packet cannot decode the following P-frames, so it skips packets until the next
@@ -49,6 +62,12 @@ DEFAULT_BITRATE = 6_000_000
 #: SSIM 0.916, 1 s to recover); 0.2 s lets the IDR be ~4x a P-frame. Costs at most 0.2 s of
 #: queueing for that picture on a link no faster than the target rate (none on a LAN).
 DEFAULT_VBV_S = 0.2
+#: intra refresh period (s): every macroblock column intra-coded once per period (x264
+#: ``intra-refresh``, ``keyint`` = the period in frames); None = periodic IDRs instead.
+DEFAULT_REFRESH_S = 1.0
+#: IDR pictures (start and requests only, with intra refresh) at QP - 6 log2(ipratio) of
+#: the P pictures (x264 ``ipratio``; its default 1.4): measured in bench_encode.
+DEFAULT_IPRATIO = 2.0
 
 
 class MediaError(MentorError):
@@ -69,17 +88,23 @@ class StreamEncoder:
     preset
         x264 preset (``ultrafast``, ``superfast``, ``veryfast``, ...).
     keyframe_interval_s
-        Time between periodic IDR pictures (s).
+        Time between periodic IDR pictures (s); None: IDRs only at the start and on request
+        (the default with intra refresh; without it, x264's 2 s).
     threads
         x264 threads (0 = x264's choice).
     vbv_s
         VBV buffer size in seconds at ``bitrate`` (``DEFAULT_VBV_S``).
+    refresh_s
+        Intra refresh period (s), ``DEFAULT_REFRESH_S``; None: no intra refresh.
+    ipratio
+        QP ratio of IDR to P pictures (x264 ``ipratio``, ``DEFAULT_IPRATIO``).
     """
 
     def __init__(self, width: int, height: int, fps: float = 30.0,
                  bitrate: int = DEFAULT_BITRATE, preset: str = DEFAULT_PRESET,
-                 keyframe_interval_s: float = 2.0, threads: int = 0,
-                 vbv_s: float = DEFAULT_VBV_S) -> None:
+                 keyframe_interval_s: float | None = None, threads: int = 0,
+                 vbv_s: float = DEFAULT_VBV_S, refresh_s: float | None = DEFAULT_REFRESH_S,
+                 ipratio: float = DEFAULT_IPRATIO) -> None:
         import av
 
         for name, v in (("width", width), ("height", height)):
@@ -93,9 +118,27 @@ class StreamEncoder:
         if preset not in ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"):
             raise MediaError(f"x264 preset must be ultrafast|superfast|veryfast|faster|fast|"
                              f"medium, got {preset!r}")
+        for name, v, hi in (("keyframe_interval_s", keyframe_interval_s, 600.0),
+                            ("refresh_s", refresh_s, 10.0)):
+            if v is not None and not (isinstance(v, int | float) and not isinstance(v, bool)
+                                      and math.isfinite(v) and 1 / fps <= v <= hi):
+                raise MediaError(f"encoder {name} must be None or 1/fps..{hi:g} s, got {v!r}")
+        if not (isinstance(ipratio, int | float) and math.isfinite(ipratio)
+                and 1 <= ipratio <= 4):
+            raise MediaError(f"encoder ipratio must be in 1..4, got {ipratio!r}")
         self.width, self.height, self.fps = width, height, float(fps)
         self.bitrate, self.preset = bitrate, preset
-        gop = max(1, round(keyframe_interval_s * fps))
+        self.refresh_s, self.ipratio = refresh_s, float(ipratio)
+        if refresh_s is None:   # x264 places the periodic IDRs
+            gop = max(1, round((2.0 if keyframe_interval_s is None else keyframe_interval_s)
+                               * fps))
+            self._idr_every = 0
+            refresh = ""
+        else:                   # keyint = the refresh period; periodic IDRs forced here
+            gop = max(2, round(refresh_s * fps))
+            self._idr_every = (0 if keyframe_interval_s is None
+                               else max(1, round(keyframe_interval_s * fps)))
+            refresh = "intra-refresh=1:"
         ctx = av.CodecContext.create("libx264", "w")
         ctx.width, ctx.height = width, height
         ctx.pix_fmt = "yuv420p"
@@ -112,7 +155,7 @@ class StreamEncoder:
         ctx.options = {"preset": preset, "tune": "zerolatency", "level": "31" if
                        width * height <= 1280 * 720 else "40", "bf": "0",
                        "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:"
-                                      "colormatrix=smpte170m:"
+                                      f"{refresh}ipratio={ipratio:g}:colormatrix=smpte170m:"
                                       f"vbv-maxrate={bitrate // 1000}:vbv-bufsize={vbv}:"
                                       "repeat-headers=1:aud=0",
                        "forced-idr": "1"}
@@ -130,6 +173,8 @@ class StreamEncoder:
         # latency 6.0 s with no gap; 15 of 443 and 0.71 s with 0.5 s). 0 = at once.
         self.min_keyframe_gap_s = 0.5
         self._last_forced = -math.inf
+        self._last_idr_frame = 0
+        self.idr_frames: list[int] = []   # indices (0-based encode count) of IDR pictures
 
     def request_keyframe(self) -> None:
         """Make the next encoded picture an IDR (PLI/FIR, a new viewer, a viewer that dropped)."""
@@ -159,16 +204,26 @@ class StreamEncoder:
             force = self._force and now - self._last_forced >= self.min_keyframe_gap_s
             if force:
                 self._force, self._last_forced = False, now
-            frame.pict_type = (av.video.frame.PictureType.I if force
+            periodic = (self._idr_every > 0
+                        and self.frames - self._last_idr_frame >= self._idr_every)
+            frame.pict_type = (av.video.frame.PictureType.I if force or periodic
                                else av.video.frame.PictureType.NONE)
             packets = list(self._ctx.encode(frame))
-        for p in packets:
-            p.time_base = VIDEO_TIME_BASE
-            if p.pts is None:
-                p.pts = int(pts_90k)
-            if p.is_keyframe:
+            idr = False
+            for p in packets:
+                p.time_base = VIDEO_TIME_BASE
+                if p.pts is None:
+                    p.pts = int(pts_90k)
+                # libavcodec flags x264's "keyframe": with intra refresh also the recovery
+                # point starting each refresh cycle; only an IDR slice is an entry point
+                p.is_keyframe = has_idr(bytes(p))
+                idr = idr or p.is_keyframe
+            if idr:
                 self.keyframes += 1
-        self.frames += 1
+                self._last_idr_frame = self.frames
+                self.idr_frames.append(self.frames)
+                del self.idr_frames[:-100]
+            self.frames += 1
         self.encode_ms.append((time.perf_counter() - t) * 1e3)
         if len(self.encode_ms) > 1000:
             del self.encode_ms[:500]
@@ -282,6 +337,17 @@ class VideoFanout:
                 except RuntimeError:  # loop closed: the viewer is gone
                     self._remove(tr)
         return packets
+
+
+def has_idr(annexb: bytes) -> bool:
+    """Whether an H.264 Annex B access unit holds an IDR slice (``nal_unit_type`` 5, ITU-T
+    H.264 Table 7-1) after a ``00 00 01`` start code (Annex B.1)."""
+    i = annexb.find(b"\x00\x00\x01")
+    while 0 <= i < len(annexb) - 3:
+        if annexb[i + 3] & 0x1F == 5:
+            return True
+        i = annexb.find(b"\x00\x00\x01", i + 3)
+    return False
 
 
 def hook_keyframe_requests(sender: Any, request: Callable[[], None]) -> None:

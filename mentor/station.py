@@ -258,7 +258,9 @@ class SurgeonStation:
         enc_ms = (time.perf_counter() - t) * 1e3
         meta.stages_ms["encode"] = enc_ms
         if self.recorder is not None:  # queued only: never waits for the disk
-            self.recorder.add_frame(packets, meta)
+            if self.recorder.add_frame(packets, meta) is False:
+                # it resumes at an IDR, and with intra refresh none comes unasked (media.py)
+                self.fanout.encoder.request_keyframe()
         self.history.add(meta)
         self.sent_frames += 1
         msg = json.dumps(meta.to_json(), separators=(",", ":"))

@@ -156,7 +156,7 @@ class SfuBridge:
                 while (await q.get()).get("janus") != "webrtcup":
                     pass
         except TimeoutError:
-            if self.audit:
+            if self.audit and self._publishers.get(session_id) is s:
                 self.audit(session_id, f"sfu publisher not up within {PUBLISHER_UP_S:.0f} s")
             return
         if self._publishers.get(session_id) is s and h.peer_id is not None:
@@ -212,7 +212,7 @@ class SfuBridge:
 
         - surgeon ``sfu-offer`` (the station's sendonly H.264 offer): joined as the room's
           publisher, ``publish``; reply ``sfu-answer`` (Janus's answer);
-        - any other role ``sfu-subscribe``: a subscription to the station's feed; reply
+        - mentor or observer ``sfu-subscribe``: a subscription to the station's feed; reply
           ``sfu-offer`` (Janus's offer), then the viewer's ``sfu-answer`` -> ``start``; reply
           ``sfu-started``.
         """
@@ -346,8 +346,11 @@ class PageSfu:
             self.send({"type": "sfu", "sdp_type": reply, "sdp": out, "req": req})
 
     async def close(self) -> None:
-        """The page left: its subscription ends."""
+        """The page left: its subscription ends (after any request still being answered)."""
         for t in list(self._tasks):
             t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await t
         self.bridge.drop_viewer(self.ident.session_id, self.key)
 

@@ -1,7 +1,8 @@
 """The ``sfu-*`` messages of ``Signal`` on a real server (real gRPC with TLS on 127.0.0.1):
 refused without ``serve --sfu``, an observer cannot publish, an answer needs a subscription,
-and every refusal is in the audit log. (The accepted path, with a real Janus, is
-tests/mentor/test_sfu_janus.py.)"""
+and every refusal is in the audit log; the same for the page's WebSocket ``sfu`` messages.
+(The accepted paths, with a real Janus, are tests/mentor/test_sfu_janus.py and
+test_sfu_page.py.)"""
 
 from __future__ import annotations
 
@@ -60,3 +61,59 @@ def test_sfu_role_and_order_checked(mentor_server) -> None:
     refused = _refusals(mentor_server, sid)
     assert len(refused) == 5, refused
     assert any("only the surgeon" in r for r in refused)
+
+
+async def _page_ws(server, token: str, messages: list[dict]) -> list[dict]:
+    """Join with ``token`` (cookie), open the page's WebSocket, say hello, send ``messages``;
+    everything the server sent back within a short while."""
+    import json
+
+    import aiohttp
+
+    from scrubin.mentor.tls import client_ssl_context
+
+    async with aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            connector=aiohttp.TCPConnector(ssl=client_ssl_context(server.server.cert_path))
+    ) as http:
+        async with http.post(server.url + "/api/join", json={"token": token}) as r:
+            assert r.status == 200
+        async with http.ws_connect(server.url + "/api/ws") as ws:
+            await ws.send_json({"type": "hello", "after_seq": 0})
+            for m in messages:
+                await ws.send_json(m)
+            got = []
+            try:
+                while True:
+                    got.append(json.loads((await ws.receive(timeout=1.5)).data))
+            except TimeoutError:
+                return got
+
+
+def test_page_sfu_messages_checked(mentor_server) -> None:
+    """The page's WebSocket side (PageSfu) before any Janus request: its welcome says
+    ``sfu``, it is told there is no feed yet, and malformed or premature requests are
+    answered ``sfu-error`` with the request's ``req`` and audited."""
+    sid, tokens = mentor_server.new_session()
+    hub = mentor_server.server.hub
+    hub.sfu = SfuBridge("http://127.0.0.1:9/janus", "a", "b")
+    try:
+        got = asyncio.run(_page_ws(mentor_server, tokens["observer"], [
+            {"type": "sfu", "sdp_type": "sfu-offer", "sdp": "v=0\r\n", "req": 1},
+            {"type": "sfu", "sdp_type": "sfu-answer", "sdp": "v=0\r\n", "req": 2},
+            {"type": "sfu", "sdp_type": "sfu-subscribe", "req": 3}]))
+        surgeon = asyncio.run(_page_ws(mentor_server, tokens["surgeon"], [
+            {"type": "sfu", "sdp_type": "sfu-subscribe", "req": 7}]))
+    finally:
+        hub.sfu = None
+    welcome = next(m for m in got if m["type"] == "welcome")
+    assert welcome["sfu"] is True
+    assert {"type": "sfu", "feed": False} in got
+    errors = {m["req"]: m["message"] for m in got if m.get("sdp_type") == "sfu-error"}
+    assert "a page sends sfu-subscribe or sfu-answer" in errors[1], errors
+    assert "without an sfu-subscribe" in errors[2], errors
+    assert "has not published" in errors[3], errors
+    assert [m["message"] for m in surgeon if m.get("sdp_type") == "sfu-error"] == [
+        "signal sfu-subscribe: the surgeon station publishes, not subscribes"]
+    refused = _refusals(mentor_server, sid)
+    assert len(refused) == 4, refused

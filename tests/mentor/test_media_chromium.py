@@ -1,7 +1,9 @@
 """Debian's Chromium receives the station's stream: it offers H.264, decodes the encode-once
 packets, and every frame id it reads from the strip (pixels drawn from the <video> in
 ``requestVideoFrameCallback``) passes the CRC and was sent; the ``meta`` channel delivers the
-metadata of those ids."""
+metadata of those ids. It joins a stream already running with intra refresh (no periodic
+IDR: its own IDR comes on joining) and keeps decoding over several refresh periods from that
+one IDR."""
 
 from __future__ import annotations
 
@@ -67,10 +69,12 @@ PLAY_JS = """async (sdp) => {
 
 STATS_JS = """async () => {
   const s = await window._pc.getStats();
-  let codec = null, decoded = 0;
+  let codec = null, decoded = 0, keys = 0, plis = 0, firs = 0;
   s.forEach(r => { if (r.type === 'inbound-rtp' && r.kind === 'video') {
-    decoded = r.framesDecoded; codec = s.get(r.codecId) ? s.get(r.codecId).mimeType : null; } });
-  return {codec, decoded, bits: window._bits, meta: Object.keys(window._meta).map(Number)};
+    decoded = r.framesDecoded; keys = r.keyFramesDecoded; plis = r.pliCount; firs = r.firCount;
+    codec = s.get(r.codecId) ? s.get(r.codecId).mimeType : null; } });
+  return {codec, decoded, keys, plis, firs, bits: window._bits,
+          meta: Object.keys(window._meta).map(Number)};
 }"""
 
 
@@ -108,22 +112,29 @@ def test_chromium_decodes_h264_and_reads_strip(chromium, static_origin) -> None:
         page.goto(f"{static_origin}/")
         offer = page.evaluate(OFFER_JS)
         assert any("42e01f" in c or "42001f" in c for c in offer["caps"])  # H.264 offered
+        th_f = threading.Thread(target=frames, daemon=True)
+        th_f.start()                     # the stream runs (IDR at its start) before the join
+        t_end = time.time() + 10
+        while time.time() < t_end and enc.frames < 30:
+            time.sleep(0.05)
+        assert enc.idr_frames == [0]
         answer = asyncio.run_coroutine_threadsafe(station.answer("c1", offer["sdp"]),
                                                   loop).result(30)
         assert "H264/90000" in answer and "VP8" not in answer
-        th_f = threading.Thread(target=frames, daemon=True)
-        th_f.start()
         page.evaluate(PLAY_JS, answer)
         stats = {}
-        for _ in range(100):
+        for _ in range(200):             # 75 pictures: > 2 refresh periods (1 s)
             stats = page.evaluate(STATS_JS)
-            if len(stats["bits"]) >= 30:
+            if len(stats["bits"]) >= 75:
                 break
             time.sleep(0.1)
         stop.set()
         th_f.join()
         assert stats["codec"] == "video/H264"
-        assert stats["decoded"] >= 30
+        assert stats["decoded"] >= 75
+        # one IDR for the join, more only if Chromium asked (PLI/FIR) or the track dropped
+        track_drops = station.fanout._tracks[0].dropped if station.fanout._tracks else 0
+        assert stats["keys"] <= 1 + stats["plis"] + stats["firs"] + track_drops, stats
         ids = [_decode(b) for b in stats["bits"]]
         good = [i for i in ids if i is not None]
         assert len(good) >= 0.9 * len(ids) and set(good) <= set(sent)

@@ -168,3 +168,42 @@ def test_window_shows_images_from_any_thread_on_its_own(monkeypatch) -> None:
     sink.close()
     assert {name for name, _ in calls} == {"overlay-window"}
     assert calls[-1][1] == 2 and 3 not in [v for _, v in calls]
+
+
+def test_overlay_workflow_feeds_the_window_from_the_station_sink(tmp_path, monkeypatch) -> None:
+    """run_overlay with the station's sink and a display: the window shows the station sink's
+    composites (the mentor's stroke in them), not its own copy after the encode."""
+    import threading
+
+    import cv2
+
+    from scrubin.overlay import sinks as sinks_mod
+    from scrubin.workflows.overlay import OverlayRequest, run_overlay
+
+    shown: list[np.ndarray] = []
+    monkeypatch.setattr(sinks_mod, "display_available", lambda: True)
+    monkeypatch.setattr(cv2, "imshow", lambda title, img: shown.append(img.copy()))
+    monkeypatch.setattr(cv2, "waitKey", lambda ms: -1)
+    monkeypatch.setattr(cv2, "destroyWindow", lambda title: None)
+    board = AnnotationBoard()
+    stroke = _stroke("s", "create", [[0.2, 0.5], [0.8, 0.5]])
+    board.apply(1, {**stroke, "color": "#ff00ff"})   # magenta: not in the synthetic scene
+    made: list[StationSink] = []
+    wrote = threading.Event()
+
+    def sinks(camera, structures, registration):
+        station = SurgeonStation(VideoFanout(StreamEncoder(320, 196)))
+        made.append(StationSink(station, board, camera, registration,
+                                on_frame=lambda meta: wrote.set()))
+        return made
+
+    run_overlay(OverlayRequest("synthetic", tmp_path / "o.mp4", frames=3, width=320,
+                               height=180), extra_sinks=sinks)
+    assert wrote.is_set() and made[0].sent == 3
+    assert made[0].display.displays, "the window was not attached to the station's sink"
+    def magenta_on_stroke_row(img: np.ndarray) -> int:
+        b, g, r = (img[85:95, 64:256, k].astype(int) for k in range(3))
+        return int(((b > 200) & (r > 200) & (g < 60)).sum())
+
+    assert shown and all(magenta_on_stroke_row(img) > 100 for img in shown)
+    asyncio.run(made[0].station.close())

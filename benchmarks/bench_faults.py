@@ -15,6 +15,12 @@ signalling). Scenarios, each printed as one line of figures:
 * blackouts of the mentor's whole network, 3 s (gRPC connections reset) and 30 s (gRPC
   held): detection time on each side, resume time after the link's return, new peer
   connections, stroke events exactly once.
+* voice both ways (tests/mentor/voice_faults.py): synthetic speech (espeak-ng) from
+  Chromium's fake microphone to the station, and from the station's audio input to the page
+  (recorded after Chromium's NetEq), 15 s each at 0 %, 5 % and 30 % loss (+ 80 +- 20 ms),
+  and 5 % again with mentor/audio_jitter.py's buffer on the station's receiver: STOI / ESTOI
+  against the clean speech (tests/mentor/voice_quality.py), the drop from the unimpaired
+  session, frames missing at the station, Chromium's concealed share and jitter.
 
 The tests (tests/mentor/test_faults_*.py) run the same scenarios short (8 s, 3 s).
 """
@@ -59,6 +65,53 @@ def _page_loss() -> None:
           f"{out['audio_concealed_share'] * 100:.1f} % of its samples")
 
 
+def _voice() -> None:
+    """Speech intelligibility both ways at 0 %, 5 % and 30 % loss (+ 80 +- 20 ms)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.mentor.browser import ServerThread, launch_chromium
+    from tests.mentor.voice_faults import voice_run
+    from tests.mentor.voice_quality import (
+        MENTOR_SENTENCES,
+        SURGEON_SENTENCES,
+        score,
+        synth_speech,
+    )
+
+    mentor, surgeon = synth_speech(MENTOR_SENTENCES), synth_speech(SURGEON_SENTENCES)
+    with tempfile.TemporaryDirectory() as d, sync_playwright() as pw:
+        mic = mentor.write_wav(Path(d) / "mentor.wav")
+        theatre = surgeon.write_wav(Path(d) / "surgeon.wav", int(60 / surgeon.seconds) + 1)
+        server = ServerThread(Path(d))
+        browser = launch_chromium(pw, (f"--use-file-for-fake-audio-capture={mic}",))
+        base: dict[str, float] = {}
+        try:
+            for loss, delay, jitter, fix in ((0.0, 0.0, 0.0, False), (0.05, 80.0, 20.0, False),
+                                             (0.05, 80.0, 20.0, True),
+                                             (0.30, 80.0, 20.0, False)):
+                out = voice_run(browser, server, theatre, 15.0, loss, delay, jitter,
+                                gap_skipping=fix)
+                st, pg = score(mentor, out["to_station"]), score(surgeon, out["to_page"])
+                base = base or {"st": st.stoi, "pg": pg.stoi}
+                missing = 1 - out["station_frames"] / max(1, out["station_slots"])
+                buf = ("station buffer: mentor/audio_jitter.py" if fix else
+                       "station buffer: aiortc's")
+                print(f"faults voice {loss * 100:.0f}% + {delay:.0f}+-{jitter:.0f} ms, 15 s, "
+                      f"{buf}: "
+                      f"mentor -> surgeon STOI {st.stoi:.3f} (drop {base['st'] - st.stoi:.3f}), "
+                      f"ESTOI {st.estoi:.3f}, {missing * 100:.1f} % of 20 ms frames missing at "
+                      f"the station (relay loss {out['relay_loss_up'] * 100:.1f} %); surgeon -> "
+                      f"mentor STOI {pg.stoi:.3f} (drop {base['pg'] - pg.stoi:.3f}), ESTOI "
+                      f"{pg.estoi:.3f}, Chromium concealed "
+                      f"{out['page_concealed_share'] * 100:.1f} %, jitter "
+                      f"{out['page_jitter_ms']:.0f} ms (relay loss "
+                      f"{out['relay_loss_down'] * 100:.1f} %); scored {st.speech_s:.1f} / "
+                      f"{pg.speech_s:.1f} s of speech")
+        finally:
+            browser.close()
+            server.stop()
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         out = asyncio.run(lossy_run(Path(d), seconds=30.0))
@@ -75,6 +128,7 @@ def main() -> None:
           f"{rb['to_a']} B vs viewer bytesReceived {vs['bytesReceived']} B; "
           f"{_once_in_order(out['stroke'])}; peer connections in the run {out['attempts']}")
     _page_loss()
+    _voice()
     def s(v: float | None) -> str:
         return "never" if v is None else f"{v:.2f} s"
     for seconds, mode in ((3.0, "reset"), (30.0, "stall")):

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from scrubin.mentor.audio_jitter import use_gap_skipping_buffer
 from scrubin.mentor.impair import Impairment
 from scrubin.mentor.media_audio import AudioSource
 from tests.mentor.browser import new_page
@@ -80,6 +81,10 @@ PAGE_AUDIO_STATS = """async () => { const out = {};
     if (s.type === 'inbound-rtp' && s.kind === 'audio') {
       out.received = s.packetsReceived || 0; out.lost = s.packetsLost || 0;
       out.samples = s.totalSamplesReceived || 0; out.concealed = s.concealedSamples || 0;
+      out.jitter = s.jitter || 0; out.jb = s.jitterBufferDelay || 0;
+      out.jbTarget = s.jitterBufferTargetDelay || 0; out.emitted = s.jitterBufferEmittedCount || 0;
+      out.stretched = (s.insertedSamplesForDeceleration || 0)
+        + (s.removedSamplesForAcceleration || 0);
     }
     if (s.type === 'outbound-rtp' && s.kind === 'audio') out.sent = s.packetsSent || 0;
   }); return out; }"""
@@ -127,12 +132,17 @@ def _on_station(live: LiveStation, coro: Any, timeout: float = 10.0) -> Any:
     return asyncio.run_coroutine_threadsafe(coro, live.loop).result(timeout)
 
 
-def _hook_sink(live: LiveStation, cap: PtsCapture) -> bool:
-    """Chain ``cap`` onto the station's one viewer's audio sink; False while there is none."""
+def _hook_sink(live: LiveStation, cap: PtsCapture, gap_skipping: bool) -> bool:
+    """Chain ``cap`` onto the station's one viewer's audio sink (``gap_skipping``: and give
+    its receiver mentor/audio_jitter.py's buffer); False while there is none."""
     async def hook() -> bool:
         peers = list(live.station.peers.values())
         if len(peers) != 1 or peers[0].audio_in is None or peers[0].audio_in.frames == 0:
             return False
+        if gap_skipping:
+            for rx in peers[0].pc.getReceivers():
+                if rx.track is not None and rx.track.kind == "audio":
+                    use_gap_skipping_buffer(rx)
         sink = peers[0].audio_in
         prev = sink.on_frame
 
@@ -147,11 +157,13 @@ def _hook_sink(live: LiveStation, cap: PtsCapture) -> bool:
 
 def voice_run(browser: Any, server: Any, surgeon_wav: Path, seconds: float,
               loss: float = 0.0, delay_ms: float = 0.0, jitter_ms: float = 0.0,
-              seed: int = 31) -> dict[str, Any]:
+              seed: int = 31, gap_skipping: bool = False) -> dict[str, Any]:
     """One mentoring session through ``loss`` and ``delay_ms`` +- ``jitter_ms`` each way;
     both voices recorded for ``seconds`` (module docstring). ``browser``: a Chromium whose
     fake microphone plays the mentor's speech; ``surgeon_wav``: the station's speech (long
-    enough for the session: it is played once)."""
+    enough for the session: it is played once); ``gap_skipping``: the station's audio
+    receiver gets :class:`~scrubin.mentor.audio_jitter.GapSkippingJitterBuffer` (what the
+    station does not do yet)."""
     sid, tokens = server.new_session()
     live = LiveStation(server.server.grpc_target, tokens["surgeon"],
                        str(server.server.cert_path), moving_source(320, 180), None, 320, 180,
@@ -168,7 +180,7 @@ def voice_run(browser: Any, server: Any, surgeon_wav: Path, seconds: float,
         page.wait_for_function("() => document.getElementById('mic-state').textContent"
                                " === 'mic live'", timeout=WAIT_MS)
         t_end = time.monotonic() + WAIT_MS / 1000
-        while not _hook_sink(live, cap):
+        while not _hook_sink(live, cap, gap_skipping):
             if time.monotonic() > t_end:
                 raise AssertionError(f"the station never received the page's voice: "
                                      f"{live.errors} {page.errors}")
@@ -186,12 +198,20 @@ def voice_run(browser: Any, server: Any, surgeon_wav: Path, seconds: float,
             raise AssertionError(f"page recorded at {got['rate']} Hz, expected {FS}")
         at_station, n_frames, n_slots = cap.timeline()
         up, down = relay.up.stats, relay.down.stats
+        c = page.evaluate(PAGE_AUDIO_STATS)
         return {
             "to_station": at_station, "to_page": at_page,
             "station_frames": n_frames, "station_slots": n_slots,
             "page_concealed_share": (b["concealed"] - a["concealed"]) / max(
                 1, b["samples"] - a["samples"]),
             "page_lost": b["lost"] - a["lost"],
+            "page_jitter_ms": c["jitter"] * 1e3,     # RFC 3550 interarrival jitter
+            # NetEq over the recording: mean jitter-buffer delay and target, time-stretched
+            "page_jb_ms": 1e3 * (b["jb"] - a["jb"]) / max(1, b["emitted"] - a["emitted"]),
+            "page_jb_target_ms": 1e3 * (b["jbTarget"] - a["jbTarget"]) / max(
+                1, b["emitted"] - a["emitted"]),
+            "page_stretched_share": (b["stretched"] - a["stretched"]) / max(
+                1, b["samples"] - a["samples"]),
             "relay_loss_up": up.lost / max(1, up.packets_in),      # page -> station
             "relay_loss_down": down.lost / max(1, down.packets_in),  # station -> page
             "peer_connections": len(relay.relays),

@@ -12,12 +12,12 @@ prediction of time-frequency weighted noisy speech", IEEE TASLP 19(7):2125-2136)
 short-time (384 ms) temporal envelopes of the clean and the received speech in one-third
 octave bands, so the received speech must be time-aligned with the clean one first: a
 received recording of the looping speech is aligned as a whole by cross-correlation with the
-loop (its phase), then each sentence again within +-``refine_s`` (a jitter buffer that
-stretches or skips time moves each sentence on its own), and the aligned sentences are scored
-together. The reading of a STOI value as a share of words understood is Taal et al.'s
-logistic mapping for IEEE sentences, ``100 / (1 + exp(a d + b))`` with a = -17.4906,
-b = 9.6921 (their fit; also VOICEBOX ``v_stoi2prob``): STOI 0.75 -> 97 % of words, 0.60 ->
-69 %, 0.50 -> 32 %.
+loop (its phase), then each sentence, then each 160 ms block of it along the best path of
+bounded steps (a jitter buffer that stretches or skips time moves the speech while it plays;
+:func:`align_sentences`), and the aligned sentences are scored together. The reading of a
+STOI value as a share of words understood is Taal et al.'s logistic mapping for IEEE
+sentences, ``100 / (1 + exp(a d + b))`` with a = -17.4906, b = 9.6921 (their fit; also
+VOICEBOX ``v_stoi2prob``): STOI 0.75 -> 97 % of words, 0.60 -> 69 %, 0.50 -> 28 %.
 
 PESQ (ITU-T P.862 / P.862.2) is not used: its reference C code (in the PyPI ``pesq``
 package) may only be used to evaluate PESQ itself (its IPR notice), not to rate a product.

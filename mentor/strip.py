@@ -9,6 +9,10 @@ CRC-8 of the id's 4 bytes big-endian (polynomial x^8 + x^2 + x + 1 = 0x07, initi
 reflection, no final xor: "CRC-8/SMBUS" in the Williams/Greg Cook catalogue, check value 0xF4
 for "123456789"). A reader samples the central half-width x half-height block of each cell,
 thresholds the mean luma at 128 and drops ids whose CRC does not match.
+
+Id 0 is reserved: the CRC of four zero bytes is 0, so an all-black strip (a black or blank
+frame, a decoder's grey-less start) would read as id 0 with a valid CRC. Writers refuse 0 and
+readers return None for it.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ def crc8(data: bytes) -> int:
 def strip_bits(frame_id: int) -> np.ndarray:
     """The 40 bits of the strip (0/1, cell order): 32 id bits MSB first, then 8 CRC bits."""
     if isinstance(frame_id, bool) or not isinstance(frame_id, int | np.integer) or not (
-            0 <= int(frame_id) < 2 ** ID_BITS):
-        raise StripError(f"frame id must be an integer in 0..2^32-1, got {frame_id!r}")
+            0 < int(frame_id) < 2 ** ID_BITS):
+        raise StripError(f"frame id must be an integer in 1..2^32-1 (0 is reserved: an "
+                         f"all-black strip reads as 0), got {frame_id!r}")
     fid = int(frame_id)
     word = (fid << 8) | crc8(fid.to_bytes(4, "big"))
     return np.array([(word >> (N_CELLS - 1 - i)) & 1 for i in range(N_CELLS)], np.uint8)
@@ -82,7 +87,8 @@ def read_strip(luma: np.ndarray) -> int | None:
     """Frame id from the last ``STRIP_HEIGHT`` rows of a decoded picture, or None.
 
     ``luma`` is ``(H, W)`` (Y plane) or ``(H, W, C)`` (channel mean used). Each cell's central
-    ``cw/2 x 8`` px are averaged and thresholded at 128; None when the CRC does not match.
+    ``cw/2 x 8`` px are averaged and thresholded at 128; None when the CRC does not match or
+    the id is the reserved 0 (an all-black strip).
     """
     a = np.asarray(luma)
     if a.ndim == 3:
@@ -100,4 +106,4 @@ def read_strip(luma: np.ndarray) -> int | None:
     for b in bits:
         word = (word << 1) | int(b)
     fid, crc = word >> 8, word & 0xFF
-    return fid if crc8(fid.to_bytes(4, "big")) == crc else None
+    return fid if fid != 0 and crc8(fid.to_bytes(4, "big")) == crc else None

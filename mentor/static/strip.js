@@ -5,6 +5,8 @@
 // 32..39 a CRC-8 (polynomial 0x07, initial value 0, no reflection, no final XOR) of the id's
 // 4 bytes big-endian. A reader averages the central half-width x 8 px of each cell
 // (16 x 8 px at 1280 wide), thresholds at 128 and drops ids whose CRC does not match.
+// Id 0 is reserved: CRC-8 of four zero bytes is 0, so an all-black strip (a black frame)
+// would read as id 0 with a valid CRC; the reader returns null for it.
 
 export const STRIP_ROWS = 16;
 export const STRIP_CELLS = 40;
@@ -26,7 +28,7 @@ export function crc8(bytes) {
  * @param {Uint8ClampedArray} rgba  pixels of the strip, row-major RGBA, `width` x `rows`
  * @param {number} width  strip width in pixels (the video width)
  * @param {number} rows  strip height in pixels (16 when read at full resolution)
- * @returns {number|null} the frame id, or null when the CRC does not match
+ * @returns {number|null} the frame id, or null when the CRC does not match or the id is 0
  */
 export function readStrip(rgba, width, rows = STRIP_ROWS) {
   const cw = Math.floor(width / STRIP_CELLS);
@@ -48,5 +50,5 @@ export function readStrip(rgba, width, rows = STRIP_ROWS) {
   let crc = 0;
   for (let i = 32; i < 40; i++) crc = crc * 2 + bits[i];
   const bytes = [(id >>> 24) & 0xff, (id >>> 16) & 0xff, (id >>> 8) & 0xff, id & 0xff];
-  return crc8(bytes) === crc ? id : null;
+  return id !== 0 && crc8(bytes) === crc ? id : null;
 }

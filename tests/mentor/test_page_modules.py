@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from scrubin.mentor.strip import STRIP_HEIGHT, with_strip
+from scrubin.mentor.strip import STRIP_HEIGHT, crc8, with_strip
 from tests.mentor.browser import new_page
 
 
@@ -105,7 +105,7 @@ READ_ON_CANVAS = """async ([b64, width, noise]) => {
 }"""
 
 
-@pytest.mark.parametrize("frame_id", [0, 1, 123, 0x80000001, 2**32 - 1, 3_141_592_653])
+@pytest.mark.parametrize("frame_id", [1, 123, 0x80000001, 2**32 - 1, 3_141_592_653])
 @pytest.mark.parametrize("width", [1280, 640])
 def test_strip_read_from_station_pattern(page, frame_id, width) -> None:
     b64 = base64.b64encode(_strip_rgba(frame_id, width)).decode()
@@ -117,6 +117,14 @@ def test_strip_crc_mismatch_dropped(page) -> None:
     rgba = np.frombuffer(_strip_rgba(123456, 1280), np.uint8).reshape(16, 1280, 4).copy()
     rgba[:, 31 * 32: 32 * 32, :3] = 255 - rgba[:, 31 * 32: 32 * 32, :3]   # flip the id's LSB
     b64 = base64.b64encode(rgba.tobytes()).decode()
+    assert page.evaluate(READ_ON_CANVAS, [b64, 1280, False]) is None
+
+
+def test_black_strip_is_not_id_zero_in_js(page) -> None:
+    """A black frame's strip (all cells 0) carries a valid CRC-8 for id 0 (crc8 of 4 zero
+    bytes is 0): the page must not take it for a frame id (id 0 is reserved, mentor/strip.py)."""
+    assert crc8(bytes(4)) == 0
+    b64 = base64.b64encode(np.full((16, 1280, 4), [0, 0, 0, 255], np.uint8).tobytes()).decode()
     assert page.evaluate(READ_ON_CANVAS, [b64, 1280, False]) is None
 
 

@@ -44,7 +44,16 @@ def test_corrupted_strip_rejected() -> None:
     assert read_strip(img) is None
 
 
-@pytest.mark.parametrize("bad", [-1, 2 ** 32, 1.5, True, "7"])
+def test_black_strip_is_not_id_zero() -> None:
+    """Premise: CRC-8/SMBUS of four zero bytes is 0, so an all-black strip is self-consistent."""
+    assert crc8(bytes(4)) == 0
+    black = np.zeros((736, 1280, 3), np.uint8)      # a black frame: strip cells all 0
+    assert read_strip(black) is None
+    white = np.full((736, 1280, 3), 255, np.uint8)  # all ones: CRC of ff ff ff ff is not 0xFF
+    assert crc8(b"\xff" * 4) != 0xFF and read_strip(white) is None
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2 ** 32, 1.5, True, "7"])
 def test_bad_ids(bad: object) -> None:
     with pytest.raises(StripError, match="frame id"):
         strip_bits(bad)  # type: ignore[arg-type]
@@ -55,7 +64,7 @@ def test_h264_round_trip_at_chosen_bitrate() -> None:
     enc = StreamEncoder(1280, 736, 30.0, DEFAULT_BITRATE)
     dec = av.CodecContext.create("h264", "r")
     rng = np.random.default_rng(1)
-    ids = [int(x) for x in rng.integers(0, 2 ** 32, 30)]
+    ids = [int(x) for x in rng.integers(1, 2 ** 32, 30)]
     got = []
     for i, fid in enumerate(ids):
         view = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)

@@ -2,7 +2,11 @@
 
 ``python -m benchmarks mentor`` (``SCRUBIN_BENCH_MENTOR_S``: run length, default 60 s).
 
-Measured at 1280x720, 30 fps (synthetic phantom scene, one H.264 stream to one mentor page):
+Measured at 1280x720, 30 fps (synthetic phantom scene, one H.264 stream to one mentor page).
+The server runs in a process of its own, as ``scrubin serve`` does apart from ``scrubin
+surgeon`` (``SCRUBIN_BENCH_MENTOR_SERVER=thread``: in the station's process, sharing its GIL,
+as the tests run it); the station (the real ``StationSink`` path, tests/mentor/live_station.py)
+and Chromium run here; one clock (``time.time()``, same machine):
 
 - video latency, capture -> composited in Chromium: ``expectedDisplayTime`` of
   ``requestVideoFrameCallback`` (wall clock via ``performance.timeOrigin``) minus the frame's
@@ -106,6 +110,85 @@ async def _loop_lag(out: list[float], period: float = 0.002) -> None:
         out.append(loop.time() - t - period)
 
 
+def _serve(state_dir: str, conn: Any) -> None:
+    """The server's process: a real MentorServer (tests.mentor.browser.ServerThread) and one
+    session; on "start" its loop-stall probe runs, on "stop" it answers (submit times, loop
+    stalls, CPU s of the process since "start") and stops."""
+    import asyncio
+
+    import psutil
+
+    from tests.mentor.browser import ServerThread
+
+    server = ServerThread(Path(state_dir))
+    sid, tokens = server.new_session()
+    conn.send((server.url, server.server.grpc_target, str(server.server.cert_path), sid,
+               tokens))
+    lag: list[float] = []
+    task, cpu0 = None, 0.0
+    while conn.recv() == "start":
+        task = asyncio.run_coroutine_threadsafe(_loop_lag(lag), server.loop)
+        c = psutil.Process().cpu_times()
+        cpu0 = c.user + c.system
+    if task is not None:
+        task.cancel()
+    c = psutil.Process().cpu_times()
+    conn.send((list(server.server.hub.submit_times), lag, c.user + c.system - cpu0))
+    server.stop()
+
+
+class ServerProcess:
+    """``scrubin serve``'s MentorServer in a process of its own, as deployed: the station's
+    threads never wait for the server's GIL (``SCRUBIN_BENCH_MENTOR_SERVER=thread``: in this
+    process, as the tests run it, to compare)."""
+
+    def __init__(self, state_dir: Path, in_thread: bool = False) -> None:
+        import multiprocessing
+
+        self.thread_server = None
+        if in_thread:
+            from tests.mentor.browser import ServerThread
+
+            srv = self.thread_server = ServerThread(state_dir)
+            self.sid, self.tokens = srv.new_session()
+            self.url, self.grpc_target = srv.url, srv.server.grpc_target
+            self.cert_path = str(srv.server.cert_path)
+            self.lag: list[float] = []
+            return
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(str(state_dir), child), daemon=True)
+        self.proc.start()
+        if not self.conn.poll(60):
+            raise RuntimeError("the server process did not start within 60 s")
+        self.url, self.grpc_target, self.cert_path, self.sid, self.tokens = self.conn.recv()
+
+    def start(self) -> None:
+        """Start the loop-stall probe and the CPU count."""
+        import asyncio
+
+        srv = self.thread_server
+        if srv is None:
+            self.conn.send("start")
+            return
+        self._task = asyncio.run_coroutine_threadsafe(_loop_lag(self.lag), srv.loop)
+        self._cpu0 = _thread_cpu({"s": srv.thread.native_id})["s"]
+
+    def finish(self) -> tuple[list[tuple[str, float, float, float]], list[float], float]:
+        """(hub submit times, loop stalls s, server CPU s since :meth:`start`); stops it."""
+        srv = self.thread_server
+        if srv is None:
+            self.conn.send("stop")
+            out = self.conn.recv()
+            self.proc.join(15)
+            return out
+        self._task.cancel()
+        cpu = _thread_cpu({"s": srv.thread.native_id})["s"] - self._cpu0
+        out = (list(srv.server.hub.submit_times), self.lag, cpu)
+        srv.stop()
+        return out
+
+
 def _breakdown(probes: list[str], first_move: dict[str, float], station: Any,
                hub_times: list[tuple[str, float, float, float]]) -> dict[str, list[float]]:
     """Where the annotation latency goes, per probe, on the one wall clock (s).
@@ -142,7 +225,7 @@ def main() -> None:
     from scrubin.mentor.anchor import Anchorer
     from scrubin.mentor.station_meta import FrameMeta
     from scrubin.samples.synthetic import SyntheticScene, phantom_models
-    from tests.mentor.browser import ServerThread, launch_chromium, new_page
+    from tests.mentor.browser import launch_chromium, new_page
     from tests.mentor.live_station import LiveStation
 
     duration = float(os.environ.get("SCRUBIN_BENCH_MENTOR_S", "60"))
@@ -168,17 +251,18 @@ def main() -> None:
         grab.keep(fid, img)
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerThread(Path(tmp))
-        sid, tokens = server.new_session()
-        station = LiveStation(server.server.grpc_target, tokens["surgeon"],
-                              str(server.server.cert_path), source, anchorer,
-                              on_composite=keep).start()
+        in_thread = os.environ.get("SCRUBIN_BENCH_MENTOR_SERVER", "process") == "thread"
+        server = ServerProcess(Path(tmp), in_thread)
+        sid, tokens = server.sid, server.tokens
+        station = LiveStation(server.grpc_target, tokens["surgeon"], server.cert_path, source,
+                              anchorer, on_composite=keep).start()
         import threading
 
         threads = {"frame loop (composite, strip, x264 call)": station._frame_thread.native_id,
                    "WebRTC loop (RTP/SRTP, meta)": station._loop_thread.native_id,
-                   "server (HTTPS/WS/gRPC/SQLite)": server.thread.native_id,
                    "bench driver": threading.main_thread().native_id}
+        hub_times: list[tuple[str, float, float, float]] = []
+        server_cpu_s = 0.0
         try:
             with sync_playwright() as pw:
                 browser = launch_chromium(pw)
@@ -195,9 +279,8 @@ def main() -> None:
 
                 lag: dict[str, list[float]] = {"station": [], "server": []}
                 lag_tasks = [asyncio.run_coroutine_threadsafe(_loop_lag(lag["station"]),
-                                                              station.loop),
-                             asyncio.run_coroutine_threadsafe(_loop_lag(lag["server"]),
-                                                              server.loop)]
+                                                              station.loop)]
+                server.start()
                 s0, w0, c0, cr0 = page.evaluate(STATS), time.time(), _thread_cpu(threads), \
                     _chromium_cpu()
                 proc0 = time.process_time()
@@ -227,14 +310,13 @@ def main() -> None:
                 first_move = page.evaluate("Object.fromEntries(window.scrubin.state.firstMoveWall)")
                 first_raw = page.evaluate("Object.fromEntries(window.scrubin.state.firstRawWall)")
                 outbox_ms = page.evaluate("window.scrubin.session.outboxWriteMs")
-                hub_times = list(server.server.hub.submit_times)
                 rtt_ms = page.evaluate("window.scrubin.session.roundTripsMs")
                 ssim = [v for _, v in grab.collect(page)]   # after the measured stretch
                 page.context.close()
                 browser.close()
         finally:
             station.stop()
-            server.stop()
+            hub_times, lag["server"], server_cpu_s = server.finish()
 
     lat = [f["latency_s"] for f in log if f["latency_s"] is not None]
     disp = np.array([f["display_wall"] for f in log])
@@ -251,11 +333,13 @@ def main() -> None:
            if a in station.first_moved and a in first_move]
     breakdown = _breakdown(probes, first_move, station, hub_times)
     cpu = {k: (c1[k] - c0[k]) / elapsed * 100 for k in c0}
+    cpu["server (HTTPS/WS/gRPC/SQLite)"] = server_cpu_s / elapsed * 100
     chromium_pct = (cr1 - cr0) / elapsed * 100
     proc_pct = (proc1 - proc0) / elapsed * 100
-    # the station's share: everything in this process but the server and the bench driver
-    # (x264's own worker threads included)
-    station_pct = proc_pct - cpu["server (HTTPS/WS/gRPC/SQLite)"] - cpu["bench driver"]
+    # the station's share: everything in this process but the bench driver (and the server
+    # when it runs in this process); x264's own worker threads included
+    station_pct = proc_pct - cpu["bench driver"] - (
+        cpu["server (HTTPS/WS/gRPC/SQLite)"] if in_thread else 0.0)
 
     def verdict(ok: bool) -> str:
         return "ok" if ok else "MISSED"
@@ -263,7 +347,8 @@ def main() -> None:
     vp50, vp95 = _pct(lat, 50), _pct(lat, 95)
     ap50, ap95 = _pct(ann, 50), _pct(ann, 95)
     print(f"mentor loopback 1280x720 @30 fps, {elapsed:.0f} s, {len(log)} frames displayed, "
-          f"{len(ann)} annotation probes")
+          f"{len(ann)} annotation probes; server in "
+          f"{'this process (a thread)' if in_thread else 'its own process'}")
     video_ok = vp50 <= TARGETS["video_p50"] and vp95 <= TARGETS["video_p95"]
     print(f"video capture->composite: p50 {vp50 * 1e3:.1f} ms, p95 {vp95 * 1e3:.1f} ms "
           f"(targets 80/150: {verdict(video_ok)})")

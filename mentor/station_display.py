@@ -100,10 +100,9 @@ class DisplayCompositor:
         if not self.displays:
             return
         self._start()
+        view = view_bgr.copy()   # outside the lock: the board's thread never waits for a copy
         with self._cond:
-            if self._base is None or self._base.shape != view_bgr.shape:
-                self._base = np.empty_like(view_bgr)
-            np.copyto(self._base, view_bgr)
+            self._base = view    # never written again (a new one per camera view)
             self._base_meta = meta
             self._base_serial += 1
             self._drawing_frame = True
@@ -168,8 +167,8 @@ class DisplayCompositor:
                 if self._stop:
                     return
                 base, meta, serial = self._base, self._base_meta, self._base_serial
-                assert base is not None and meta is not None
-                work = base.copy()
+            assert base is not None and meta is not None
+            work = base.copy()
             report = DrawReport()
             self.compose(work, meta, report)
             c = Composite("display", meta, work, report, time.time())

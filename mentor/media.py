@@ -51,23 +51,28 @@ from scrubin.mentor.errors import MentorError
 
 VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 #: chosen from benchmarks/bench_encode.py (1280x736 synthetic overlay frames, one x264
-#: thread, SSIM of the decoded view): the issue's floor is SSIM >= 0.95 of what the viewer
-#: sees. ultrafast 2.5 Mb/s gave median 0.915 (the old default), ultrafast 6 Mb/s 0.955;
-#: superfast 6 Mb/s with a 0.2 s VBV buffer median 0.979, p10 0.961 over a stretch that
-#: starts at a periodic IDR (min 0.933: the IDR picture itself), ~5 Mb/s achieved, encode
-#: p50 20-30 ms on one core of a loaded 2-core machine (README "Surgeon side").
+#: thread, SSIM of every decoded picture of a 2 s stretch): the issue's floor is SSIM >= 0.95
+#: of what the viewer sees. ultrafast 2.5 Mb/s gave median 0.915 (the old default);
+#: superfast 6 Mb/s median 0.975, ~5.5 Mb/s achieved, encode p50 9-15 ms on one core of a
+#: loaded 2-core machine (README "Surgeon side"); 8 Mb/s lifts the median to 0.982 for 33 %
+#: more bandwidth to every viewer.
 DEFAULT_PRESET = "superfast"
 DEFAULT_BITRATE = 6_000_000
-#: VBV buffer (s of the target rate): 1.5 frame intervals starved each periodic IDR (its
-#: SSIM 0.916, 1 s to recover); 0.2 s lets the IDR be ~4x a P-frame. Costs at most 0.2 s of
-#: queueing for that picture on a link no faster than the target rate (none on a LAN).
-DEFAULT_VBV_S = 0.2
+#: VBV buffer (s of the target rate). It bounds the IDR picture: with 0.2 s x264 kept a forced
+#: IDR at ~70 kB (ipratio 2: SSIM 0.930; 0.3 s and ipratio 3: 76 kB, 0.932); 0.4 s lets it
+#: reach ~140 kB (0.957). With intra refresh the P pictures stay 20-60 kB, so the buffer is
+#: used by IDRs only: at most 0.4 s of queueing for that picture on a link no faster than the
+#: target rate (none on a LAN).
+DEFAULT_VBV_S = 0.4
 #: intra refresh period (s): every macroblock column intra-coded once per period (x264
-#: ``intra-refresh``, ``keyint`` = the period in frames); None = periodic IDRs instead.
+#: ``intra-refresh``, ``keyint`` = the period in frames); None = periodic IDRs instead. Also
+#: the longest a decoder shows damage from a lost packet that neither NACK nor PLI repaired.
 DEFAULT_REFRESH_S = 1.0
 #: IDR pictures (start and requests only, with intra refresh) at QP - 6 log2(ipratio) of
-#: the P pictures (x264 ``ipratio``; its default 1.4): measured in bench_encode.
-DEFAULT_IPRATIO = 2.0
+#: the P pictures (x264 ``ipratio``; x264's default 1.4). Measured, forced IDR at 6 Mb/s with
+#: intra refresh, min SSIM over it and the 5 pictures after it: ipratio 1.4 / VBV 0.2 s 0.927
+#: (and 0.954 still 7 pictures later); 2.5 / 0.4 s 0.957; 3.0 / 0.5 s 0.954.
+DEFAULT_IPRATIO = 2.5
 
 
 class MediaError(MentorError):

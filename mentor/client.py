@@ -174,6 +174,7 @@ class MentorClient:
                     attempt += 1
                     await asyncio.sleep(pause)
             self._set_call_token(reply.call_token, reply.call_token_expires)
+            self._wake.clear()   # a wake-up asked during the retries is answered by this one
             self.renewals += 1
 
     def _refuse(self, message: str) -> None:
@@ -196,6 +197,20 @@ class MentorClient:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(changed.wait(), timeout)
         return not self.refused
+
+    async def current_metadata(self, timeout: float = 10.0) -> tuple[tuple[str, str], ...]:
+        """The metadata for a call about to open. When the call token is at (or within
+        ``min(1 s, 10 %)`` of) the end of its life - a renewal delayed by a network outage -
+        renew first (waiting at most ``timeout``) rather than open the call with a token the
+        server will refuse."""
+        life, got_at = self._token_life
+        if self._renewer is not None and not self._renewer.done() and not self.refused \
+                and life > 0 and time.monotonic() > got_at + life - min(1.0, 0.1 * life):
+            changed = self._token_changed
+            self._wake.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout)
+        return self.metadata
 
     async def ice_servers(self, timeout: float = 5.0) -> pb.IceServersReply:
         """``IceServers``: STUN/TURN entries with a TURN credential issued now, for one new
@@ -304,11 +319,17 @@ class AnnotationStream:
     async def _run(self) -> None:
         attempt = 0
         while not self._closing:
+            metadata = await self.client.current_metadata()
             generation = self.client.token_generation   # the token this call goes with
-            call = self.client.stub.Annotations(metadata=self.client.metadata)
+            call = self.client.stub.Annotations(metadata=metadata)
             self._call = call
             try:
                 async with self._write_lock:
+                    # the server's verdict on the token first: a write racing a refusal would
+                    # end the call INTERNAL on this side and hide the refusal's status
+                    await call.initial_metadata()
+                    if call.done():
+                        await call.read()   # raises the refusal (UNAUTHENTICATED, ...)
                     await call.write(pb.AnnotationClientMessage(
                         hello=pb.Hello(after_seq=self.last_seq)))
                     for msg, _ in list(self._pending.values()):

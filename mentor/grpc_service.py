@@ -153,6 +153,9 @@ class MentorService(pb_grpc.MentorServicer):
                           ) -> AsyncIterator[pb.AnnotationServerMessage]:
         """Bidirectional annotation stream (see the module docstring)."""
         ident, author = await self._identify(context, "Annotations")
+        # accepted: say so before anything else, so a client can wait for the verdict before
+        # it writes (a write racing a refusal hides the refusal's status behind INTERNAL)
+        await context.send_initial_metadata(())
         outbox: asyncio.Queue[Any] = asyncio.Queue()
         feed = self.hub.open_feed(ident.session_id)
         follower: asyncio.Task[None] | None = None

@@ -259,8 +259,15 @@ class Hub:
 
     # -- telemetry -----------------------------------------------------------------------
     def publish_telemetry(self, session_id: str, frame: pb.TelemetryFrame) -> None:
-        """Make ``frame`` the session's latest and offer it to every watcher."""
+        """Make ``frame`` the session's latest and offer it to every watcher.
+
+        A frame whose id is not newer than the latest's (RFC 1982 serial arithmetic on the
+        uint32 ids, which only grow in a session: DESIGN "Frame ids") is dropped: a frame
+        resent or delivered late on a publisher call reopened after a link loss."""
         state = self._state(session_id)
+        if state.latest is not None and \
+                not 0 < (frame.frame_id - state.latest.frame_id) % 2**32 < 2**31:
+            return
         state.latest = frame
         state.frames += 1
         now = time.monotonic()

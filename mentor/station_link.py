@@ -167,6 +167,7 @@ class StationLink:
 
     async def _telemetry(self) -> None:
         while True:  # a failed call (server restart, link loss) is reopened after a pause
+            await self.client.current_metadata()   # not on a token at its end of life
             pub = self.client.telemetry_publisher()
             try:
                 while True:
@@ -206,6 +207,7 @@ class StationLink:
                 self.signal.close()
                 await asyncio.sleep(RESIGNAL_S[min(attempt, len(RESIGNAL_S) - 1)])
                 attempt += 1
+                await self.client.current_metadata()
                 self.signal = self.client.signal()
                 with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):
                     await self.signal.wait_open(5.0)

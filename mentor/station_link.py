@@ -216,7 +216,7 @@ class StationLink:
             if msg.sdp_type == "offer":
                 try:
                     role = pb.Role.Name(msg.role).removeprefix("ROLE_").lower()
-                    await self._fresh_ice()
+                    await self.fresh_ice()
                     sdp = await self.station.answer(msg.peer_id, msg.sdp, role, msg.author)
                     await self.signal.send("answer", sdp, msg.peer_id)
                 except MentorError as exc:
@@ -300,8 +300,9 @@ class StationLink:
             if s.username:
                 self.station.ice_credentials = (s.username, s.credential)
 
-    async def _fresh_ice(self) -> None:
-        """A TURN credential issued now for the peer connection about to be made, so a viewer
+    async def fresh_ice(self) -> None:
+        """A TURN credential issued now for the peer connection about to be made (each viewer's
+        offer; call it before any other new peer connection, e.g. into an SFU), so a viewer
         reconnecting hours into the session (or after a blackout) never meets an expired one;
         on failure the last credential is kept (an allocation needs it only while valid)."""
         if not self._server_ice:

@@ -379,8 +379,10 @@ def main() -> None:
     print(f"  page -> server -> ack round trip (WebSocket, SQLite commit) p50 "
           f"{_pct(rtt_ms, 50):.1f} ms, p95 {_pct(rtt_ms, 95):.1f} ms")
     if ssim:
+        low = grab.lowest(station.first_frame_id, station.encoder.idr_frames, n_src)
         print(f"SSIM displayed vs source on {len(ssim)} tagged frames (every 10th id; "
-              f"{grab.grabbed} copied, {grab.unmatched} unmatched): min {min(ssim):.3f}, p1 "
+              f"{grab.grabbed} copied, {grab.unmatched} unmatched, {grab.unreadable} strips "
+              f"unread): lowest {low}; min {min(ssim):.3f}, p1 "
               f"{_pct(ssim, 1):.3f}, median {np.median(ssim):.3f} "
               f"({verdict(min(ssim) >= TARGETS['ssim'])}); the "
               f"encoder alone (same frames, x264 -> PyAV decode, no browser): "

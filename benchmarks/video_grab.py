@@ -103,7 +103,8 @@ class VideoGrab:
         self.every, self.view_rows = every, view_rows
         self.sources: dict[int, np.ndarray] = {}
         self.scores: list[tuple[int, float]] = []   # (frame id, SSIM)
-        self.unmatched = 0
+        self.unmatched = 0        # copies whose strip id is not a kept source's
+        self.unreadable = 0       # copies whose strip failed its CRC
         self.errors: list[str] = []
         self.grabbed = 0
 
@@ -113,6 +114,19 @@ class VideoGrab:
 
     def start(self, page: Any) -> None:
         page.evaluate(START, self.every)
+
+    def lowest(self, first_id: int, idr_indices: list[int], period: int,
+               n: int = 3) -> str:
+        """The ``n`` lowest scores, each with what preceded it: an IDR picture within 5
+        pictures (``idr_indices``: encode indices, frame id - ``first_id``), or the source's
+        loop restarting (a cut every ``period`` pictures)."""
+        out = []
+        for fid, v in sorted(self.scores, key=lambda t: t[1])[:n]:
+            k = fid - first_id
+            tags = [f"IDR -{k - i}" for i in idr_indices if 0 <= k - i <= 5]
+            tags += [f"cut -{k % period}"] if k % period <= 2 else []
+            out.append(f"{v:.3f} ({', '.join(tags) or 'P'})")
+        return ", ".join(out)
 
     def collect(self, page: Any, batch: int = 8) -> list[tuple[int, float]]:
         """Stop grabbing, read the copies back in batches, score each against its source."""
@@ -131,7 +145,10 @@ class VideoGrab:
                 shown = to_bgr(g["fmt"], g["w"], g["h"], g["layout"],
                                base64.b64decode(g["b64"]))
                 fid = read_strip(cv2.cvtColor(shown, cv2.COLOR_BGR2GRAY))
-                src = self.sources.pop(fid, None) if fid is not None else None
+                if fid is None:
+                    self.unreadable += 1
+                    continue
+                src = self.sources.pop(fid, None)
                 if src is None:
                     self.unmatched += 1
                     continue

@@ -56,11 +56,14 @@ class LinkMonitor:
         not connected to a server.
     probe_s, timeout_s
         Probe period and per-probe deadline (s).
+    link
+        The station's :class:`~scrubin.mentor.station_link.StationLink` (its ``ended``: why the
+        link ended itself, e.g. the server refused to renew its token), or None.
     """
 
     def __init__(self, station: Any, channel: Any = None, probe_s: float = 0.5,
-                 timeout_s: float = 0.5) -> None:
-        self.station, self.channel = station, channel
+                 timeout_s: float = 0.5, link: Any = None) -> None:
+        self.station, self.channel, self.link = station, channel, link
         self.probe_s, self.timeout_s = float(probe_s), float(timeout_s)
         self.server_up: bool | None = None   # None until the first probe answers or fails
         self.server_down_since: float | None = None   # time.time() of the first failed probe
@@ -110,7 +113,7 @@ class LinkMonitor:
         if up and self.last_ok is not None and now - self.last_ok > STALE_PROBE_S:
             up, since = False, self.last_ok   # the probe itself is stuck: not known to be up
         return status_lines(self.station, up if self.channel is not None else None,
-                            since, now, self._rx)
+                            since, now, self._rx, getattr(self.link, "ended", ""))
 
     def draw(self, image_bgr: np.ndarray, now: float | None = None) -> list[StatusLine]:
         """Draw the status into ``image_bgr`` in place; returns the lines drawn."""
@@ -120,8 +123,8 @@ class LinkMonitor:
 
 
 def status_lines(station: Any, server_up: bool | None, server_down_since: float | None,
-                 now: float | None = None, last_rx: dict[str, float] | None = None
-                 ) -> list[StatusLine]:
+                 now: float | None = None, last_rx: dict[str, float] | None = None,
+                 ended: str = "") -> list[StatusLine]:
     """The link status as text lines.
 
     Parameters
@@ -138,6 +141,10 @@ def status_lines(station: Any, server_up: bool | None, server_down_since: float 
     last_rx
         Peer id -> ``time.time()`` of its last packet, updated here from ``Peer.rx_at`` and
         kept after the peer is closed (the age shown on a lost viewer's line).
+    ended
+        Why the mentoring link ended itself ("" while it has not): the server line is then
+        ``MENTOR LINK ENDED`` with the reason, whatever the health probe says (the server may
+        well answer; it no longer takes this station's calls).
 
     Returns
     -------
@@ -149,7 +156,11 @@ def status_lines(station: Any, server_up: bool | None, server_down_since: float 
     """
     now = time.time() if now is None else now
     out: list[StatusLine] = []
-    if server_up is None and server_down_since is None:
+    if ended:
+        out.append(StatusLine("MENTOR LINK ENDED", "lost"))
+        reason = ended.removeprefix("mentoring link ended: ")
+        out.append(StatusLine(reason[:48].upper(), "lost"))
+    elif server_up is None and server_down_since is None:
         out.append(StatusLine("SERVER ...", "warn"))
     elif server_up:
         out.append(StatusLine("SERVER CONNECTED", "ok"))

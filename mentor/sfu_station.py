@@ -102,6 +102,7 @@ class SfuPublisher:
         await self._close_pc()
         station = self.link.station
         self.state = "publishing"
+        await self.link.fresh_ice()   # a TURN credential issued now, not the last one's
         pc = RTCPeerConnection(ice_configuration(station.ice_servers, *station.ice_credentials))
         channel = pc.createDataChannel(META_LABEL)
         track = station.fanout.add_viewer("janus")

@@ -188,7 +188,7 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
                            pace=not req.overlay.source.startswith("camera:"))
         sink.on_key = controls.key  # keys in the surgeon's overlay window
         # the mentoring link's state drawn into every frame (server link, viewers, staleness)
-        sink.status = LinkMonitor(station, client.channel)
+        sink.status = LinkMonitor(station, client.channel, link=link)
         loop.loop.call_soon_threadsafe(sink.status.start)
         monitors.append(sink.status)
         return [sink]

@@ -24,6 +24,7 @@ from scrubin.mentor.client import MentorClient
 from scrubin.mentor.errors import MentorError
 from scrubin.mentor.impair import Impairment
 from scrubin.mentor.impair_relay import TcpRelay
+from scrubin.mentor.link_status import LinkMonitor
 from scrubin.mentor.media import StreamEncoder, VideoFanout
 from scrubin.mentor.station import SurgeonStation
 from scrubin.mentor.station_link import StationLink
@@ -237,14 +238,19 @@ def test_renewal_after_the_session_ended_is_refused_audited_and_ends_the_link(tm
             while not link.ended and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             ended, refused = link.ended, link.client.refused
+            shown = [ln.text for ln in LinkMonitor(link.station, link.client.channel,
+                                                   link=link).lines()]
             await asyncio.sleep(0.3)
             tasks_done = all(t.done() for t in link._tasks)
             signal_done = link.signal._call.done()
             await stop_link(link)
             return ended, refused, messages, ended_at, tasks_done, signal_done, \
-                await audit(server)
+                await audit(server), shown
 
-    ended, refused, messages, ended_at, tasks_done, signal_done, log = asyncio.run(main())
+    ended, refused, messages, ended_at, tasks_done, signal_done, log, shown = asyncio.run(main())
+    # the surgeon's view says so (the server still answers health checks: not "CONNECTED")
+    assert shown[0] == "MENTOR LINK ENDED" and "SERVER CONNECTED" not in shown, shown
+    assert shown[1].startswith("THE MENTOR SERVER REFUSED"), shown
     assert ended.startswith("mentoring link ended: the mentor server refused to renew")
     assert "UNAUTHENTICATED" in ended and "ended session" in ended
     assert refused in ended and messages == [refused]    # said once

@@ -255,6 +255,12 @@ class MentorService(pb_grpc.MentorServicer):
         except MentorError as exc:
             await self.hub.db(self.hub.store.audit, ident.session_id, ident.role, author,
                               "sfu_refused", str(exc), context.peer())
+            if ident.role == "surgeon":
+                # the station's one Signal call also carries every direct viewer's offer: a
+                # refused publish (Janus down, a bad offer) is answered, not the call ended
+                queue.put_nowait(pb.SignalMessage(peer_id=peer_id, sdp_type="sfu-error",
+                                                  sdp=str(exc)))
+                return
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         queue.put_nowait(pb.SignalMessage(peer_id=peer_id, sdp_type=kind, sdp=sdp))
 

@@ -295,6 +295,8 @@ async def publish_via_link(link: Any, track: Any, on_keyframe_request: Any = Non
     def on_sfu(msg: Any) -> None:
         if msg.sdp_type == "sfu-answer" and not answer.done():
             answer.set_result(msg.sdp)
+        elif msg.sdp_type == "sfu-error" and not answer.done():   # refused; the call stays
+            answer.set_exception(SfuError(f"the server refused the publish: {msg.sdp}"))
 
     link.on_sfu = on_sfu
     pc = pc or RTCPeerConnection(ice_config or ice_configuration())
@@ -311,6 +313,9 @@ async def publish_via_link(link: Any, track: Any, on_keyframe_request: Any = Non
     except TimeoutError:
         await pc.close()
         raise SfuError(f"no sfu-answer from the server in {timeout:.0f} s") from None
+    except SfuError:
+        await pc.close()
+        raise
     await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
     return pc
 

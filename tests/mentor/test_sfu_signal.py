@@ -27,6 +27,24 @@ async def _signal(server, token: str, kind: str, sdp: str = "") -> grpc.aio.AioR
         return err.value
 
 
+async def _station_sfu_errors(server, token: str) -> list[str]:
+    """The station sends two bad ``sfu-offer``s on one Signal call; the sfu-error answers."""
+    async with MentorClient(server.server.grpc_target, token, str(server.server.cert_path),
+                            "station") as client:
+        sig = client.signal()
+        await sig.wait_open()
+        got = []
+        for _ in range(2):
+            await sig.send("sfu-offer", "hello")
+            while True:
+                msg = await asyncio.wait_for(sig.recv(), 10)
+                assert msg is not None, "the station's Signal call was ended"
+                if msg.sdp_type == "sfu-error":
+                    got.append(msg.sdp)
+                    break
+        return got
+
+
 def _refusals(server, sid: str) -> list[str]:
     return [a["detail"] for a in server.db(server.server.hub.store.audit_log, sid)
             if a["action"] == "sfu_refused"]
@@ -52,14 +70,16 @@ def test_sfu_role_and_order_checked(mentor_server) -> None:
         assert "without an sfu-subscribe" in err.details()
         err = asyncio.run(_signal(mentor_server, tokens["observer"], "sfu-subscribe"))
         assert "has not published" in err.details()     # no station feed yet
-        err = asyncio.run(_signal(mentor_server, tokens["surgeon"], "sfu-offer", "hello"))
-        assert "not an SDP" in err.details()
+        # the station's Signal call also carries the direct viewers' offers: its refused
+        # publish is answered sfu-error and the call stays open (a second one is answered too)
+        got = asyncio.run(_station_sfu_errors(mentor_server, tokens["surgeon"]))
+        assert len(got) == 2 and all("not an SDP" in m for m in got), got
         err = asyncio.run(_signal(mentor_server, tokens["mentor"], "sfu-nonsense"))
         assert "expected sfu-offer" in err.details()
     finally:
         hub.sfu = None
     refused = _refusals(mentor_server, sid)
-    assert len(refused) == 5, refused
+    assert len(refused) == 6, refused
     assert any("only the surgeon" in r for r in refused)
 
 

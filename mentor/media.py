@@ -211,6 +211,8 @@ class StreamEncoder:
                 self._force, self._last_forced = False, now
             periodic = (self._idr_every > 0
                         and self.frames - self._last_idr_frame >= self._idr_every)
+            if periodic:             # it answers a request waiting for the gap too
+                self._force = False
             frame.pict_type = (av.video.frame.PictureType.I if force or periodic
                                else av.video.frame.PictureType.NONE)
             packets = list(self._ctx.encode(frame))

@@ -241,14 +241,14 @@ def test_recorder_behind_gets_an_idr_to_resume_at(tmp_path) -> None:
         station.publish(_view(fid), FrameMeta(fid, 1.8e9 + fid / 30, W, H,
                                               (300.0, 300.0, 159.5, 89.5), (0.0,) * 5,
                                               np.eye(4), np.eye(4), "LIVE"))
-    for fid in range(10):            # writer not started: 3 queued, the rest dropped
+    for fid in range(1000, 1010):    # writer not started: 3 queued, the rest dropped
         publish(fid)
     assert rec.stats.dropped_frames == 7
     rec.start()
     t_end = time.time() + 10
     while time.time() < t_end and rec.stats.frames < 3:
         time.sleep(0.02)
-    for fid in range(10, 30):
+    for fid in range(1010, 1030):
         publish(fid)
         time.sleep(0.01)
     station.recorder = None
@@ -268,5 +268,5 @@ def test_recorder_behind_gets_an_idr_to_resume_at(tmp_path) -> None:
                 v.ParseFromString(msg.data)
                 ids += [read_strip(f.to_ndarray(format="gray"))
                         for f in dec.decode(av.Packet(v.data))]
-    assert None not in ids and ids[:3] == [0, 1, 2] and ids[3] >= 10
+    assert None not in ids and ids[:3] == [1000, 1001, 1002] and ids[3] >= 1010
     assert ids == sorted(ids) and len(ids) == stats.frames

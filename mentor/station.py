@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from scrubin.mentor.audio_jitter import use_gap_skipping_buffer
 from scrubin.mentor.errors import MentorError
 from scrubin.mentor.ice import ice_configuration
 from scrubin.mentor.media import VideoFanout, hook_keyframe_requests
@@ -149,6 +150,11 @@ class SurgeonStation:
         @pc.on("track")
         def _on_track(track: Any) -> None:
             if track.kind == "audio":
+                # aiortc's audio jitter buffer turns each lost packet into ~5 lost 20 ms frames
+                # (aiortc #543; mentor/audio_jitter.py): the mentor's voice under loss
+                for rx in pc.getReceivers():
+                    if rx.track is track:
+                        use_gap_skipping_buffer(rx)
                 path = self.record_audio(peer_id) if self.record_audio else None
                 peer.audio_in = AudioSink(track, path)
                 name = voice_name(peer.role or "viewer", peer_id)

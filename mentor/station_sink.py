@@ -64,6 +64,8 @@ class FrameIds:
         now = time.time() if now is None else now
         tick = int((now - ID_EPOCH_UNIX) * ID_RATE_HZ) % (2 ** 32)
         self.last = tick if tick > self.last else (self.last + 1) % (2 ** 32)
+        if self.last == 0:   # reserved: an all-black strip reads as 0 (mentor/strip.py)
+            self.last = 1
         return self.last
 
 

@@ -35,6 +35,10 @@ def test_frame_ids_monotonic_and_unique_across_restarts() -> None:
     assert a[0] == 60_000
     restarted = FrameIds()  # a new station process 1 s later, same session
     assert restarted.next(t + 5.0) > a[-1]
+    # at the wrap (2^32 ticks of 1/60 s after the epoch) the reserved id 0 is skipped
+    wrap = FrameIds()
+    t_wrap = ID_EPOCH_UNIX + 2 ** 32 / 60.0
+    assert wrap.next(t_wrap - 1 / 60) == 2 ** 32 - 1 and wrap.next(t_wrap) == 1
 
 
 def test_meta_and_annotations_in_place() -> None:

@@ -18,7 +18,7 @@ and Chromium run here; one clock (``time.time()``, same machine):
   re-composite of the latest frame when the stroke arrived between frames
   (:mod:`scrubin.mentor.station_display`), both by the real ``StationSink``;
 - quality floor: decoded frame rate (``getStats`` inbound-rtp ``framesDecoded``), longest gap
-  between displayed frames, SSIM (scikit-image) of the decoded pictures of every 10th frame id
+  between displayed frames, SSIM (scikit-image) of the decoded pictures of every 11th frame id
   copied from the page (WebCodecs ``VideoFrame.copyTo``, :mod:`benchmarks.video_grab`: no
   canvas or PNG work on the page's main thread, which stalled its frame callbacks) against
   the station's composited source of the same id;
@@ -243,7 +243,7 @@ def main() -> None:
                                     scene.T_ref_ct.matrix, "LIVE")
 
     composites: dict[int, np.ndarray] = {}
-    grab = VideoGrab(every=10)
+    grab = VideoGrab(every=11)   # prime: every source pose and refresh phase sampled
 
     def keep(fid: int, img: np.ndarray) -> None:
         composites[fid] = img
@@ -380,7 +380,7 @@ def main() -> None:
           f"{_pct(rtt_ms, 50):.1f} ms, p95 {_pct(rtt_ms, 95):.1f} ms")
     if ssim:
         low = grab.lowest(station.first_frame_id, station.encoder.idr_frames, n_src)
-        print(f"SSIM displayed vs source on {len(ssim)} tagged frames (every 10th id; "
+        print(f"SSIM displayed vs source on {len(ssim)} tagged frames (every {grab.every}th id; "
               f"{grab.grabbed} copied, {grab.unmatched} unmatched, {grab.unreadable} strips "
               f"unread): lowest {low}; min {min(ssim):.3f}, p1 "
               f"{_pct(ssim, 1):.3f}, median {np.median(ssim):.3f} "

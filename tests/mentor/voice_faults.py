@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from aiortc.jitterbuffer import JitterBuffer
 
+from scrubin.mentor.audio_jitter import _ATTR as _JB_ATTR
 from scrubin.mentor.audio_jitter import use_gap_skipping_buffer
 from scrubin.mentor.impair import Impairment
 from scrubin.mentor.media_audio import AudioSource
@@ -132,17 +134,19 @@ def _on_station(live: LiveStation, coro: Any, timeout: float = 10.0) -> Any:
     return asyncio.run_coroutine_threadsafe(coro, live.loop).result(timeout)
 
 
-def _hook_sink(live: LiveStation, cap: PtsCapture, gap_skipping: bool) -> bool:
-    """Chain ``cap`` onto the station's one viewer's audio sink (``gap_skipping``: and give
-    its receiver mentor/audio_jitter.py's buffer); False while there is none."""
+def _hook_sink(live: LiveStation, cap: PtsCapture, aiortc_buffer: bool) -> bool:
+    """Chain ``cap`` onto the station's one viewer's audio sink (``aiortc_buffer``: and put
+    aiortc's own jitter buffer back in place of the station's gap-skipping one, for the
+    comparison); False while there is none."""
     async def hook() -> bool:
         peers = list(live.station.peers.values())
         if len(peers) != 1 or peers[0].audio_in is None or peers[0].audio_in.frames == 0:
             return False
-        if gap_skipping:
-            for rx in peers[0].pc.getReceivers():
-                if rx.track is not None and rx.track.kind == "audio":
-                    use_gap_skipping_buffer(rx)
+        for rx in peers[0].pc.getReceivers():
+            if rx.track is not None and rx.track.kind == "audio":
+                ours = use_gap_skipping_buffer(rx)   # what the station installed (no-op)
+                if aiortc_buffer:
+                    setattr(rx, _JB_ATTR, JitterBuffer(ours.capacity, ours._prefetch))
         sink = peers[0].audio_in
         prev = sink.on_frame
 
@@ -157,13 +161,14 @@ def _hook_sink(live: LiveStation, cap: PtsCapture, gap_skipping: bool) -> bool:
 
 def voice_run(browser: Any, server: Any, surgeon_wav: Path, seconds: float,
               loss: float = 0.0, delay_ms: float = 0.0, jitter_ms: float = 0.0,
-              seed: int = 31, gap_skipping: bool = False) -> dict[str, Any]:
+              seed: int = 31, aiortc_buffer: bool = False) -> dict[str, Any]:
     """One mentoring session through ``loss`` and ``delay_ms`` +- ``jitter_ms`` each way;
     both voices recorded for ``seconds`` (module docstring). ``browser``: a Chromium whose
     fake microphone plays the mentor's speech; ``surgeon_wav``: the station's speech (long
-    enough for the session: it is played once); ``gap_skipping``: the station's audio
-    receiver gets :class:`~scrubin.mentor.audio_jitter.GapSkippingJitterBuffer` (what the
-    station does not do yet)."""
+    enough for the session: it is played once); ``aiortc_buffer``: the station's audio
+    receiver gets aiortc's own jitter buffer back instead of the
+    :class:`~scrubin.mentor.audio_jitter.GapSkippingJitterBuffer` the station installs (the
+    comparison, aiortc #543)."""
     sid, tokens = server.new_session()
     live = LiveStation(server.server.grpc_target, tokens["surgeon"],
                        str(server.server.cert_path), moving_source(320, 180), None, 320, 180,
@@ -180,7 +185,7 @@ def voice_run(browser: Any, server: Any, surgeon_wav: Path, seconds: float,
         page.wait_for_function("() => document.getElementById('mic-state').textContent"
                                " === 'mic live'", timeout=WAIT_MS)
         t_end = time.monotonic() + WAIT_MS / 1000
-        while not _hook_sink(live, cap, gap_skipping):
+        while not _hook_sink(live, cap, aiortc_buffer):
             if time.monotonic() > t_end:
                 raise AssertionError(f"the station never received the page's voice: "
                                      f"{live.errors} {page.errors}")

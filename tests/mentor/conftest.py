@@ -1,3 +1,16 @@
-"""Fixtures of tests/mentor: the real headless Chromium and the static page server."""
+"""Fixtures of tests/mentor: the real headless Chromium, the static page server, and the
+Janus set-up check behind ``needs_janus`` (tests/mentor/janus_netns.py)."""
+
+import pytest
 
 from tests.mentor.browser import chromium, mentor_server, static_origin  # noqa: F401
+from tests.mentor.janus_netns import available
+
+
+@pytest.fixture()
+def _janus_required() -> None:
+    """make install installs janus and the tests run as root: missing means a broken set-up,
+    which fails here instead of turning into a skip."""
+    reason = available()
+    if reason:
+        pytest.fail(f"Janus test cannot run: {reason}")

@@ -20,7 +20,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from scrubin.mentor.sfu_janus import JanusConfig, JanusProcess, janus_available, write_config
+
+#: mark a test that needs Janus (the fixture, tests/mentor/conftest.py, fails when it is missing)
+needs_janus = pytest.mark.usefixtures("_janus_required")
 
 ROOT = Path(__file__).resolve().parents[2]
 available = janus_available

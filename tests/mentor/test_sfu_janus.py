@@ -16,18 +16,7 @@ import pytest
 
 from scrubin.mentor.sfu import KEEPALIVE_S, JanusSession, SfuError
 from scrubin.mentor.sfu_janus import SESSION_TIMEOUT_S, JanusError, write_config
-from tests.mentor.janus_netns import available, janus_in_netns
-
-needs_janus = pytest.mark.usefixtures("_janus_required")
-
-
-@pytest.fixture()
-def _janus_required() -> None:
-    """make install installs janus and the tests run as root: missing means a broken set-up,
-    which fails here instead of turning into a skip."""
-    reason = available()
-    if reason:
-        pytest.fail(f"Janus test cannot run: {reason}")
+from tests.mentor.janus_netns import janus_in_netns, needs_janus
 
 
 def test_config_is_locked_down(tmp_path) -> None:

@@ -16,21 +16,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
+from tests.mentor.janus_netns import janus_in_netns, needs_janus
 
-from tests.mentor.janus_netns import available, janus_in_netns
-
-needs_janus = pytest.mark.usefixtures("_janus_required")
 RTP_PORTS = (20000, 20999)   # sfu_janus.write_config's default media port range
-
-
-@pytest.fixture()
-def _janus_required() -> None:
-    """make install installs janus and the tests run as root: missing means a broken set-up,
-    which fails here instead of turning into a skip."""
-    reason = available()
-    if reason:
-        pytest.fail(f"Janus test cannot run: {reason}")
 
 
 def _rig(tmp_path, mode: str) -> tuple[dict, str]:

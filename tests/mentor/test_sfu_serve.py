@@ -15,19 +15,9 @@ from pathlib import Path
 import pytest
 
 from scrubin.mentor.sfu_janus import JanusProcess
-from tests.mentor.janus_netns import available, janus_in_netns
+from tests.mentor.janus_netns import janus_in_netns, needs_janus
 
 SCRUBIN = [sys.executable, "-m", "scrubin"]
-needs_janus = pytest.mark.usefixtures("_janus_required")
-
-
-@pytest.fixture()
-def _janus_required() -> None:
-    """make install installs janus and the tests run as root: missing means a broken set-up,
-    which fails here instead of turning into a skip."""
-    reason = available()
-    if reason:
-        pytest.fail(f"Janus test cannot run: {reason}")
 
 
 def _serve(tmp: Path, *extra: str, netns: str | None = None) -> subprocess.Popen:

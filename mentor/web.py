@@ -129,13 +129,18 @@ async def _join(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _ws(request: web.Request) -> web.StreamResponse:
-    hub = request.app[HUB_KEY]
+async def _cookie_ident(request: web.Request, what: str) -> Any:
+    """The session cookie's identity for ``what`` (audited by the hub), else 401."""
     try:
-        ident = await hub.identify(request.cookies.get(COOKIE, ""), "cookie", "websocket",
-                                   _peer(request))
+        return await request.app[HUB_KEY].identify(request.cookies.get(COOKIE, ""), "cookie",
+                                                   what, _peer(request))
     except AuthError as exc:
         raise web.HTTPUnauthorized(text=str(exc)) from None
+
+
+async def _ws(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB_KEY]
+    ident = await _cookie_ident(request, "websocket")
     ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_WS_MESSAGE)
     await ws.prepare(request)
     request.app[SOCKETS_KEY].add(ws)
@@ -308,11 +313,7 @@ async def _ice_servers(request: web.Request) -> web.StreamResponse:
     """``POST /api/ice-servers`` (cookie): ``{ice_servers, turn_expires}`` with a TURN
     credential issued now, for the page's next peer connection (DESIGN "Renewal"); audited."""
     hub = request.app[HUB_KEY]
-    try:
-        ident = await hub.identify(request.cookies.get(COOKIE, ""), "cookie", "ice-servers",
-                                   _peer(request))
-    except AuthError as exc:
-        raise web.HTTPUnauthorized(text=str(exc)) from None
+    ident = await _cookie_ident(request, "ice-servers")
     entries = ice_server_entries(hub.ice_servers, hub.turn, ident.session_id, ident.role)
     turn = next((e for e in entries if e.get("username")), None)
     if turn is not None:

@@ -77,8 +77,8 @@ def main() -> None:
     ap.add_argument("--state", type=Path, required=True)
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--ice-host", default="127.0.0.1")
-    ap.add_argument("--keyframe-gap", type=float, default=0.0,
-                    help="StreamEncoder.min_keyframe_gap_s (s)")
+    ap.add_argument("--keyframe-gap", type=float, default=None,
+                    help="StreamEncoder.min_keyframe_gap_s (s; default: the station's)")
     ap.add_argument("--janus-url")
     ap.add_argument("--janus-secrets", type=Path)
     args = ap.parse_args()
@@ -88,7 +88,8 @@ def main() -> None:
     sid, tokens = server.new_session()
     live = LiveStation(server.server.grpc_target, tokens["surgeon"],
                        str(server.server.cert_path), scene(), None, fps=args.fps)
-    live.encoder.min_keyframe_gap_s = args.keyframe_gap
+    if args.keyframe_gap is not None:
+        live.encoder.min_keyframe_gap_s = args.keyframe_gap
     live.start()   # its StationLink limits host candidates to 127.0.0.1; the SFU needs more
     restrict_host_addresses(sorted({args.ice_host, "127.0.0.1"}))
     ready = {"url": server.url, "grpc": server.server.grpc_target,

@@ -148,13 +148,16 @@ async def _annotate(ready: dict, count: int, period_s: float) -> list[int]:
 def run(viewers: int, seconds: float = 10.0, chromium: bool = False,
         janus_url: str | None = None, janus_secrets: Path | None = None,
         ice_host: str = "127.0.0.1", janus_pid: int | None = None,
-        annotations: int = 20, keyframe_gap_s: float = 0.0) -> dict[str, Any]:
+        annotations: int = 20, keyframe_gap_s: float | None = None) -> dict[str, Any]:
     """One scenario (module docstring); per-viewer fps/latency, CPU per process, health p95,
-    annotations sent/acked/applied by the station."""
+    annotations sent/acked/applied by the station. ``keyframe_gap_s``: the encoder's
+    ``min_keyframe_gap_s`` (None: the station's default)."""
     restrict_host_addresses([ice_host])
     state = Path(tempfile.mkdtemp(prefix="scrubin-load-"))
     cmd = [sys.executable, "-m", "tests.mentor.load_host", "--state", str(state),
-           "--ice-host", ice_host, "--keyframe-gap", str(keyframe_gap_s)]
+           "--ice-host", ice_host]
+    if keyframe_gap_s is not None:
+        cmd += ["--keyframe-gap", str(keyframe_gap_s)]
     if janus_url:
         cmd += ["--janus-url", janus_url, "--janus-secrets", str(janus_secrets)]
     host = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -36,6 +37,16 @@ class Coturn:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def log_matching(self, *patterns: str, timeout: float = 5.0) -> str:
+        """coturn's log once every regex in ``patterns`` is in it (coturn writes its log
+        lines a little after it answers), or as it is at ``timeout`` (the caller asserts)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log_text()
+            if all(re.search(p, text) for p in patterns) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
 
     def turns_url(self) -> str:
         return f"turns:{self.address}:443?transport=tcp"

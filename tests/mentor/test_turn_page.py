@@ -92,8 +92,8 @@ def test_page_gets_a_fresh_turn_credential_for_each_peer_connection(chromium, tm
             audit = server.db(server.server.hub.store.audit_log)
         finally:
             server.stop()
-        time.sleep(0.3)
-        log = turn.log_text()
+        log = turn.log_matching(*(rf"user <{re.escape(u[0])}>: .*ALLOCATE processed, success"
+                                  for u in (first, second) if len(u) == 1))
     assert len(first) == 1 and len(second) == 1
     u1, u2 = first[0], second[0]
     assert len({welcome_user, u1, u2}) == 3

@@ -38,18 +38,25 @@ from scrubin.mentor.strip import read_strip
 HB_S = 0.25
 
 
-def moving_source(width: int = 640, height: int = 360):
-    """Frames with real content (a gradient and a moving block) and LIVE metadata."""
+def moving_source(width: int = 640, height: int = 360, step: int = 7,
+                  block: tuple[int, int, int] = (100, 180, 80), moving_pose: bool = False):
+    """Frames with real content (a gradient and a white block moving ``step`` px per frame;
+    ``block`` = first row, end row, width) and LIVE metadata; ``moving_pose``: the camera
+    moves 1 mm per frame (REF origin 400 mm + i in front, so each frame's meta differs)."""
     yy, xx = np.mgrid[0:height, 0:width]
     base = np.stack([(xx * 255 // width), (yy * 255 // height),
                      ((xx + yy) * 127 // (width + height))], -1).astype(np.uint8)
     k = (width * 1.2, width * 1.2, width / 2 - 0.5, height / 2 - 0.5)
+    y0, y1, bw = block
 
     def source(i: int) -> tuple[np.ndarray, FrameMeta]:
         img = base.copy()
-        x = (i * 7) % (width - 80)
-        img[100:180, x:x + 80] = (255, 255, 255)
-        return img, FrameMeta(0, 0.0, width, height, k, (0.0,) * 5, np.eye(4), np.eye(4),
+        x = (i * step) % (width - bw)
+        img[y0:y1, x:x + bw] = 255
+        t_camera_ref = np.eye(4)
+        if moving_pose:
+            t_camera_ref[:3, 3] = (0.0, 0.0, 400.0 + i)     # mm
+        return img, FrameMeta(0, 0.0, width, height, k, (0.0,) * 5, t_camera_ref, np.eye(4),
                               "LIVE")
     return source
 

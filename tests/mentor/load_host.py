@@ -26,26 +26,15 @@ from typing import Any
 import numpy as np
 
 from scrubin.mentor.ice import restrict_host_addresses
-from scrubin.mentor.station_meta import FrameMeta
 from tests.mentor.browser import ServerThread
+from tests.mentor.fault_harness import moving_source
 from tests.mentor.live_station import LiveStation
 from tests.mentor.load_viewers import nal_digest
 
 
 def scene(width: int = 1280, height: int = 720):
     """A moving block over a gradient (real content for the encoder), LIVE metadata."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([(xx * 255 // width), (yy * 255 // height),
-                     ((xx + yy) * 127 // (width + height))], -1).astype(np.uint8)
-    k = (width * 1.2, width * 1.2, width / 2 - 0.5, height / 2 - 0.5)
-
-    def source(i: int) -> tuple[np.ndarray, FrameMeta]:
-        img = base.copy()
-        x = (i * 9) % (width - 160)
-        img[200:360, x:x + 160] = 255
-        return img, FrameMeta(0, 0.0, width, height, k, (0.0,) * 5, np.eye(4), np.eye(4),
-                              "LIVE")
-    return source
+    return moving_source(width, height, step=9, block=(200, 360, 160))
 
 
 def start_sfu(server: ServerThread, url: str, secrets_file: Path) -> Any:

@@ -38,9 +38,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from scrubin.mentor.station_meta import FrameMeta
+from tests.mentor.fault_harness import moving_source
 from tests.mentor.live_station import LiveStation
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,20 +102,7 @@ class Serve:
 
 def source(width: int = 1280, height: int = 720):
     """A moving block; the camera pose moves 1 mm per frame (each frame's meta differs)."""
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([(xx * 255 // width), (yy * 255 // height),
-                     ((xx + yy) * 127 // (width + height))], -1).astype(np.uint8)
-    k = (width * 1.2, width * 1.2, width / 2 - 0.5, height / 2 - 0.5)
-
-    def frame(i: int) -> tuple[np.ndarray, FrameMeta]:
-        img = base.copy()
-        x = (i * 9) % (width - 160)
-        img[200:360, x:x + 160] = 255
-        t_camera_ref = np.eye(4)
-        t_camera_ref[:3, 3] = (0.0, 0.0, 400.0 + i)     # REF 400 mm + i in front (mm)
-        return img, FrameMeta(0, 0.0, width, height, k, (0.0,) * 5, t_camera_ref, np.eye(4),
-                              "LIVE")
-    return frame
+    return moving_source(width, height, step=9, block=(200, 360, 160), moving_pose=True)
 
 
 class Station(LiveStation):

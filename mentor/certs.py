@@ -89,7 +89,8 @@ def _check_days(days: int) -> int:
     return days
 
 
-def _write_pair(cert: Any, key: Any, cert_path: Path, key_path: Path) -> Issued:
+def write_pair(cert: Any, key: Any, cert_path: Path, key_path: Path) -> Issued:
+    """Write a certificate (PEM) and its private key (PKCS#8 PEM, mode 0600), each atomically."""
     from cryptography.hazmat.primitives import serialization
 
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
@@ -141,7 +142,7 @@ def make_ca(folder: Path, name: str = "Scrub In theatre CA", days: int = MAX_DAY
                        critical=False)
         .sign(key, hashes.SHA256())
     )
-    return _write_pair(cert, key, cert_path, key_path)
+    return write_pair(cert, key, cert_path, key_path)
 
 
 def load_ca(folder: Path) -> tuple[Any, Any]:
@@ -243,7 +244,7 @@ def issue(folder: Path, kind: str, common_name: str, hosts: Sequence[str] = (),
                        critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    return _write_pair(cert, key, cert_path, key_path)
+    return write_pair(cert, key, cert_path, key_path)
 
 
 def make_theatre(folder: Path, hosts: Sequence[str] = ("127.0.0.1", "localhost"),

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import ssl
 from pathlib import Path
 
-from scrubin.imaging.fileio import write_atomic
 from scrubin.mentor.errors import MentorError
 
 CERT_NAME = "tls-cert.pem"
@@ -30,7 +28,7 @@ def ensure_self_signed(folder: Path, extra_hosts: tuple[str, ...] = ()) -> tuple
     the subjectAltName of a new certificate.
     """
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
@@ -67,18 +65,10 @@ def ensure_self_signed(folder: Path, extra_hosts: tuple[str, ...] = ()) -> tuple
                        critical=False)
         .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM,
-                                serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    from scrubin.mentor.certs import write_pair
 
-    def write_key(tmp: Path) -> None:
-        os.chmod(tmp, 0o600)
-        tmp.write_bytes(key_pem)
-
-    write_atomic(key_path, write_key)
-    write_atomic(cert_path, lambda tmp: tmp.write_bytes(
-        cert.public_bytes(serialization.Encoding.PEM)))
-    return cert_path, key_path
+    issued = write_pair(cert, key, cert_path, key_path)
+    return issued.cert, issued.key
 
 
 def fingerprint_sha256(cert_path: Path) -> str:

@@ -26,15 +26,6 @@ pytestmark = [pytest.mark.timeout(60),
 
 
 @pytest.fixture()
-def _coturn_required() -> None:
-    """make install installs coturn and the tests run as root: missing means a broken set-up,
-    which fails here instead of turning into a skip."""
-    reason = coturn_netns.available()
-    if reason:
-        pytest.fail(f"TURN test cannot run: {reason}")
-
-
-@pytest.fixture()
 def turn(tmp_path, monkeypatch):
     with coturn_netns.coturn(tmp_path) as server:
         monkeypatch.setenv("SSL_CERT_FILE", str(server.ca))

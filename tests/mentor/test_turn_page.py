@@ -24,13 +24,6 @@ CONFIG_JS = """() => { const pc = window.scrubin.state.pc;
                 .map((s) => s.username) : null; }"""
 
 
-@pytest.fixture()
-def _coturn_required() -> None:
-    reason = coturn_netns.available()
-    if reason:
-        pytest.fail(f"TURN test cannot run: {reason}")
-
-
 class TurnServerThread:
     """A real MentorServer with TURN on its own loop thread (tests/mentor/browser.py's
     ServerThread, with the TURN options)."""

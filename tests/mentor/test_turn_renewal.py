@@ -35,13 +35,6 @@ from tests.mentor.test_turn_coturn import candidates, relay_config
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("_coturn_required")]
 
 
-@pytest.fixture()
-def _coturn_required() -> None:
-    reason = coturn_netns.available()
-    if reason:
-        pytest.fail(f"TURN test cannot run: {reason}")
-
-
 class _Inbox(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.got: asyncio.Queue[tuple[bytes, tuple]] = asyncio.Queue()

@@ -63,8 +63,10 @@ class GapSkippingJitterBuffer(JitterBuffer):
             self.remove(self._capacity)          # a jump back: the stream restarted
             self._origin, delta = seq, 0
         if delta >= self._capacity:              # far ahead: drop the oldest to fit it
-            self.skipped += delta - self._capacity + 1
-            self.remove(delta - self._capacity + 1)
+            n = delta - self._capacity + 1       # may exceed the buffer (a long outage)
+            self.skipped += n
+            self.remove(min(n, self._capacity))  # aiortc's remove() takes <= capacity
+            self._origin = uint16_add(seq, 1 - self._capacity)
         self._packets[seq % self._capacity] = packet
         if sum(p is not None for p in self._packets) < self._prefetch + 1:
             return False, None

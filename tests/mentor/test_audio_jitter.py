@@ -66,6 +66,26 @@ def test_no_loss_no_jitter_every_frame():
     assert out == list(range(N - 4))                      # the last 4 wait for successors
 
 
+@pytest.mark.parametrize("gap", [20, 31, 32, 100, 40000])
+def test_a_gap_longer_than_the_buffer_restarts_at_the_next_packet(gap):
+    """An outage of more than the buffer's 16 packets (gap 31+: more than aiortc's remove()
+    accepts; 40000 wraps the 16-bit sequence number): the packets before it come out, the
+    gap is skipped, and every packet after it but the last four (prefetch) comes out."""
+    buf = GapSkippingJitterBuffer(16, 4)
+    seqs = list(range(20)) + [20 + gap + k for k in range(40)]
+    out = []
+    for n in seqs:
+        p = RtpPacket(payload_type=111, sequence_number=(60000 + n) % 65536,
+                      timestamp=(960 * n) % 2**32)
+        p._data = n.to_bytes(4, "big")
+        _, frame = buf.add(p)
+        if frame is not None:
+            out.append(int.from_bytes(frame.data, "big"))
+    after = [20 + gap + k for k in range(40)]
+    assert out[-len(after) + 4:] == after[:-4]             # after the gap: all but the last 4
+    assert set(out) <= set(seqs) and out == sorted(out)    # nothing invented, in order
+
+
 def test_installed_on_an_aiortc_audio_receiver():
     async def run():
         pc = RTCPeerConnection()

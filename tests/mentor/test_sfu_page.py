@@ -40,7 +40,11 @@ def _checked_frames(frames: list[dict], sent: dict[str, list]) -> int:
         assert str(f["frame_id"]) in sent, f           # an id the station sent (strip CRC ok)
         assert f["T_camera_ref"] == sent[str(f["frame_id"])], f
         assert f["K"] == [1536.0, 1536.0, 639.5, 359.5], f
-        assert 0 < f["latency_s"] < 5.0, f     # same clock; a bound, not a speed figure
+        # same clock; a sanity bound, not a speed figure. The page's display time is
+        # Chromium's expectedDisplayTime, its estimate of the vsync that shows the frame:
+        # headless, it once came 4 ms before the station's capture stamp (fresh-clone CI,
+        # Janus path p50 ~30 ms), so the bound allows one 60 Hz vsync period of estimate
+        assert -1 / 60 < f["latency_s"] < 5.0, f
         n += 1
     return n
 

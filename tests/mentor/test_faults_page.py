@@ -192,7 +192,11 @@ def page_under_loss(chromium, mentor_server, seconds: float, loss: float = 0.05,
         page.goto(f"{mentor_server.url}/m/{sid}#token={tokens['mentor']}")
         page.wait_for_function("() => window.scrubin.state.frameLog.length > 30",
                                timeout=WAIT_MS)
-        page.wait_for_timeout(2000)    # the page's loss guard reacts to the first NACKs
+        # the page's loss guard reacts to the first NACKs; Chromium's jitter buffer then
+        # grows towards its target over a few seconds: measure after that
+        page.wait_for_function("() => window.scrubin.state.lossGuard.targetMs > 0",
+                               timeout=WAIT_MS)
+        page.wait_for_timeout(3000)
         a = page.evaluate(INBOUND_VIDEO)
         page.wait_for_timeout(int(seconds * 1000))
         b = page.evaluate(INBOUND_VIDEO)

@@ -60,7 +60,8 @@ def _page_loss() -> None:
     print(f"faults loss, Chromium page, 30 s: decoded {out['fps']:.1f} fps, frozen "
           f"{out['frozen_share'] * 100:.1f} % of the time ({out['freezes']} freezes), NACK "
           f"{out['nack']}, PLI {out['pli']}, jitter buffer {out['jitter_buffer_ms']:.0f} ms "
-          f"(loss guard target {out['guard_ms']} ms), relay loss "
+          f"(loss guard target {out['guard_ms']} ms), capture -> display p50 "
+          f"{out['latency_p50_ms']:.0f} / p95 {out['latency_p95_ms']:.0f} ms, relay loss "
           f"{out['relay_loss'] * 100:.2f} %, peer connections {out['peer_connections']}; "
           f"station voice (tone) {out['audio_dbfs']:.1f} dBFS, Chromium concealed "
           f"{out['audio_concealed_share'] * 100:.1f} % of its samples")

@@ -15,7 +15,7 @@
 // delay smoothly but raises it at once, a freeze as long as the rise, so a target that follows
 // each RTT reading (they swing with the jitter) froze the picture itself. Measured at 5 % loss,
 // 80 +- 20 ms (tests/mentor/test_faults_page.py, 10 s windows, 2026-12-02): per-reading
-// 2 RTT + 60: 0-12 % of the time frozen; per-reading 3 RTT: freezes in 3 of 12 runs; mean,
+// 2 RTT + 60: 0-12 % of the time frozen; per-reading 3 RTT: freezes in 3 of 16 runs; mean,
 // held, 2 RTT: freezes in 3 of 8; mean, held, 3 RTT: 0 freezes in 16 of 16, capture-to-display
 // p50 0.58-0.83 s. Setting the same target again every second made it worse (freezes in 4 of 10
 // runs, Chromium holding ~0.35 s under a 0.5 s target), so it is set on a change only.

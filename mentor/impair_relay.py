@@ -102,6 +102,7 @@ class UdpForwarder:
         self._listen: asyncio.DatagramTransport | None = None
         self._outs: dict[tuple[str, int], asyncio.DatagramTransport] = {}
         self._opening: dict[tuple[str, int], list[bytes]] = {}
+        self._open_tasks: set[asyncio.Future[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -129,11 +130,15 @@ class UdpForwarder:
 
     def _from_source(self, data: bytes, source: tuple[str, int]) -> None:
         def send(d: bytes) -> None:
+            if self._closed:        # a delayed packet due after close(): nothing is opened
+                return
             out = self._outs.get(source)
             if out is None:
                 if source not in self._opening:
                     self._opening[source] = []
-                    asyncio.ensure_future(self._open(source))
+                    task = asyncio.ensure_future(self._open(source))
+                    self._open_tasks.add(task)
+                    task.add_done_callback(self._open_tasks.discard)
                 self._opening[source].append(d)
                 return
             if not self._closed:
@@ -163,6 +168,8 @@ class UdpForwarder:
 
     def close(self) -> None:
         self._closed = True
+        for t in list(self._open_tasks):   # a socket still opening: its loop may stop next
+            t.cancel()
         if self._listen is not None:
             self._listen.close()
         for out in self._outs.values():

@@ -140,6 +140,52 @@ def test_udp_blackout_drops_exactly_its_window():
     assert fwd.forward.stats.blacked_out == 100 - len(got)
 
 
+class _CountingLoop(asyncio.SelectorEventLoop):
+    """A real event loop that counts the UDP sockets opened on it."""
+
+    opened = 0
+
+    async def create_datagram_endpoint(self, *args, **kwargs) -> tuple:  # type: ignore[override]
+        self.opened += 1
+        return await super().create_datagram_endpoint(*args, **kwargs)
+
+
+async def _close_with_a_packet_in_flight(loop: _CountingLoop) -> tuple[int, int, int]:
+    got: list[bytes] = []
+
+    class Sink(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            got.append(data)
+
+    sink, _ = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
+    fwd = UdpForwarder(sink.get_extra_info("sockname"), Impairer(Impairment(delay_ms=100)),
+                       Impairer(Impairment()))
+    port = await fwd.start()
+    src = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    src.sendto(b"late", ("127.0.0.1", port))
+    while fwd.forward.stats.packets_in == 0:          # received, due 100 ms later
+        await asyncio.sleep(0.005)
+    fwd.close()
+    before = loop.opened
+    await asyncio.sleep(0.3)
+    src.close()
+    sink.close()
+    return before, loop.opened, len(got)
+
+
+def test_udp_close_with_a_packet_in_flight_sends_and_opens_nothing():
+    """A packet that comes due after ``close()`` is dropped there: the forwarder opened its
+    outgoing socket lazily at the first departure, so before the fix it opened one after
+    ``close()``, a task that a relay loop stopped right after (tests' RelayThread.stop) left
+    pending ("Event loop is closed" when it was collected, seen in a CI run)."""
+    loop = _CountingLoop()
+    try:
+        before, after, delivered = loop.run_until_complete(_close_with_a_packet_in_flight(loop))
+    finally:
+        loop.close()
+    assert (after - before, delivered) == (0, 0)
+
+
 async def _tcp_case(mode: str):
     async def echo(r, w):
         while data := await r.read(65536):

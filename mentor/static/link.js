@@ -53,15 +53,18 @@ export function watchLink(state, { reconnect, redraw }) {
     }
   }, HB_MS);
 
-  const guard = { nack: -1, lastNackAt: -1e9, targetMs: null, pc: null, rttMs: 0 };
+  // history: the last 60 s of {t, target, rtt, jb, chromeTarget, chromeMin, freezes} (ms; for
+  // the fault tests and a support session: Chromium's own per-frame delays next to the target)
+  const guard = { nack: -1, lastNackAt: -1e9, targetMs: null, pc: null, rttMs: 0, history: [],
+    prev: null };
   setInterval(async () => {
     const pc = state.pc, recv = state.videoReceiver;
     if (!pc || !recv || state.videoDelayMs !== null || !('jitterBufferTarget' in recv)) return;
-    if (guard.pc !== pc) Object.assign(guard, { pc, nack: -1, targetMs: null, rttMs: 0 });
-    let nack = 0, rtt = null;
+    if (guard.pc !== pc) Object.assign(guard, { pc, nack: -1, targetMs: null, rttMs: 0, prev: null });
+    let nack = 0, rtt = null, v = null;
     try {
       (await pc.getStats()).forEach((s) => {
-        if (s.type === 'inbound-rtp' && s.kind === 'video') nack = s.nackCount || 0;
+        if (s.type === 'inbound-rtp' && s.kind === 'video') { v = s; nack = s.nackCount || 0; }
         // the mean of the pair's consent-check round trips: one reading swings with the jitter
         if (s.type === 'candidate-pair' && s.nominated && s.responsesReceived > 0) {
           rtt = s.totalRoundTripTime / s.responsesReceived;
@@ -83,10 +86,23 @@ export function watchLink(state, { reconnect, redraw }) {
     } else {
       guard.rttMs = 0;
     }
+    if (v) noteDelays(guard, v, target, rtt);
     if (target !== guard.targetMs) {
       guard.targetMs = target;
       recv.jitterBufferTarget = target;
     }
   }, 1000);
   return guard;
+}
+
+function noteDelays(guard, v, target, rtt) {
+  const cur = { n: v.jitterBufferEmittedCount || 0, jb: v.jitterBufferDelay || 0,
+    tgt: v.jitterBufferTargetDelay || 0, min: v.jitterBufferMinimumDelay || 0 };
+  const p = guard.prev, n = p ? cur.n - p.n : 0;
+  guard.prev = cur;
+  if (n <= 0) return;
+  const per = (k) => Math.round(1000 * (cur[k] - p[k]) / n);
+  guard.history.push({ t: Date.now() / 1000, target, rtt: rtt == null ? null : Math.round(1000 * rtt),
+    jb: per('jb'), chromeTarget: per('tgt'), chromeMin: per('min'), freezes: v.freezeCount || 0 });
+  if (guard.history.length > 60) guard.history.shift();
 }

@@ -209,6 +209,7 @@ def page_under_loss(chromium, mentor_server, seconds: float, loss: float = 0.05,
             f".map((f) => f.latency_s)"))
         lost_down = relay.call(_stats(relay.down))
         guard = page.evaluate("() => window.scrubin.state.lossGuard.targetMs")
+        delays = page.evaluate("() => window.scrubin.state.lossGuard.history")
         return {"fps": (b["framesDecoded"] - a["framesDecoded"]) / dt, "guard_ms": guard,
                 "frozen_share": (b["frozen"] - a["frozen"]) / dt,
                 "freezes": b["freezes"] - a["freezes"], "nack": b["nack"] - a["nack"],
@@ -223,7 +224,10 @@ def page_under_loss(chromium, mentor_server, seconds: float, loss: float = 0.05,
                 "audio_dbfs": 10 * math.log10(max(1e-12, (b["energy"] - a["energy"]) / max(
                     1e-9, b["duration"] - a["duration"]))),
                 "station_frames": station.station.sent_frames,
-                "errors": station.errors + page.errors}
+                "errors": station.errors + page.errors,
+                # per second: the guard's target and Chromium's own per-frame delays (ms)
+                "delays": [(round(d["t"] - a["wall"], 1), d["target"], d["jb"], d["chromeTarget"],
+                            d["chromeMin"], d["freezes"]) for d in delays]}
     finally:
         page.context.close()
         station.stop()

@@ -27,29 +27,34 @@ const wallAt = (t) => (performance.timeOrigin + t) / 1000;
  * @returns {{undo: function, clearMine: function}}
  */
 export function bindStrokes({ state, model, canvas, session, redraw, queueRedraw }) {
-  function eventBase(op, a) {
+  // t: the performance.now() reading the event is stamped with (client_time)
+  function eventBase(op, a, t = performance.now()) {
     return {
       event_id: uuid(), op, annotation_id: a.annotation_id, kind: a.kind, color: a.color,
       text: a.text || '', frame_id: a.frame_id, capture_time: a.capture_time,
-      points: a.points.map((p) => [p[0], p[1]]), anchor_state: 'pending', client_time: wallNow(),
+      points: a.points.map((p) => [p[0], p[1]]), anchor_state: 'pending', client_time: wallAt(t),
     };
   }
 
+  // one clock reading per flush: it is both the coalescing time and the event's client_time
+  // (stamped apart, a pause between the two made sends 15.3 ms apart in a CI run)
   function flushStroke() {
     clearTimeout(state.flushTimer);
     state.flushTimer = null;
     const s = state.stroke;
     if (!s || !s.dirty) return;
     s.dirty = false;
-    state.lastFlush = performance.now();
-    session().sendAnnotation(eventBase('update', s));
+    const t = performance.now();
+    state.lastFlush = t;
+    session().sendAnnotation(eventBase('update', s, t));
   }
 
   function scheduleFlush() {
     if (state.flushTimer) return;
-    const wait = Math.max(0, COALESCE_MS - (performance.now() - state.lastFlush));
-    if (wait === 0) flushStroke();
-    else state.flushTimer = setTimeout(flushStroke, wait);
+    const wait = COALESCE_MS - (performance.now() - state.lastFlush);
+    if (wait <= 0) flushStroke();
+    // a timer may fire a fraction of a millisecond early on the page's clock: check again
+    else state.flushTimer = setTimeout(() => { state.flushTimer = null; scheduleFlush(); }, wait);
   }
 
   function normOf(e) {

@@ -128,7 +128,23 @@ class _LoopThread:
     def call(self, coro: Any, timeout: float | None = None) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    @staticmethod
+    async def _cancel_pending() -> None:
+        me = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not me]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def stop(self) -> None:
+        """Cancel the tasks still pending (as ``asyncio.run`` does: a task left pending on a
+        closed loop is torn down by the garbage collector later, its ``finally`` blocks
+        failing with 'Event loop is closed'), then stop and close the loop."""
+        if self.thread.is_alive() and not self.loop.is_closed():
+            try:
+                self.call(self._cancel_pending(), 5)
+            except (TimeoutError, RuntimeError):
+                pass  # a task that ignores its cancellation: stop anyway
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         if not self.thread.is_alive():

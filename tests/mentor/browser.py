@@ -73,30 +73,38 @@ def chromium() -> Iterator[Browser]:
             browser.close()
 
 
-class _StaticHandler(http.server.SimpleHTTPRequestHandler):
+class PageHandler(http.server.SimpleHTTPRequestHandler):
+    """Files for a test page, plus one HTML body (``index_html``) at ``index_paths``; quiet."""
+
+    index_paths: tuple[str, ...] = ("/",)
+    index_html = b"<!doctype html><html><head><link rel='icon' href='data:,'></head></html>"
+
+    def do_GET(self) -> None:
+        if self.path in self.index_paths:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(self.index_html)))
+            self.end_headers()
+            self.wfile.write(self.index_html)
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _StaticHandler(PageHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+    index_paths = ("/", "/blank")
+    index_html = (b"<!doctype html><html><head><link rel='icon' href='data:,'></head>"
+                  b"<body><canvas id='c'></canvas></body></html>")
 
     def translate_path(self, path: str) -> str:
         path = path.split("?", 1)[0].split("#", 1)[0]
         if path.startswith("/static/"):
             return str(STATIC_DIR / path.removeprefix("/static/"))
         return str(STATIC_DIR / "__none__")
-
-    def do_GET(self) -> None:
-        if self.path in ("/", "/blank"):
-            body = (b"<!doctype html><html><head><link rel='icon' href='data:,'></head>"
-                    b"<body><canvas id='c'></canvas></body></html>")
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        super().do_GET()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")

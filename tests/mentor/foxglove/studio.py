@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from tests.mentor.browser import PageHandler
+
 HERE = Path(__file__).resolve().parent
 MODULES = HERE / "node_modules"
 STUDIO_ASSETS = MODULES / "@foxglove" / "studio-base" / "assets"
@@ -67,8 +69,11 @@ def foxglove_json_schemas() -> dict[str, dict[str, Any]]:
     return {s["title"]: s for s in json.loads(out).values()}
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
+class _Handler(PageHandler):
     routes: dict[str, Path] = {}
+    index_html = (b"<!doctype html><html><head><link rel='icon' href='data:,'>"
+                  b"<script src='/comlink.js'></script><script src='/check.js'></script>"
+                  b"</head><body></body></html>")
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".js": "text/javascript", ".wasm": "application/wasm",
                       ".html": "text/html", ".mcap": "application/octet-stream"}
@@ -83,22 +88,6 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
                     break
                 return str(p)
         return str(HERE / "__none__")
-
-    def do_GET(self) -> None:
-        if self.path == "/":
-            body = (b"<!doctype html><html><head><link rel='icon' href='data:,'>"
-                    b"<script src='/comlink.js'></script><script src='/check.js'></script>"
-                    b"</head><body></body></html>")
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return
-        super().do_GET()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @contextmanager

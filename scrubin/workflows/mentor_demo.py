@@ -11,7 +11,6 @@ and annotation round trip, and the station's anchoring of the stroke on the mode
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from pathlib import Path
@@ -43,16 +42,15 @@ def run(out_dir: Path, frames: int = 90) -> dict[str, Any]:
         print(f"mentoring step skipped: {CHROMIUM} not found (make install: Debian chromium)")
         return {"skipped": "chromium missing"}
     from scrubin.mentor.server import MentorServer, ServerConfig
+    from scrubin.workflows.loop_thread import LoopThread
     from scrubin.workflows.overlay import OverlayRequest
     from scrubin.workflows.surgeon import SurgeonRequest, run_surgeon
 
     out_dir = Path(out_dir)
-    loop = asyncio.new_event_loop()
-    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
-    loop_thread.start()
+    lt = LoopThread("demo-server-loop")
 
     def call(coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(60)
+        return lt.call(coro, 60)
 
     server = MentorServer(ServerConfig(db=out_dir / "mentor-state" / "mentor.db", port=0,
                                        grpc_port=0, ice_hosts=["127.0.0.1"]))
@@ -136,6 +134,5 @@ def run(out_dir: Path, frames: int = 90) -> dict[str, Any]:
             print(f"station error: {result['error']}")
     finally:
         call(server.stop())
-        loop.call_soon_threadsafe(loop.stop)
-        loop_thread.join(5)
+        lt.stop()
     return result

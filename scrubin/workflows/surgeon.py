@@ -24,7 +24,6 @@ on a named pipe (``control_fifo``, ``scrubin surgeon --control-fifo PATH``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import sys
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from scrubin.mentor.errors import MentorError
+from scrubin.workflows.loop_thread import LoopThread
 from scrubin.workflows.overlay import OverlayRequest
 
 _TARGET = re.compile(r"^(?:grpcs://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})/?$")
@@ -113,44 +113,6 @@ def _view_size(req: OverlayRequest) -> tuple[int, int]:
     return cam.width, cam.height
 
 
-class _LoopThread:
-    """An asyncio loop on its own thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name="station-loop", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def call(self, coro: Any, timeout: float | None = None) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    @staticmethod
-    async def _cancel_pending() -> None:
-        me = asyncio.current_task()
-        tasks = [t for t in asyncio.all_tasks() if t is not me]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def stop(self) -> None:
-        """Cancel the tasks still pending (as ``asyncio.run`` does: a task left pending on a
-        closed loop is torn down by the garbage collector later, its ``finally`` blocks
-        failing with 'Event loop is closed'), then stop and close the loop."""
-        if self.thread.is_alive() and not self.loop.is_closed():
-            try:
-                self.call(self._cancel_pending(), 5)
-            except (TimeoutError, RuntimeError):
-                pass  # a task that ignores its cancellation: stop anyway
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        if not self.thread.is_alive():
-            self.loop.close()
-
-
 def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
     """Run the overlay with the mentor link (module docstring); the overlay report + "mentor"."""
     from scrubin.mentor.anchor import Anchorer
@@ -184,7 +146,7 @@ def run_surgeon(req: SurgeonRequest) -> dict[str, Any]:
     station = SurgeonStation(VideoFanout(encoder), audio, req.ice_servers,
                              record_audio=record if rec_dir is not None else None)
     board = AnnotationBoard()
-    loop = _LoopThread()
+    loop = LoopThread()
     client = link = None
     stop = threading.Event()
     viewers_peak = 0
